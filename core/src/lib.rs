@@ -1,1 +1,20 @@
-//! mgmt core.
+//! The pure, deterministic core of mgmt.
+//!
+//! Everything here is a function of its inputs: the graph compiler
+//! ([`compile`]), the graph model ([`graph`]) and the scheduling state machine
+//! ([`engine`]). The core reads no clock, no randomness, no disk and no network;
+//! time and events come in as values and decisions go out as values. That is
+//! what lets the simulator, proptest and the fuzzer drive it exhaustively.
+
+pub mod algo;
+pub mod compile;
+pub mod engine;
+pub mod graph;
+pub mod resource;
+pub mod time;
+
+pub use compile::{CompileError, Diagnostic, compile};
+pub use engine::{Engine, EngineConfig, Input, Output};
+pub use graph::{Graph, VertexId};
+pub use resource::{Kind, Resource, ResourceId};
+pub use time::Millis;

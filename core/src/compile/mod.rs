@@ -1,0 +1,560 @@
+//! YAML text -> validated [`Graph`]. Parse first, then act: nothing downstream
+//! sees an unvalidated value. The compiler never panics on any input and reports
+//! every problem it can find, each with a location.
+
+mod yaml;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde_saphyr::{Location, Spanned};
+
+use crate::graph::{Collect, Graph, ResEdge, Vertex};
+use crate::resource::{
+    Command, ExecParams, FileParams, FileState, Kind, Meta, Params, Principal, Resource,
+    ResourceId, Retry,
+};
+use yaml::{ExecYaml, FileYaml, GraphYaml, MetaYaml, NoopYaml, ScalarYaml};
+
+/// Where a problem is: a position in the file and/or the resource it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based line and column, when known.
+    pub line_col: Option<(u64, u64)>,
+    /// `Kind[name]` of the resource concerned, when there is one.
+    pub subject: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((l, c)) = self.line_col {
+            write!(f, ":{l}:{c}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(s) = &self.subject {
+            write!(f, "{s}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Every diagnostic of a failed compile, in file order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct CompileError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Options that change how a graph is compiled.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {}
+
+struct Ctx<'a> {
+    file: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &mut self,
+        loc: Option<Location>,
+        subject: Option<&ResourceId>,
+        message: impl Into<String>,
+    ) {
+        self.diags.push(Diagnostic {
+            file: self.file.to_string(),
+            line_col: loc.filter(|l| l.line() > 0).map(|l| (l.line(), l.column())),
+            subject: subject.map(|s| s.to_string()),
+            message: message.into(),
+        });
+    }
+}
+
+/// Compiles the YAML text of a graph. `file` names the source in diagnostics.
+pub fn compile(file: &str, text: &str) -> Result<Graph, CompileError> {
+    let mut ctx = Ctx {
+        file,
+        diags: Vec::new(),
+    };
+    let parsed = match parse(text) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.err(
+                e.location(),
+                None,
+                tidy_parse_message(&e.without_snippet().to_string()),
+            );
+            return Err(CompileError {
+                diagnostics: ctx.diags,
+            });
+        }
+    };
+    let graph = build(&mut ctx, parsed);
+    if ctx.diags.is_empty() {
+        Ok(graph)
+    } else {
+        Err(CompileError {
+            diagnostics: ctx.diags,
+        })
+    }
+}
+
+fn parse(text: &str) -> Result<GraphYaml, serde_saphyr::Error> {
+    let mut options = serde_saphyr::Options::default();
+    // `mode: 0644` must stay the string "0644", not the number 644.
+    options.leading_zero_numbers_as_strings = true;
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// The parser's message without its own location suffix (we print ours in
+/// front) and with serde internals replaced by what a user can act on.
+fn tidy_parse_message(raw: &str) -> String {
+    let first = raw.lines().next().unwrap_or("invalid YAML");
+    let first = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    first
+        .replace(
+            "data did not match any variant of untagged enum ScalarYaml",
+            "expected a string or a number",
+        )
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+}
+
+fn build(ctx: &mut Ctx<'_>, g: GraphYaml) -> Graph {
+    let mut located: Vec<(Resource, Location)> = Vec::new();
+    if let Some(res) = g.resources {
+        for y in res.noop.unwrap_or_default() {
+            if let Some(r) = noop(ctx, y) {
+                located.push(r);
+            }
+        }
+        for y in res.file.unwrap_or_default() {
+            if let Some(r) = file(ctx, y) {
+                located.push(r);
+            }
+        }
+        for y in res.exec.unwrap_or_default() {
+            if let Some(r) = exec(ctx, y) {
+                located.push(r);
+            }
+        }
+    }
+
+    // Duplicates: report the later definition, pointing at the first.
+    let mut seen: BTreeMap<(ResourceId, bool), Location> = BTreeMap::new();
+    let mut unique = Vec::with_capacity(located.len());
+    for (r, loc) in located {
+        let key = (r.id.clone(), r.exported);
+        if let Some(first) = seen.get(&key) {
+            let msg = format!("duplicate resource, first defined at line {}", first.line());
+            ctx.err(Some(loc), Some(&r.id), msg);
+            continue;
+        }
+        seen.insert(key, loc);
+        unique.push(r);
+    }
+    let (exported, mut resources): (Vec<_>, Vec<_>) = unique.into_iter().partition(|r| r.exported);
+    resources.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut graph = Graph {
+        name: g.graph.value,
+        comment: g.comment,
+        hostname: g.hostname,
+        vertices: (0..resources.len())
+            .map(|i| Vertex { members: vec![i] })
+            .collect(),
+        resources,
+        exported,
+        edges: Vec::new(),
+        collect: g
+            .collect
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| Collect {
+                kind: c.kind,
+                pattern: c.pattern,
+            })
+            .collect(),
+        notes: Vec::new(),
+    };
+
+    let mut edge_set = BTreeSet::new();
+    for (i, e) in g.edges.unwrap_or_default().into_iter().enumerate() {
+        let loc = e.referenced;
+        let e = e.value;
+        let name = e.name.unwrap_or_else(|| format!("e{}", i + 1));
+        let mut ends = [None, None];
+        for (slot, end) in ends.iter_mut().zip([&e.from, &e.to]) {
+            let Some(kind) = Kind::parse(&end.kind) else {
+                ctx.err(
+                    Some(loc),
+                    None,
+                    format!("edge {name:?}: unknown kind {:?}", end.kind),
+                );
+                continue;
+            };
+            let id = ResourceId::new(kind, end.name.clone());
+            match graph.find(&id) {
+                Some(idx) => *slot = Some(idx),
+                None => ctx.err(Some(loc), None, format!("edge {name:?}: no resource {id}")),
+            }
+        }
+        if let [Some(from), Some(to)] = ends {
+            if from == to {
+                let id = graph.resources[from].id.clone();
+                ctx.err(
+                    Some(loc),
+                    Some(&id),
+                    format!("edge {name:?} joins a resource to itself"),
+                );
+                continue;
+            }
+            let notify = e.notify.unwrap_or(false);
+            if edge_set.insert((from, to)) {
+                graph.edges.push(ResEdge {
+                    from,
+                    to,
+                    name,
+                    notify,
+                    auto: false,
+                });
+            } else if notify {
+                // A repeated edge can only add a notify.
+                if let Some(existing) = graph
+                    .edges
+                    .iter_mut()
+                    .find(|x| x.from == from && x.to == to)
+                {
+                    existing.notify = true;
+                }
+            }
+        }
+    }
+    graph.edges.sort();
+
+    if ctx.diags.is_empty() {
+        if let Some(cycle) = crate::algo::find_cycle(
+            graph.resources.len(),
+            graph.edges.iter().map(|e| (e.from, e.to)),
+        ) {
+            let path: Vec<String> = cycle
+                .iter()
+                .chain(cycle.first())
+                .map(|&i| graph.resources[i].id.to_string())
+                .collect();
+            ctx.err(
+                None,
+                None,
+                format!("the graph has a cycle: {}", path.join(" -> ")),
+            );
+        }
+    }
+    graph
+}
+
+fn resource_id(kind: Kind, name: &Spanned<String>) -> (ResourceId, bool) {
+    match name.value.strip_prefix("@@") {
+        Some(stripped) => (ResourceId::new(kind, stripped), true),
+        None => (ResourceId::new(kind, name.value.clone()), false),
+    }
+}
+
+/// Checks the name and builds the id; `None` after reporting a bad name.
+fn named(ctx: &mut Ctx<'_>, kind: Kind, name: &Spanned<String>) -> Option<(ResourceId, bool)> {
+    let (id, exported) = resource_id(kind, name);
+    if id.name.trim().is_empty() {
+        ctx.err(
+            Some(name.referenced),
+            None,
+            format!("{kind} resource with an empty name"),
+        );
+        return None;
+    }
+    if id.name.chars().any(|c| c.is_control()) {
+        ctx.err(
+            Some(name.referenced),
+            Some(&id),
+            "name contains control characters",
+        );
+        return None;
+    }
+    Some((id, exported))
+}
+
+fn meta(ctx: &mut Ctx<'_>, id: &ResourceId, y: Option<MetaYaml>) -> Meta {
+    let mut m = Meta::default();
+    let Some(y) = y else { return m };
+    m.autoedge = y.autoedge.unwrap_or(m.autoedge);
+    m.autogroup = y.autogroup.unwrap_or(m.autogroup);
+    m.noop = y.noop.unwrap_or(m.noop);
+    if let Some(r) = y.retry {
+        m.retry = match r.value {
+            -1 => Retry::Forever,
+            n if (0..=i64::from(u32::MAX)).contains(&n) => Retry::Times(n as u32),
+            n => {
+                ctx.err(
+                    Some(r.referenced),
+                    Some(id),
+                    format!("meta retry must be -1 (forever) or a count >= 0, not {n}"),
+                );
+                m.retry
+            }
+        };
+    }
+    if let Some(d) = y.delay {
+        m.delay_ms = non_negative(ctx, id, "meta delay (ms)", &d).unwrap_or(0);
+    }
+    if let Some(p) = y.poll {
+        m.poll_s = non_negative(ctx, id, "meta poll (s)", &p).unwrap_or(0);
+    }
+    m
+}
+
+fn non_negative(ctx: &mut Ctx<'_>, id: &ResourceId, what: &str, v: &Spanned<i64>) -> Option<u64> {
+    match u64::try_from(v.value) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            ctx.err(
+                Some(v.referenced),
+                Some(id),
+                format!("{what} must be >= 0, not {}", v.value),
+            );
+            None
+        }
+    }
+}
+
+fn noop(ctx: &mut Ctx<'_>, y: NoopYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Noop, &y.name)?;
+    let meta = meta(ctx, &id, y.meta);
+    let loc = y.name.referenced;
+    Some((
+        Resource {
+            id,
+            meta,
+            params: Params::Noop { comment: y.comment },
+            exported,
+        },
+        loc,
+    ))
+}
+
+fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::File, &y.name)?;
+    let before = ctx.diags.len();
+    let meta = meta(ctx, &id, y.meta);
+    // The path defaults to the name, as in the original.
+    let (path, path_loc) = match &y.path {
+        Some(p) => (p.value.clone(), p.referenced),
+        None => (id.name.clone(), y.name.referenced),
+    };
+    if !path.starts_with('/') {
+        ctx.err(
+            Some(path_loc),
+            Some(&id),
+            format!("path {path:?} must be absolute"),
+        );
+    } else if path.contains('\0') || path.split('/').any(|c| c == "..") {
+        ctx.err(
+            Some(path_loc),
+            Some(&id),
+            format!("path {path:?} must not contain NUL or '..'"),
+        );
+    } else if path == "/" {
+        ctx.err(Some(path_loc), Some(&id), "refusing to manage /");
+    }
+    let state = match y.state.as_ref().map(|s| s.value.as_str()) {
+        None | Some("exists") | Some("present") => FileState::Exists,
+        Some("absent") => FileState::Absent,
+        Some(other) => {
+            let loc = y.state.as_ref().map(|s| s.referenced);
+            ctx.err(
+                loc,
+                Some(&id),
+                format!("state must be \"exists\" or \"absent\", not {other:?}"),
+            );
+            FileState::Exists
+        }
+    };
+    let mode = y
+        .mode
+        .as_ref()
+        .and_then(|m| match parse_mode(&m.value.as_text()) {
+            Some(mode) => Some(mode),
+            None => {
+                let text = m.value.as_text();
+                ctx.err(
+                    Some(m.referenced),
+                    Some(&id),
+                    format!("mode {text:?} is not an octal mode like \"0644\""),
+                );
+                None
+            }
+        });
+    let owner = y
+        .owner
+        .as_ref()
+        .and_then(|o| principal(ctx, &id, "owner", o));
+    let group = y
+        .group
+        .as_ref()
+        .and_then(|g| principal(ctx, &id, "group", g));
+    let params = FileParams {
+        path: normalise_path(&path),
+        content: y.content,
+        state,
+        mode,
+        owner,
+        group,
+    };
+    if params.is_dir() && params.content.is_some() {
+        ctx.err(
+            Some(path_loc),
+            Some(&id),
+            "a directory (path ending in '/') cannot have content",
+        );
+    }
+    (ctx.diags.len() == before).then(|| {
+        (
+            Resource {
+                id,
+                meta,
+                params: Params::File(params),
+                exported,
+            },
+            y.name.referenced,
+        )
+    })
+}
+
+/// Collapses repeated slashes; keeps the trailing slash that marks a directory.
+fn normalise_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    out.replace("/./", "/")
+}
+
+/// `"0644"`, `"644"`, `"0o644"` -> 0o644. At most 4 octal digits.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+fn principal(
+    ctx: &mut Ctx<'_>,
+    id: &ResourceId,
+    what: &str,
+    v: &Spanned<ScalarYaml>,
+) -> Option<Principal> {
+    match &v.value {
+        ScalarYaml::Int(n) => match u32::try_from(*n) {
+            Ok(n) => Some(Principal::Id(n)),
+            Err(_) => {
+                ctx.err(
+                    Some(v.referenced),
+                    Some(id),
+                    format!("{what} id {n} is out of range"),
+                );
+                None
+            }
+        },
+        ScalarYaml::Str(s) if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => {
+            s.parse().ok().map(Principal::Id)
+        }
+        ScalarYaml::Str(s) if !s.is_empty() && !s.contains([':', '/', '\0', '\n']) => {
+            Some(Principal::Name(s.clone()))
+        }
+        ScalarYaml::Str(s) => {
+            ctx.err(
+                Some(v.referenced),
+                Some(id),
+                format!("{what} {s:?} is not a valid name or id"),
+            );
+            None
+        }
+    }
+}
+
+fn command(cmd: Option<String>, shell: Option<String>) -> Option<Command> {
+    let cmd = cmd.filter(|c| !c.trim().is_empty())?;
+    Some(Command {
+        cmd,
+        shell: shell.filter(|s| !s.trim().is_empty()),
+    })
+}
+
+fn exec(ctx: &mut Ctx<'_>, y: ExecYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Exec, &y.name)?;
+    let before = ctx.diags.len();
+    let mut meta = meta(ctx, &id, y.meta);
+    let Some(cmd) = command(Some(y.cmd.value.clone()), y.shell) else {
+        ctx.err(Some(y.cmd.referenced), Some(&id), "cmd must not be empty");
+        return None;
+    };
+    let timeout_s = match &y.timeout {
+        Some(t) => non_negative(ctx, &id, "timeout (s)", t).filter(|&t| t > 0),
+        None => None,
+    };
+    if let Some(p) = &y.pollint {
+        // `pollint` is the exec-specific spelling of `meta: {poll: N}`.
+        if let Some(n) = non_negative(ctx, &id, "pollint (s)", p).filter(|&n| n > 0) {
+            if meta.poll_s == 0 {
+                meta.poll_s = n;
+            }
+        }
+    }
+    if let Some(s) = &y.state {
+        if !matches!(s.value.as_str(), "present" | "") {
+            ctx.err(
+                Some(s.referenced),
+                Some(&id),
+                format!("state must be \"present\", not {:?}", s.value),
+            );
+        }
+    }
+    let params = ExecParams {
+        cmd,
+        timeout_s,
+        watch: command(y.watchcmd, y.watchshell),
+        ifcmd: command(y.ifcmd, y.ifshell),
+    };
+    (ctx.diags.len() == before).then(|| {
+        (
+            Resource {
+                id,
+                meta,
+                params: Params::Exec(params),
+                exported,
+            },
+            y.name.referenced,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! The YAML schema of a graph file, as serde types. Every struct denies unknown
+//! fields so a typo is an error with a location, never silently ignored.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphYaml {
+    pub graph: Spanned<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub resources: Option<ResourcesYaml>,
+    #[serde(default)]
+    pub edges: Option<Vec<Spanned<EdgeYaml>>>,
+    #[serde(default)]
+    pub collect: Option<Vec<CollectYaml>>,
+}
+
+/// One list per kind. An unknown kind is an unknown field here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesYaml {
+    #[serde(default)]
+    pub noop: Option<Vec<NoopYaml>>,
+    #[serde(default)]
+    pub file: Option<Vec<FileYaml>>,
+    #[serde(default)]
+    pub exec: Option<Vec<ExecYaml>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaYaml {
+    pub autoedge: Option<bool>,
+    pub autogroup: Option<bool>,
+    pub noop: Option<bool>,
+    pub retry: Option<Spanned<i64>>,
+    pub delay: Option<Spanned<i64>>,
+    pub poll: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mode: Option<Spanned<ScalarYaml>>,
+    #[serde(default)]
+    pub owner: Option<Spanned<ScalarYaml>>,
+    #[serde(default)]
+    pub group: Option<Spanned<ScalarYaml>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    pub cmd: Spanned<String>,
+    #[serde(default)]
+    pub shell: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub watchcmd: Option<String>,
+    #[serde(default)]
+    pub watchshell: Option<String>,
+    #[serde(default)]
+    pub ifcmd: Option<String>,
+    #[serde(default)]
+    pub ifshell: Option<String>,
+    #[serde(default)]
+    pub pollint: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+}
+
+/// A string or an integer, for fields such as `mode: 0644` or `owner: 0` that
+/// users write both ways.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ScalarYaml {
+    Int(u64),
+    Str(String),
+}
+
+impl ScalarYaml {
+    pub fn as_text(&self) -> String {
+        match self {
+            ScalarYaml::Int(i) => i.to_string(),
+            ScalarYaml::Str(s) => s.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeYaml {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub from: EndpointYaml,
+    pub to: EndpointYaml,
+    #[serde(default)]
+    pub notify: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointYaml {
+    #[serde(alias = "res")]
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectYaml {
+    pub kind: String,
+    #[serde(default)]
+    pub pattern: Option<String>,
+}

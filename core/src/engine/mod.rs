@@ -1,0 +1,413 @@
+//! The engine: a sans-IO state machine that decides when each vertex runs.
+//!
+//! The driver (in `mgmt-io`, or a test, or the simulator) feeds inputs with
+//! [`Engine::handle`], then drains [`Engine::poll_output`] and carries each
+//! output out, then sleeps until [`Engine::poll_timeout`] or the next event.
+//! Time is a value passed in; the engine never reads a clock.
+//!
+//! Rules:
+//! - A vertex needs a CheckApply when it starts, when its own watch fires, when
+//!   its poll interval elapses, and when something upstream changed state.
+//! - It never runs while anything upstream has not succeeded or is about to run
+//!   again, so an edge always means "after".
+//! - Everything runnable is emitted at once: independent vertices run in parallel.
+//! - A failure is retried per `retry`/`delay`; a vertex that failed for good
+//!   blocks only what depends on it.
+//! - `notify` edges carry a refresh to the downstream vertex when the upstream
+//!   one changed something.
+
+use std::collections::VecDeque;
+
+use crate::graph::{Graph, VertexId};
+use crate::resource::{Meta, Retry};
+use crate::time::Millis;
+
+/// Something that happened, fed to [`Engine::handle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Start everything. Call once, first.
+    Start,
+    /// A vertex's watch saw its real state change (or may have).
+    WatchEvent(VertexId),
+    /// A vertex's watch stopped with an error.
+    WatchFailed { vertex: VertexId, error: String },
+    /// A CheckApply the engine asked for finished.
+    CheckApplyDone {
+        vertex: VertexId,
+        result: Result<bool, String>,
+    },
+    /// Nothing but the passage of time; call when [`Engine::poll_timeout`] is reached.
+    Tick,
+}
+
+/// Something the driver must do, drained from [`Engine::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Start (or restart) the watch of a vertex.
+    StartWatch(VertexId),
+    /// Run CheckApply on a vertex. `apply: false` means check only.
+    /// `refresh` asks the resource to act even if its state looks right.
+    /// Reply with [`Input::CheckApplyDone`].
+    CheckApply {
+        vertex: VertexId,
+        apply: bool,
+        refresh: bool,
+    },
+    /// A failure that will be retried at `retry_at`.
+    WillRetry {
+        vertex: VertexId,
+        error: String,
+        retry_at: Millis,
+    },
+    /// A vertex failed for good; what depends on it stays blocked.
+    FailedPermanently { vertex: VertexId, error: String },
+    /// Nothing has happened for the converged timeout. `failed` lists the
+    /// vertices that failed for good. Emitted once per quiet period.
+    Converged { failed: Vec<VertexId> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Health {
+    /// Has not succeeded yet (in this life).
+    Unknown,
+    Ok,
+    /// Failed; `retries_used` failures so far.
+    Failing {
+        retries_used: u32,
+    },
+    Permanent,
+}
+
+#[derive(Clone, Debug)]
+struct VState {
+    dirty: bool,
+    refresh: bool,
+    running: bool,
+    health: Health,
+    retry_at: Option<Millis>,
+    poll_at: Option<Millis>,
+    watch_retry_at: Option<Millis>,
+    watch_failures: u32,
+    last_error: Option<String>,
+}
+
+/// Settings of one run.
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    /// Check only, everywhere.
+    pub noop: bool,
+    /// Report [`Output::Converged`] after this long with nothing happening.
+    pub converged_timeout: Option<Millis>,
+}
+
+/// Per-vertex settings derived from the graph.
+#[derive(Clone, Debug)]
+struct VConf {
+    parents: Vec<VertexId>,
+    children: Vec<(VertexId, bool)>,
+    retry: Retry,
+    delay: Millis,
+    poll: Option<Millis>,
+    noop: bool,
+}
+
+/// The scheduling state machine. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    conf: Vec<VConf>,
+    state: Vec<VState>,
+    config: EngineConfig,
+    now: Millis,
+    started: bool,
+    last_activity: Millis,
+    converged_reported: bool,
+    outputs: VecDeque<Output>,
+}
+
+impl Engine {
+    /// Builds an engine for a compiled graph. Nothing happens until [`Input::Start`].
+    pub fn new(graph: &Graph, config: EngineConfig) -> Self {
+        let n = graph.vertices.len();
+        let mut conf: Vec<VConf> = graph
+            .vertices
+            .iter()
+            .map(|v| {
+                let meta: &Meta = &graph.resources[v.head()].meta;
+                VConf {
+                    parents: Vec::new(),
+                    children: Vec::new(),
+                    retry: meta.retry,
+                    delay: Millis(meta.delay_ms),
+                    poll: (meta.poll_s > 0).then(|| Millis(meta.poll_s.saturating_mul(1000))),
+                    noop: v.members.iter().any(|&m| graph.resources[m].meta.noop),
+                }
+            })
+            .collect();
+        for e in graph.vertex_edges() {
+            conf[e.from].children.push((e.to, e.notify));
+            conf[e.to].parents.push(e.from);
+        }
+        let state = vec![
+            VState {
+                dirty: true,
+                refresh: false,
+                running: false,
+                health: Health::Unknown,
+                retry_at: None,
+                poll_at: None,
+                watch_retry_at: None,
+                watch_failures: 0,
+                last_error: None,
+            };
+            n
+        ];
+        Engine {
+            conf,
+            state,
+            config,
+            now: Millis(0),
+            started: false,
+            last_activity: Millis(0),
+            converged_reported: false,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Feeds one input at time `now` (monotonic; earlier values are treated as `now`).
+    /// Then drain [`Engine::poll_output`].
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Start => self.start(),
+            Input::WatchEvent(v) => {
+                self.activity();
+                self.poke(v);
+            }
+            Input::WatchFailed { vertex, error } => self.watch_failed(vertex, error),
+            Input::CheckApplyDone { vertex, result } => self.done(vertex, result),
+            Input::Tick => {}
+        }
+        self.timers();
+        self.schedule();
+        self.check_converged();
+    }
+
+    /// The next output to carry out, if any. Call until it returns `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call `handle(now, Input::Tick)` next if nothing else happens.
+    /// `None`: nothing is scheduled; wait for events.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut next: Option<Millis> = None;
+        let mut consider = |t: Option<Millis>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for s in &self.state {
+            consider(s.retry_at);
+            consider(s.poll_at);
+            consider(s.watch_retry_at);
+        }
+        if let (Some(timeout), false) = (self.config.converged_timeout, self.converged_reported) {
+            if self.started && self.idle() {
+                consider(Some(self.last_activity + timeout));
+            }
+        }
+        next
+    }
+
+    /// True when nothing is running and nothing can run now or after a retry delay.
+    pub fn idle(&self) -> bool {
+        (0..self.state.len()).all(|v| {
+            let s = &self.state[v];
+            !s.running && s.retry_at.is_none() && s.watch_retry_at.is_none() && !self.runnable(v)
+        })
+    }
+
+    /// Vertices that failed for good, in order.
+    pub fn failed(&self) -> Vec<VertexId> {
+        (0..self.state.len())
+            .filter(|&v| self.state[v].health == Health::Permanent)
+            .collect()
+    }
+
+    /// The last error of a vertex, if it is failing.
+    pub fn last_error(&self, v: VertexId) -> Option<&str> {
+        self.state[v].last_error.as_deref()
+    }
+
+    fn start(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.activity();
+        for v in 0..self.conf.len() {
+            match self.conf[v].poll {
+                None => self.outputs.push_back(Output::StartWatch(v)),
+                Some(p) => self.state[v].poll_at = Some(self.now + p),
+            }
+        }
+    }
+
+    fn activity(&mut self) {
+        self.last_activity = self.now;
+        self.converged_reported = false;
+    }
+
+    /// Marks a vertex as needing a CheckApply. A permanent failure gets a new
+    /// chance: the event may mean its cause went away.
+    fn poke(&mut self, v: VertexId) {
+        let s = &mut self.state[v];
+        s.dirty = true;
+        if s.health == Health::Permanent {
+            s.health = Health::Failing { retries_used: 0 };
+        }
+    }
+
+    fn watch_failed(&mut self, v: VertexId, error: String) {
+        self.activity();
+        let s = &mut self.state[v];
+        s.watch_failures += 1;
+        let used = s.watch_failures;
+        if retry_allowed(self.conf[v].retry, used) {
+            let at = self.now + self.conf[v].delay;
+            s.watch_retry_at = Some(at);
+            self.outputs.push_back(Output::WillRetry {
+                vertex: v,
+                error,
+                retry_at: at,
+            });
+        } else {
+            s.health = Health::Permanent;
+            s.last_error = Some(error.clone());
+            self.outputs
+                .push_back(Output::FailedPermanently { vertex: v, error });
+        }
+    }
+
+    fn done(&mut self, v: VertexId, result: Result<bool, String>) {
+        if !self.state[v].running {
+            return; // Not asked for: ignore rather than corrupt the schedule.
+        }
+        self.state[v].running = false;
+        match result {
+            Ok(changed) => {
+                let s = &mut self.state[v];
+                s.health = Health::Ok;
+                s.last_error = None;
+                if changed {
+                    self.activity();
+                    for i in 0..self.conf[v].children.len() {
+                        let (c, notify) = self.conf[v].children[i];
+                        self.state[c].dirty = true;
+                        self.state[c].refresh |= notify;
+                    }
+                }
+            }
+            Err(error) => {
+                self.activity();
+                let s = &mut self.state[v];
+                let used = match s.health {
+                    Health::Failing { retries_used } => retries_used + 1,
+                    _ => 1,
+                };
+                s.dirty = true;
+                s.last_error = Some(error.clone());
+                if retry_allowed(self.conf[v].retry, used) {
+                    let at = self.now + self.conf[v].delay;
+                    s.health = Health::Failing { retries_used: used };
+                    s.retry_at = Some(at);
+                    self.outputs.push_back(Output::WillRetry {
+                        vertex: v,
+                        error,
+                        retry_at: at,
+                    });
+                } else {
+                    s.health = Health::Permanent;
+                    self.outputs
+                        .push_back(Output::FailedPermanently { vertex: v, error });
+                }
+            }
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = self.now;
+        for v in 0..self.state.len() {
+            let s = &mut self.state[v];
+            if s.retry_at.is_some_and(|t| t <= now) {
+                s.retry_at = None;
+            }
+            if s.watch_retry_at.is_some_and(|t| t <= now) {
+                s.watch_retry_at = None;
+                self.outputs.push_back(Output::StartWatch(v));
+            }
+            if let (Some(at), Some(p)) = (s.poll_at, self.conf[v].poll) {
+                if at <= now {
+                    s.poll_at = Some(now + p);
+                    s.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn runnable(&self, v: VertexId) -> bool {
+        let s = &self.state[v];
+        self.started
+            && s.dirty
+            && !s.running
+            && s.retry_at.is_none()
+            && s.health != Health::Permanent
+            && self.conf[v].parents.iter().all(|&p| {
+                let ps = &self.state[p];
+                ps.health == Health::Ok && !ps.dirty && !ps.running
+            })
+    }
+
+    fn schedule(&mut self) {
+        for v in 0..self.state.len() {
+            if self.runnable(v) {
+                let s = &mut self.state[v];
+                s.dirty = false;
+                s.running = true;
+                let refresh = std::mem::take(&mut s.refresh);
+                let apply = !(self.config.noop || self.conf[v].noop);
+                self.outputs.push_back(Output::CheckApply {
+                    vertex: v,
+                    apply,
+                    refresh,
+                });
+            }
+        }
+    }
+
+    fn check_converged(&mut self) {
+        let Some(timeout) = self.config.converged_timeout else {
+            return;
+        };
+        if self.started
+            && !self.converged_reported
+            && self.now >= self.last_activity + timeout
+            && self.idle()
+        {
+            self.converged_reported = true;
+            self.outputs.push_back(Output::Converged {
+                failed: self.failed(),
+            });
+        }
+    }
+}
+
+fn retry_allowed(retry: Retry, failures: u32) -> bool {
+    match retry {
+        Retry::Forever => true,
+        Retry::Times(n) => failures <= n,
+    }
+}
+
+#[cfg(test)]
+mod tests;

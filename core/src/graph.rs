@@ -1,0 +1,223 @@
+//! The compiled graph: resources, the edges between them, and the vertices the
+//! engine schedules (one resource each, or a group after AutoGroup).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::resource::{Kind, Resource, ResourceId};
+
+/// Index into [`Graph::resources`].
+pub type ResIdx = usize;
+/// Index into [`Graph::vertices`].
+pub type VertexId = usize;
+
+/// A dependency between two resources: `from` runs before `to`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResEdge {
+    pub from: ResIdx,
+    pub to: ResIdx,
+    pub name: String,
+    /// Send a refresh to `to` when `from` changed something.
+    pub notify: bool,
+    /// Added by AutoEdges rather than written by the user.
+    pub auto: bool,
+}
+
+/// One schedulable unit: a resource, or a group of same-kind resources that run
+/// together. Members keep their identity; the first one names the vertex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vertex {
+    pub members: Vec<ResIdx>,
+}
+
+impl Vertex {
+    pub fn head(&self) -> ResIdx {
+        self.members[0]
+    }
+}
+
+/// A dependency between two vertices, derived from the resource edges.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VertexEdge {
+    pub from: VertexId,
+    pub to: VertexId,
+    pub notify: bool,
+    /// True only if every resource edge behind it was automatic.
+    pub auto: bool,
+}
+
+/// `collect:` entries, kept for exported-resource collection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collect {
+    pub kind: String,
+    pub pattern: Option<String>,
+}
+
+/// A validated, acyclic resource graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Graph {
+    pub name: String,
+    pub comment: Option<String>,
+    pub hostname: Option<String>,
+    /// Resources run on this host, sorted by `Kind[name]`.
+    pub resources: Vec<Resource>,
+    /// Resources named `@@...`: exported to other hosts, not run here.
+    pub exported: Vec<Resource>,
+    pub edges: Vec<ResEdge>,
+    pub vertices: Vec<Vertex>,
+    pub collect: Vec<Collect>,
+    /// Decisions the compiler made that a user may want to see (autoedges added
+    /// or refused, grouping), in order. The CLI logs them.
+    pub notes: Vec<String>,
+}
+
+impl Graph {
+    /// Looks a resource up by identity.
+    pub fn find(&self, id: &ResourceId) -> Option<ResIdx> {
+        self.resources.binary_search_by(|r| r.id.cmp(id)).ok()
+    }
+
+    /// The vertex a resource belongs to, for every resource.
+    pub fn vertex_of(&self) -> Vec<VertexId> {
+        let mut of = vec![0; self.resources.len()];
+        for (v, vertex) in self.vertices.iter().enumerate() {
+            for &m in &vertex.members {
+                of[m] = v;
+            }
+        }
+        of
+    }
+
+    /// Edges between vertices: resource edges re-attached to their vertices,
+    /// duplicates merged, edges inside a vertex dropped. Sorted.
+    pub fn vertex_edges(&self) -> Vec<VertexEdge> {
+        let of = self.vertex_of();
+        let mut merged: BTreeMap<(VertexId, VertexId), (bool, bool)> = BTreeMap::new();
+        for e in &self.edges {
+            let (f, t) = (of[e.from], of[e.to]);
+            if f == t {
+                continue;
+            }
+            let entry = merged.entry((f, t)).or_insert((false, true));
+            entry.0 |= e.notify;
+            entry.1 &= e.auto;
+        }
+        merged
+            .into_iter()
+            .map(|((from, to), (notify, auto))| VertexEdge {
+                from,
+                to,
+                notify,
+                auto,
+            })
+            .collect()
+    }
+
+    /// The identity that names a vertex.
+    pub fn vertex_id(&self, v: VertexId) -> &ResourceId {
+        &self.resources[self.vertices[v].head()].id
+    }
+
+    /// The graph as `mgmt graph` prints it. This JSON shape is a public interface.
+    pub fn to_json(&self) -> serde_json::Value {
+        #[derive(Serialize)]
+        struct JVertex {
+            id: String,
+            kind: &'static str,
+            name: String,
+            grouped: Vec<String>,
+        }
+        #[derive(Serialize)]
+        struct JEdge {
+            from: String,
+            to: String,
+            auto: bool,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            notify: bool,
+        }
+        #[derive(Serialize)]
+        struct JGraph {
+            graph: String,
+            vertices: Vec<JVertex>,
+            edges: Vec<JEdge>,
+        }
+        let vertices = self
+            .vertices
+            .iter()
+            .map(|v| {
+                let head = &self.resources[v.head()].id;
+                JVertex {
+                    id: head.to_string(),
+                    kind: head.kind.yaml_name(),
+                    name: head.name.clone(),
+                    grouped: v.members[1..]
+                        .iter()
+                        .map(|&m| self.resources[m].id.to_string())
+                        .collect(),
+                }
+            })
+            .collect();
+        let edges = self
+            .vertex_edges()
+            .into_iter()
+            .map(|e| JEdge {
+                from: self.vertex_id(e.from).to_string(),
+                to: self.vertex_id(e.to).to_string(),
+                auto: e.auto,
+                notify: e.notify,
+            })
+            .collect();
+        serde_json::to_value(JGraph {
+            graph: self.name.clone(),
+            vertices,
+            edges,
+        })
+        .expect("graph JSON is always serializable")
+    }
+
+    /// The graph in Graphviz dot. A group is drawn as one node listing its members.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "digraph \"{}\" {{", dot_escape(&self.name));
+        for (v, vertex) in self.vertices.iter().enumerate() {
+            let label = vertex
+                .members
+                .iter()
+                .map(|&m| dot_escape(&self.resources[m].id.to_string()))
+                .collect::<Vec<_>>()
+                .join("\\n");
+            let _ = writeln!(
+                out,
+                "\t\"{}\" [label=\"{}\"];",
+                dot_escape(&self.vertex_id(v).to_string()),
+                label
+            );
+        }
+        for e in self.vertex_edges() {
+            let style = if e.auto { " [style=dashed]" } else { "" };
+            let _ = writeln!(
+                out,
+                "\t\"{}\" -> \"{}\"{};",
+                dot_escape(&self.vertex_id(e.from).to_string()),
+                dot_escape(&self.vertex_id(e.to).to_string()),
+                style
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// Resources of one kind, in order.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = (ResIdx, &Resource)> {
+        self.resources
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| r.kind() == kind)
+    }
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

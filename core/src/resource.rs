@@ -1,0 +1,190 @@
+//! Typed resources: what the compiler produces and every other layer consumes.
+//!
+//! A resource is identified by `Kind[name]`. Its parameters are validated when the
+//! graph is compiled, so the I/O side never sees an invalid value.
+
+use std::fmt;
+
+/// The kinds of resource this build knows. A new kind is added here, in the
+/// compiler's YAML schema, and in `mgmt-io`'s resource table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Exec,
+    File,
+    Noop,
+}
+
+impl Kind {
+    /// The lowercase name used in YAML and in the `kind` field of `mgmt graph`.
+    pub fn yaml_name(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::File => "file",
+            Kind::Noop => "noop",
+        }
+    }
+
+    /// Parses the YAML name (`file`) or the display name (`File`).
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s.to_ascii_lowercase().as_str() {
+            "exec" => Some(Kind::Exec),
+            "file" => Some(Kind::File),
+            "noop" => Some(Kind::Noop),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [Kind; 3] = [Kind::Exec, Kind::File, Kind::Noop];
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Exec => "Exec",
+            Kind::File => "File",
+            Kind::Noop => "Noop",
+        })
+    }
+}
+
+/// `Kind[name]`, the identity of a resource. Ordered by kind, then name: every
+/// deterministic tie-break in the core uses this order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceId {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl ResourceId {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        ResourceId {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.kind, self.name)
+    }
+}
+
+/// Retry policy for a failing Watch or CheckApply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Retry {
+    /// Retry this many times, then fail permanently.
+    Times(u32),
+    /// Retry forever (`retry: -1`).
+    Forever,
+}
+
+/// Meta parameters, common to every kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Meta {
+    pub autoedge: bool,
+    pub autogroup: bool,
+    /// Check only, never change.
+    pub noop: bool,
+    pub retry: Retry,
+    /// Milliseconds between retries.
+    pub delay_ms: u64,
+    /// Seconds between checks; 0 means event-driven (a watch).
+    pub poll_s: u64,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            autoedge: true,
+            autogroup: true,
+            noop: false,
+            retry: Retry::Times(0),
+            delay_ms: 0,
+            poll_s: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileState {
+    Exists,
+    Absent,
+}
+
+/// A user or group, by name or numeric id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Principal {
+    Name(String),
+    Id(u32),
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Name(n) => f.write_str(n),
+            Principal::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileParams {
+    /// Absolute path; a trailing `/` means a directory.
+    pub path: String,
+    /// `None`: content is not managed.
+    pub content: Option<String>,
+    pub state: FileState,
+    /// Permission bits (`0o7777` at most).
+    pub mode: Option<u32>,
+    pub owner: Option<Principal>,
+    pub group: Option<Principal>,
+}
+
+impl FileParams {
+    pub fn is_dir(&self) -> bool {
+        self.path.ends_with('/')
+    }
+}
+
+/// How to run a command: split on whitespace and exec it, or hand it to a shell.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Command {
+    pub cmd: String,
+    /// `None`: split `cmd` on whitespace and exec directly.
+    pub shell: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExecParams {
+    pub cmd: Command,
+    /// Seconds; `None` = no timeout.
+    pub timeout_s: Option<u64>,
+    /// A long-running command; each line it prints is an event.
+    pub watch: Option<Command>,
+    /// Run `cmd` only when this exits 0.
+    pub ifcmd: Option<Command>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Params {
+    Noop { comment: Option<String> },
+    File(FileParams),
+    Exec(ExecParams),
+}
+
+/// A compiled, validated resource.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Resource {
+    pub id: ResourceId,
+    pub meta: Meta,
+    pub params: Params,
+    /// The name started with `@@`: exported to other hosts rather than run here.
+    pub exported: bool,
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        self.id.kind
+    }
+}
