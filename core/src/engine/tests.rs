@@ -1,1 +1,570 @@
+use super::*;
+use crate::compile::compile;
 
+fn graph(text: &str) -> Graph {
+    compile("t.yaml", text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn drain(e: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| e.poll_output()).collect()
+}
+
+fn check_applies(out: &[Output]) -> Vec<VertexId> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::CheckApply { vertex, .. } => Some(*vertex),
+            _ => None,
+        })
+        .collect()
+}
+
+/// a -> b -> c, plus d alone. Sorted ids: a=0, b=1, c=2, d=3.
+const CHAIN: &str = r#"
+graph: g
+resources:
+  noop: [{name: a}, {name: b}, {name: c}, {name: d}]
+edges:
+- {name: e1, from: {kind: noop, name: a}, to: {kind: noop, name: b}}
+- {name: e2, from: {kind: noop, name: b}, to: {kind: noop, name: c}, notify: true}
+"#;
+
+#[test]
+fn start_watches_everything_and_runs_roots_in_parallel() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    let out = drain(&mut e);
+    assert_eq!(
+        out,
+        vec![
+            Output::StartWatch(0),
+            Output::StartWatch(1),
+            Output::StartWatch(2),
+            Output::StartWatch(3),
+            Output::CheckApply {
+                vertex: 0,
+                apply: true,
+                refresh: false
+            },
+            Output::CheckApply {
+                vertex: 3,
+                apply: true,
+                refresh: false
+            },
+        ]
+    );
+}
+
+#[test]
+fn downstream_waits_for_upstream_success_and_notify_refreshes() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    e.handle(
+        Millis(1),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 1,
+            apply: true,
+            refresh: false
+        }]
+    );
+    e.handle(
+        Millis(2),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(true),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 2,
+            apply: true,
+            refresh: true
+        }]
+    );
+}
+
+#[test]
+fn watch_event_reruns_only_that_vertex_when_nothing_changed() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
+        e.handle(
+            Millis(t),
+            Input::CheckApplyDone {
+                vertex: v,
+                result: Ok(false),
+            },
+        );
+    }
+    drain(&mut e);
+    e.handle(Millis(10), Input::WatchEvent(1));
+    assert_eq!(check_applies(&drain(&mut e)), vec![1]);
+    e.handle(
+        Millis(11),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(false),
+        },
+    );
+    assert!(drain(&mut e).is_empty());
+    // A change upstream pokes the child, with a refresh on the notify edge.
+    e.handle(Millis(12), Input::WatchEvent(1));
+    drain(&mut e);
+    e.handle(
+        Millis(13),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(true),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 2,
+            apply: true,
+            refresh: true
+        }]
+    );
+}
+
+#[test]
+fn event_while_running_reruns_after_completion() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    e.handle(Millis(1), Input::WatchEvent(0));
+    assert!(
+        check_applies(&drain(&mut e)).is_empty(),
+        "must not run twice at once"
+    );
+    e.handle(
+        Millis(2),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(check_applies(&drain(&mut e)), vec![0]);
+}
+
+#[test]
+fn upstream_dirty_blocks_downstream() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
+        e.handle(
+            Millis(t),
+            Input::CheckApplyDone {
+                vertex: v,
+                result: Ok(false),
+            },
+        );
+    }
+    drain(&mut e);
+    // Both a and b see drift at once: b must wait until a has run again.
+    e.handle(Millis(10), Input::WatchEvent(0));
+    e.handle(Millis(10), Input::WatchEvent(1));
+    assert_eq!(check_applies(&drain(&mut e)), vec![0]);
+    e.handle(
+        Millis(11),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(check_applies(&drain(&mut e)), vec![1]);
+}
+
+#[test]
+fn failures_retry_after_delay_then_fail_permanently_blocking_only_dependents() {
+    let g = graph(
+        r#"
+graph: g
+resources:
+  noop:
+  - {name: a, meta: {retry: 1, delay: 100}}
+  - {name: b}
+  - {name: c}
+edges:
+- {name: e1, from: {kind: noop, name: a}, to: {kind: noop, name: b}}
+"#,
+    );
+    let cfg = EngineConfig {
+        noop: false,
+        converged_timeout: Some(Millis(500)),
+    };
+    let mut e = Engine::new(&g, cfg);
+    e.handle(Millis(0), Input::Start);
+    assert_eq!(check_applies(&drain(&mut e)), vec![0, 2]);
+    e.handle(
+        Millis(5),
+        Input::CheckApplyDone {
+            vertex: 2,
+            result: Ok(false),
+        },
+    );
+    e.handle(
+        Millis(10),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Err("boom".into()),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::WillRetry {
+            vertex: 0,
+            error: "boom".into(),
+            retry_at: Millis(110)
+        }]
+    );
+    assert_eq!(e.poll_timeout(), Some(Millis(110)));
+    e.handle(Millis(110), Input::Tick);
+    assert_eq!(check_applies(&drain(&mut e)), vec![0]);
+    e.handle(
+        Millis(120),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Err("boom".into()),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::FailedPermanently {
+            vertex: 0,
+            error: "boom".into()
+        }]
+    );
+    assert!(e.idle());
+    assert_eq!(e.poll_timeout(), Some(Millis(620)));
+    e.handle(Millis(620), Input::Tick);
+    assert_eq!(drain(&mut e), vec![Output::Converged { failed: vec![0] }]);
+    // An event gives the failed vertex a new chance.
+    e.handle(Millis(700), Input::WatchEvent(0));
+    assert_eq!(check_applies(&drain(&mut e)), vec![0]);
+    e.handle(
+        Millis(710),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(check_applies(&drain(&mut e)), vec![1]);
+}
+
+#[test]
+fn noop_mode_checks_without_applying() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a}, {name: b, meta: {noop: true}}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::CheckApply {
+        vertex: 0,
+        apply: true,
+        refresh: false
+    }));
+    assert!(out.contains(&Output::CheckApply {
+        vertex: 1,
+        apply: false,
+        refresh: false
+    }));
+    let mut e = Engine::new(
+        &g,
+        EngineConfig {
+            noop: true,
+            converged_timeout: None,
+        },
+    );
+    e.handle(Millis(0), Input::Start);
+    assert!(
+        drain(&mut e)
+            .iter()
+            .all(|o| !matches!(o, Output::CheckApply { apply: true, .. }))
+    );
+}
+
+#[test]
+fn converged_after_quiet_period_and_not_before() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(
+        &g,
+        EngineConfig {
+            noop: false,
+            converged_timeout: Some(Millis(1000)),
+        },
+    );
+    e.handle(Millis(0), Input::Start);
+    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
+        e.handle(
+            Millis(t),
+            Input::CheckApplyDone {
+                vertex: v,
+                result: Ok(t == 1),
+            },
+        );
+    }
+    drain(&mut e);
+    // The last change was at t=1.
+    assert_eq!(e.poll_timeout(), Some(Millis(1001)));
+    e.handle(Millis(900), Input::Tick);
+    assert!(drain(&mut e).is_empty());
+    e.handle(Millis(1001), Input::Tick);
+    assert_eq!(drain(&mut e), vec![Output::Converged { failed: vec![] }]);
+    assert_eq!(e.poll_timeout(), None, "reported once per quiet period");
+}
+
+#[test]
+fn converged_timeout_zero_fires_once_everything_ran() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(
+        &g,
+        EngineConfig {
+            noop: false,
+            converged_timeout: Some(Millis(0)),
+        },
+    );
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    for v in [0, 3, 1] {
+        e.handle(
+            Millis(1),
+            Input::CheckApplyDone {
+                vertex: v,
+                result: Ok(false),
+            },
+        );
+        assert!(
+            !drain(&mut e)
+                .iter()
+                .any(|o| matches!(o, Output::Converged { .. }))
+        );
+    }
+    e.handle(
+        Millis(2),
+        Input::CheckApplyDone {
+            vertex: 2,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(drain(&mut e), vec![Output::Converged { failed: vec![] }]);
+}
+
+#[test]
+fn poll_meta_schedules_checks_instead_of_a_watch() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a, meta: {poll: 2}}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 0,
+            apply: true,
+            refresh: false
+        }]
+    );
+    e.handle(
+        Millis(3),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(e.poll_timeout(), Some(Millis(2000)));
+    e.handle(Millis(2000), Input::Tick);
+    assert_eq!(check_applies(&drain(&mut e)), vec![0]);
+}
+
+#[test]
+fn watch_failure_restarts_the_watch_per_retry_meta() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a, meta: {retry: 1, delay: 50}}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    e.handle(
+        Millis(10),
+        Input::WatchFailed {
+            vertex: 0,
+            error: "gone".into(),
+        },
+    );
+    drain(&mut e);
+    e.handle(Millis(60), Input::Tick);
+    assert_eq!(drain(&mut e), vec![Output::StartWatch(0)]);
+    e.handle(
+        Millis(70),
+        Input::WatchFailed {
+            vertex: 0,
+            error: "gone".into(),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::FailedPermanently {
+            vertex: 0,
+            error: "gone".into()
+        }]
+    );
+}
+
+#[test]
+fn unexpected_completion_is_ignored() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    e.handle(
+        Millis(1),
+        Input::CheckApplyDone {
+            vertex: 2,
+            result: Ok(true),
+        },
+    );
+    assert!(drain(&mut e).is_empty());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A random DAG of noops: edges only from lower to higher index.
+    fn dag_yaml(n: usize, edges: &[(usize, usize)], retry: &[i8]) -> String {
+        let mut y = String::from("graph: p\nresources:\n  noop:\n");
+        for i in 0..n {
+            y += &format!("  - {{name: n{i:03}, meta: {{retry: {}}}}}\n", retry[i]);
+        }
+        y += "edges:\n";
+        for (k, &(a, b)) in edges.iter().enumerate() {
+            let (a, b) = (a.min(b), a.max(b));
+            if a != b {
+                y += &format!(
+                    "- {{name: e{k}, from: {{kind: noop, name: n{a:03}}}, to: {{kind: noop, name: n{b:03}}}, notify: {}}}\n",
+                    k % 2 == 0
+                );
+            }
+        }
+        y
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Runs the engine to quiescence with a driver that completes pending
+        /// CheckApplies in an arbitrary order and fails some of them, checking at
+        /// every step that no vertex runs before all its parents succeeded.
+        #[test]
+        fn scheduling_respects_edges_and_everything_runs(
+            n in 1usize..30,
+            raw_edges in prop::collection::vec((0usize..30, 0usize..30), 0..60),
+            retry in prop::collection::vec(0i8..3, 30),
+            picks in prop::collection::vec((any::<usize>(), any::<bool>(), 0u8..10), 1..400),
+            events in prop::collection::vec((0usize..30, 0usize..400), 0..10),
+        ) {
+            let edges: Vec<_> = raw_edges.into_iter().filter(|&(a, b)| a < n && b < n).collect();
+            let g = graph(&dag_yaml(n, &edges, &retry));
+            let parents: Vec<Vec<usize>> = (0..n).map(|v| g.vertex_edges().iter().filter(|e| e.to == v).map(|e| e.from).collect()).collect();
+            let mut e = Engine::new(&g, EngineConfig { noop: false, converged_timeout: Some(Millis(0)) });
+            let mut now = 0u64;
+            e.handle(Millis(now), Input::Start);
+            let mut running: Vec<usize> = Vec::new();
+            let mut succeeded = vec![false; n];
+            let mut ran = vec![0u32; n];
+            let mut failed_for_good = vec![false; n];
+            let mut step = 0usize;
+            let mut converged = false;
+            loop {
+                while let Some(o) = e.poll_output() {
+                    match o {
+                        Output::CheckApply { vertex, .. } => {
+                            prop_assert!(!running.contains(&vertex), "vertex {vertex} ran twice at once");
+                            for &p in &parents[vertex] {
+                                prop_assert!(succeeded[p] && !running.contains(&p), "vertex {vertex} ran before parent {p} succeeded");
+                            }
+                            running.push(vertex);
+                            ran[vertex] += 1;
+                        }
+                        Output::FailedPermanently { vertex, .. } => failed_for_good[vertex] = true,
+                        Output::Converged { .. } => converged = true,
+                        _ => {}
+                    }
+                }
+                let event = events.iter().find(|&&(v, at)| at == step && v < n).copied();
+                step += 1;
+                if let Some((v, _)) = event {
+                    e.handle(Millis(now), Input::WatchEvent(v));
+                    succeeded[v] = false;
+                    converged = false;
+                    continue;
+                }
+                now += 1;
+                if running.is_empty() {
+                    match e.poll_timeout() {
+                        Some(t) if !converged => { now = now.max(t.0); e.handle(Millis(now), Input::Tick); continue; }
+                        _ => break,
+                    }
+                }
+                prop_assert!(step < 5000, "no quiescence");
+                let (idx, change, fail) = picks[step % picks.len()];
+                let v = running.remove(idx % running.len());
+                let result = if fail == 0 && !failed_for_good[v] { Err("x".to_string()) } else { Ok(change) };
+                succeeded[v] = result.is_ok();
+                e.handle(Millis(now), Input::CheckApplyDone { vertex: v, result });
+            }
+            // Every vertex whose ancestors all succeeded has run and succeeded.
+            for v in crate::algo::topo_order(n, g.vertex_edges().iter().map(|e| (e.from, e.to))).unwrap() {
+                let blocked = parents[v].iter().any(|&p| !succeeded[p]);
+                if !blocked && !failed_for_good[v] {
+                    prop_assert!(ran[v] > 0 && succeeded[v], "vertex {v} never converged");
+                }
+            }
+        }
+
+        /// With no failures, a graph converges and every vertex ran exactly as
+        /// often as needed: at least once.
+        #[test]
+        fn failure_free_graph_converges(
+            n in 1usize..40,
+            raw_edges in prop::collection::vec((0usize..40, 0usize..40), 0..80),
+            changes in prop::collection::vec(any::<bool>(), 40),
+        ) {
+            let edges: Vec<_> = raw_edges.into_iter().filter(|&(a, b)| a < n && b < n).collect();
+            let g = graph(&dag_yaml(n, &edges, &[0; 40]));
+            let mut e = Engine::new(&g, EngineConfig { noop: false, converged_timeout: Some(Millis(10)) });
+            e.handle(Millis(0), Input::Start);
+            let mut pending = std::collections::VecDeque::new();
+            let mut ran = vec![0u32; n];
+            let mut now = 0;
+            let mut converged = None;
+            for _ in 0..10_000 {
+                while let Some(o) = e.poll_output() {
+                    match o {
+                        Output::CheckApply { vertex, .. } => { ran[vertex] += 1; pending.push_back(vertex) }
+                        Output::Converged { failed } => converged = Some(failed),
+                        _ => {}
+                    }
+                }
+                if converged.is_some() { break; }
+                now += 1;
+                match pending.pop_front() {
+                    // Change only on the first run, so the graph settles.
+                    Some(v) => e.handle(Millis(now), Input::CheckApplyDone { vertex: v, result: Ok(changes[v] && ran[v] == 1) }),
+                    None => { now = e.poll_timeout().expect("idle engine must have a converged deadline").0; e.handle(Millis(now), Input::Tick) }
+                }
+            }
+            prop_assert_eq!(converged, Some(vec![]));
+            prop_assert!(ran.iter().all(|&r| r >= 1));
+        }
+    }
+}
