@@ -1,1 +1,201 @@
-fn main() {}
+//! `mgmt`: the command-line front end. Parses flags, compiles the graph (all
+//! input is validated before anything touches the machine), then hands it to
+//! the driver in `mgmt-io`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mgmt_core::Graph;
+use tracing::{error, info};
+
+/// Exit status when the input (flags or graph) is invalid.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status when some resource failed for good.
+const EXIT_FAILED: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "mgmt",
+    version,
+    about = "Event-driven, parallel configuration management"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a graph and keep this machine in the state it describes.
+    Run(RunArgs),
+    /// Compile a graph and print it as JSON, without running anything.
+    Graph(GraphArgs),
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// The graph, in YAML.
+    #[arg(long, short = 'f')]
+    file: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The graph, in YAML.
+    #[arg(long, short = 'f')]
+    file: PathBuf,
+    /// Exit after this many seconds with nothing to do; -1 runs forever.
+    #[arg(long, short = 't', default_value_t = -1, allow_negative_numbers = true)]
+    converged_timeout: i64,
+    /// Check only: report what would change, change nothing.
+    #[arg(long)]
+    noop: bool,
+    /// Write the compiled graph to this file in Graphviz dot.
+    #[arg(long, short = 'g')]
+    graphviz: Option<PathBuf>,
+    /// This host's name (default: the machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Graph(args) => match load(&args.file) {
+            Ok(graph) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&graph.to_json()).expect("JSON")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(args) => run(args),
+    }
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Reads and compiles a graph, printing every diagnostic on failure.
+fn load(path: &Path) -> Result<Graph, ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: {}: {e}", path.display());
+        ExitCode::from(EXIT_BAD_INPUT)
+    })?;
+    mgmt_core::compile(&path.display().to_string(), &text).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let graph = match load(&args.file) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
+    if args.converged_timeout < -1 {
+        eprintln!(
+            "error: --converged-timeout must be -1 (forever) or >= 0, not {}",
+            args.converged_timeout
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
+    if let Some(want) = &graph.hostname {
+        if *want != hostname {
+            eprintln!(
+                "error: {}: graph is for host {want:?}, this is {hostname:?}",
+                args.file.display()
+            );
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    }
+    if let Some(dot) = &args.graphviz {
+        if let Err(e) = std::fs::write(dot, graph.to_dot()) {
+            eprintln!("error: --graphviz {}: {e}", dot.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    }
+    for note in &graph.notes {
+        info!("{note}");
+    }
+    let opts = mgmt_io::RunOptions {
+        noop: args.noop,
+        converged_timeout: u64::try_from(args.converged_timeout)
+            .ok()
+            .map(Duration::from_secs),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    info!(
+        "running graph {:?} on {hostname}: {} vertices",
+        graph.name,
+        graph.vertices.len()
+    );
+    let report = runtime.block_on(mgmt_io::run(&graph, opts, shutdown_signal()));
+    match report {
+        Ok(report) if report.failed.is_empty() => {
+            if report.converged {
+                info!("converged");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            let names: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+            error!("failed: {}", names.join(", "));
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+}
+
+fn machine_hostname() -> String {
+    nix_hostname().unwrap_or_else(|| "localhost".to_string())
+}
+
+fn nix_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}

@@ -1,1 +1,12 @@
-//! mgmt io.
+//! I/O adapters for mgmt: the real resources (file, exec, noop) and the async
+//! driver that runs the pure `mgmt-core` engine against them.
+//!
+//! Nothing here makes scheduling decisions: the engine decides, the driver
+//! does. See ARCHITECTURE.md for the flow of one event.
+
+pub mod driver;
+pub mod exec;
+pub mod file;
+pub mod fswatch;
+
+pub use driver::{DriverError, RunOptions, RunReport, run};

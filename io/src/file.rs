@@ -1,0 +1,382 @@
+//! The file resource: make a path exist (or not) with the given content,
+//! mode and ownership. Writes are atomic: a temp file in the same directory,
+//! fsynced, then renamed over the target, so a crash never leaves half a file.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use mgmt_core::resource::{FileParams, FileState, Principal};
+
+/// Mode for files and directories we create when the graph sets none.
+const DEFAULT_FILE_MODE: u32 = 0o644;
+const DEFAULT_DIR_MODE: u32 = 0o755;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("{0}: is a directory, but the graph wants a file")]
+    IsDir(PathBuf),
+    #[error("{0}: is not a directory, but the graph wants a directory")]
+    NotDir(PathBuf),
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// Checks a file against its desired state and, if `apply`, repairs it.
+/// Returns what differed (and was changed, or would be with `apply == false`);
+/// empty means the state was already right. Blocking: run it off the async runtime.
+pub fn check_apply(p: &FileParams, apply: bool) -> Result<Vec<String>, FileError> {
+    let path = Path::new(p.path.trim_end_matches('/'));
+    let path = if path.as_os_str().is_empty() {
+        Path::new("/")
+    } else {
+        path
+    };
+    let mut changes = Vec::new();
+    let existing = match fs::symlink_metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(path, "stat")(e)),
+    };
+
+    if p.state == FileState::Absent {
+        if let Some(m) = existing {
+            changes.push("removed".to_string());
+            if apply {
+                if m.is_dir() {
+                    fs::remove_dir_all(path).map_err(io_err(path, "remove"))?;
+                } else {
+                    fs::remove_file(path).map_err(io_err(path, "remove"))?;
+                }
+            }
+        }
+        return Ok(changes);
+    }
+
+    let uid = p.owner.as_ref().map(resolve_user).transpose()?;
+    let gid = p.group.as_ref().map(resolve_group).transpose()?;
+
+    let Some(meta) = existing else {
+        if let Some(parent) = path.parent() {
+            if !parent.exists() {
+                changes.push(format!("created parent {}", parent.display()));
+                if apply {
+                    fs::create_dir_all(parent).map_err(io_err(parent, "create parent"))?;
+                }
+            }
+        }
+        if p.is_dir() {
+            changes.push("created directory".to_string());
+            if apply {
+                fs::create_dir(path).map_err(io_err(path, "mkdir"))?;
+                fs::set_permissions(
+                    path,
+                    fs::Permissions::from_mode(p.mode.unwrap_or(DEFAULT_DIR_MODE)),
+                )
+                .map_err(io_err(path, "chmod"))?;
+                chown(path, uid, gid)?;
+            }
+        } else {
+            changes.push("created file".to_string());
+            if apply {
+                let content = p.content.as_deref().unwrap_or("");
+                atomic_write(
+                    path,
+                    content.as_bytes(),
+                    p.mode.unwrap_or(DEFAULT_FILE_MODE),
+                    uid,
+                    gid,
+                )?;
+            }
+        }
+        return Ok(changes);
+    };
+
+    if p.is_dir() && !meta.is_dir() {
+        return Err(FileError::NotDir(path.to_path_buf()));
+    }
+    if !p.is_dir() && meta.is_dir() {
+        return Err(FileError::IsDir(path.to_path_buf()));
+    }
+
+    let current_mode = meta.mode() & 0o7777;
+    if let Some(want) = &p.content {
+        let same = meta.len() == want.len() as u64
+            && fs::read(path).map_err(io_err(path, "read"))? == want.as_bytes();
+        if !same {
+            changes.push("changed content".to_string());
+            if apply {
+                // Keep what the graph does not manage: mode and ownership.
+                let mode = p.mode.unwrap_or(current_mode);
+                let uid = uid.or(Some(meta.uid()));
+                let gid = gid.or(Some(meta.gid()));
+                atomic_write(path, want.as_bytes(), mode, uid, gid)?;
+                return Ok(changes);
+            }
+        }
+    }
+    if let Some(mode) = p.mode {
+        if mode != current_mode {
+            changes.push(format!("changed mode {current_mode:04o} -> {mode:04o}"));
+            if apply {
+                fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                    .map_err(io_err(path, "chmod"))?;
+            }
+        }
+    }
+    let uid_change = uid.filter(|&u| u != meta.uid());
+    let gid_change = gid.filter(|&g| g != meta.gid());
+    if uid_change.is_some() || gid_change.is_some() {
+        changes.push("changed ownership".to_string());
+        if apply {
+            chown(path, uid_change, gid_change)?;
+        }
+    }
+    Ok(changes)
+}
+
+fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), FileError> {
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, uid, gid).map_err(io_err(path, "chown"))
+}
+
+/// Writes `content` to `path` through a fsynced temp file and a rename.
+fn atomic_write(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<(), FileError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let base = path
+        .file_name()
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{base}.mgmt-{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp); // A leftover from a crashed run of this pid.
+    let guard = TempGuard(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp, "create temp file"))?;
+    f.write_all(content).map_err(io_err(&tmp, "write"))?;
+    // The open mode is filtered by the umask; set it exactly.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err(&tmp, "chmod"))?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::fchown(&f, uid, gid).map_err(io_err(&tmp, "chown"))?;
+    }
+    f.sync_data().map_err(io_err(&tmp, "fsync"))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err(path, "rename"))?;
+    std::mem::forget(guard);
+    Ok(())
+}
+
+/// Removes the temp file if the write fails half-way.
+struct TempGuard<'a>(&'a Path);
+
+impl Drop for TempGuard<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
+    }
+}
+
+fn resolve_user(p: &Principal) -> Result<u32, FileError> {
+    match p {
+        Principal::Id(id) => Ok(*id),
+        Principal::Name(n) => match nix::unistd::User::from_name(n) {
+            Ok(Some(u)) => Ok(u.uid.as_raw()),
+            _ => Err(FileError::UnknownUser(n.clone())),
+        },
+    }
+}
+
+fn resolve_group(p: &Principal) -> Result<u32, FileError> {
+    match p {
+        Principal::Id(id) => Ok(*id),
+        Principal::Name(n) => match nix::unistd::Group::from_name(n) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            _ => Err(FileError::UnknownGroup(n.clone())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(path: &Path, content: Option<&str>) -> FileParams {
+        FileParams {
+            path: path.to_string_lossy().into_owned(),
+            content: content.map(str::to_string),
+            state: FileState::Exists,
+            mode: None,
+            owner: None,
+            group: None,
+        }
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "mgmt-file-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[test]
+    fn creates_then_reports_nothing_to_do() {
+        let d = tempdir();
+        let f = d.join("sub/dir/f");
+        let p = params(&f, Some("hello\n"));
+        let changes = check_apply(&p, true).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                format!("created parent {}", d.join("sub/dir").display()),
+                "created file".into()
+            ]
+        );
+        assert_eq!(fs::read_to_string(&f).unwrap(), "hello\n");
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o644);
+        assert!(check_apply(&p, true).unwrap().is_empty());
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn repairs_content_and_mode_and_keeps_unmanaged_mode() {
+        let d = tempdir();
+        let f = d.join("f");
+        fs::write(&f, "drift").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        let mut p = params(&f, Some("right"));
+        assert_eq!(
+            check_apply(&p, true).unwrap(),
+            vec!["changed content".to_string()]
+        );
+        assert_eq!(fs::read_to_string(&f).unwrap(), "right");
+        assert_eq!(
+            fs::metadata(&f).unwrap().mode() & 0o7777,
+            0o600,
+            "unmanaged mode kept"
+        );
+        p.mode = Some(0o640);
+        assert_eq!(
+            check_apply(&p, true).unwrap(),
+            vec!["changed mode 0600 -> 0640".to_string()]
+        );
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o640);
+        let leftovers: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn check_only_changes_nothing() {
+        let d = tempdir();
+        let f = d.join("f");
+        let p = params(&f, Some("x"));
+        assert_eq!(
+            check_apply(&p, false).unwrap(),
+            vec!["created file".to_string()]
+        );
+        assert!(!f.exists());
+        fs::write(&f, "y").unwrap();
+        assert_eq!(
+            check_apply(&p, false).unwrap(),
+            vec!["changed content".to_string()]
+        );
+        assert_eq!(fs::read_to_string(&f).unwrap(), "y");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn absent_removes_files_and_directories() {
+        let d = tempdir();
+        let f = d.join("f");
+        fs::write(&f, "y").unwrap();
+        let mut p = params(&f, None);
+        p.state = FileState::Absent;
+        assert_eq!(check_apply(&p, true).unwrap(), vec!["removed".to_string()]);
+        assert!(!f.exists());
+        assert!(check_apply(&p, true).unwrap().is_empty());
+        let sub = d.join("sub");
+        fs::create_dir_all(sub.join("x")).unwrap();
+        let mut p = params(&sub, None);
+        p.path.push('/');
+        p.state = FileState::Absent;
+        assert_eq!(check_apply(&p, true).unwrap(), vec!["removed".to_string()]);
+        assert!(!sub.exists());
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn directory_is_created_with_mode_and_type_mismatch_is_an_error() {
+        let d = tempdir();
+        let mut p = params(&d.join("newdir"), None);
+        p.path.push('/');
+        p.mode = Some(0o700);
+        assert_eq!(
+            check_apply(&p, true).unwrap(),
+            vec!["created directory".to_string()]
+        );
+        assert_eq!(
+            fs::metadata(d.join("newdir")).unwrap().mode() & 0o7777,
+            0o700
+        );
+        let f = d.join("file");
+        fs::write(&f, "").unwrap();
+        let mut p = params(&f, None);
+        p.path.push('/');
+        assert!(matches!(check_apply(&p, true), Err(FileError::NotDir(_))));
+        assert!(matches!(
+            check_apply(&params(&d.join("newdir"), None), true),
+            Err(FileError::IsDir(_))
+        ));
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn unknown_owner_is_a_clear_error() {
+        let d = tempdir();
+        let mut p = params(&d.join("f"), None);
+        p.owner = Some(Principal::Name("no-such-user-mgmt".into()));
+        let e = check_apply(&p, true).unwrap_err().to_string();
+        assert_eq!(e, "unknown user \"no-such-user-mgmt\"");
+        fs::remove_dir_all(d).unwrap();
+    }
+}
