@@ -115,20 +115,20 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
-    if let Some(want) = &graph.hostname {
-        if *want != hostname {
-            eprintln!(
-                "error: {}: graph is for host {want:?}, this is {hostname:?}",
-                args.file.display()
-            );
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
+    if let Some(want) = &graph.hostname
+        && *want != hostname
+    {
+        eprintln!(
+            "error: {}: graph is for host {want:?}, this is {hostname:?}",
+            args.file.display()
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
     }
-    if let Some(dot) = &args.graphviz {
-        if let Err(e) = std::fs::write(dot, graph.to_dot()) {
-            eprintln!("error: --graphviz {}: {e}", dot.display());
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
+    if let Some(dot) = &args.graphviz
+        && let Err(e) = std::fs::write(dot, graph.to_dot())
+    {
+        eprintln!("error: --graphviz {}: {e}", dot.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
     }
     for note in &graph.notes {
         info!("{note}");

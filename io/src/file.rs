@@ -74,12 +74,12 @@ pub fn check_apply(p: &FileParams, apply: bool) -> Result<Vec<String>, FileError
     let gid = p.group.as_ref().map(resolve_group).transpose()?;
 
     let Some(meta) = existing else {
-        if let Some(parent) = path.parent() {
-            if !parent.exists() {
-                changes.push(format!("created parent {}", parent.display()));
-                if apply {
-                    fs::create_dir_all(parent).map_err(io_err(parent, "create parent"))?;
-                }
+        if let Some(parent) = path.parent()
+            && !parent.exists()
+        {
+            changes.push(format!("created parent {}", parent.display()));
+            if apply {
+                fs::create_dir_all(parent).map_err(io_err(parent, "create parent"))?;
             }
         }
         if p.is_dir() {
@@ -132,13 +132,13 @@ pub fn check_apply(p: &FileParams, apply: bool) -> Result<Vec<String>, FileError
             }
         }
     }
-    if let Some(mode) = p.mode {
-        if mode != current_mode {
-            changes.push(format!("changed mode {current_mode:04o} -> {mode:04o}"));
-            if apply {
-                fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                    .map_err(io_err(path, "chmod"))?;
-            }
+    if let Some(mode) = p.mode
+        && mode != current_mode
+    {
+        changes.push(format!("changed mode {current_mode:04o} -> {mode:04o}"));
+        if apply {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(io_err(path, "chmod"))?;
         }
     }
     let uid_change = uid.filter(|&u| u != meta.uid());

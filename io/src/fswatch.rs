@@ -1,7 +1,8 @@
 //! One inotify instance for every file resource, with one watch per directory.
 //!
-//! Each managed path is watched through its parent directory (or, while that
-//! does not exist, its nearest existing ancestor), so thousands of files in a
+//! Each managed path is watched through every existing directory above it:
+//! its parent sees the file change, and the ancestors see a parent being
+//! removed, renamed or created. Watches are shared, so thousands of files in a
 //! few directories need only a few watches. Events are mapped back to the
 //! vertices that manage the paths they touch.
 
@@ -18,8 +19,8 @@ pub struct FsWatch {
     watcher: RecommendedWatcher,
     /// Managed path (no trailing slash) -> vertices managing it.
     targets: BTreeMap<PathBuf, BTreeSet<VertexId>>,
-    /// Managed path -> the directory we watch it through.
-    via: BTreeMap<PathBuf, PathBuf>,
+    /// Managed path -> the directories we watch it through.
+    via: BTreeMap<PathBuf, Vec<PathBuf>>,
     /// Watched directory -> how many targets use it.
     dirs: BTreeMap<PathBuf, usize>,
 }
@@ -63,7 +64,7 @@ impl FsWatch {
         }
         for t in emptied {
             self.targets.remove(&t);
-            if let Some(dir) = self.via.remove(&t) {
+            for dir in self.via.remove(&t).unwrap_or_default() {
                 self.release(&dir);
             }
         }
@@ -74,40 +75,44 @@ impl FsWatch {
         self.dirs.len()
     }
 
-    /// Watches the nearest existing ancestor of `target`, moving the watch if
-    /// a closer one now exists.
+    /// Watches every existing ancestor of `target`, and no other directory.
     fn arm(&mut self, target: &Path) -> notify::Result<()> {
-        let mut dir = target.parent().map(Path::to_path_buf);
-        while let Some(d) = dir {
-            if self.via.get(target) == Some(&d) {
-                return Ok(());
+        let want: Vec<PathBuf> = target
+            .ancestors()
+            .skip(1)
+            .filter(|d| d.is_dir())
+            .map(Path::to_path_buf)
+            .collect();
+        let have = self.via.remove(target).unwrap_or_default();
+        let mut held = Vec::with_capacity(want.len());
+        let mut result = Ok(());
+        for d in want {
+            if have.contains(&d) {
+                held.push(d);
+                continue;
             }
-            if d.is_dir() {
-                if !self.dirs.contains_key(&d) {
-                    match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
-                        Ok(()) => {}
-                        // Gone between the check and the watch: go up one.
-                        Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {
-                            dir = d.parent().map(Path::to_path_buf);
-                            continue;
-                        }
-                        Err(e) if matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) =>
-                        {
-                            dir = d.parent().map(Path::to_path_buf);
-                            continue;
-                        }
-                        Err(e) => return Err(e),
+            if !self.dirs.contains_key(&d) {
+                match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
+                    Ok(()) => {}
+                    // Gone between the check and the watch: its creation or
+                    // removal event will re-arm us.
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => {
+                        result = Err(e);
+                        continue;
                     }
                 }
-                *self.dirs.entry(d.clone()).or_insert(0) += 1;
-                if let Some(old) = self.via.insert(target.to_path_buf(), d) {
-                    self.release(&old);
-                }
-                return Ok(());
             }
-            dir = d.parent().map(Path::to_path_buf);
+            *self.dirs.entry(d.clone()).or_insert(0) += 1;
+            held.push(d);
         }
-        Ok(())
+        for d in have {
+            if !held.contains(&d) {
+                self.release(&d);
+            }
+        }
+        self.via.insert(target.to_path_buf(), held);
+        result
     }
 
     fn release(&mut self, dir: &Path) {
@@ -154,10 +159,17 @@ impl FsWatch {
             if below.is_empty() {
                 continue;
             }
-            if self.dirs.contains_key(p) && !p.is_dir() {
-                self.dirs.remove(p);
+            // inotify watches inodes: once a watched directory is removed or
+            // renamed, its watch is dead even if a new directory takes its path.
+            let watch_dead = matches!(
+                ev.kind,
+                EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+            );
+            if watch_dead && self.dirs.remove(p).is_some() {
                 let _ = self.watcher.unwatch(p);
-                self.via.retain(|_, d| d != p);
+                for dirs in self.via.values_mut() {
+                    dirs.retain(|d| d != p);
+                }
             }
             for t in below {
                 let _ = self.arm(&t);
@@ -173,8 +185,18 @@ impl FsWatch {
         for d in dead {
             self.dirs.remove(&d);
             let _ = self.watcher.unwatch(&d);
-            self.via.retain(|_, v| *v != d);
+            for dirs in self.via.values_mut() {
+                dirs.retain(|v| *v != d);
+            }
         }
+    }
+}
+
+fn is_not_found(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
     }
 }
 

@@ -248,22 +248,22 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml) -> Graph {
     }
     graph.edges.sort();
 
-    if ctx.diags.is_empty() {
-        if let Some(cycle) = crate::algo::find_cycle(
+    if ctx.diags.is_empty()
+        && let Some(cycle) = crate::algo::find_cycle(
             graph.resources.len(),
             graph.edges.iter().map(|e| (e.from, e.to)),
-        ) {
-            let path: Vec<String> = cycle
-                .iter()
-                .chain(cycle.first())
-                .map(|&i| graph.resources[i].id.to_string())
-                .collect();
-            ctx.err(
-                None,
-                None,
-                format!("the graph has a cycle: {}", path.join(" -> ")),
-            );
-        }
+        )
+    {
+        let path: Vec<String> = cycle
+            .iter()
+            .chain(cycle.first())
+            .map(|&i| graph.resources[i].id.to_string())
+            .collect();
+        ctx.err(
+            None,
+            None,
+            format!("the graph has a cycle: {}", path.join(" -> ")),
+        );
     }
     graph
 }
@@ -430,7 +430,7 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
             "a directory (path ending in '/') cannot have content",
         );
     }
-    (ctx.diags.len() == before).then(|| {
+    (ctx.diags.len() == before).then_some({
         (
             Resource {
                 id,
@@ -522,20 +522,20 @@ fn exec(ctx: &mut Ctx<'_>, y: ExecYaml) -> Option<(Resource, Location)> {
     };
     if let Some(p) = &y.pollint {
         // `pollint` is the exec-specific spelling of `meta: {poll: N}`.
-        if let Some(n) = non_negative(ctx, &id, "pollint (s)", p).filter(|&n| n > 0) {
-            if meta.poll_s == 0 {
-                meta.poll_s = n;
-            }
+        if let Some(n) = non_negative(ctx, &id, "pollint (s)", p).filter(|&n| n > 0)
+            && meta.poll_s == 0
+        {
+            meta.poll_s = n;
         }
     }
-    if let Some(s) = &y.state {
-        if !matches!(s.value.as_str(), "present" | "") {
-            ctx.err(
-                Some(s.referenced),
-                Some(&id),
-                format!("state must be \"present\", not {:?}", s.value),
-            );
-        }
+    if let Some(s) = &y.state
+        && !matches!(s.value.as_str(), "present" | "")
+    {
+        ctx.err(
+            Some(s.referenced),
+            Some(&id),
+            format!("state must be \"present\", not {:?}", s.value),
+        );
     }
     let params = ExecParams {
         cmd,
@@ -543,7 +543,7 @@ fn exec(ctx: &mut Ctx<'_>, y: ExecYaml) -> Option<(Resource, Location)> {
         watch: command(y.watchcmd, y.watchshell),
         ifcmd: command(y.ifcmd, y.ifshell),
     };
-    (ctx.diags.len() == before).then(|| {
+    (ctx.diags.len() == before).then_some({
         (
             Resource {
                 id,

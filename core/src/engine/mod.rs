@@ -211,10 +211,11 @@ impl Engine {
             consider(s.poll_at);
             consider(s.watch_retry_at);
         }
-        if let (Some(timeout), false) = (self.config.converged_timeout, self.converged_reported) {
-            if self.started && self.idle() {
-                consider(Some(self.last_activity + timeout));
-            }
+        if let (Some(timeout), false) = (self.config.converged_timeout, self.converged_reported)
+            && self.started
+            && self.idle()
+        {
+            consider(Some(self.last_activity + timeout));
         }
         next
     }
@@ -346,11 +347,11 @@ impl Engine {
                 s.watch_retry_at = None;
                 self.outputs.push_back(Output::StartWatch(v));
             }
-            if let (Some(at), Some(p)) = (s.poll_at, self.conf[v].poll) {
-                if at <= now {
-                    s.poll_at = Some(now + p);
-                    s.dirty = true;
-                }
+            if let (Some(at), Some(p)) = (s.poll_at, self.conf[v].poll)
+                && at <= now
+            {
+                s.poll_at = Some(now + p);
+                s.dirty = true;
             }
         }
     }

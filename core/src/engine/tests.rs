@@ -442,8 +442,8 @@ mod properties {
     /// A random DAG of noops: edges only from lower to higher index.
     fn dag_yaml(n: usize, edges: &[(usize, usize)], retry: &[i8]) -> String {
         let mut y = String::from("graph: p\nresources:\n  noop:\n");
-        for i in 0..n {
-            y += &format!("  - {{name: n{i:03}, meta: {{retry: {}}}}}\n", retry[i]);
+        for (i, r) in retry.iter().take(n).enumerate() {
+            y += &format!("  - {{name: n{i:03}, meta: {{retry: {r}}}}}\n");
         }
         y += "edges:\n";
         for (k, &(a, b)) in edges.iter().enumerate() {

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `mgmt` binary: real processes, real files, real
+//! inotify. One test binary (modules below) keeps link time down.
+
+mod bad_input;
+mod run;
+mod support;

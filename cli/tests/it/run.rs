@@ -1,0 +1,317 @@
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn file_graph(path: &str, extra: &str) -> String {
+    format!(
+        "graph: g\nresources:\n  noop: [{{name: n1}}]\n  file:\n  - name: f1\n    path: {path}\n    content: \"hello\\n\"\n    mode: \"0644\"\n{extra}edges:\n- {{name: e1, from: {{kind: noop, name: n1}}, to: {{kind: file, name: f1}}}}\n"
+    )
+}
+
+#[test]
+fn run_creates_the_file_and_exits_zero_when_converged() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("sub/f1");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &file_graph(&target.to_string_lossy(), ""),
+    );
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "hello\n");
+    assert!(
+        stderr(&out).contains("File[f1]: CheckApply: created parent"),
+        "{}",
+        stderr(&out)
+    );
+    // A second run finds nothing to do.
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0"]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("CheckApply: "), "{}", stderr(&out));
+}
+
+#[test]
+fn drift_is_repaired_at_once_and_idle_costs_no_cpu() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("f1");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &file_graph(&target.to_string_lossy(), ""),
+    );
+    let agent = Agent::start(&["run", "--file", &g]);
+    agent.wait_for_line(
+        "File[f1]: CheckApply: created file",
+        Duration::from_secs(10),
+    );
+    let good = || std::fs::read_to_string(&target).ok().as_deref() == Some("hello\n");
+    let mode_ok = || {
+        std::fs::metadata(&target)
+            .map(|m| m.permissions().mode() & 0o777 == 0o644)
+            .unwrap_or(false)
+    };
+
+    std::fs::write(&target, "drift\n").unwrap();
+    let edit = wait_until(Duration::from_secs(5), good).expect("content repaired");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let chmod = wait_until(Duration::from_secs(5), mode_ok).expect("mode repaired");
+    std::fs::remove_file(&target).unwrap();
+    let delete = wait_until(Duration::from_secs(5), || good() && mode_ok()).expect("file restored");
+    eprintln!("drift repair latency: edit {edit:?}, chmod {chmod:?}, delete {delete:?}");
+
+    // Converged and idle: no polling loop means no CPU time at all.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(agent.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(agent.pid()) - before;
+    eprintln!("CPU while idle for 2 s: {used} ticks");
+    assert!(used <= 1, "idle agent used {used} clock ticks of CPU");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn parent_directory_deleted_and_recreated_is_repaired() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("a/b/f1");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &file_graph(&target.to_string_lossy(), ""),
+    );
+    let agent = Agent::start(&["run", "--file", &g]);
+    agent.wait_for_line(
+        "File[f1]: CheckApply: created parent",
+        Duration::from_secs(10),
+    );
+    // Move the whole tree away in one step (rm -rf would race with the repair).
+    std::fs::rename(d.path().join("a"), d.path().join("moved")).unwrap();
+    wait_until(Duration::from_secs(5), || target.exists())
+        .expect("file restored after its parents vanished");
+    std::fs::rename(d.path().join("a/b"), d.path().join("moved-b")).unwrap();
+    wait_until(Duration::from_secs(5), || target.exists())
+        .expect("file restored after its parent vanished");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn independent_execs_run_in_parallel_and_the_join_waits_for_all() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_string_lossy();
+    let mut y = String::from("graph: par\nresources:\n  exec:\n");
+    for i in 1..=4 {
+        y += &format!(
+            "  - {{name: s{i}, shell: /bin/sh, cmd: 'date +%s%N > {dir}/start{i}; sleep 1; date +%s%N > {dir}/end{i}'}}\n"
+        );
+    }
+    y += &format!("  - {{name: join, shell: /bin/sh, cmd: 'date +%s%N > {dir}/join'}}\nedges:\n");
+    for i in 1..=4 {
+        y += &format!(
+            "- {{name: e{i}, from: {{kind: exec, name: s{i}}}, to: {{kind: exec, name: join}}}}\n"
+        );
+    }
+    let g = write(d.path(), "g.yaml", &y);
+    let started = Instant::now();
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = |n: &str| -> u128 {
+        std::fs::read_to_string(d.path().join(n))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let last_start = (1..=4).map(|i| read(&format!("start{i}"))).max().unwrap();
+    let first_end = (1..=4).map(|i| read(&format!("end{i}"))).min().unwrap();
+    let last_end = (1..=4).map(|i| read(&format!("end{i}"))).max().unwrap();
+    eprintln!("4 x sleep 1 + join converged in {took:?}");
+    assert!(
+        last_start < first_end,
+        "the four execs did not overlap: they ran one after another"
+    );
+    assert!(
+        read("join") >= last_end,
+        "join ran before all four finished"
+    );
+}
+
+#[test]
+fn noop_reports_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("f1");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &file_graph(&target.to_string_lossy(), ""),
+    );
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0", "--noop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!target.exists());
+    assert!(
+        stderr(&out).contains("File[f1]: CheckApply: would have: created file"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&target, "other").unwrap();
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0", "--noop"]);
+    assert!(
+        stderr(&out).contains("would have: changed content"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "other");
+}
+
+#[test]
+fn permanent_failure_exits_nonzero_and_blocks_only_dependents() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_string_lossy();
+    let y = format!(
+        "graph: g\nresources:\n  exec:\n  - {{name: bad, cmd: 'false', meta: {{retry: 2, delay: 10}}}}\n  - {{name: after, shell: /bin/sh, cmd: 'touch {dir}/after'}}\n  - {{name: other, shell: /bin/sh, cmd: 'touch {dir}/other'}}\nedges:\n- {{name: e, from: {{kind: exec, name: bad}}, to: {{kind: exec, name: after}}}}\n"
+    );
+    let g = write(d.path(), "g.yaml", &y);
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("retrying in 10 ms").count(), 2, "{err}");
+    assert!(
+        err.contains("Exec[bad]: failed: Exec[bad]: \"false\" exited with status 1"),
+        "{err}"
+    );
+    assert!(!d.path().join("after").exists());
+    assert!(d.path().join("other").exists());
+}
+
+#[test]
+fn notify_edge_reruns_exec_when_upstream_changes() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("conf");
+    let log = d.path().join("log");
+    let y = format!(
+        "graph: g\nresources:\n  file: [{{name: conf, path: {t}, content: \"v1\\n\"}}]\n  exec: [{{name: reload, shell: /bin/sh, cmd: 'echo reload >> {l}'}}]\nedges:\n- {{name: e, from: {{kind: file, name: conf}}, to: {{kind: exec, name: reload}}, notify: true}}\n",
+        t = target.display(),
+        l = log.display()
+    );
+    let g = write(d.path(), "g.yaml", &y);
+    let agent = Agent::start(&["run", "--file", &g]);
+    agent.wait_for_line("Exec[reload]: CheckApply: ran", Duration::from_secs(10));
+    std::fs::write(&target, "drift\n").unwrap();
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 2
+    })
+    .expect("a change to the file refreshes the exec");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn watchcmd_lines_rerun_the_exec() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("log");
+    let y = format!(
+        "graph: g\nresources:\n  exec:\n  - name: w\n    shell: /bin/sh\n    cmd: 'echo run >> {l}'\n    watchshell: /bin/sh\n    watchcmd: 'sleep 0.2; echo a; sleep 0.2; echo b; sleep 30'\n",
+        l = log.display()
+    );
+    let g = write(d.path(), "g.yaml", &y);
+    let agent = Agent::start(&["run", "--file", &g]);
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 3
+    })
+    .expect("the first run, then one run per watch line");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn sigterm_ends_running_commands() {
+    let d = tempfile::tempdir().unwrap();
+    let pidfile = d.path().join("pid");
+    let y = format!(
+        "graph: g\nresources:\n  exec: [{{name: long, shell: /bin/sh, cmd: 'echo $$ > {p}; exec sleep 1000'}}]\n",
+        p = pidfile.display()
+    );
+    let g = write(d.path(), "g.yaml", &y);
+    let agent = Agent::start(&["run", "--file", &g]);
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .expect("exec started");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    agent.terminate();
+    let gone = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z"))
+            .unwrap_or(true)
+    });
+    assert!(gone.is_some(), "the exec's process {pid} outlived mgmt");
+}
+
+#[test]
+fn graphviz_and_graph_json_describe_the_compiled_graph() {
+    let d = tempfile::tempdir().unwrap();
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &file_graph("/nonexistent-mgmt-test/f", ""),
+    );
+    let out = run_to_end(&["graph", "--file", &g]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["vertices"][0]["id"], "File[f1]");
+    assert_eq!(json["edges"][0]["from"], "Noop[n1]");
+    assert_eq!(json["edges"][0]["auto"], false);
+    let dot = d.path().join("g.dot");
+    let out = run_to_end(&[
+        "run",
+        "--file",
+        &g,
+        "--noop",
+        "--converged-timeout",
+        "0",
+        "--graphviz",
+        &dot.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(&dot)
+            .unwrap()
+            .contains("\"Noop[n1]\" -> \"File[f1]\";")
+    );
+}
+
+#[test]
+fn version_prints_the_version() {
+    let out = run_to_end(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("mgmt {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_example_compiles() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = run_to_end(&["graph", "--file", &path.to_string_lossy()]);
+            assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "found only {n} examples");
+}
