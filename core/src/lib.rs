@@ -7,6 +7,7 @@
 //! what lets the simulator, proptest and the fuzzer drive it exhaustively.
 
 pub mod algo;
+pub mod cluster;
 pub mod compile;
 pub mod engine;
 pub mod graph;
