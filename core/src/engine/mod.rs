@@ -16,7 +16,7 @@
 //! - `notify` edges carry a refresh to the downstream vertex when the upstream
 //!   one changed something.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::graph::{Graph, VertexId};
 use crate::resource::{Meta, Retry};
@@ -91,6 +91,13 @@ struct VState {
     last_error: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retry,
+    WatchRetry,
+    Poll,
+}
+
 /// Settings of one run.
 #[derive(Clone, Debug, Default)]
 pub struct EngineConfig {
@@ -112,6 +119,10 @@ struct VConf {
 }
 
 /// The scheduling state machine. See the module docs.
+///
+/// Work per input is proportional to what the input touches (the vertex and
+/// its children), not to the size of the graph: candidates for running are
+/// kept in a set, timers in an ordered queue, and running work in a counter.
 #[derive(Debug)]
 pub struct Engine {
     conf: Vec<VConf>,
@@ -122,6 +133,13 @@ pub struct Engine {
     last_activity: Millis,
     converged_reported: bool,
     outputs: VecDeque<Output>,
+    /// Vertices whose runnability may have changed since the last schedule.
+    candidates: BTreeSet<VertexId>,
+    /// Pending timers, soonest first.
+    timers: BTreeSet<(Millis, VertexId, Timer)>,
+    running: usize,
+    /// Retry and watch-retry timers pending: they keep the engine busy.
+    busy_timers: usize,
 }
 
 impl Engine {
@@ -170,6 +188,10 @@ impl Engine {
             last_activity: Millis(0),
             converged_reported: false,
             outputs: VecDeque::new(),
+            candidates: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            running: 0,
+            busy_timers: 0,
         }
     }
 
@@ -200,32 +222,24 @@ impl Engine {
     /// When to call `handle(now, Input::Tick)` next if nothing else happens.
     /// `None`: nothing is scheduled; wait for events.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let mut next: Option<Millis> = None;
-        let mut consider = |t: Option<Millis>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n| n.min(t)));
+        let timer = self.timers.first().map(|&(t, _, _)| t);
+        let converge = match (self.config.converged_timeout, self.converged_reported) {
+            (Some(timeout), false) if self.started && self.idle() => {
+                Some(self.last_activity + timeout)
             }
+            _ => None,
         };
-        for s in &self.state {
-            consider(s.retry_at);
-            consider(s.poll_at);
-            consider(s.watch_retry_at);
+        match (timer, converge) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        if let (Some(timeout), false) = (self.config.converged_timeout, self.converged_reported)
-            && self.started
-            && self.idle()
-        {
-            consider(Some(self.last_activity + timeout));
-        }
-        next
     }
 
     /// True when nothing is running and nothing can run now or after a retry delay.
     pub fn idle(&self) -> bool {
-        (0..self.state.len()).all(|v| {
-            let s = &self.state[v];
-            !s.running && s.retry_at.is_none() && s.watch_retry_at.is_none() && !self.runnable(v)
-        })
+        // Between inputs every runnable vertex has been started, so only
+        // running work and pending retries keep the engine busy.
+        self.running == 0 && self.busy_timers == 0
     }
 
     /// Vertices that failed for good, in order.
@@ -249,9 +263,27 @@ impl Engine {
         for v in 0..self.conf.len() {
             match self.conf[v].poll {
                 None => self.outputs.push_back(Output::StartWatch(v)),
-                Some(p) => self.state[v].poll_at = Some(self.now + p),
+                Some(p) => self.set_timer(v, Timer::Poll, self.now + p),
+            }
+            if self.conf[v].parents.is_empty() {
+                self.candidates.insert(v);
             }
         }
+    }
+
+    fn set_timer(&mut self, v: VertexId, kind: Timer, at: Millis) {
+        let s = &mut self.state[v];
+        let slot = match kind {
+            Timer::Retry => &mut s.retry_at,
+            Timer::WatchRetry => &mut s.watch_retry_at,
+            Timer::Poll => &mut s.poll_at,
+        };
+        if let Some(old) = slot.replace(at) {
+            self.timers.remove(&(old, v, kind));
+        } else if kind != Timer::Poll {
+            self.busy_timers += 1;
+        }
+        self.timers.insert((at, v, kind));
     }
 
     fn activity(&mut self) {
@@ -267,6 +299,7 @@ impl Engine {
         if s.health == Health::Permanent {
             s.health = Health::Failing { retries_used: 0 };
         }
+        self.candidates.insert(v);
     }
 
     fn watch_failed(&mut self, v: VertexId, error: String) {
@@ -276,7 +309,7 @@ impl Engine {
         let used = s.watch_failures;
         if retry_allowed(self.conf[v].retry, used) {
             let at = self.now + self.conf[v].delay;
-            s.watch_retry_at = Some(at);
+            self.set_timer(v, Timer::WatchRetry, at);
             self.outputs.push_back(Output::WillRetry {
                 vertex: v,
                 error,
@@ -295,6 +328,8 @@ impl Engine {
             return; // Not asked for: ignore rather than corrupt the schedule.
         }
         self.state[v].running = false;
+        self.running -= 1;
+        self.candidates.insert(v);
         match result {
             Ok(changed) => {
                 let s = &mut self.state[v];
@@ -302,10 +337,16 @@ impl Engine {
                 s.last_error = None;
                 if changed {
                     self.activity();
-                    for i in 0..self.conf[v].children.len() {
-                        let (c, notify) = self.conf[v].children[i];
+                }
+                for i in 0..self.conf[v].children.len() {
+                    let (c, notify) = self.conf[v].children[i];
+                    if changed {
                         self.state[c].dirty = true;
                         self.state[c].refresh |= notify;
+                    }
+                    // A dirty child may have been waiting for this success.
+                    if self.state[c].dirty {
+                        self.candidates.insert(c);
                     }
                 }
             }
@@ -320,8 +361,8 @@ impl Engine {
                 s.last_error = Some(error.clone());
                 if retry_allowed(self.conf[v].retry, used) {
                     let at = self.now + self.conf[v].delay;
-                    s.health = Health::Failing { retries_used: used };
-                    s.retry_at = Some(at);
+                    self.state[v].health = Health::Failing { retries_used: used };
+                    self.set_timer(v, Timer::Retry, at);
                     self.outputs.push_back(Output::WillRetry {
                         vertex: v,
                         error,
@@ -337,21 +378,31 @@ impl Engine {
     }
 
     fn timers(&mut self) {
-        let now = self.now;
-        for v in 0..self.state.len() {
+        while let Some(&(at, v, kind)) = self.timers.first() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop_first();
             let s = &mut self.state[v];
-            if s.retry_at.is_some_and(|t| t <= now) {
-                s.retry_at = None;
-            }
-            if s.watch_retry_at.is_some_and(|t| t <= now) {
-                s.watch_retry_at = None;
-                self.outputs.push_back(Output::StartWatch(v));
-            }
-            if let (Some(at), Some(p)) = (s.poll_at, self.conf[v].poll)
-                && at <= now
-            {
-                s.poll_at = Some(now + p);
-                s.dirty = true;
+            match kind {
+                Timer::Retry => {
+                    s.retry_at = None;
+                    self.busy_timers -= 1;
+                    self.candidates.insert(v);
+                }
+                Timer::WatchRetry => {
+                    s.watch_retry_at = None;
+                    self.busy_timers -= 1;
+                    self.outputs.push_back(Output::StartWatch(v));
+                }
+                Timer::Poll => {
+                    s.poll_at = None;
+                    s.dirty = true;
+                    self.candidates.insert(v);
+                    if let Some(p) = self.conf[v].poll {
+                        self.set_timer(v, Timer::Poll, self.now + p);
+                    }
+                }
             }
         }
     }
@@ -370,11 +421,13 @@ impl Engine {
     }
 
     fn schedule(&mut self) {
-        for v in 0..self.state.len() {
+        let candidates = std::mem::take(&mut self.candidates);
+        for v in candidates {
             if self.runnable(v) {
                 let s = &mut self.state[v];
                 s.dirty = false;
                 s.running = true;
+                self.running += 1;
                 let refresh = std::mem::take(&mut s.refresh);
                 let apply = !(self.config.noop || self.conf[v].noop);
                 self.outputs.push_back(Output::CheckApply {
