@@ -1,1 +1,2 @@
 //! mgmt core.
+pub mod kv;
