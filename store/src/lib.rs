@@ -115,6 +115,8 @@ pub struct StoreConfig {
     pub election_timeout_ms: (u64, u64),
     /// Build a snapshot (and purge the log) after this many applied entries.
     pub snapshot_every: u64,
+    /// Log entries kept behind the last snapshot (for slow followers).
+    pub log_kept_after_snapshot: u64,
 }
 
 impl StoreConfig {
@@ -128,6 +130,7 @@ impl StoreConfig {
             heartbeat_ms: 100,
             election_timeout_ms: (500, 1000),
             snapshot_every: 10_000,
+            log_kept_after_snapshot: 1000,
         }
     }
 
@@ -259,7 +262,8 @@ impl Store {
             election_timeout_min: config.election_timeout_ms.0,
             election_timeout_max: config.election_timeout_ms.1,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
+            purge_batch_size: 1,
             ..Default::default()
         }
         .validate()

@@ -91,7 +91,12 @@ impl LogStore {
     /// Open (or create) the log in `dir`. Returns the torn tail it cut, if any.
     pub fn open(dir: &Path) -> io::Result<(LogStore, Option<TornTail>)> {
         fs::create_dir_all(dir)?;
-        let vote: Option<Vote> = read_json(&dir.join(VOTE_FILE))?;
+        // A restarted member does not know how far its old term committed: load the
+        // vote as not committed, so it rejoins as a follower and a leader is elected
+        // in a new term (whose first entry fixes the commit index) before any
+        // linearizable read is answered.
+        let vote: Option<Vote> = read_json::<Vote>(&dir.join(VOTE_FILE))?
+            .map(|v| Vote::new(v.leader_id.term, v.leader_id.node_id));
         let last_purged: Option<LogId> = read_json(&dir.join(PURGED_FILE))?;
         let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new()

@@ -114,3 +114,51 @@ async fn three_members_replicate_fail_over_and_catch_up() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_purge_the_log_restart_and_seed_a_new_member() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("snap1", dir.path());
+    c.snapshot_every = 10;
+    c.log_kept_after_snapshot = 0;
+    let n1 = Store::start_single(c.clone()).await.unwrap();
+    n1.wait_for_leader(T).await.unwrap();
+    for i in 0..40 {
+        n1.put(format!("/s/{i:02}").as_bytes(), b"v").await.unwrap();
+    }
+    let snap = dir.path().join("snap1").join("snapshot.json");
+    eventually(T, || async { snap.exists().then_some(()) }).await;
+    let purged = dir.path().join("snap1").join("purged.json");
+    eventually(T, || async { purged.exists().then_some(()) }).await;
+    // A new member is fed from the snapshot (the log before it is purged).
+    let n2 = join("snap2", dir.path()).await;
+    n1.add_learner(n2.member_spec("snap2")).await.unwrap();
+    n1.promote(n2.id()).await.unwrap();
+    assert_eq!(n2.get_prefix(b"/s/").await.unwrap().len(), 40);
+    n1.put(b"/s/last", b"v").await.unwrap();
+    // Restart both on the same URLs: state comes back from snapshot + log tail.
+    let urls = |h: &StoreHandle| (h.client_urls().to_vec(), h.peer_urls().to_vec());
+    let (u1, u2) = (urls(&n1), urls(&n2));
+    n2.shutdown().await;
+    n1.shutdown().await;
+    drop((n1, n2));
+    let mut c2 = config("snap2", dir.path());
+    (c.client_urls, c.peer_urls) = u1;
+    (c2.client_urls, c2.peer_urls) = u2;
+    let back1 = Store::start_join(c).await.unwrap();
+    let back2 = Store::start_join(c2).await.unwrap();
+    for n in [&back1, &back2] {
+        let got = n.get_prefix(b"/s/").await.unwrap().len();
+        assert_eq!(
+            got,
+            41,
+            "member {:x} applied {:?} leader {:?}",
+            n.id(),
+            n.applied_index(),
+            n.leader()
+        );
+    }
+    back2.shutdown().await;
+    back1.shutdown().await;
+}
