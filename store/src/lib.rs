@@ -46,7 +46,8 @@
 mod log_store;
 mod network;
 mod node;
-mod pb;
+#[doc(hidden)]
+pub mod pb;
 mod server;
 mod state_machine;
 mod types;
