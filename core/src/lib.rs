@@ -2,7 +2,8 @@
 //!
 //! Everything here is a function of its inputs: the graph compiler
 //! ([`compile`]), the graph model ([`graph`]) and the scheduling state machine
-//! ([`engine`]). The core reads no clock, no randomness, no disk and no network;
+//! ([`engine`]), the nomination decisions ([`cluster`]) and the MVCC key
+//! space of the store ([`kv`]). The core reads no clock, no randomness, no disk and no network;
 //! time and events come in as values and decisions go out as values. That is
 //! what lets the simulator, proptest and the fuzzer drive it exhaustively.
 
@@ -11,6 +12,7 @@ pub mod cluster;
 pub mod compile;
 pub mod engine;
 pub mod graph;
+pub mod kv;
 pub mod resource;
 pub mod time;
 

@@ -1,1 +1,665 @@
-//! mgmt store.
+//! mgmt's embedded, replicated key/value store, speaking the etcd v3 gRPC API.
+//!
+//! Operators keep their tools: stock `etcdctl` (3.4) works against it. The pieces:
+//!
+//! * The key space is [`mgmt_core::kv::KvStore`], a pure MVCC state machine. Every
+//!   write becomes a [`mgmt_core::kv::Timed`] command in the raft log; lease deadlines
+//!   are arithmetic on the `now_ms` the leader stamps on each command. A timer on the
+//!   leader proposes `ExpireLeases` once a deadline passes, so expiry is replicated.
+//! * Replication is openraft 0.9 (`storage-v2`). The log is an append-only file of
+//!   CRC-framed entries, `fsync`ed before openraft is told an entry is durable; on open
+//!   a torn or corrupt tail is reported (a `tracing` warning and
+//!   [`StoreHandle::torn_tail`]) and cut. The vote is replaced atomically
+//!   (temp + fsync + rename); state-machine snapshots are `snapshot.json`. All of it
+//!   lives in `<prefix>/<hostname>/`.
+//! * Peers talk gRPC (`mgmtpeer.Peer`) over HTTP/2 on their peer URLs, each RPC with
+//!   a deadline. Writes on a follower are forwarded to the leader; reads are
+//!   linearizable (the leader confirms leadership and names a read index) unless the
+//!   request is `serializable`.
+//! * The etcd API (KV, Watch, Lease, Cluster.MemberList, Maintenance.Status) is served
+//!   on the client URLs. MemberAdd/Remove/Update/Promote answer `Unimplemented`:
+//!   membership goes through [`StoreHandle::add_learner`], [`StoreHandle::promote`]
+//!   and [`StoreHandle::remove_member`], which the clustering logic drives.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mgmt_store::StoreError> {
+//! use mgmt_store::{Store, StoreConfig};
+//! let mut config = StoreConfig::new("host1", "/var/lib/mgmt");
+//! config.client_urls = mgmt_store::parse_urls("http://127.0.0.1:2379")?;
+//! config.peer_urls = mgmt_store::parse_urls("http://127.0.0.1:2380")?;
+//! let store = Store::start_single(config).await?; // new one-member cluster, or restart
+//! store.put(b"/_mgmt/idealClusterSize", b"3").await?;
+//! let kv = store.get(b"/_mgmt/idealClusterSize").await?;
+//! store.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! A member joining an existing cluster starts with [`Store::start_join`] and waits;
+//! a member of the cluster then calls `add_learner` with its [`MemberSpec`] and
+//! `promote` once it has caught up.
+//!
+//! etcdctl 3.4 note: use scheme-less endpoints (`--endpoints 127.0.0.1:2379`); with
+//! `http://` its `endpoint status` sends an authority the HTTP/2 server rejects.
+
+mod log_store;
+mod network;
+mod node;
+#[doc(hidden)]
+pub mod pb;
+mod server;
+mod state_machine;
+mod types;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mgmt_core::kv::{
+    self as kv, Command, DeleteRangeRequest, Event, KeyValue, KvError, Output, PutRequest,
+    RangeRequest,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use log_store::TornTail;
+pub use node::Member;
+pub use types::{MemberNode, member_id};
+
+use crate::log_store::LogStore;
+use crate::network::{Channels, Network};
+use crate::node::{AdminOp, Node, PeerService};
+use crate::pb::etcdserverpb as epb;
+use crate::server::Etcd;
+use crate::state_machine::{StateMachine, WatchMsg, Watcher};
+
+/// Errors of the store's API.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot listen on {url}: {source}")]
+    Bind { url: String, source: io::Error },
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("store data in {dir}: {source}")]
+    Storage { dir: PathBuf, source: io::Error },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("membership change failed: {0}")]
+    Membership(String),
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+/// Settings of one member.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// This host's name: the member name, and the data subdirectory.
+    pub hostname: String,
+    /// State goes in `<prefix>/<hostname>/`.
+    pub prefix: PathBuf,
+    /// Where the etcd API listens (`http://IP:PORT`; port 0 picks a free port, see
+    /// [`StoreHandle::client_urls`]).
+    pub client_urls: Vec<String>,
+    /// Where peers reach this member.
+    pub peer_urls: Vec<String>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Build a snapshot (and purge the log) after this many applied entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind the last snapshot (for slow followers).
+    pub log_kept_after_snapshot: u64,
+}
+
+impl StoreConfig {
+    /// Defaults: client `http://127.0.0.1:2379`, peer `http://127.0.0.1:2380`.
+    pub fn new(hostname: impl Into<String>, prefix: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            hostname: hostname.into(),
+            prefix: prefix.into(),
+            client_urls: vec!["http://127.0.0.1:2379".into()],
+            peer_urls: vec!["http://127.0.0.1:2380".into()],
+            heartbeat_ms: 100,
+            election_timeout_ms: (500, 1000),
+            snapshot_every: 10_000,
+            log_kept_after_snapshot: 1000,
+        }
+    }
+
+    /// This member's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.prefix.join(&self.hostname)
+    }
+}
+
+/// Parse a comma- or semicolon-separated URL list. `host:port` gets `http://`.
+pub fn parse_urls(list: &str) -> Result<Vec<String>, StoreError> {
+    list.split([',', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|u| {
+            let url = if u.contains("://") {
+                u.to_string()
+            } else {
+                format!("http://{u}")
+            };
+            socket_addr(&url)?;
+            Ok(url)
+        })
+        .collect()
+}
+
+fn socket_addr(url: &str) -> Result<SocketAddr, StoreError> {
+    let bad = |reason: &str| StoreError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+    let hostport = rest.trim_end_matches('/');
+    let hostport = if let Some(port) = hostport.strip_prefix("localhost:") {
+        format!("127.0.0.1:{port}")
+    } else {
+        hostport.to_string()
+    };
+    hostport.parse().map_err(|_| bad("expected http://IP:PORT"))
+}
+
+/// Bind every URL; fail on the first that cannot be bound, naming it. Returns the
+/// listeners and the URLs with their actual ports.
+async fn bind_all(urls: &[String]) -> Result<Vec<(String, TcpListener)>, StoreError> {
+    let mut out = Vec::new();
+    for url in urls {
+        let addr = socket_addr(url)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StoreError::Bind {
+                url: url.clone(),
+                source,
+            })?;
+        let actual = listener.local_addr().map_err(|source| StoreError::Bind {
+            url: url.clone(),
+            source,
+        })?;
+        out.push((format!("http://{actual}"), listener));
+    }
+    Ok(out)
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Entry points.
+pub struct Store;
+
+/// What a new member must be told to join: pass it to [`StoreHandle::add_learner`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSpec {
+    pub id: u64,
+    pub node: MemberNode,
+}
+
+enum Mode {
+    Single,
+    Join,
+}
+
+impl Store {
+    /// Start a member that forms a one-member cluster if its data directory has no
+    /// state, or restarts from that state.
+    pub async fn start_single(config: StoreConfig) -> Result<StoreHandle, StoreError> {
+        Self::start(config, Mode::Single).await
+    }
+
+    /// Start a member with no cluster of its own: it serves once a member of an
+    /// existing cluster adds it (see [`StoreHandle::add_learner`]). With existing state
+    /// it restarts from it, like `start_single`.
+    pub async fn start_join(config: StoreConfig) -> Result<StoreHandle, StoreError> {
+        Self::start(config, Mode::Join).await
+    }
+
+    async fn start(config: StoreConfig, mode: Mode) -> Result<StoreHandle, StoreError> {
+        if config.client_urls.is_empty() || config.peer_urls.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: String::new(),
+                reason: "at least one client URL and one peer URL are needed".into(),
+            });
+        }
+        // Bind everything first: a port in use fails before anything runs.
+        let clients = bind_all(&config.client_urls).await?;
+        let peers = bind_all(&config.peer_urls).await?;
+        let client_urls: Vec<String> = clients.iter().map(|(u, _)| u.clone()).collect();
+        let peer_urls: Vec<String> = peers.iter().map(|(u, _)| u.clone()).collect();
+
+        let dir = config.data_dir();
+        let storage = |source| StoreError::Storage {
+            dir: dir.clone(),
+            source,
+        };
+        let (log, torn_tail) = LogStore::open(&dir).map_err(storage)?;
+        let sm = StateMachine::open(&dir).map_err(storage)?;
+        let shared = sm.shared.clone();
+        let id = member_id(&config.hostname);
+        let self_node = MemberNode {
+            name: config.hostname.clone(),
+            peer_urls: peer_urls.clone(),
+            client_urls: client_urls.clone(),
+        };
+        let raft_config = openraft::Config {
+            cluster_name: "mgmt".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms.0,
+            election_timeout_max: config.election_timeout_ms.1,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
+            purge_batch_size: 1,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let channels = Channels::default();
+        let has_state = log.last_index().is_some();
+        let raft = openraft::Raft::new(
+            id,
+            Arc::new(raft_config),
+            Network {
+                channels: channels.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let node = Arc::new(Node {
+            id,
+            raft,
+            sm: shared,
+            channels,
+        });
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for (_, listener) in peers {
+            let svc = crate::pb::mgmtpeer::peer_server::PeerServer::new(PeerService {
+                node: node.clone(),
+            })
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let res = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(1)))
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        stopped(&mut stop).await;
+                    })
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "peer server failed");
+                }
+            });
+        }
+        for (_, listener) in clients {
+            let etcd = Etcd { node: node.clone() };
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let res = tonic::transport::Server::builder()
+                    .add_service(epb::kv_server::KvServer::new(etcd.clone()))
+                    .add_service(epb::watch_server::WatchServer::new(etcd.clone()))
+                    .add_service(epb::lease_server::LeaseServer::new(etcd.clone()))
+                    .add_service(epb::cluster_server::ClusterServer::new(etcd.clone()))
+                    .add_service(epb::maintenance_server::MaintenanceServer::new(etcd))
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        stopped(&mut stop).await;
+                    })
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "client server failed");
+                }
+            });
+        }
+        // Lease expiry: the leader proposes ExpireLeases once a deadline passes.
+        {
+            let node = node.clone();
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => node.expire_leases_if_due().await,
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            });
+        }
+
+        if matches!(mode, Mode::Single) && !has_state {
+            let members = BTreeMap::from([(id, self_node.clone())]);
+            node.raft
+                .initialize(members)
+                .await
+                .map_err(|e| StoreError::Raft(e.to_string()))?;
+        }
+        // Once leader, record the cluster ID and refresh our own URLs if they changed.
+        {
+            let node = node.clone();
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let mut metrics = node.raft.metrics();
+                loop {
+                    let is_leader = metrics.borrow().current_leader == Some(node.id);
+                    if is_leader {
+                        if node.sm.lock().data.kv.cluster_id() == 0 {
+                            let _ = node
+                                .write(Command::SetClusterId {
+                                    cluster_id: member_id(&format!("cluster:{}", node.id)),
+                                })
+                                .await;
+                        }
+                        let stale = {
+                            let m = metrics.borrow();
+                            m.membership_config.membership().get_node(&node.id) != Some(&self_node)
+                        };
+                        if stale {
+                            let change = openraft::ChangeMembers::SetNodes(BTreeMap::from([(
+                                node.id,
+                                self_node.clone(),
+                            )]));
+                            if let Err(e) = node.raft.change_membership(change, true).await {
+                                tracing::warn!(error = %e, "could not update own member URLs");
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        r = metrics.changed() => if r.is_err() { break },
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            });
+        }
+
+        Ok(StoreHandle {
+            node,
+            stop: stop_tx,
+            tasks: tokio::sync::Mutex::new(tasks),
+            client_urls,
+            peer_urls,
+            torn_tail,
+        })
+    }
+}
+
+/// A running member. Call [`StoreHandle::shutdown`] to stop it (dropping it stops
+/// the listeners too, but without waiting).
+pub struct StoreHandle {
+    node: Arc<Node>,
+    stop: watch::Sender<bool>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    client_urls: Vec<String>,
+    peer_urls: Vec<String>,
+    torn_tail: Option<TornTail>,
+}
+
+impl Drop for StoreHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A watch opened with [`StoreHandle::watch`]. Dropping it cancels the watch.
+pub struct WatchReceiver {
+    rx: mpsc::UnboundedReceiver<WatchMsg>,
+    shared: Arc<state_machine::Shared>,
+    key: u64,
+}
+
+impl WatchReceiver {
+    /// The next batch of events (all from one revision), or `None` once the store
+    /// stopped or the watch was canceled.
+    pub async fn next(&mut self) -> Option<Vec<Event>> {
+        let msg = self.rx.recv().await?;
+        if msg.canceled.is_some() {
+            return None;
+        }
+        Some(msg.events)
+    }
+}
+
+impl Drop for WatchReceiver {
+    fn drop(&mut self) {
+        self.shared.lock().watchers.remove(&self.key);
+    }
+}
+
+impl StoreHandle {
+    /// This member's ID (its raft node ID and etcd member ID).
+    pub fn id(&self) -> u64 {
+        self.node.id
+    }
+
+    /// Client URLs actually listened on (ports resolved).
+    pub fn client_urls(&self) -> &[String] {
+        &self.client_urls
+    }
+
+    /// Peer URLs actually listened on (ports resolved).
+    pub fn peer_urls(&self) -> &[String] {
+        &self.peer_urls
+    }
+
+    /// The torn or corrupt log tail cut when this member opened its log, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
+    }
+
+    /// What another member needs to add this one.
+    pub fn member_spec(&self, hostname: &str) -> MemberSpec {
+        MemberSpec {
+            id: self.node.id,
+            node: MemberNode {
+                name: hostname.to_string(),
+                peer_urls: self.peer_urls.clone(),
+                client_urls: self.client_urls.clone(),
+            },
+        }
+    }
+
+    /// Current leader's ID, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        self.node.leader()
+    }
+
+    /// Wait until a leader is known (at most `timeout`).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, StoreError> {
+        self.node
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "leader")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader)
+            .ok_or(StoreError::NoLeader)
+    }
+
+    /// Wait until this member applied at least log index `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), StoreError> {
+        self.node
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "applied")
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::Timeout)
+    }
+
+    /// Last log index applied by this member.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.node
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+    }
+
+    /// Members of the cluster as this member knows them (MemberList).
+    pub fn members(&self) -> Vec<Member> {
+        self.node.members()
+    }
+
+    /// Add a member as a non-voting learner; returns once it caught up with the log.
+    pub async fn add_learner(&self, spec: MemberSpec) -> Result<(), StoreError> {
+        self.node
+            .admin(AdminOp::AddLearner {
+                id: spec.id,
+                node: spec.node,
+            })
+            .await
+    }
+
+    /// Make a learner a voter.
+    pub async fn promote(&self, id: u64) -> Result<(), StoreError> {
+        self.node.admin(AdminOp::Promote { id }).await
+    }
+
+    /// Remove a member (voter or learner) from the cluster.
+    pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.node.admin(AdminOp::Remove { id }).await
+    }
+
+    /// Put a key; returns the new revision.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, StoreError> {
+        let a = self
+            .node
+            .write(Command::Put(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..Default::default()
+            }))
+            .await?;
+        a.result?;
+        Ok(a.revision)
+    }
+
+    /// Delete a key or, with `prefix`, every key under it; returns how many were deleted.
+    pub async fn delete(&self, key: &[u8], prefix: bool) -> Result<i64, StoreError> {
+        let a = self
+            .node
+            .write(Command::DeleteRange(DeleteRangeRequest {
+                key: key.to_vec(),
+                range_end: if prefix {
+                    kv::prefix_end(key)
+                } else {
+                    Vec::new()
+                },
+                prev_kv: false,
+            }))
+            .await?;
+        match a.result? {
+            Output::DeleteRange(d) => Ok(d.deleted),
+            _ => Ok(0),
+        }
+    }
+
+    /// Run any command (txn, lease, compaction) through the log.
+    pub async fn command(&self, command: Command) -> Result<kv::Applied, StoreError> {
+        self.node.write(command).await
+    }
+
+    /// Linearizable read of one key.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        self.range(
+            RangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .map(|mut r| r.kvs.pop())
+    }
+
+    /// Linearizable read of every key under `prefix`.
+    pub async fn get_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        self.range(
+            RangeRequest {
+                key: prefix.to_vec(),
+                range_end: kv::prefix_end(prefix),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .map(|r| r.kvs)
+    }
+
+    /// A range read; `serializable` reads this member's state without a read barrier.
+    pub async fn range(
+        &self,
+        req: RangeRequest,
+        serializable: bool,
+    ) -> Result<kv::RangeResponse, StoreError> {
+        if !serializable {
+            self.node.read_barrier().await?;
+        }
+        Ok(self.node.sm.lock().data.kv.range(&req)?)
+    }
+
+    /// Watch keys under `prefix` from `start_revision` (0: from now on). Events of each
+    /// revision arrive together, oldest first.
+    pub fn watch(&self, prefix: &[u8], start_revision: i64) -> Result<WatchReceiver, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let watcher = Watcher {
+            watch_id: 0,
+            key: prefix.to_vec(),
+            range_end: kv::prefix_end(prefix),
+            prev_kv: true,
+            no_put: false,
+            no_delete: false,
+            tx,
+        };
+        let mut g = self.node.sm.lock();
+        if start_revision > 0 && start_revision <= g.data.kv.revision() {
+            let events = g
+                .data
+                .kv
+                .events_since(prefix, &kv::prefix_end(prefix), start_revision)?;
+            watcher.send(g.data.kv.revision(), &events);
+        }
+        let key = g.add_watcher(watcher);
+        Ok(WatchReceiver {
+            rx,
+            shared: self.node.sm.clone(),
+            key,
+        })
+    }
+
+    /// Stop serving and replicating; waits for the listeners and raft to finish.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let mut tasks = self.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+        if let Err(e) = self.node.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        // End watchers so their streams close.
+        self.node.sm.lock().watchers.clear();
+    }
+
+    /// The data directory of this member.
+    pub fn data_dir(config: &StoreConfig) -> PathBuf {
+        config.data_dir()
+    }
+}

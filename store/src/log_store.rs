@@ -1,0 +1,355 @@
+//! Persistent raft log: one append-only file of CRC-framed entries, plus the vote and
+//! the purge point in small files replaced atomically.
+//!
+//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` where the payload is the
+//! JSON of one `Entry`. `append` writes the frames and `fsync`s before telling openraft
+//! the entries are durable. On open, frames are read until the first one that is short
+//! (a torn write), fails its CRC, does not parse, or breaks the index sequence; that tail
+//! is reported with a `tracing` warning and cut off the file, so it is never served.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{RaftLogReader, StorageIOError};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+const LOG_FILE: &str = "raft.log";
+const VOTE_FILE: &str = "vote.json";
+const PURGED_FILE: &str = "purged.json";
+
+/// What opening the log found at its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// File offset where the first bad frame started (the new file length).
+    pub offset: u64,
+    /// Bytes removed.
+    pub dropped_bytes: u64,
+    pub reason: String,
+}
+
+struct Inner {
+    dir: PathBuf,
+    file: File,
+    file_len: u64,
+    /// index -> (file offset of its frame, entry)
+    entries: BTreeMap<u64, (u64, Entry)>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    /// Bytes of frames at or below the purge point still in the file.
+    dead_bytes: u64,
+}
+
+/// The log storage handed to openraft; cheap to clone (the reader is a clone).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Write `data` to `dir/name` crash-safely: temp file, fsync, rename, fsync the dir.
+pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn frame(entry: &Entry) -> io::Result<Vec<u8>> {
+    let payload = serde_json::to_vec(entry).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(payload.len() + 8);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&payload);
+    Ok(buf)
+}
+
+impl LogStore {
+    /// Open (or create) the log in `dir`. Returns the torn tail it cut, if any.
+    pub fn open(dir: &Path) -> io::Result<(LogStore, Option<TornTail>)> {
+        fs::create_dir_all(dir)?;
+        // A restarted member does not know how far its old term committed: load the
+        // vote as not committed, so it rejoins as a follower and a leader is elected
+        // in a new term (whose first entry fixes the commit index) before any
+        // linearizable read is answered.
+        let vote: Option<Vote> = read_json::<Vote>(&dir.join(VOTE_FILE))?
+            .map(|v| Vote::new(v.leader_id.term, v.leader_id.node_id));
+        let last_purged: Option<LogId> = read_json(&dir.join(PURGED_FILE))?;
+        let path = dir.join(LOG_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0))?;
+        file.read_to_end(&mut bytes)?;
+
+        let mut entries = BTreeMap::new();
+        let mut pos: usize = 0;
+        let mut dead_bytes = 0u64;
+        let mut expect: Option<u64> = last_purged.map(|l| l.index + 1);
+        let mut torn = None;
+        while pos < bytes.len() {
+            let bad = |reason: &str| TornTail {
+                offset: pos as u64,
+                dropped_bytes: (bytes.len() - pos) as u64,
+                reason: reason.to_string(),
+            };
+            if bytes.len() - pos < 8 {
+                torn = Some(bad("short frame header"));
+                break;
+            }
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap());
+            if bytes.len() - pos - 8 < len {
+                torn = Some(bad("short frame payload"));
+                break;
+            }
+            let payload = &bytes[pos + 8..pos + 8 + len];
+            if crc32fast::hash(payload) != crc {
+                torn = Some(bad("CRC mismatch"));
+                break;
+            }
+            let entry: Entry = match serde_json::from_slice(payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    torn = Some(bad(&format!("undecodable entry: {e}")));
+                    break;
+                }
+            };
+            let index = entry.log_id.index;
+            if last_purged.is_some_and(|p| index <= p.index) {
+                dead_bytes += (len + 8) as u64;
+            } else {
+                if let Some(want) = expect
+                    && index != want
+                {
+                    torn = Some(bad(&format!("entry index {index}, expected {want}")));
+                    break;
+                }
+                expect = Some(index + 1);
+                entries.insert(index, (pos as u64, entry));
+            }
+            pos += 8 + len;
+        }
+        if let Some(t) = &torn {
+            tracing::warn!(
+                log = %path.display(),
+                offset = t.offset,
+                dropped_bytes = t.dropped_bytes,
+                reason = %t.reason,
+                "raft log has a torn or corrupt tail; truncating it"
+            );
+            file.set_len(t.offset)?;
+            file.sync_all()?;
+        }
+        let file_len = torn.as_ref().map_or(bytes.len() as u64, |t| t.offset);
+        Ok((
+            LogStore {
+                inner: Arc::new(Mutex::new(Inner {
+                    dir: dir.to_path_buf(),
+                    file,
+                    file_len,
+                    entries,
+                    last_purged,
+                    vote,
+                    dead_bytes,
+                })),
+            },
+            torn,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Index of the last entry in the log, if any.
+    pub fn last_index(&self) -> Option<u64> {
+        let g = self.lock();
+        g.entries
+            .keys()
+            .next_back()
+            .copied()
+            .or(g.last_purged.map(|l| l.index))
+    }
+}
+
+impl Inner {
+    /// Rewrite the file without the purged frames once they are most of it.
+    fn maybe_compact_file(&mut self) -> io::Result<()> {
+        if self.dead_bytes < 4 << 20 || self.dead_bytes * 2 < self.file_len {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
+        let mut out = File::create(&tmp)?;
+        let mut offset = 0u64;
+        let mut new_entries = BTreeMap::new();
+        for (index, (_, entry)) in std::mem::take(&mut self.entries) {
+            let buf = frame(&entry)?;
+            out.write_all(&buf)?;
+            new_entries.insert(index, (offset, entry));
+            offset += buf.len() as u64;
+        }
+        out.sync_all()?;
+        drop(out);
+        fs::rename(&tmp, self.dir.join(LOG_FILE))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(self.dir.join(LOG_FILE))?;
+        self.entries = new_entries;
+        self.file_len = offset;
+        self.dead_bytes = 0;
+        Ok(())
+    }
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("raft metadata serializes")
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let g = self.lock();
+        Ok(g.entries
+            .range(range)
+            .map(|(_, (_, e))| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let g = self.lock();
+        let last = g
+            .entries
+            .values()
+            .next_back()
+            .map(|(_, e)| e.log_id)
+            .or(g.last_purged);
+        Ok(LogState {
+            last_purged_log_id: g.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        write_atomic(&g.dir, VOTE_FILE, &json(vote))
+            .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
+        g.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut g = self.lock();
+        let mut buf = Vec::new();
+        let mut placed = Vec::new();
+        for entry in entries {
+            let offset = g.file_len + buf.len() as u64;
+            buf.extend_from_slice(&frame(&entry).map_err(write_err)?);
+            placed.push((offset, entry));
+        }
+        let res = g.file.write_all(&buf).and_then(|_| g.file.sync_data());
+        match res {
+            Ok(()) => {
+                g.file_len += buf.len() as u64;
+                for (offset, entry) in placed {
+                    g.entries.insert(entry.log_id.index, (offset, entry));
+                }
+                drop(g);
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                // The file may hold part of the batch; restore the known-good length.
+                let len = g.file_len;
+                let _ = g.file.set_len(len);
+                drop(g);
+                let err = write_err(io::Error::new(e.kind(), e.to_string()));
+                callback.log_io_completed(Err(e));
+                Err(err)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        let Some((offset, _)) = g.entries.get(&log_id.index).map(|(o, e)| (*o, e.log_id)) else {
+            return Ok(());
+        };
+        g.file
+            .set_len(offset)
+            .and_then(|_| g.file.sync_all())
+            .map_err(write_err)?;
+        g.file_len = offset;
+        g.entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        write_atomic(&g.dir, PURGED_FILE, &json(&log_id)).map_err(write_err)?;
+        g.last_purged = Some(log_id);
+        let keep = g.entries.split_off(&(log_id.index + 1));
+        let gone = std::mem::replace(&mut g.entries, keep);
+        let mut dead = 0u64;
+        for (_, (_, e)) in gone {
+            dead += frame(&e).map_or(0, |f| f.len() as u64);
+        }
+        g.dead_bytes += dead;
+        g.maybe_compact_file().map_err(write_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,682 @@
+//! The etcd v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance) on top of [`Node`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use mgmt_core::kv::{self as kv, Applied, Command, KvError, Output};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::StoreError;
+use crate::node::{Member, Node, now_ms};
+use crate::pb::etcdserverpb as pb;
+use crate::pb::mvccpb;
+use crate::state_machine::{WatchMsg, Watcher};
+
+/// Version reported by Maintenance.Status: the etcd API level we speak.
+pub const API_VERSION: &str = "3.4.0";
+
+#[derive(Clone)]
+pub struct Etcd {
+    pub node: Arc<Node>,
+}
+
+/// gRPC status for a store error, with etcd's codes and texts.
+pub fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::Kv(k) => kv_status(k),
+        StoreError::NoLeader => Status::unavailable("etcdserver: no leader"),
+        StoreError::Timeout => Status::unavailable("etcdserver: request timed out"),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+fn kv_status(e: KvError) -> Status {
+    let msg = match &e {
+        KvError::Compacted { .. } | KvError::FutureRevision => format!("etcdserver: {e}"),
+        _ => e.to_string(),
+    };
+    match e {
+        KvError::Compacted { .. } | KvError::FutureRevision | KvError::LeaseTtlTooLarge => {
+            Status::out_of_range(msg)
+        }
+        KvError::LeaseNotFound => Status::not_found(msg),
+        KvError::LeaseExists => Status::failed_precondition(msg),
+        KvError::KeyNotFound | KvError::EmptyKey | KvError::DuplicateKey => {
+            Status::invalid_argument(msg)
+        }
+    }
+}
+
+fn to_kv(kv: kv::KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: kv.key,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value,
+        lease: kv.lease,
+    }
+}
+
+fn to_event(e: kv::Event) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: match e.kind {
+            kv::EventKind::Put => mvccpb::event::EventType::Put as i32,
+            kv::EventKind::Delete => mvccpb::event::EventType::Delete as i32,
+        },
+        kv: Some(to_kv(e.kv)),
+        prev_kv: e.prev_kv.map(to_kv),
+    }
+}
+
+fn from_range(r: pb::RangeRequest) -> kv::RangeRequest {
+    use pb::range_request::{SortOrder as O, SortTarget as T};
+    kv::RangeRequest {
+        key: r.key,
+        range_end: r.range_end,
+        limit: r.limit,
+        revision: r.revision,
+        sort_order: match O::try_from(r.sort_order).unwrap_or(O::None) {
+            O::None => kv::SortOrder::None,
+            O::Ascend => kv::SortOrder::Ascend,
+            O::Descend => kv::SortOrder::Descend,
+        },
+        sort_target: match T::try_from(r.sort_target).unwrap_or(T::Key) {
+            T::Key => kv::SortTarget::Key,
+            T::Version => kv::SortTarget::Version,
+            T::Create => kv::SortTarget::Create,
+            T::Mod => kv::SortTarget::Mod,
+            T::Value => kv::SortTarget::Value,
+        },
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+        min_mod_revision: r.min_mod_revision,
+        max_mod_revision: r.max_mod_revision,
+        min_create_revision: r.min_create_revision,
+        max_create_revision: r.max_create_revision,
+    }
+}
+
+fn from_put(p: pb::PutRequest) -> kv::PutRequest {
+    kv::PutRequest {
+        key: p.key,
+        value: p.value,
+        lease: p.lease,
+        prev_kv: p.prev_kv,
+        ignore_value: p.ignore_value,
+        ignore_lease: p.ignore_lease,
+    }
+}
+
+fn from_delete(d: pb::DeleteRangeRequest) -> kv::DeleteRangeRequest {
+    kv::DeleteRangeRequest {
+        key: d.key,
+        range_end: d.range_end,
+        prev_kv: d.prev_kv,
+    }
+}
+
+fn from_txn(t: pb::TxnRequest) -> Result<kv::TxnRequest, Status> {
+    use pb::compare::{CompareResult as R, TargetUnion as U};
+    let mut compare = Vec::new();
+    for c in t.compare {
+        let result = match R::try_from(c.result) {
+            Ok(R::Equal) => kv::CompareResult::Equal,
+            Ok(R::Greater) => kv::CompareResult::Greater,
+            Ok(R::Less) => kv::CompareResult::Less,
+            Ok(R::NotEqual) => kv::CompareResult::NotEqual,
+            Err(_) => return Err(Status::invalid_argument("etcdserver: bad compare result")),
+        };
+        use pb::compare::CompareTarget as Tg;
+        let target = match (Tg::try_from(c.target), c.target_union) {
+            (Ok(Tg::Version), u) => kv::CompareTarget::Version(match u {
+                Some(U::Version(v)) => v,
+                _ => 0,
+            }),
+            (Ok(Tg::Create), u) => kv::CompareTarget::CreateRevision(match u {
+                Some(U::CreateRevision(v)) => v,
+                _ => 0,
+            }),
+            (Ok(Tg::Mod), u) => kv::CompareTarget::ModRevision(match u {
+                Some(U::ModRevision(v)) => v,
+                _ => 0,
+            }),
+            (Ok(Tg::Value), u) => kv::CompareTarget::Value(match u {
+                Some(U::Value(v)) => v,
+                _ => Vec::new(),
+            }),
+            (Ok(Tg::Lease), u) => kv::CompareTarget::Lease(match u {
+                Some(U::Lease(v)) => v,
+                _ => 0,
+            }),
+            (Err(_), _) => return Err(Status::invalid_argument("etcdserver: bad compare target")),
+        };
+        compare.push(kv::Compare {
+            result,
+            target,
+            key: c.key,
+            range_end: c.range_end,
+        });
+    }
+    let ops = |ops: Vec<pb::RequestOp>| -> Result<Vec<kv::RequestOp>, Status> {
+        use pb::request_op::Request as Q;
+        ops.into_iter()
+            .map(|op| match op.request {
+                Some(Q::RequestRange(r)) => Ok(kv::RequestOp::Range(from_range(r))),
+                Some(Q::RequestPut(p)) => Ok(kv::RequestOp::Put(from_put(p))),
+                Some(Q::RequestDeleteRange(d)) => Ok(kv::RequestOp::DeleteRange(from_delete(d))),
+                Some(Q::RequestTxn(t)) => Ok(kv::RequestOp::Txn(from_txn(t)?)),
+                None => Err(Status::invalid_argument("etcdserver: empty request op")),
+            })
+            .collect()
+    };
+    Ok(kv::TxnRequest {
+        compare,
+        success: ops(t.success)?,
+        failure: ops(t.failure)?,
+    })
+}
+
+fn to_range(r: kv::RangeResponse, header: &pb::ResponseHeader) -> pb::RangeResponse {
+    pb::RangeResponse {
+        header: Some(*header),
+        kvs: r.kvs.into_iter().map(to_kv).collect(),
+        more: r.more,
+        count: r.count,
+    }
+}
+
+fn to_txn(t: kv::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
+    use pb::response_op::Response as A;
+    pb::TxnResponse {
+        header: Some(*header),
+        succeeded: t.succeeded,
+        responses: t
+            .responses
+            .into_iter()
+            .map(|r| pb::ResponseOp {
+                response: Some(match r {
+                    kv::ResponseOp::Range(r) => A::ResponseRange(to_range(r, header)),
+                    kv::ResponseOp::Put(p) => A::ResponsePut(pb::PutResponse {
+                        header: Some(*header),
+                        prev_kv: p.prev_kv.map(to_kv),
+                    }),
+                    kv::ResponseOp::DeleteRange(d) => {
+                        A::ResponseDeleteRange(pb::DeleteRangeResponse {
+                            header: Some(*header),
+                            deleted: d.deleted,
+                            prev_kvs: d.prev_kvs.into_iter().map(to_kv).collect(),
+                        })
+                    }
+                    kv::ResponseOp::Txn(t) => A::ResponseTxn(to_txn(t, header)),
+                }),
+            })
+            .collect(),
+    }
+}
+
+pub fn to_member(m: Member) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+impl Etcd {
+    fn header(&self, revision: i64) -> pb::ResponseHeader {
+        let term = self.node.raft.metrics().borrow().current_term;
+        pb::ResponseHeader {
+            cluster_id: self.node.sm.lock().data.kv.cluster_id(),
+            member_id: self.node.id,
+            revision,
+            raft_term: term,
+        }
+    }
+
+    fn current_header(&self) -> pb::ResponseHeader {
+        let rev = self.node.sm.lock().data.kv.revision();
+        self.header(rev)
+    }
+
+    async fn write(&self, cmd: Command) -> Result<(Output, pb::ResponseHeader), Status> {
+        let Applied {
+            revision, result, ..
+        } = self.node.write(cmd).await.map_err(status)?;
+        let out = result.map_err(kv_status)?;
+        Ok((out, self.header(revision)))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Etcd {
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let req = req.into_inner();
+        if !req.serializable {
+            self.node.read_barrier().await.map_err(status)?;
+        }
+        let (resp, rev) = {
+            let g = self.node.sm.lock();
+            (g.data.kv.range(&from_range(req)), g.data.kv.revision())
+        };
+        let resp = resp.map_err(kv_status)?;
+        Ok(Response::new(to_range(resp, &self.header(rev))))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let (out, header) = self.write(Command::Put(from_put(req.into_inner()))).await?;
+        let Output::Put(p) = out else {
+            return Err(Status::internal("unexpected output"));
+        };
+        Ok(Response::new(pb::PutResponse {
+            header: Some(header),
+            prev_kv: p.prev_kv.map(to_kv),
+        }))
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let (out, header) = self
+            .write(Command::DeleteRange(from_delete(req.into_inner())))
+            .await?;
+        let Output::DeleteRange(d) = out else {
+            return Err(Status::internal("unexpected output"));
+        };
+        Ok(Response::new(pb::DeleteRangeResponse {
+            header: Some(header),
+            deleted: d.deleted,
+            prev_kvs: d.prev_kvs.into_iter().map(to_kv).collect(),
+        }))
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let txn = from_txn(req.into_inner())?;
+        let (out, header) = self.write(Command::Txn(txn)).await?;
+        let Output::Txn(t) = out else {
+            return Err(Status::internal("unexpected output"));
+        };
+        Ok(Response::new(to_txn(t, &header)))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let revision = req.into_inner().revision;
+        let (_, header) = self.write(Command::Compact { revision }).await?;
+        Ok(Response::new(pb::CompactionResponse {
+            header: Some(header),
+        }))
+    }
+}
+
+/// Per-stream watch state: the hub keys of this stream's watchers.
+struct WatchStream {
+    etcd: Etcd,
+    tx: mpsc::UnboundedSender<WatchMsg>,
+    out: mpsc::UnboundedSender<Result<pb::WatchResponse, Status>>,
+    hub_keys: std::collections::BTreeMap<i64, u64>,
+    next_id: i64,
+}
+
+impl WatchStream {
+    fn create(&mut self, c: pb::WatchCreateRequest) {
+        let watch_id = if c.watch_id != 0 {
+            c.watch_id
+        } else {
+            self.next_id
+        };
+        if self.hub_keys.contains_key(&watch_id) {
+            let _ = self.out.send(Ok(pb::WatchResponse {
+                header: Some(self.etcd.current_header()),
+                watch_id,
+                created: true,
+                canceled: true,
+                cancel_reason: "etcdserver: duplicate watch ID".into(),
+                ..Default::default()
+            }));
+            return;
+        }
+        self.next_id = self.next_id.max(watch_id + 1);
+        use pb::watch_create_request::FilterType;
+        let watcher = Watcher {
+            watch_id,
+            key: c.key.clone(),
+            range_end: c.range_end.clone(),
+            prev_kv: c.prev_kv,
+            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+            tx: self.tx.clone(),
+        };
+        // Under the state-machine lock: answer "created", replay history, register.
+        // Applies take the same lock, so no event falls between history and live.
+        let term = self.etcd.node.raft.metrics().borrow().current_term;
+        let mut g = self.etcd.node.sm.lock();
+        let header = pb::ResponseHeader {
+            cluster_id: g.data.kv.cluster_id(),
+            member_id: self.etcd.node.id,
+            revision: g.data.kv.revision(),
+            raft_term: term,
+        };
+        let _ = self.out.send(Ok(pb::WatchResponse {
+            header: Some(header),
+            watch_id,
+            created: true,
+            ..Default::default()
+        }));
+        if c.start_revision > 0 && c.start_revision <= g.data.kv.revision() {
+            match g
+                .data
+                .kv
+                .events_since(&c.key, &c.range_end, c.start_revision)
+            {
+                Ok(events) => {
+                    watcher.send(g.data.kv.revision(), &events);
+                }
+                Err(KvError::Compacted { compact_revision }) => {
+                    let _ = self.out.send(Ok(pb::WatchResponse {
+                        header: Some(header),
+                        watch_id,
+                        canceled: true,
+                        compact_revision,
+                        cancel_reason: "etcdserver: mvcc: required revision has been compacted"
+                            .into(),
+                        ..Default::default()
+                    }));
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        let key = g.add_watcher(watcher);
+        drop(g);
+        self.hub_keys.insert(watch_id, key);
+    }
+
+    fn cancel(&mut self, watch_id: i64) {
+        if let Some(key) = self.hub_keys.remove(&watch_id) {
+            self.etcd.node.sm.lock().watchers.remove(&key);
+            let _ = self.out.send(Ok(pb::WatchResponse {
+                header: Some(self.etcd.current_header()),
+                watch_id,
+                canceled: true,
+                ..Default::default()
+            }));
+        }
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        let mut g = self.etcd.node.sm.lock();
+        for key in self.hub_keys.values() {
+            g.watchers.remove(key);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::watch_server::Watch for Etcd {
+    type WatchStream = BoxStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut input = req.into_inner();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<WatchMsg>();
+        let mut ws = WatchStream {
+            etcd: self.clone(),
+            tx: ev_tx,
+            out: out_tx.clone(),
+            hub_keys: Default::default(),
+            next_id: 0,
+        };
+        let etcd = self.clone();
+        // Ends when the client closes its side or drops the response stream.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    msg = input.next() => {
+                        use pb::watch_request::RequestUnion as U;
+                        match msg {
+                            Some(Ok(pb::WatchRequest { request_union: Some(U::CreateRequest(c)) })) => ws.create(c),
+                            Some(Ok(pb::WatchRequest { request_union: Some(U::CancelRequest(c)) })) => ws.cancel(c.watch_id),
+                            Some(Ok(pb::WatchRequest { request_union: Some(U::ProgressRequest(_)) })) => {
+                                let _ = out_tx.send(Ok(pb::WatchResponse { header: Some(etcd.current_header()), watch_id: -1, ..Default::default() }));
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => break,
+                        }
+                    }
+                    ev = ev_rx.recv() => {
+                        let Some(ev) = ev else { break };
+                        if let Some(reason) = ev.canceled {
+                            ws.hub_keys.remove(&ev.watch_id);
+                            let _ = out_tx.send(Ok(pb::WatchResponse { header: Some(etcd.header(ev.revision)), watch_id: ev.watch_id, canceled: true, cancel_reason: reason, ..Default::default() }));
+                            continue;
+                        }
+                        let resp = pb::WatchResponse {
+                            header: Some(etcd.header(ev.revision)),
+                            watch_id: ev.watch_id,
+                            events: ev.events.into_iter().map(to_event).collect(),
+                            ..Default::default()
+                        };
+                        if out_tx.send(Ok(resp)).is_err() { break; }
+                    }
+                    _ = out_tx.closed() => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            out_rx,
+        ))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for Etcd {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let r = req.into_inner();
+        let (out, header) = self
+            .write(Command::LeaseGrant {
+                id: r.id,
+                ttl: r.ttl,
+            })
+            .await?;
+        let Output::LeaseGrant { id, ttl } = out else {
+            return Err(Status::internal("unexpected output"));
+        };
+        Ok(Response::new(pb::LeaseGrantResponse {
+            header: Some(header),
+            id,
+            ttl,
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let (_, header) = self
+            .write(Command::LeaseRevoke {
+                id: req.into_inner().id,
+            })
+            .await?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: Some(header),
+        }))
+    }
+
+    type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut input = req.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let etcd = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(r)) = input.next().await {
+                let resp = match etcd.write(Command::LeaseKeepAlive { id: r.id }).await {
+                    Ok((Output::LeaseKeepAlive { id, ttl }, header)) => {
+                        Ok(pb::LeaseKeepAliveResponse {
+                            header: Some(header),
+                            id,
+                            ttl,
+                        })
+                    }
+                    // etcd answers TTL 0 for a lease that is gone.
+                    _ => Ok(pb::LeaseKeepAliveResponse {
+                        header: Some(etcd.current_header()),
+                        id: r.id,
+                        ttl: 0,
+                    }),
+                };
+                if tx.send(resp).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let r = req.into_inner();
+        self.node.read_barrier().await.map_err(status)?;
+        let (res, rev) = {
+            let g = self.node.sm.lock();
+            (
+                g.data.kv.lease_time_to_live(r.id, r.keys, now_ms()),
+                g.data.kv.revision(),
+            )
+        };
+        let header = Some(self.header(rev));
+        Ok(Response::new(match res {
+            Ok(t) => pb::LeaseTimeToLiveResponse {
+                header,
+                id: t.id,
+                ttl: t.ttl,
+                granted_ttl: t.granted_ttl,
+                keys: t.keys,
+            },
+            // etcd answers TTL -1 for an unknown lease; etcdctl prints "already expired".
+            Err(_) => pb::LeaseTimeToLiveResponse {
+                header,
+                id: r.id,
+                ttl: -1,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.node.read_barrier().await.map_err(status)?;
+        let ids = self.node.sm.lock().data.kv.lease_ids();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.current_header()),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+        }))
+    }
+}
+
+fn membership_unsupported(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "mgmt: {what} through the etcd API is not supported; mgmt manages membership itself"
+    ))
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Etcd {
+    async fn member_add(
+        &self,
+        _req: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(membership_unsupported("MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(membership_unsupported("MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(membership_unsupported("MemberUpdate"))
+    }
+
+    async fn member_promote(
+        &self,
+        _req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(membership_unsupported("MemberPromote"))
+    }
+
+    async fn member_list(
+        &self,
+        _req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(self.current_header()),
+            members: self.node.members().into_iter().map(to_member).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for Etcd {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let m = self.node.raft.metrics().borrow().clone();
+        let is_learner = self
+            .node
+            .members()
+            .iter()
+            .any(|x| x.id == self.node.id && x.is_learner);
+        let db_size =
+            serde_json::to_vec(&self.node.sm.lock().data.kv).map_or(0, |v| v.len() as i64);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.current_header()),
+            version: API_VERSION.into(),
+            db_size,
+            leader: m.current_leader.unwrap_or(0),
+            raft_index: m.last_log_index.unwrap_or(0),
+            raft_term: m.current_term,
+            raft_applied_index: m.last_applied.map_or(0, |l| l.index),
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner,
+        }))
+    }
+}

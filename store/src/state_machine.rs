@@ -1,0 +1,275 @@
+//! The raft state machine: the pure [`KvStore`] plus what raft needs (last applied log
+//! ID, membership) and the watch hub that fans applied events out to watchers.
+//!
+//! Snapshots are the JSON of [`SmData`], written to `snapshot.json` atomically.
+
+use std::collections::BTreeMap;
+use std::io::{self, Cursor};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mgmt_core::kv::{Applied, Event, EventKind, KvError, KvStore};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::log_store::{read_json, write_atomic};
+use crate::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
+
+const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// The replicated state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SmData {
+    pub kv: KvStore,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, MemberNode>,
+    data: Vec<u8>,
+}
+
+/// Events for one watcher, from one applied command (or from history on creation).
+#[derive(Debug)]
+pub struct WatchMsg {
+    pub watch_id: i64,
+    pub revision: i64,
+    pub events: Vec<Event>,
+    /// Set when the watcher was dropped by the server (e.g. snapshot install).
+    pub canceled: Option<String>,
+}
+
+pub struct Watcher {
+    pub watch_id: i64,
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+    pub tx: mpsc::UnboundedSender<WatchMsg>,
+}
+
+impl Watcher {
+    fn wants(&self, e: &Event) -> bool {
+        let k = e.kv.key.as_slice();
+        let in_range = if self.range_end.is_empty() {
+            k == self.key.as_slice()
+        } else if self.range_end == [0] {
+            k >= self.key.as_slice()
+        } else {
+            k >= self.key.as_slice() && k < self.range_end.as_slice()
+        };
+        in_range
+            && !(self.no_put && e.kind == EventKind::Put)
+            && !(self.no_delete && e.kind == EventKind::Delete)
+    }
+
+    /// Send the events this watcher wants; false if its stream is gone.
+    pub fn send(&self, revision: i64, events: &[Event]) -> bool {
+        let mut mine: Vec<Event> = events.iter().filter(|e| self.wants(e)).cloned().collect();
+        if mine.is_empty() {
+            return !self.tx.is_closed();
+        }
+        if !self.prev_kv {
+            for e in &mut mine {
+                e.prev_kv = None;
+            }
+        }
+        self.tx
+            .send(WatchMsg {
+                watch_id: self.watch_id,
+                revision,
+                events: mine,
+                canceled: None,
+            })
+            .is_ok()
+    }
+}
+
+pub struct SmState {
+    pub data: SmData,
+    pub watchers: BTreeMap<u64, Watcher>,
+    next_watcher: u64,
+    snapshot: Option<StoredSnapshot>,
+    snapshot_seq: u64,
+}
+
+impl SmState {
+    /// Register a watcher; history (events from its start revision) must already have
+    /// been sent by the caller while holding the same lock. Returns its hub key.
+    pub fn add_watcher(&mut self, w: Watcher) -> u64 {
+        self.next_watcher += 1;
+        self.watchers.insert(self.next_watcher, w);
+        self.next_watcher
+    }
+}
+
+/// Shared state machine; the raft side and the gRPC side both hold it.
+pub struct Shared {
+    dir: PathBuf,
+    state: Mutex<SmState>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, SmState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    pub shared: Arc<Shared>,
+}
+
+impl StateMachine {
+    /// Load the last snapshot from `dir`, if any.
+    pub fn open(dir: &Path) -> io::Result<StateMachine> {
+        std::fs::create_dir_all(dir)?;
+        let stored: Option<StoredSnapshot> = read_json(&dir.join(SNAPSHOT_FILE))?;
+        let data = match &stored {
+            Some(s) => serde_json::from_slice(&s.data).map_err(io::Error::other)?,
+            None => SmData::default(),
+        };
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                state: Mutex::new(SmState {
+                    data,
+                    watchers: BTreeMap::new(),
+                    next_watcher: 0,
+                    snapshot: stored,
+                    snapshot_seq: 0,
+                }),
+            }),
+        })
+    }
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, data) = {
+            let mut g = self.shared.lock();
+            let data = serde_json::to_vec(&g.data).map_err(sm_err)?;
+            g.snapshot_seq += 1;
+            let meta = SnapshotMeta {
+                last_log_id: g.data.last_applied,
+                last_membership: g.data.membership.clone(),
+                snapshot_id: format!(
+                    "{}-{}",
+                    g.data.last_applied.map_or(0, |l| l.index),
+                    g.snapshot_seq
+                ),
+            };
+            (meta, data)
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(sm_err)?;
+        write_atomic(&self.shared.dir, SNAPSHOT_FILE, &bytes)
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        self.shared.lock().snapshot = Some(stored);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let g = self.shared.lock();
+        Ok((g.data.last_applied, g.data.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<Applied>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut g = self.shared.lock();
+        let mut out = Vec::new();
+        for entry in entries {
+            g.data.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(None),
+                EntryPayload::Membership(m) => {
+                    g.data.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(None);
+                }
+                EntryPayload::Normal(cmd) => {
+                    let applied = g.data.kv.apply(&cmd);
+                    if !applied.events.is_empty() {
+                        let revision = applied.revision;
+                        g.watchers.retain(|_, w| w.send(revision, &applied.events));
+                    }
+                    out.push(Some(applied));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, MemberNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data: SmData = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        let file = serde_json::to_vec(&stored).map_err(sm_err)?;
+        write_atomic(&self.shared.dir, SNAPSHOT_FILE, &file)
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        let mut g = self.shared.lock();
+        g.data = data;
+        g.snapshot = Some(stored);
+        // Watchers cannot be told what changed across a snapshot: end them, clients
+        // re-watch from a revision they know.
+        for (_, w) in std::mem::take(&mut g.watchers) {
+            let _ = w.tx.send(WatchMsg {
+                watch_id: w.watch_id,
+                revision: g.data.kv.revision(),
+                events: Vec::new(),
+                canceled: Some(
+                    KvError::Compacted {
+                        compact_revision: g.data.kv.compact_revision(),
+                    }
+                    .to_string(),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let g = self.shared.lock();
+        Ok(g.snapshot.as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.clone())),
+        }))
+    }
+}
