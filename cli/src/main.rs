@@ -58,6 +58,27 @@ struct RunArgs {
     /// This host's name (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
+    /// Where the store's etcd API listens; comma- or semicolon-separated.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    client_urls: String,
+    /// Where store peers reach this host; comma- or semicolon-separated.
+    #[arg(
+        long,
+        visible_alias = "peer-urls",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    server_urls: String,
+    /// Run no store server on this host.
+    #[arg(long)]
+    no_server: bool,
+    /// Directory holding all state (the store's data lives in PREFIX/HOSTNAME/).
+    #[arg(long, default_value = "/var/lib/mgmt/")]
+    prefix: PathBuf,
+    /// The cluster size to aim for, written to /_mgmt/idealClusterSize when this
+    /// host starts the cluster; change it live with etcdctl.
+    #[arg(long, default_value_t = mgmt_core::cluster::DEFAULT_IDEAL_CLUSTER_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    ideal_cluster_size: u32,
 }
 
 fn main() -> ExitCode {
@@ -79,8 +100,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -149,12 +170,50 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    info!(
-        "running graph {:?} on {hostname}: {} vertices",
-        graph.name,
-        graph.vertices.len()
-    );
-    let report = runtime.block_on(mgmt_io::run(&graph, opts, shutdown_signal()));
+    let (client_urls, peer_urls) = match (
+        mgmt_store::parse_urls(&args.client_urls),
+        mgmt_store::parse_urls(&args.server_urls),
+    ) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let report = runtime.block_on(async {
+        let store = if args.no_server {
+            None
+        } else {
+            let mut config = mgmt_store::StoreConfig::new(hostname.clone(), args.prefix.clone());
+            config.client_urls = client_urls;
+            config.peer_urls = peer_urls;
+            let store = mgmt_store::Store::start_single(config)
+                .await
+                .map_err(|e| format!("store: {e}"))?;
+            info!(
+                "store serving the etcd API on {}",
+                store.client_urls().join(", ")
+            );
+            let ideal = args.ideal_cluster_size.to_string();
+            store
+                .put(IDEAL_CLUSTER_SIZE_KEY.as_bytes(), ideal.as_bytes())
+                .await
+                .map_err(|e| format!("store: writing {IDEAL_CLUSTER_SIZE_KEY}: {e}"))?;
+            Some(store)
+        };
+        info!(
+            "running graph {:?} on {hostname}: {} vertices",
+            graph.name,
+            graph.vertices.len()
+        );
+        let report = mgmt_io::run(&graph, opts, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string());
+        if let Some(store) = store {
+            store.shutdown().await;
+        }
+        report
+    });
     match report {
         Ok(report) if report.failed.is_empty() => {
             if report.converged {
@@ -199,3 +258,6 @@ fn nix_hostname() -> Option<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
 }
+
+/// Where the cluster's target size lives in the store.
+const IDEAL_CLUSTER_SIZE_KEY: &str = "/_mgmt/idealClusterSize";

@@ -3,4 +3,5 @@
 
 mod bad_input;
 mod run;
+mod store;
 mod support;

@@ -10,8 +10,23 @@ pub fn mgmt() -> Command {
     c
 }
 
+/// `mgmt` with `args`; a `run` that sets up no store of its own gets
+/// `--no-server`, so parallel tests don't fight over the default ports.
+fn command(args: &[&str]) -> Command {
+    let mut c = mgmt();
+    c.args(args);
+    if args.first() == Some(&"run")
+        && !args
+            .iter()
+            .any(|a| a.starts_with("--client-urls") || *a == "--no-server")
+    {
+        c.arg("--no-server");
+    }
+    c
+}
+
 pub fn run_to_end(args: &[&str]) -> Output {
-    mgmt().args(args).output().expect("mgmt runs")
+    command(args).output().expect("mgmt runs")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -26,8 +41,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(args: &[&str]) -> Agent {
-        let mut child = mgmt()
-            .args(args)
+        let mut child = command(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -82,6 +96,33 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port nobody listens on right now (the OS picks it; a tiny race remains).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the real etcdctl against `127.0.0.1:port`; returns stdout, panics on failure.
+pub fn etcdctl(port: u16, args: &[&str]) -> String {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .output()
+        .expect("etcdctl is installed (apt-get install etcd-client)");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `cond` every millisecond until it holds or `within` passes; returns
