@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: mgmt vs cf-agent (and Puppet on request).
+
+The desired state is a directory plus N files with content "hello i\\n" and mode
+0644. Each tool gets the same state in its own language. For every N the tools
+run alternately, RUNS times each: a cold apply into an empty directory, then a
+check of the converged state. After every apply the script verifies every file's
+content and mode; after every check it verifies nothing was rewritten (mtimes
+unchanged). It prints median (min-max) wall time, peak RSS, and mgmt's ratio.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def content(i):
+    return f"hello {i}\n"
+
+
+def gen_mgmt(n, out, path):
+    lines = ["graph: bench", "resources:", "  file:", "  - name: dir", f"    path: {out}/", '    mode: "0755"']
+    for i in range(n):
+        lines += [f"  - name: f{i}", f"    path: {out}/f{i}", f'    content: "hello {i}\\n"', '    mode: "0644"']
+    lines.append("edges:")
+    for i in range(n):
+        lines.append(f"- {{name: e{i}, from: {{kind: file, name: dir}}, to: {{kind: file, name: f{i}}}}}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def gen_cf(n, out, path):
+    parts = [
+        'body common control\n{\n  bundlesequence => { "main" };\n}\n',
+        'body perms m644\n{\n  mode => "0644";\n  rxdirs => "false";\n}\n',
+        'body perms m755\n{\n  mode => "0755";\n  rxdirs => "false";\n}\n',
+        "bundle agent main\n{\n  files:\n",
+        f'    "{out}/."\n      create => "true",\n      perms => m755;\n',
+    ]
+    for i in range(n):
+        parts.append(f'    "{out}/f{i}"\n      create => "true",\n      perms => m644,\n      content => "hello {i}$(const.n)";\n')
+    parts.append("}\n")
+    with open(path, "w") as f:
+        f.write("".join(parts))
+
+
+def gen_puppet(n, out, path):
+    parts = [f"file {{ '{out}': ensure => directory, mode => '0755' }}\n"]
+    for i in range(n):
+        parts.append(f"file {{ '{out}/f{i}': ensure => file, mode => '0644', content => \"hello {i}\\n\" }}\n")
+    with open(path, "w") as f:
+        f.write("".join(parts))
+
+
+def run(cmd, env=None):
+    """Runs cmd; returns (wall seconds, peak RSS in KiB)."""
+    with tempfile.TemporaryFile() as errfile:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errfile, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        errfile.seek(0)
+        err = errfile.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"{cmd[0]} failed with {code}:\n{err[-2000:]}")
+    return wall, usage.ru_maxrss
+
+
+def verify(n, out):
+    """Every file has its content and mode; returns their mtimes."""
+    mtimes = []
+    for i in range(n):
+        p = f"{out}/f{i}"
+        st = os.stat(p)
+        if st.st_mode & 0o7777 != 0o644:
+            sys.exit(f"verify: {p} has mode {st.st_mode & 0o7777:o}")
+        with open(p) as f:
+            if f.read() != content(i):
+                sys.exit(f"verify: {p} has the wrong content")
+        mtimes.append(st.st_mtime_ns)
+    return mtimes
+
+
+def fmt(samples):
+    med = statistics.median(samples)
+    return f"{med:.3f} ({min(samples):.3f}-{max(samples):.3f})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--puppet", action="store_true")
+    ap.add_argument("--mgmt", default=os.path.join(ROOT, "target/release/mgmt"))
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    work = tempfile.mkdtemp(prefix="mgmt-bench-")
+    out = os.path.join(work, "out")
+    env = dict(os.environ, RUST_LOG="warn")
+    tools = {
+        "mgmt": lambda g: [args.mgmt, "run", "--file", g, "--converged-timeout", "0", "--no-server"],
+        "cf-agent": lambda g: ["cf-agent", "-K", "-f", g],
+    }
+    gens = {"mgmt": (gen_mgmt, "g.yaml"), "cf-agent": (gen_cf, "p.cf")}
+    if args.puppet:
+        tools["puppet"] = lambda g: ["puppet", "apply", "--color=false", g]
+        gens["puppet"] = (gen_puppet, "m.pp")
+
+    results = {}  # (n, work, tool) -> ([wall], [rss])
+    for n in sizes:
+        files = {}
+        for tool, (gen, name) in gens.items():
+            files[tool] = os.path.join(work, f"{n}-{name}")
+            gen(n, out, files[tool])
+        for r in range(args.runs):
+            for tool in tools:  # alternate tools within each round
+                shutil.rmtree(out, ignore_errors=True)
+                wall, rss = run(tools[tool](files[tool]), env)
+                results.setdefault((n, "apply", tool), ([], []))
+                results[(n, "apply", tool)][0].append(wall)
+                results[(n, "apply", tool)][1].append(rss)
+                before = verify(n, out)
+                wall, rss = run(tools[tool](files[tool]), env)
+                after = verify(n, out)
+                if before != after:
+                    sys.exit(f"{tool}: a check of the converged state rewrote files")
+                results.setdefault((n, "check", tool), ([], []))
+                results[(n, "check", tool)][0].append(wall)
+                results[(n, "check", tool)][1].append(rss)
+            print(f"  N={n} round {r + 1}/{args.runs} verified", file=sys.stderr)
+
+    peers = [t for t in tools if t != "mgmt"]
+    print(f"\n{args.runs} runs each, wall seconds median (min-max), peak RSS MiB; ratio = peer median / mgmt median\n")
+    header = "| work | N | tool | wall s | peak RSS MiB | " + " | ".join(f"{p} / mgmt" for p in peers) + " |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for n in sizes:
+        for w in ("apply", "check"):
+            m = statistics.median(results[(n, w, "mgmt")][0])
+            for tool in tools:
+                walls, rss = results[(n, w, tool)]
+                ratios = ""
+                if tool == "mgmt":
+                    ratios = " | ".join(f"{statistics.median(results[(n, w, p)][0]) / m:.1f}x" for p in peers)
+                else:
+                    ratios = " | ".join("" for _ in peers)
+                print(f"| {w} | {n} | {tool} | {fmt(walls)} | {max(rss) / 1024:.1f} | {ratios} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
