@@ -265,6 +265,12 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml) -> Graph {
             format!("the graph has a cycle: {}", path.join(" -> ")),
         );
     }
+    if ctx.diags.is_empty() {
+        // The user's edges are valid and acyclic: add the automatic ones, then
+        // group. Both keep the graph acyclic and log their decisions in `notes`.
+        crate::autoedge::add_auto_edges(&mut graph);
+        crate::autogroup::autogroup(&mut graph);
+    }
     graph
 }
 
