@@ -180,26 +180,30 @@ impl AutoGrouper for NonReachability {
         for (i, &c) in class_of_cand.iter().enumerate() {
             class_bits[c].set(i);
         }
-        let mut alive = BitRow::zeros(nc);
+        // Candidates after the current head and not joined into anything: the
+        // only ones whose rows, and whose columns, are still read. Heads are
+        // visited in index order, so everything before the current one is done.
+        let mut pending = BitRow::zeros(nc);
         for i in 0..nc {
-            alive.set(i);
+            pending.set(i);
         }
         // Candidates joined into each head, in order.
         let mut joined: Vec<Vec<usize>> = vec![Vec::new(); nc];
         let mut notes = Vec::new();
         for a in 0..nc {
-            if !alive.get(a) {
+            if !pending.get(a) {
                 continue;
             }
+            pending.clear(a);
             let cls = &class_bits[class_of_cand[a]];
             let mut from = a + 1;
             loop {
-                let next = first_set_from(from, alive.0.len(), |w| {
-                    cls.0[w] & alive.0[w] & !desc.row(a)[w] & !anc.row(a)[w]
+                let next = first_set_from(from, pending.0.len(), |w| {
+                    cls.0[w] & pending.0[w] & !desc.row(a)[w] & !anc.row(a)[w]
                 });
                 let Some(b) = next else { break };
-                join(&mut desc, &mut anc, &alive, a, b);
-                alive.clear(b);
+                pending.clear(b);
+                join(&mut desc, &mut anc, &pending, a, b);
                 joined[a].push(b);
                 notes.push(format!(
                     "Grouping: {} into {}",
@@ -236,37 +240,36 @@ impl AutoGrouper for NonReachability {
 }
 
 /// Joins candidate `b` into candidate `a`: whatever reached either now reaches
-/// everything either reached, and `a`.
-fn join(desc: &mut BitMatrix, anc: &mut BitMatrix, alive: &BitRow, a: usize, b: usize) {
-    let words = desc.words;
-    let new_desc: Vec<u64> = (0..words)
-        .map(|w| desc.row(a)[w] | desc.row(b)[w])
-        .collect();
-    let new_anc: Vec<u64> = (0..words).map(|w| anc.row(a)[w] | anc.row(b)[w]).collect();
-    // Only vertices that reached exactly one of the two gain anything; those
+/// everything either reached, and `a`. Only the rows and columns of `pending`
+/// candidates (all after `a`) are kept up to date; the rest are never read again.
+fn join(desc: &mut BitMatrix, anc: &mut BitMatrix, pending: &BitRow, a: usize, b: usize) {
+    let lo = a / 64;
+    let words = lo..desc.words;
+    let or =
+        |m: &BitMatrix| -> Vec<u64> { words.clone().map(|w| m.row(a)[w] | m.row(b)[w]).collect() };
+    // Only candidates that reached exactly one of the two gain anything; those
     // that reached both already reach all of it.
-    let changed_anc: Vec<u64> = (0..words)
-        .map(|w| (anc.row(a)[w] ^ anc.row(b)[w]) & alive.0[w])
-        .collect();
-    let changed_desc: Vec<u64> = (0..words)
-        .map(|w| (desc.row(a)[w] ^ desc.row(b)[w]) & alive.0[w])
-        .collect();
-    for_each_set(&changed_anc, |x| {
-        let row = desc.row_mut(x);
-        for w in 0..words {
-            row[w] |= new_desc[w];
-        }
-        row[a / 64] |= 1 << (a % 64);
-    });
-    for_each_set(&changed_desc, |y| {
-        let row = anc.row_mut(y);
-        for w in 0..words {
-            row[w] |= new_anc[w];
-        }
-        row[a / 64] |= 1 << (a % 64);
-    });
-    desc.row_mut(a).copy_from_slice(&new_desc);
-    anc.row_mut(a).copy_from_slice(&new_anc);
+    let xor = |m: &BitMatrix| -> Vec<u64> {
+        words
+            .clone()
+            .map(|w| (m.row(a)[w] ^ m.row(b)[w]) & pending.0[w])
+            .collect()
+    };
+    let (new_desc, new_anc) = (or(desc), or(anc));
+    let (changed_desc, changed_anc) = (xor(desc), xor(anc));
+    for (m, changed, new) in [
+        (&mut *desc, &changed_anc, &new_desc),
+        (&mut *anc, &changed_desc, &new_anc),
+    ] {
+        for_each_set(changed, |x| {
+            let row = &mut m.row_mut(lo * 64 + x)[lo..];
+            for (r, n) in row.iter_mut().zip(new) {
+                *r |= n;
+            }
+            row[0] |= 1 << (a % 64);
+        });
+        m.row_mut(a)[lo..].copy_from_slice(new);
+    }
 }
 
 /// For each candidate, the candidates it reaches (`forward`) or that reach it,
