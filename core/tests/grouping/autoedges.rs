@@ -153,3 +153,32 @@ fn disabling_autoedge_removes_the_edges_of_that_resource() {
     let off = ok(&yaml("f:d:/t/ f!:f:/t/f", ""));
     assert!(off.edges.is_empty());
 }
+
+#[test]
+fn example_autoedges1_shows_parent_directory_edges() {
+    let g = ok(include_str!("../../../examples/autoedges1.yaml"));
+    assert_eq!(
+        shape(&g),
+        (
+            words("a1 c1 deep dir-a+dir-c+top root skip"),
+            words("dir-a>a1~ dir-a>c1~ dir-a>deep~ root>dir-a~")
+        )
+    );
+    let mut auto: Vec<String> = g
+        .edges
+        .iter()
+        .map(|e| e.name.replace("/tmp/mgmt-autoedges", ""))
+        .collect();
+    auto.sort();
+    assert_eq!(
+        auto,
+        [
+            "autoedge:File[dir-a]->File[a1]",
+            "autoedge:File[dir-a]->File[deep]",
+            "autoedge:File[dir-c]->File[c1]",
+            "autoedge:File[root]->File[dir-a]",
+            "autoedge:File[root]->File[dir-c]",
+            "autoedge:File[root]->File[top]",
+        ]
+    );
+}

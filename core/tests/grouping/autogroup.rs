@@ -211,3 +211,12 @@ fn groupable_is_per_kind_and_meta() {
     assert!(!groupable(r("f"), r("h")), "different directories");
     assert!(!groupable(r("a"), r("f")), "kinds never mix");
 }
+
+#[test]
+fn example_autogroup1_groups_across_the_chains() {
+    let g = ok(include_str!("../../../examples/autogroup1.yaml"));
+    assert_eq!(
+        shape(&g),
+        (words("a1+b1 a2+b2 a3 solo"), words("a1>a2 a2>a3"))
+    );
+}
