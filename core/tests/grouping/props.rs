@@ -313,6 +313,10 @@ fn run(s: &Spec) -> Result<(), TestCaseError> {
     let edge_order: Vec<usize> = (0..s.edges.len()).collect();
     let g = compiled(&render(s, &res_order, &edge_order));
     check(&g)?;
+    // Maximal: grouping the grouped graph again joins nothing.
+    let mut again = g.clone();
+    mgmt_core::autogroup::autogroup(&mut again);
+    prop_assert_eq!(&again.vertices, &g.vertices);
     // (e) Deterministic whatever the input order.
     let text2 = render(
         s,
