@@ -8,6 +8,8 @@
 //! what lets the simulator, proptest and the fuzzer drive it exhaustively.
 
 pub mod algo;
+pub mod autoedge;
+pub mod autogroup;
 pub mod cluster;
 pub mod compile;
 pub mod engine;

@@ -60,8 +60,22 @@ impl fmt::Display for CompileError {
 }
 
 /// Options that change how a graph is compiled.
-#[derive(Clone, Debug, Default)]
-pub struct CompileOptions {}
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Run AutoEdges (per-resource `meta.autoedge` still applies). Default on.
+    pub autoedge: bool,
+    /// Run AutoGroup (per-resource `meta.autogroup` still applies). Default on.
+    pub autogroup: bool,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            autoedge: true,
+            autogroup: true,
+        }
+    }
+}
 
 struct Ctx<'a> {
     file: &'a str,
@@ -84,8 +98,14 @@ impl Ctx<'_> {
     }
 }
 
-/// Compiles the YAML text of a graph. `file` names the source in diagnostics.
+/// Compiles the YAML text of a graph, with AutoEdges and AutoGroup. `file`
+/// names the source in diagnostics.
 pub fn compile(file: &str, text: &str) -> Result<Graph, CompileError> {
+    compile_with(file, text, &CompileOptions::default())
+}
+
+/// [`compile`] with options.
+pub fn compile_with(file: &str, text: &str, opts: &CompileOptions) -> Result<Graph, CompileError> {
     let mut ctx = Ctx {
         file,
         diags: Vec::new(),
@@ -103,7 +123,7 @@ pub fn compile(file: &str, text: &str) -> Result<Graph, CompileError> {
             });
         }
     };
-    let graph = build(&mut ctx, parsed);
+    let graph = build(&mut ctx, parsed, opts);
     if ctx.diags.is_empty() {
         Ok(graph)
     } else {
@@ -136,7 +156,7 @@ fn tidy_parse_message(raw: &str) -> String {
         .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
 }
 
-fn build(ctx: &mut Ctx<'_>, g: GraphYaml) -> Graph {
+fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     let mut located: Vec<(Resource, Location)> = Vec::new();
     if let Some(res) = g.resources {
         for y in res.noop.unwrap_or_default() {
@@ -264,6 +284,16 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml) -> Graph {
             None,
             format!("the graph has a cycle: {}", path.join(" -> ")),
         );
+    }
+    if ctx.diags.is_empty() {
+        // The user's edges are valid and acyclic: add the automatic ones, then
+        // group. Both keep the graph acyclic and log their decisions in `notes`.
+        if opts.autoedge {
+            crate::autoedge::add_auto_edges(&mut graph);
+        }
+        if opts.autogroup {
+            crate::autogroup::autogroup(&mut graph);
+        }
     }
     graph
 }

@@ -1,8 +1,13 @@
 use super::*;
-use crate::compile::compile;
+use crate::compile::{CompileOptions, compile_with};
 
+/// Without AutoGroup, so vertex ids are resource ids (grouping has its own tests).
 fn graph(text: &str) -> Graph {
-    compile("t.yaml", text).unwrap_or_else(|e| panic!("{e}"))
+    let opts = CompileOptions {
+        autogroup: false,
+        ..CompileOptions::default()
+    };
+    compile_with("t.yaml", text, &opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn drain(e: &mut Engine) -> Vec<Output> {

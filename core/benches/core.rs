@@ -1,0 +1,218 @@
+//! Core micro-benchmarks: `cargo bench -p mgmt-core`.
+//!
+//! - compiling 10 000-resource YAML graphs (parse, validate, AutoEdges, AutoGroup);
+//! - AutoEdges + AutoGroup alone on 5 000-vertex graphs of several shapes.
+//!
+//! Graphs come from a fixed-seed generator, so runs are comparable.
+
+use mgmt_core::graph::{Graph, ResEdge, Vertex};
+use mgmt_core::resource::{FileParams, FileState, Kind, Meta, Params, Resource, ResourceId};
+use mgmt_core::{autoedge, autogroup, compile};
+
+fn main() {
+    divan::main();
+}
+
+/// xorshift64, fixed seed: the same graphs every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// 100 directories under one root and 9 899 files spread over them.
+fn files_yaml(n: usize) -> String {
+    let dirs = 100;
+    let mut out = String::from("graph: bench\nresources:\n  file:\n  - name: /tmp/mgmt-bench/\n");
+    for d in 0..dirs {
+        out += &format!("  - name: /tmp/mgmt-bench/d{d:03}/\n");
+    }
+    for i in 0..n - dirs - 1 {
+        out += &format!(
+            "  - {{name: /tmp/mgmt-bench/d{:03}/f{i:05}, content: \"x\\n\"}}\n",
+            i % dirs
+        );
+    }
+    out
+}
+
+/// `n` noops with about `n` random forward edges (a sparse random DAG). Edges
+/// are unnamed to stay under the YAML parser's node budget (250 000 nodes).
+fn noops_yaml(n: usize) -> String {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut out = String::from("graph: bench\nresources:\n  noop:\n");
+    for i in 0..n {
+        out += &format!("  - name: n{i:05}\n");
+    }
+    out += "edges:\n";
+    for (a, b) in random_dag_edges(&mut rng, n, 1) {
+        out += &format!(
+            "- {{from: {{kind: noop, name: n{a:05}}}, to: {{kind: noop, name: n{b:05}}}}}\n"
+        );
+    }
+    out
+}
+
+/// About `per_vertex * n` edges `a -> b` with `a < b`, `b` within 100 of `a`
+/// or anywhere after it, half each: local structure plus long jumps.
+fn random_dag_edges(rng: &mut Rng, n: usize, per_vertex: usize) -> Vec<(usize, usize)> {
+    let mut edges = Vec::new();
+    for a in 0..n.saturating_sub(1) {
+        for k in 0..per_vertex {
+            let span = if k % 2 == 0 {
+                100.min(n - a - 1)
+            } else {
+                n - a - 1
+            };
+            let b = a + 1 + rng.below(span);
+            edges.push((a, b));
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    edges
+}
+
+fn graph(resources: Vec<Resource>, edges: &[(usize, usize)]) -> Graph {
+    let mut resources = resources;
+    resources.sort_by(|a, b| a.id.cmp(&b.id));
+    Graph {
+        name: "bench".into(),
+        comment: None,
+        hostname: None,
+        vertices: (0..resources.len())
+            .map(|i| Vertex { members: vec![i] })
+            .collect(),
+        resources,
+        exported: Vec::new(),
+        edges: edges
+            .iter()
+            .map(|&(from, to)| ResEdge {
+                from,
+                to,
+                name: format!("{from}-{to}"),
+                notify: false,
+                auto: false,
+            })
+            .collect(),
+        collect: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+fn noop(name: String) -> Resource {
+    Resource {
+        id: ResourceId::new(Kind::Noop, name),
+        meta: Meta::default(),
+        params: Params::Noop { comment: None },
+        exported: false,
+    }
+}
+
+fn file(path: String) -> Resource {
+    Resource {
+        id: ResourceId::new(Kind::File, path.clone()),
+        meta: Meta::default(),
+        params: Params::File(FileParams {
+            path,
+            content: None,
+            state: FileState::Exists,
+            mode: None,
+            owner: None,
+            group: None,
+        }),
+        exported: false,
+    }
+}
+
+const N: usize = 5_000;
+
+fn noops(n: usize) -> Vec<Resource> {
+    (0..n).map(|i| noop(format!("n{i:05}"))).collect()
+}
+
+/// A three-level tree: 10 dirs, 100 subdirs, the rest files.
+fn file_tree(n: usize) -> Vec<Resource> {
+    let mut out = vec![file("/srv/".into())];
+    for a in 0..10 {
+        out.push(file(format!("/srv/{a}/")));
+        for b in 0..10 {
+            out.push(file(format!("/srv/{a}/{b}/")));
+        }
+    }
+    let mut i = 0;
+    while out.len() < n {
+        out.push(file(format!("/srv/{}/{}/f{i:05}", i % 10, (i / 10) % 10)));
+        i += 1;
+    }
+    out
+}
+
+#[divan::bench(sample_count = 10)]
+fn compile_10k_files(bencher: divan::Bencher) {
+    let text = files_yaml(10_000);
+    bencher.bench(|| compile("bench.yaml", divan::black_box(&text)).unwrap());
+}
+
+#[divan::bench(sample_count = 10)]
+fn compile_10k_noops_random_dag(bencher: divan::Bencher) {
+    let text = noops_yaml(10_000);
+    bencher.bench(|| compile("bench.yaml", divan::black_box(&text)).unwrap());
+}
+
+/// AutoEdges + AutoGroup on the 5 000-vertex shapes below.
+fn passes(bencher: divan::Bencher, g: Graph) {
+    bencher
+        .with_inputs(|| g.clone())
+        .bench_local_values(|mut g| {
+            autoedge::add_auto_edges(&mut g);
+            autogroup::autogroup(&mut g);
+            g
+        });
+}
+
+#[divan::bench(sample_count = 10)]
+fn passes_5k_noops_random_dag(bencher: divan::Bencher) {
+    let edges = random_dag_edges(&mut Rng(7), N, 2);
+    passes(bencher, graph(noops(N), &edges));
+}
+
+#[divan::bench(sample_count = 10)]
+fn passes_5k_noops_chain(bencher: divan::Bencher) {
+    let edges: Vec<_> = (1..N).map(|i| (i - 1, i)).collect();
+    passes(bencher, graph(noops(N), &edges));
+}
+
+#[divan::bench(sample_count = 10)]
+fn passes_5k_noops_no_edges(bencher: divan::Bencher) {
+    passes(bencher, graph(noops(N), &[]));
+}
+
+#[divan::bench(sample_count = 10)]
+fn passes_5k_noops_layers_of_50(bencher: divan::Bencher) {
+    // 100 layers of 50; each vertex depends on two of the previous layer.
+    let mut rng = Rng(11);
+    let mut edges = Vec::new();
+    for v in 50..N {
+        let layer = v / 50;
+        for _ in 0..2 {
+            edges.push(((layer - 1) * 50 + rng.below(50), v));
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    passes(bencher, graph(noops(N), &edges));
+}
+
+#[divan::bench(sample_count = 10)]
+fn passes_5k_file_tree(bencher: divan::Bencher) {
+    passes(bencher, graph(file_tree(N), &[]));
+}

@@ -1,0 +1,347 @@
+//! AutoEdges: dependencies the compiler adds so users need not write them.
+//!
+//! Each resource offers identities ([`uids`]: a file offers its path) and may
+//! ask for edges through an [`AutoEdge`] iterator ([`auto_edge`]). The pass
+//! ([`add_auto_edges`]) runs the iterator's `next()`/`test()` protocol from the
+//! original mgmt: `next()` proposes a batch of [`Want`]s in order of preference,
+//! the pass adds an edge for every managed resource that offers a wanted UID and
+//! feeds back which proposals matched, and `test()` says whether to keep looking.
+//! A file proposes its ancestors one at a time, nearest first, and stops at the
+//! first match, so it depends on its *nearest* managed ancestor only.
+//!
+//! Later kinds plug in here without touching the pass: a pkg offers `Uid::Pkg`
+//! and proposes, in one batch, the paths and units it ships with
+//! [`Order::Before`] (the package comes before them); a svc proposes
+//! `/etc/systemd/system/<n>.service`, then the `/usr/lib/systemd/system/` one.
+//!
+//! Rules, chosen so the result is predictable:
+//! - `meta: {autoedge: false}` makes a resource invisible to AutoEdges: it
+//!   proposes nothing and matches nobody's proposal, so no automatic edge starts
+//!   or ends at it. A file under such a directory falls through to the next
+//!   managed ancestor (which must exist before the file just the same).
+//! - An edge that duplicates an existing one, or that would close a cycle, is
+//!   not added; a note says why. The proposal still counts as matched: the file
+//!   found its nearest ancestor and does not go looking for a farther one.
+//! - Resources are visited in `Kind[name]` order, so the edges and the notes
+//!   are the same whatever the order of the YAML.
+//!
+//! Cycle checks are incremental: the pass keeps a topological order of the
+//! resources and updates it per added edge (Pearce and Kelly's dynamic
+//! topological sort), so an edge that agrees with the order costs O(1) and one
+//! that does not costs only the region of the order it disturbs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::graph::{Graph, ResEdge, ResIdx};
+use crate::resource::{Params, Resource};
+
+/// An identity a resource offers, or asks to be ordered against.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Uid {
+    /// A filesystem path as a file resource spells it: a directory ends in `/`.
+    Path(String),
+}
+
+/// Which way a wanted edge points, seen from the resource that proposes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Order {
+    /// The proposer depends on the match: `match -> proposer` (file after its directory).
+    After,
+    /// The match depends on the proposer: `proposer -> match` (pkg before its files).
+    Before,
+}
+
+/// One proposal: an edge to whichever managed resource offers `uid`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Want {
+    pub uid: Uid,
+    pub order: Order,
+}
+
+/// The `Next()`/`Test()` protocol of the original AutoEdges.
+pub trait AutoEdge {
+    /// The next batch of proposals, most preferred first; `None` when there are
+    /// no more. Called once, then again after each `test` that returned true.
+    fn next(&mut self) -> Option<Vec<Want>>;
+    /// Told, per proposal of the last batch, whether a managed resource offered
+    /// that UID. Returns true to be asked `next` again.
+    fn test(&mut self, matched: &[bool]) -> bool;
+}
+
+/// The identities a resource offers to other resources' proposals.
+pub fn uids(r: &Resource) -> Vec<Uid> {
+    match &r.params {
+        Params::File(f) => vec![Uid::Path(f.path.clone())],
+        Params::Noop { .. } | Params::Exec(_) => Vec::new(),
+    }
+}
+
+/// The proposal iterator of a resource, if its kind wants automatic edges.
+/// Does not look at `meta.autoedge`; the pass does.
+pub fn auto_edge(r: &Resource) -> Option<Box<dyn AutoEdge>> {
+    match &r.params {
+        Params::File(f) => Some(Box::new(FileAncestors::new(&f.path))),
+        Params::Noop { .. } | Params::Exec(_) => None,
+    }
+}
+
+/// A file's (or directory's) proposals: its ancestor directories, nearest
+/// first, one per batch, until one matches.
+#[derive(Clone, Debug)]
+pub struct FileAncestors {
+    /// The path whose parent is proposed next (no trailing `/`), or `None`
+    /// once `/` has been proposed.
+    rest: Option<String>,
+}
+
+impl FileAncestors {
+    pub fn new(path: &str) -> Self {
+        let trimmed = path.trim_end_matches('/');
+        FileAncestors {
+            rest: (!trimmed.is_empty()).then(|| trimmed.to_string()),
+        }
+    }
+}
+
+impl AutoEdge for FileAncestors {
+    fn next(&mut self) -> Option<Vec<Want>> {
+        let rest = self.rest.take()?;
+        let cut = rest.rfind('/')?;
+        let parent = &rest[..=cut];
+        if cut > 0 {
+            self.rest = Some(rest[..cut].to_string());
+        }
+        Some(vec![Want {
+            uid: Uid::Path(parent.to_string()),
+            order: Order::After,
+        }])
+    }
+
+    fn test(&mut self, matched: &[bool]) -> bool {
+        !matched.iter().any(|&m| m) && self.rest.is_some()
+    }
+}
+
+/// Adds the automatic edges of every resource whose `meta.autoedge` is on,
+/// with a note per edge added or refused. Call on an acyclic graph (after the
+/// compiler's cycle check); the graph stays acyclic and `edges` stays sorted.
+pub fn add_auto_edges(graph: &mut Graph) {
+    let n = graph.resources.len();
+    let mut offers: BTreeMap<Uid, Vec<ResIdx>> = BTreeMap::new();
+    for (i, r) in graph.resources.iter().enumerate() {
+        if r.meta.autoedge {
+            for uid in uids(r) {
+                offers.entry(uid).or_default().push(i);
+            }
+        }
+    }
+    let Some(mut dag) = DynDag::new(n, graph.edges.iter().map(|e| (e.from, e.to))) else {
+        graph
+            .notes
+            .push("AutoEdge: skipped, the graph has a cycle".to_string());
+        return;
+    };
+    let mut existing: BTreeMap<(ResIdx, ResIdx), String> = graph
+        .edges
+        .iter()
+        .map(|e| ((e.from, e.to), e.name.clone()))
+        .collect();
+    let mut added = Vec::new();
+    for r in 0..n {
+        if !graph.resources[r].meta.autoedge {
+            continue;
+        }
+        let Some(mut it) = auto_edge(&graph.resources[r]) else {
+            continue;
+        };
+        while let Some(batch) = it.next() {
+            let mut matched = vec![false; batch.len()];
+            // A batch may name one resource twice; propose each edge once.
+            let mut seen = BTreeSet::new();
+            for (k, want) in batch.iter().enumerate() {
+                for &m in offers.get(&want.uid).map(Vec::as_slice).unwrap_or(&[]) {
+                    if m == r {
+                        continue;
+                    }
+                    matched[k] = true;
+                    let (from, to) = match want.order {
+                        Order::After => (m, r),
+                        Order::Before => (r, m),
+                    };
+                    if !seen.insert((from, to)) {
+                        continue;
+                    }
+                    let id = |i: ResIdx| graph.resources[i].id.to_string();
+                    let (fid, tid) = (id(from), id(to));
+                    if let Some(name) = existing.get(&(from, to)) {
+                        graph.notes.push(format!(
+                            "AutoEdge: not adding {fid} -> {tid}: already an edge ({name})"
+                        ));
+                        continue;
+                    }
+                    match dag.try_add(from, to) {
+                        Ok(()) => {
+                            let name = format!("autoedge:{fid}->{tid}");
+                            graph.notes.push(format!("AutoEdge: adding {fid} -> {tid}"));
+                            existing.insert((from, to), name.clone());
+                            added.push(ResEdge {
+                                from,
+                                to,
+                                name,
+                                notify: false,
+                                auto: true,
+                            });
+                        }
+                        Err(path) => {
+                            let path: Vec<String> = path.into_iter().map(id).collect();
+                            graph.notes.push(format!(
+                                "AutoEdge: not adding {fid} -> {tid}: it would create a cycle \
+                                 ({tid} already reaches {fid}: {})",
+                                path.join(" -> ")
+                            ));
+                        }
+                    }
+                }
+            }
+            if !it.test(&matched) {
+                break;
+            }
+        }
+    }
+    graph.edges.extend(added);
+    graph.edges.sort();
+}
+
+/// A DAG that refuses edges closing a cycle, keeping a topological order up to
+/// date as edges are added (Pearce & Kelly, "A dynamic topological sort
+/// algorithm for directed acyclic graphs", 2006).
+struct DynDag {
+    succ: Vec<Vec<usize>>,
+    pred: Vec<Vec<usize>>,
+    /// Position of each node in the current topological order.
+    ord: Vec<usize>,
+}
+
+impl DynDag {
+    /// `None` if the edges have a cycle.
+    fn new(n: usize, edges: impl IntoIterator<Item = (usize, usize)> + Clone) -> Option<Self> {
+        let order = crate::algo::topo_order(n, edges.clone())?;
+        let mut ord = vec![0; n];
+        for (pos, &v) in order.iter().enumerate() {
+            ord[v] = pos;
+        }
+        let mut succ = vec![Vec::new(); n];
+        let mut pred = vec![Vec::new(); n];
+        for (f, t) in edges {
+            succ[f].push(t);
+            pred[t].push(f);
+        }
+        Some(DynDag { succ, pred, ord })
+    }
+
+    /// Adds `from -> to`, or returns a path `to -> ... -> from` that it would
+    /// close into a cycle.
+    fn try_add(&mut self, from: usize, to: usize) -> Result<(), Vec<usize>> {
+        let (lb, ub) = (self.ord[to], self.ord[from]);
+        if lb > ub {
+            self.succ[from].push(to);
+            self.pred[to].push(from);
+            return Ok(());
+        }
+        // Forward from `to`, within the affected region of the order.
+        let mut parent: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut fwd = vec![to];
+        let mut stack = vec![to];
+        parent.insert(to, to);
+        while let Some(v) = stack.pop() {
+            for &w in &self.succ[v] {
+                if w == from {
+                    let mut path = vec![from, v];
+                    let mut x = v;
+                    while x != to {
+                        x = parent[&x];
+                        path.push(x);
+                    }
+                    path.reverse();
+                    return Err(path);
+                }
+                if self.ord[w] < ub && !parent.contains_key(&w) {
+                    parent.insert(w, v);
+                    fwd.push(w);
+                    stack.push(w);
+                }
+            }
+        }
+        // Backward from `from`, within the region.
+        let mut seen: BTreeSet<usize> = BTreeSet::from([from]);
+        let mut bwd = vec![from];
+        let mut stack = vec![from];
+        while let Some(v) = stack.pop() {
+            for &w in &self.pred[v] {
+                if self.ord[w] > lb && seen.insert(w) {
+                    bwd.push(w);
+                    stack.push(w);
+                }
+            }
+        }
+        // Everything that reaches `from` moves before everything `to` reaches,
+        // reusing the same slots of the order.
+        bwd.sort_by_key(|&v| self.ord[v]);
+        fwd.sort_by_key(|&v| self.ord[v]);
+        let mut slots: Vec<usize> = bwd.iter().chain(&fwd).map(|&v| self.ord[v]).collect();
+        slots.sort_unstable();
+        for (v, slot) in bwd.into_iter().chain(fwd).zip(slots) {
+            self.ord[v] = slot;
+        }
+        self.succ[from].push(to);
+        self.pred[to].push(from);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposals(path: &str) -> Vec<String> {
+        let mut it = FileAncestors::new(path);
+        let mut out = Vec::new();
+        while let Some(batch) = it.next() {
+            for w in &batch {
+                let Uid::Path(p) = &w.uid;
+                out.push(p.clone());
+            }
+            if !it.test(&vec![false; batch.len()]) {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn file_proposes_ancestors_nearest_first() {
+        assert_eq!(proposals("/a/b/c/f"), ["/a/b/c/", "/a/b/", "/a/", "/"]);
+        assert_eq!(proposals("/a/b/"), ["/a/", "/"]);
+        assert_eq!(proposals("/f"), ["/"]);
+        assert!(proposals("/").is_empty());
+    }
+
+    #[test]
+    fn file_stops_at_first_match() {
+        let mut it = FileAncestors::new("/a/b/c");
+        assert!(it.next().is_some());
+        assert!(!it.test(&[true]));
+    }
+
+    #[test]
+    fn dyn_dag_refuses_cycles_and_reorders() {
+        // 0 -> 1 -> 2; initial order 0,1,2.
+        let mut d = DynDag::new(4, [(0, 1), (1, 2)]).unwrap();
+        assert_eq!(d.try_add(2, 0), Err(vec![0, 1, 2]));
+        // 3 -> 0 goes against the order (3 is last) and must reorder.
+        assert_eq!(d.try_add(3, 0), Ok(()));
+        assert!(d.ord[3] < d.ord[0]);
+        assert_eq!(d.try_add(2, 3), Err(vec![3, 0, 1, 2]));
+        assert_eq!(d.try_add(1, 3).map_err(|p| p.len()), Err(3));
+    }
+}
