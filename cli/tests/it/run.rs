@@ -315,3 +315,49 @@ fn every_example_compiles() {
     }
     assert!(n >= 5, "found only {n} examples");
 }
+
+/// Inotify watches a process holds, from /proc/PID/fdinfo.
+fn inotify_watches(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .map(|info| {
+            info.lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn ten_thousand_files_need_few_watches_and_drift_is_repaired() {
+    let d = tempfile::tempdir().unwrap();
+    let mut y = String::from("graph: many\nresources:\n  file:\n");
+    for dir in 0..4 {
+        for i in 0..2500 {
+            y += &format!(
+                "  - {{name: f{dir}-{i}, path: {}/d{dir}/f{i}, content: \"hello {i}\\n\"}}\n",
+                d.path().display()
+            );
+        }
+    }
+    let g = write(d.path(), "g.yaml", &y);
+    let agent = Agent::start(&["run", "--file", &g]);
+    let last = d.path().join("d3/f2499");
+    wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&last).is_ok_and(|s| s == "hello 2499\n")
+    })
+    .expect("all files created");
+    let watches = inotify_watches(agent.pid());
+    eprintln!("10 000 managed files in 4 directories: {watches} inotify watches");
+    assert!(watches <= 32, "{watches} inotify watches for 4 directories");
+
+    let victim = d.path().join("d1/f1234");
+    std::fs::write(&victim, "drift").unwrap();
+    let took = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&victim).is_ok_and(|s| s == "hello 1234\n")
+    })
+    .expect("drift repaired");
+    eprintln!("drift repair with 10 000 managed files: {took:?}");
+    assert!(agent.terminate().success());
+}
