@@ -95,44 +95,95 @@ async fn main() {
     let conc = args.get(1).copied().unwrap_or(16);
     println!("{ops} ops per phase, {conc} concurrent clients, 128-byte values");
 
+    // One node, then three, of each server; the client talks to the leader.
     let dir = tempfile::tempdir().unwrap();
-    let mut c = StoreConfig::new("bench", dir.path());
-    c.client_urls = vec!["http://127.0.0.1:0".into()];
-    c.peer_urls = vec!["http://127.0.0.1:0".into()];
-    let store = Store::start_single(c).await.expect("store");
-    store
+    for members in [1usize, 3] {
+        let stores = start_stores(dir.path(), members).await;
+        bench(
+            &format!("mgmt-store x{members}"),
+            stores[0].client_urls()[0].clone(),
+            ops,
+            conc,
+        )
+        .await;
+        for s in stores {
+            s.shutdown().await;
+        }
+        let (mut etcds, url) = start_etcds(members).await;
+        bench(&format!("etcd 3.4 x{members}"), url, ops, conc).await;
+        for (child, _) in &mut etcds {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `members` stores on loopback, formed through the membership API; the first leads.
+async fn start_stores(prefix: &std::path::Path, members: usize) -> Vec<mgmt_store::StoreHandle> {
+    let config = |name: &str| {
+        let mut c = StoreConfig::new(name, prefix.join(format!("{members}")));
+        c.client_urls = vec!["http://127.0.0.1:0".into()];
+        c.peer_urls = vec!["http://127.0.0.1:0".into()];
+        c
+    };
+    let first = Store::start_single(config("bench1")).await.expect("store");
+    first
         .wait_for_leader(Duration::from_secs(10))
         .await
         .unwrap();
-    bench("mgmt-store", store.client_urls()[0].clone(), ops, conc).await;
-    store.shutdown().await;
+    let mut stores = vec![first];
+    for i in 2..=members {
+        let name = format!("bench{i}");
+        let s = Store::start_join(config(&name)).await.expect("store");
+        stores[0]
+            .add_learner(s.member_spec(&name))
+            .await
+            .expect("add learner");
+        stores[0].promote(s.id()).await.expect("promote");
+        stores.push(s);
+    }
+    stores
+}
 
-    let (cp, pp) = (free_port(), free_port());
-    let etcd_dir = tempfile::tempdir().unwrap();
-    let mut etcd = Command::new("/usr/bin/etcd")
-        .args([
-            "--name",
-            "bench",
-            "--data-dir",
-            etcd_dir.path().to_str().unwrap(),
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{cp}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{cp}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-cluster",
-            &format!("bench=http://127.0.0.1:{pp}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd runs (apt-get install etcd-server)");
-    // Wait until etcd answers (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let url = format!("http://127.0.0.1:{cp}");
+/// `members` etcd servers on loopback, each with its own data dir; returns them and
+/// one client URL once the cluster answers.
+async fn start_etcds(members: usize) -> (Vec<(std::process::Child, tempfile::TempDir)>, String) {
+    let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, pp))| format!("e{i}=http://127.0.0.1:{pp}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (i, (cp, pp)) in ports.iter().enumerate() {
+        let data = tempfile::tempdir().unwrap();
+        let child = Command::new("/usr/bin/etcd")
+            .args([
+                "--name",
+                &format!("e{i}"),
+                "--data-dir",
+                data.path().to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-cluster",
+                &cluster,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd runs (apt-get install etcd-server)");
+        children.push((child, data));
+    }
+    // Wait until etcd answers a write (bounded): a quorum has formed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("http://127.0.0.1:{}", ports[0].0);
     loop {
         let ok = match tonic::transport::Endpoint::from_shared(url.clone())
             .unwrap()
@@ -140,8 +191,9 @@ async fn main() {
             .await
         {
             Ok(ch) => KvClient::new(ch)
-                .range(RangeRequest {
-                    key: b"x".to_vec(),
+                .put(PutRequest {
+                    key: b"ready".to_vec(),
+                    value: b"1".to_vec(),
                     ..Default::default()
                 })
                 .await
@@ -154,7 +206,5 @@ async fn main() {
         assert!(Instant::now() < deadline, "etcd did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bench("etcd 3.4", url, ops, conc).await;
-    let _ = etcd.kill();
-    let _ = etcd.wait();
+    (children, url)
 }
