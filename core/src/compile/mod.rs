@@ -137,6 +137,12 @@ fn parse(text: &str) -> Result<GraphYaml, serde_saphyr::Error> {
     let mut options = serde_saphyr::Options::default();
     // `mode: 0644` must stay the string "0644", not the number 644.
     options.leading_zero_numbers_as_strings = true;
+    // Room for graphs of ~100 000 resources; alias bombs stay bounded by the
+    // default limits on anchors and recorded anchor events.
+    let mut budget = options.budget.take().unwrap_or_default();
+    budget.max_nodes = budget.max_nodes.max(5_000_000);
+    budget.max_events = budget.max_events.max(20_000_000);
+    options.budget = Some(budget);
     serde_saphyr::from_str_with_options(text, options)
 }
 

@@ -307,3 +307,37 @@ fn parser_messages_are_tidied() {
     let e = err("graph: a\ngraph: b\n");
     assert_eq!(e, "error: g.yaml:2:1: duplicate mapping key: graph");
 }
+
+#[test]
+fn large_graphs_fit_the_parser_budget() {
+    // 10 000 noops and 20 000 edges: well past the parser's default node budget.
+    let mut y = String::from("graph: big\nresources:\n  noop:\n");
+    for i in 0..10_000 {
+        y += &format!("  - {{name: n{i}}}\n");
+    }
+    y += "edges:\n";
+    for i in 0..20_000 {
+        let (a, b) = (i % 9_999, i % 9_999 + 1);
+        y += &format!(
+            "- {{name: e{i}, from: {{kind: noop, name: n{a}}}, to: {{kind: noop, name: n{b}}}}}\n"
+        );
+    }
+    let g = ok(&y);
+    assert_eq!(g.resources.len(), 10_000);
+}
+
+#[test]
+fn alias_bombs_are_rejected() {
+    let mut y = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        y += &format!(
+            "{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        );
+    }
+    y += "graph: *i\n";
+    let e = err(&y);
+    assert!(e.starts_with("error: g.yaml"), "{e}");
+}
