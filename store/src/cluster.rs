@@ -121,6 +121,8 @@ pub struct Status {
     pub servers_started: u64,
     /// The driver has finished (after shutdown).
     pub done: bool,
+    /// The membership as this host's store sees it: `(name, is_learner)`, sorted.
+    pub members: Vec<(String, bool)>,
 }
 
 /// A running clustering driver. Call [`Cluster::shutdown`] to leave cleanly;
@@ -160,6 +162,31 @@ impl Cluster {
             server = Some(Arc::new(store));
             urls
         } else {
+            if config.server && has_state(&config.store.data_dir()) {
+                // A member restarting (after a crash): serve again at once from
+                // its state. Waiting to read its nomination first could
+                // deadlock: the cluster may need this very member for quorum.
+                let store = Store::start_join(config.store.clone()).await?;
+                // Raft publishes the membership it loaded once its core runs.
+                let _ = store
+                    .node
+                    .raft
+                    .wait(Some(Duration::from_secs(2)))
+                    .metrics(|m| m.membership_config.log_id().is_some(), "loaded")
+                    .await;
+                if store.members().iter().any(|m| m.id == store.id()) {
+                    info!(
+                        "store server restarted on {} from its state",
+                        store.client_urls().join(", ")
+                    );
+                    server = Some(Arc::new(store));
+                } else {
+                    store.shutdown().await;
+                    let dir = config.store.data_dir();
+                    info!("discarding stale store state in {}", dir.display());
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
             config.seeds.clone()
         };
         let mut cc = ClientConfig::new(endpoints);
@@ -185,14 +212,15 @@ impl Cluster {
             next_start_attempt: Instant::now(),
             connected: false,
         };
-        if let Some(s) = &driver.server {
+        if let Some(s) = driver.server.clone() {
             driver.servers_started = 1;
             driver.peer_urls = s.peer_urls().to_vec();
             // The bootstrap writes, once there is a leader (bounded: a restarted
             // member of a cluster without quorum keeps trying in the driver).
-            if s.wait_for_leader(driver.config.request_timeout)
-                .await
-                .is_ok()
+            if bootstrap
+                && s.wait_for_leader(driver.config.request_timeout)
+                    .await
+                    .is_ok()
             {
                 driver.bootstrap().await;
             }
@@ -324,6 +352,15 @@ impl Driver {
             nominated: self.view.nominated.contains_key(self.host()),
             servers_started: self.servers_started,
             done: false,
+            members: self.server.as_ref().map_or_else(Vec::new, |s| {
+                let mut m: Vec<(String, bool)> = s
+                    .members()
+                    .into_iter()
+                    .map(|m| (m.name, m.is_learner))
+                    .collect();
+                m.sort();
+                m
+            }),
         };
         self.status.send_if_modified(|old| {
             if *old != st {
@@ -394,6 +431,7 @@ impl Driver {
         self.status.send_modify(|s| {
             s.done = true;
             s.server = None;
+            s.members.clear();
         });
     }
 
@@ -829,16 +867,26 @@ impl Driver {
                         client_urls,
                     },
                 };
-                self.admin(
-                    s,
-                    AdminOp::AddLearner {
-                        id: spec.id,
-                        node: spec.node,
-                    },
+                // Not blocking until it caught up: a nominee that dies now must
+                // not stall the leader. Promote waits for it instead.
+                match tokio::time::timeout(
+                    ADMIN_TIMEOUT,
+                    s.node.raft.add_learner(spec.id, spec.node, false),
                 )
                 .await
+                {
+                    Ok(Ok(_)) => Ok(true),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".into()),
+                }
             }
-            NCommand::Promote(h) => self.admin(s, AdminOp::Promote { id: member_id(h) }).await,
+            NCommand::Promote(h) => {
+                if !caught_up(s, member_id(h)) {
+                    debug!("cluster: {h} is still catching up");
+                    return false;
+                }
+                self.admin(s, AdminOp::Promote { id: member_id(h) }).await
+            }
             NCommand::RemoveMember(h) => self.admin(s, AdminOp::Remove { id: member_id(h) }).await,
         };
         match res {
@@ -875,6 +923,28 @@ impl Driver {
             Err(_) => Err("timed out".into()),
         }
     }
+}
+
+/// Whether a data directory holds store state from an earlier run.
+fn has_state(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// Bound on one membership change, so the leader's loop never stalls for long.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Log entries a learner may lag behind the leader and still be promoted.
+const PROMOTE_LAG: u64 = 64;
+
+/// Whether the learner `id` has replicated (nearly) all of the leader's log.
+fn caught_up(s: &StoreHandle, id: u64) -> bool {
+    let m = s.node.raft.metrics();
+    let m = m.borrow();
+    let last = m.last_log_index.unwrap_or(0);
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id).cloned().flatten())
+        .is_some_and(|matched| matched.index + PROMOTE_LAG >= last)
 }
 
 /// Where a host keeps its store state (for tests and the CLI).
