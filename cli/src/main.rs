@@ -68,9 +68,13 @@ struct RunArgs {
         default_value = "http://127.0.0.1:2380"
     )]
     server_urls: String,
-    /// Run no store server on this host.
+    /// Run no store server on this host (with --seeds: only a client of that cluster).
     #[arg(long)]
     no_server: bool,
+    /// Client URLs of an existing cluster to join (comma- or semicolon-separated);
+    /// without it this host starts a new cluster.
+    #[arg(long)]
+    seeds: Option<String>,
     /// Directory holding all state (the store's data lives in PREFIX/HOSTNAME/).
     #[arg(long, default_value = "/var/lib/mgmt/")]
     prefix: PathBuf,
@@ -170,36 +174,41 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let (client_urls, peer_urls) = match (
+    let urls = (
         mgmt_store::parse_urls(&args.client_urls),
         mgmt_store::parse_urls(&args.server_urls),
-    ) {
-        (Ok(c), Ok(p)) => (c, p),
-        (Err(e), _) | (_, Err(e)) => {
+        mgmt_store::parse_urls(args.seeds.as_deref().unwrap_or("")),
+    );
+    let (client_urls, peer_urls, seeds) = match urls {
+        (Ok(c), Ok(p), Ok(s)) => (c, p, s),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    if args.seeds.is_some() && seeds.is_empty() {
+        eprintln!("error: --seeds needs at least one URL");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let report = runtime.block_on(async {
-        let store = if args.no_server {
+        // No server and no seeds: no cluster at all, just the graph.
+        let cluster = if args.no_server && seeds.is_empty() {
             None
         } else {
-            let mut config = mgmt_store::StoreConfig::new(hostname.clone(), args.prefix.clone());
-            config.client_urls = client_urls;
-            config.peer_urls = peer_urls;
-            let store = mgmt_store::Store::start_single(config)
+            let mut store = mgmt_store::StoreConfig::new(hostname.clone(), args.prefix.clone());
+            store.client_urls = client_urls;
+            store.peer_urls = peer_urls;
+            let mut config = mgmt_store::cluster::ClusterConfig::new(store);
+            config.server = !args.no_server;
+            config.seeds = seeds;
+            config.ideal_cluster_size = Some(args.ideal_cluster_size);
+            let cluster = mgmt_store::cluster::Cluster::start(config)
                 .await
                 .map_err(|e| format!("store: {e}"))?;
-            info!(
-                "store serving the etcd API on {}",
-                store.client_urls().join(", ")
-            );
-            let ideal = args.ideal_cluster_size.to_string();
-            store
-                .put(IDEAL_CLUSTER_SIZE_KEY.as_bytes(), ideal.as_bytes())
-                .await
-                .map_err(|e| format!("store: writing {IDEAL_CLUSTER_SIZE_KEY}: {e}"))?;
-            Some(store)
+            if let Some(urls) = cluster.status().borrow().server.clone() {
+                info!("store serving the etcd API on {}", urls.join(", "));
+            }
+            Some(cluster)
         };
         info!(
             "running graph {:?} on {hostname}: {} vertices",
@@ -209,8 +218,8 @@ fn run(args: RunArgs) -> ExitCode {
         let report = mgmt_io::run(&graph, opts, shutdown_signal())
             .await
             .map_err(|e| e.to_string());
-        if let Some(store) = store {
-            store.shutdown().await;
+        if let Some(cluster) = cluster {
+            cluster.shutdown().await;
         }
         report
     });
@@ -258,6 +267,3 @@ fn nix_hostname() -> Option<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
 }
-
-/// Where the cluster's target size lives in the store.
-const IDEAL_CLUSTER_SIZE_KEY: &str = "/_mgmt/idealClusterSize";

@@ -43,7 +43,10 @@
 //! etcdctl 3.4 note: use scheme-less endpoints (`--endpoints 127.0.0.1:2379`); with
 //! `http://` its `endpoint status` sends an authority the HTTP/2 server rejects.
 
+pub mod client;
+pub mod cluster;
 mod log_store;
+pub mod net;
 mod network;
 mod node;
 #[doc(hidden)]
@@ -63,16 +66,16 @@ use mgmt_core::kv::{
     self as kv, Command, DeleteRangeRequest, Event, KeyValue, KvError, Output, PutRequest,
     RangeRequest,
 };
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use log_store::TornTail;
+pub use net::Env;
 pub use node::Member;
 pub use types::{MemberNode, member_id};
 
 use crate::log_store::LogStore;
+use crate::net::Incoming;
 use crate::network::{Channels, Network};
 use crate::node::{AdminOp, Node, PeerService};
 use crate::pb::etcdserverpb as epb;
@@ -118,6 +121,8 @@ pub struct StoreConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind the last snapshot (for slow followers).
     pub log_kept_after_snapshot: u64,
+    /// Network and clock ([`Env::tokio`] unless simulated).
+    pub env: Env,
 }
 
 impl StoreConfig {
@@ -132,6 +137,7 @@ impl StoreConfig {
             election_timeout_ms: (500, 1000),
             snapshot_every: 10_000,
             log_kept_after_snapshot: 1000,
+            env: Env::tokio(),
         }
     }
 
@@ -158,7 +164,7 @@ pub fn parse_urls(list: &str) -> Result<Vec<String>, StoreError> {
         .collect()
 }
 
-fn socket_addr(url: &str) -> Result<SocketAddr, StoreError> {
+pub(crate) fn socket_addr(url: &str) -> Result<SocketAddr, StoreError> {
     let bad = |reason: &str| StoreError::InvalidUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -177,21 +183,15 @@ fn socket_addr(url: &str) -> Result<SocketAddr, StoreError> {
 
 /// Bind every URL; fail on the first that cannot be bound, naming it. Returns the
 /// listeners and the URLs with their actual ports.
-async fn bind_all(urls: &[String]) -> Result<Vec<(String, TcpListener)>, StoreError> {
+async fn bind_all(env: &Env, urls: &[String]) -> Result<Vec<(String, Incoming)>, StoreError> {
     let mut out = Vec::new();
     for url in urls {
         let addr = socket_addr(url)?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StoreError::Bind {
-                url: url.clone(),
-                source,
-            })?;
-        let actual = listener.local_addr().map_err(|source| StoreError::Bind {
+        let (actual, incoming) = env.listen(addr).await.map_err(|source| StoreError::Bind {
             url: url.clone(),
             source,
         })?;
-        out.push((format!("http://{actual}"), listener));
+        out.push((format!("http://{actual}"), incoming));
     }
     Ok(out)
 }
@@ -200,6 +200,9 @@ async fn bind_all(urls: &[String]) -> Result<Vec<(String, TcpListener)>, StoreEr
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
+
+/// How long [`StoreHandle::shutdown`] lets open connections finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Entry points.
 pub struct Store;
@@ -238,8 +241,8 @@ impl Store {
             });
         }
         // Bind everything first: a port in use fails before anything runs.
-        let clients = bind_all(&config.client_urls).await?;
-        let peers = bind_all(&config.peer_urls).await?;
+        let clients = bind_all(&config.env, &config.client_urls).await?;
+        let peers = bind_all(&config.env, &config.peer_urls).await?;
         let client_urls: Vec<String> = clients.iter().map(|(u, _)| u.clone()).collect();
         let peer_urls: Vec<String> = peers.iter().map(|(u, _)| u.clone()).collect();
 
@@ -269,7 +272,7 @@ impl Store {
         }
         .validate()
         .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let channels = Channels::default();
+        let channels = Channels::new(config.env.clone());
         let has_state = log.last_index().is_some();
         let raft = openraft::Raft::new(
             id,
@@ -287,11 +290,14 @@ impl Store {
             raft,
             sm: shared,
             channels,
+            env: config.env.clone(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let cut = tokio_util::sync::CancellationToken::new();
         let mut tasks = JoinSet::new();
         for (_, listener) in peers {
+            let listener = net::cuttable(listener, cut.clone());
             let svc = crate::pb::mgmtpeer::peer_server::PeerServer::new(PeerService {
                 node: node.clone(),
             })
@@ -302,7 +308,7 @@ impl Store {
                 let res = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(1)))
                     .add_service(svc)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(listener, async move {
                         stopped(&mut stop).await;
                     })
                     .await;
@@ -312,6 +318,7 @@ impl Store {
             });
         }
         for (_, listener) in clients {
+            let listener = net::cuttable(listener, cut.clone());
             let etcd = Etcd { node: node.clone() };
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
@@ -321,7 +328,7 @@ impl Store {
                     .add_service(epb::lease_server::LeaseServer::new(etcd.clone()))
                     .add_service(epb::cluster_server::ClusterServer::new(etcd.clone()))
                     .add_service(epb::maintenance_server::MaintenanceServer::new(etcd))
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(listener, async move {
                         stopped(&mut stop).await;
                     })
                     .await;
@@ -370,7 +377,12 @@ impl Store {
                         }
                         let stale = {
                             let m = metrics.borrow();
-                            m.membership_config.membership().get_node(&node.id) != Some(&self_node)
+                            // Only while still a member: a leader that just removed
+                            // itself must not add itself back.
+                            m.membership_config
+                                .membership()
+                                .get_node(&node.id)
+                                .is_some_and(|n| *n != self_node)
                         };
                         if stale {
                             let change = openraft::ChangeMembers::SetNodes(BTreeMap::from([(
@@ -393,6 +405,7 @@ impl Store {
         Ok(StoreHandle {
             node,
             stop: stop_tx,
+            cut,
             tasks: tokio::sync::Mutex::new(tasks),
             client_urls,
             peer_urls,
@@ -406,6 +419,8 @@ impl Store {
 pub struct StoreHandle {
     node: Arc<Node>,
     stop: watch::Sender<bool>,
+    /// Cancels every accepted connection (see `net::cuttable`).
+    cut: tokio_util::sync::CancellationToken,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     client_urls: Vec<String>,
     peer_urls: Vec<String>,
@@ -415,6 +430,7 @@ pub struct StoreHandle {
 impl Drop for StoreHandle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        self.cut.cancel();
     }
 }
 
@@ -647,14 +663,31 @@ impl StoreHandle {
     }
 
     /// Stop serving and replicating; waits for the listeners and raft to finish.
+    ///
+    /// The listeners are closed when this returns, so the same URLs can be bound
+    /// again at once. Open client streams are ended first (a graceful server
+    /// shutdown waits for them), and connections that do not finish within
+    /// [`SHUTDOWN_GRACE`] are cut.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
+        // End watchers so their streams close and graceful shutdown can finish.
+        self.node.sm.lock().watchers.clear();
         let mut tasks = self.tasks.lock().await;
-        while tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        // Connections still open after the grace period are cut; so are idle
+        // keepalive connections graceful shutdown left to their peers.
+        self.cut.cancel();
+        if drained.is_err() {
+            tracing::debug!("store shutdown: cut connections still open");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        // End watchers so their streams close.
         self.node.sm.lock().watchers.clear();
     }
 

@@ -14,29 +14,34 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::net::Env;
 
 use crate::pb::mgmtpeer::{Blob, peer_client::PeerClient};
 use crate::types::{MemberNode, NodeId, TypeConfig};
 
 /// A cache of HTTP/2 channels to peer URLs, shared by raft and request forwarding.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Channels {
+    env: Env,
     map: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
 impl Channels {
+    pub fn new(env: Env) -> Self {
+        Channels {
+            env,
+            map: Arc::default(),
+        }
+    }
+
     pub fn get(&self, url: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = map.get(url) {
             return Ok(PeerClient::new(ch.clone()));
         }
-        let ch = Endpoint::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let ch = self.env.channel(url)?;
         map.insert(url.to_string(), ch.clone());
         Ok(PeerClient::new(ch)
             .max_decoding_message_size(256 << 20)

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mgmt_core::kv::{Applied, Command, Timed};
 use openraft::ChangeMembers;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::StoreError;
+use crate::net::Env;
 use crate::network::{Channels, decode, encode, request};
 use crate::pb::mgmtpeer::{Blob, peer_server::Peer};
 use crate::state_machine::Shared;
@@ -54,12 +57,8 @@ pub struct Node {
     pub raft: Raft,
     pub sm: Arc<Shared>,
     pub channels: Channels,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    /// Network and clock.
+    pub env: Env,
 }
 
 impl Node {
@@ -95,7 +94,7 @@ impl Node {
 
     async fn write_local(&self, command: Command) -> Result<Option<Applied>, FwdError> {
         let timed = Timed {
-            now_ms: now_ms(),
+            now_ms: self.env.now_ms(),
             command,
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, self.raft.client_write(timed)).await {
@@ -217,7 +216,7 @@ impl Node {
         }
     }
 
-    async fn admin_local(&self, op: &AdminOp) -> Result<(), FwdError> {
+    pub(crate) async fn admin_local(&self, op: &AdminOp) -> Result<(), FwdError> {
         let res = match op.clone() {
             AdminOp::AddLearner { id, node } => self.raft.add_learner(id, node, true).await,
             AdminOp::Promote { id } => {
@@ -286,7 +285,7 @@ impl Node {
             return;
         }
         let due = self.sm.lock().data.kv.next_lease_deadline_ms();
-        if due.is_some_and(|d| d <= now_ms())
+        if due.is_some_and(|d| d <= self.env.now_ms())
             && let Err(e) = self.write(Command::ExpireLeases).await
         {
             tracing::debug!(error = %e, "lease expiry not committed yet");

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::StoreError;
-use crate::node::{Member, Node, now_ms};
+use crate::node::{Member, Node};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb;
 use crate::state_machine::{WatchMsg, Watcher};
@@ -120,7 +120,7 @@ fn from_delete(d: pb::DeleteRangeRequest) -> kv::DeleteRangeRequest {
     }
 }
 
-fn from_txn(t: pb::TxnRequest) -> Result<kv::TxnRequest, Status> {
+pub(crate) fn txn_from_pb(t: pb::TxnRequest) -> Result<kv::TxnRequest, Status> {
     use pb::compare::{CompareResult as R, TargetUnion as U};
     let mut compare = Vec::new();
     for c in t.compare {
@@ -169,7 +169,7 @@ fn from_txn(t: pb::TxnRequest) -> Result<kv::TxnRequest, Status> {
                 Some(Q::RequestRange(r)) => Ok(kv::RequestOp::Range(from_range(r))),
                 Some(Q::RequestPut(p)) => Ok(kv::RequestOp::Put(from_put(p))),
                 Some(Q::RequestDeleteRange(d)) => Ok(kv::RequestOp::DeleteRange(from_delete(d))),
-                Some(Q::RequestTxn(t)) => Ok(kv::RequestOp::Txn(from_txn(t)?)),
+                Some(Q::RequestTxn(t)) => Ok(kv::RequestOp::Txn(txn_from_pb(t)?)),
                 None => Err(Status::invalid_argument("etcdserver: empty request op")),
             })
             .collect()
@@ -303,7 +303,7 @@ impl pb::kv_server::Kv for Etcd {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let txn = from_txn(req.into_inner())?;
+        let txn = txn_from_pb(req.into_inner())?;
         let (out, header) = self.write(Command::Txn(txn)).await?;
         let Output::Txn(t) = out else {
             return Err(Status::internal("unexpected output"));
@@ -569,7 +569,9 @@ impl pb::lease_server::Lease for Etcd {
         let (res, rev) = {
             let g = self.node.sm.lock();
             (
-                g.data.kv.lease_time_to_live(r.id, r.keys, now_ms()),
+                g.data
+                    .kv
+                    .lease_time_to_live(r.id, r.keys, self.node.env.now_ms()),
                 g.data.kv.revision(),
             )
         };

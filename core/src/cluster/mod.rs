@@ -9,7 +9,8 @@
 //! One membership change at a time, in this order (each waits for the last):
 //! - grow: `Nominate(h)`; once `h` has started its peer server and advertised
 //!   it, `AddLearner(h)`; once it is a learner, `Promote(h)`;
-//! - shrink: `RemoveMember(h)`, then `Unnominate(h)` so `h` stops its server.
+//! - shrink: `Unnominate(h)`, then `RemoveMember(h)`; `h` stops its server
+//!   once it sees it is no longer a member.
 //!
 //! Choices are deterministic: grow picks the alphabetically first volunteer;
 //! shrink removes hosts that stopped volunteering first, then the

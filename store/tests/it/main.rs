@@ -1,7 +1,9 @@
 //! Integration tests of the store: real `etcdctl` (Debian `etcd-client`) against the
 //! embedded server, persistence across `kill -9`, and a 3-member cluster on loopback.
 
+mod client;
 mod cluster;
+mod clustering;
 mod common;
 mod etcdctl;
 mod persistence;

@@ -1,0 +1,164 @@
+//! Automatic clustering with real processes, as in the "Automatic clustering in
+//! mgmt" article: four `mgmt run` agents on loopback, checked with the stock
+//! etcdctl; and a client-only agent against a real etcd 3.4.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+struct H {
+    agent: Agent,
+    client: u16,
+}
+
+fn graph(dir: &std::path::Path, name: &str) -> String {
+    write(
+        dir,
+        &format!("{name}.yaml"),
+        &format!("graph: {name}\nresources:\n  noop: [{{name: n1}}]\n"),
+    )
+}
+
+fn start(dir: &std::path::Path, name: &str, extra: &[String]) -> H {
+    let (client, peer) = (free_port(), free_port());
+    let g = graph(dir, name);
+    let prefix = dir.join("prefix").join(name);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--file".into(),
+        g,
+        "--hostname".into(),
+        name.into(),
+        "--prefix".into(),
+        prefix.to_string_lossy().into_owned(),
+        "--client-urls".into(),
+        format!("http://127.0.0.1:{client}"),
+        "--server-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+    ];
+    args.extend(extra.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    H {
+        agent: Agent::start(&args),
+        client,
+    }
+}
+
+/// `name -> started voter` lines of `etcdctl member list` on `port`.
+fn members(port: u16) -> Option<Vec<String>> {
+    let out = try_etcdctl(port, &["member", "list"])?;
+    let mut names = Vec::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split(", ").collect();
+        // ID, status, name, peer URLs, client URLs, is learner
+        if f.len() != 6 || f[1] != "started" || f[5] != "false" {
+            return None;
+        }
+        names.push(f[2].to_string());
+    }
+    names.sort();
+    Some(names)
+}
+
+/// Waits until every listed member, asked on its own client port, lists
+/// exactly `n` started voters; returns the names.
+fn wait_members(hosts: &[&H], n: usize) -> Vec<String> {
+    let mut last = None;
+    let ok = wait_until(T, || {
+        for h in hosts {
+            let Some(m) = members(h.client) else { continue };
+            if m.len() != n {
+                last = Some(m);
+                return false;
+            }
+            // Every member agrees.
+            let all = m.iter().all(|name| {
+                let idx: usize = name[1..].parse().unwrap();
+                members(hosts[idx - 1].client).as_ref() == Some(&m)
+            });
+            last = Some(m);
+            return all;
+        }
+        false
+    });
+    assert!(ok.is_some(), "never {n} members; last saw {last:?}");
+    last.unwrap()
+}
+
+#[test]
+fn four_agents_cluster_grow_shrink_regrow() {
+    let d = tempfile::tempdir().unwrap();
+    let h1 = start(d.path(), "h1", &["--ideal-cluster-size".into(), "3".into()]);
+    h1.agent.wait_for_line("running graph", T);
+    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
+    let h2 = start(d.path(), "h2", &seeds);
+    let h3 = start(d.path(), "h3", &seeds);
+    let h4 = start(d.path(), "h4", &seeds);
+    let all = [&h1, &h2, &h3, &h4];
+
+    let three = wait_members(&all, 3);
+    assert!(three.contains(&"h1".to_string()), "{three:?}");
+
+    // Grow to 5: only four hosts exist, so h4 starts a server too.
+    etcdctl(h1.client, &["put", "/_mgmt/idealClusterSize", "5"]);
+    assert_eq!(wait_members(&all, 4), ["h1", "h2", "h3", "h4"]);
+
+    // Shrink to one member, then regrow to three on the same URLs.
+    etcdctl(h1.client, &["put", "/_mgmt/idealClusterSize", "1"]);
+    let one = wait_members(&all, 1);
+    let survivor = all[one[0][1..].parse::<usize>().unwrap() - 1];
+    etcdctl(survivor.client, &["put", "/_mgmt/idealClusterSize", "3"]);
+    wait_members(&all, 3);
+
+    for h in all {
+        let lines: Vec<String> = h.agent.lines.try_iter().collect();
+        for l in &lines {
+            assert!(
+                !l.contains("address already in use") && !l.contains("cannot start the store"),
+                "{l}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_server_agent_runs_a_graph_against_a_real_etcd() {
+    let etcd = RealEtcd::start();
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("f1");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file: [{{name: f1, path: {}, content: hi}}]\n",
+            target.display()
+        ),
+    );
+    let seeds = format!("http://127.0.0.1:{}", etcd.client_port);
+    let prefix = d.path().join("prefix");
+    let agent = Agent::start(&[
+        "run",
+        "--file",
+        &g,
+        "--hostname",
+        "c1",
+        "--prefix",
+        &prefix.to_string_lossy(),
+        "--no-server",
+        "--seeds",
+        &seeds,
+    ]);
+    agent.wait_for_line("connected to the cluster via", T);
+    assert!(
+        wait_until(T, || std::fs::read_to_string(&target)
+            .is_ok_and(|c| c == "hi"))
+        .is_some(),
+        "the graph ran"
+    );
+    // A client-only agent does not volunteer.
+    let vols = etcdctl(etcd.client_port, &["get", "--prefix", "/_mgmt/volunteers/"]);
+    assert!(vols.is_empty(), "{vols}");
+    assert!(agent.terminate().success());
+}

@@ -1,0 +1,30 @@
+//! The membership never exceeds `max(idealClusterSize, size before the change)`:
+//! growth stops at the ideal size, and a shrink never adds members. The ideal
+//! size is the largest set within [`crate::IDEAL_LAG`] (the leader may still be
+//! finishing a change decided on the previous value).
+
+use crate::World;
+
+#[derive(Default)]
+pub struct MembershipBound {
+    /// The largest size allowed so far: the last observed size.
+    last: Option<usize>,
+}
+
+impl MembershipBound {
+    pub fn check(&mut self, w: &World) -> Result<(), String> {
+        let Some(size) = w.leader_members().map(|m| m.len()) else {
+            return Ok(());
+        };
+        let limit = (w.ideal_bound() as usize).max(self.last.unwrap_or(size));
+        if size > limit {
+            return Err(format!(
+                "membership {size} exceeds max(ideal {}, previous {:?})",
+                w.ideal_bound(),
+                self.last
+            ));
+        }
+        self.last = Some(size);
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! A host whose server is stopped (or crashed) is not listed as a member for
+//! long: its lease expires and the leader removes it. Only while a quorum of
+//! voters runs: a cluster that lost its quorum can change nothing (a 2-member
+//! cluster losing one is stuck until it returns), which liveness covers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::World;
+
+/// How long a stopped host may stay listed (lease TTL + un-nominate + remove).
+pub const GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub struct StoppedNotMember {
+    since: BTreeMap<String, Duration>,
+}
+
+impl StoppedNotMember {
+    pub fn check(&mut self, w: &World) -> Result<(), String> {
+        let Some(members) = w.leader_members() else {
+            self.since.clear();
+            return Ok(());
+        };
+        let voters: Vec<&String> = members.iter().filter(|(_, l)| !l).map(|(n, _)| n).collect();
+        let live = voters.iter().filter(|n| !w.server_stopped(n)).count();
+        if live * 2 <= voters.len() {
+            self.since.clear();
+            return Ok(());
+        }
+        let stale: Vec<String> = members
+            .iter()
+            .filter(|(name, _)| w.server_stopped(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.since.retain(|h, _| stale.contains(h));
+        for h in stale {
+            let t = *self.since.entry(h.clone()).or_insert(w.now);
+            if w.now - t > GRACE {
+                return Err(format!("{h} stopped but still a member after {GRACE:?}"));
+            }
+        }
+        Ok(())
+    }
+}

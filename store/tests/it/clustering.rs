@@ -1,0 +1,172 @@
+//! The clustering driver in-process: several hosts on loopback, each its own
+//! ports and data prefix, grown and shrunk through `/_mgmt/idealClusterSize`.
+
+use std::time::Duration;
+
+use mgmt_store::StoreConfig;
+use mgmt_store::client::{ClientConfig, EtcdClient};
+use mgmt_store::cluster::{Cluster, ClusterConfig, IDEAL_CLUSTER_SIZE, Status};
+
+use crate::common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+struct Host {
+    cluster: Cluster,
+    client_url: String,
+}
+
+fn host_config(name: &str, dir: &std::path::Path, seeds: &[&str]) -> ClusterConfig {
+    let mut s = StoreConfig::new(name, dir);
+    s.client_urls = vec![format!("http://127.0.0.1:{}", free_port())];
+    s.peer_urls = vec![format!("http://127.0.0.1:{}", free_port())];
+    let mut c = ClusterConfig::new(s);
+    c.seeds = seeds.iter().map(|s| s.to_string()).collect();
+    c.tick = Duration::from_millis(100);
+    c.lease_ttl_s = 3;
+    c.leave_timeout = Duration::from_secs(5);
+    c
+}
+
+async fn start(config: ClusterConfig) -> Host {
+    init_tracing();
+    let client_url = config.store.client_urls[0].clone();
+    Host {
+        cluster: Cluster::start(config).await.expect("cluster starts"),
+        client_url,
+    }
+}
+
+fn client(url: &str) -> EtcdClient {
+    EtcdClient::new(ClientConfig::new(vec![url.to_string()])).unwrap()
+}
+
+/// Voter names, as the given member lists them (None while unreachable).
+async fn voters(c: &EtcdClient) -> Option<Vec<String>> {
+    let members = c.member_list().await.ok()?;
+    if members.iter().any(|m| m.is_learner) {
+        return None;
+    }
+    let mut names: Vec<String> = members.into_iter().map(|m| m.name).collect();
+    names.sort();
+    Some(names)
+}
+
+async fn wait_voters(c: &EtcdClient, want: &[&str]) {
+    eventually(T, || async { (voters(c).await? == want).then_some(()) }).await;
+}
+
+async fn wait_status(h: &Host, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
+    let mut rx = h.cluster.status();
+    let got = match tokio::time::timeout(T, rx.wait_for(|s| pred(s))).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        _ => None,
+    };
+    got.unwrap_or_else(|| panic!("status never became {what}: {:?}", *rx.borrow()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_reuse_after_unnominate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c1 = host_config("h1", dir.path(), &[]);
+    c1.ideal_cluster_size = Some(2);
+    let h1 = start(c1).await;
+    let h2 = start(host_config("h2", dir.path(), &[&h1.client_url])).await;
+    let admin = client(&h1.client_url);
+    wait_voters(&admin, &["h1", "h2"]).await;
+    let first = wait_status(&h2, "serving", |s| s.server.is_some()).await;
+
+    // Shrink: h2 is un-nominated, removed, and stops its server.
+    admin
+        .put(IDEAL_CLUSTER_SIZE.as_bytes(), b"1", 0)
+        .await
+        .unwrap();
+    wait_voters(&admin, &["h1"]).await;
+    wait_status(&h2, "stopped", |s| s.server.is_none() && !s.nominated).await;
+
+    // Regrow on the very same URLs: they must bind again, on fresh raft state.
+    admin
+        .put(IDEAL_CLUSTER_SIZE.as_bytes(), b"2", 0)
+        .await
+        .unwrap();
+    wait_voters(&admin, &["h1", "h2"]).await;
+    let again = wait_status(&h2, "serving again", |s| {
+        s.server.is_some() && s.servers_started == 2
+    })
+    .await;
+    assert_eq!(again.server, first.server, "same client URLs");
+    // The regrown member serves reads and writes.
+    let c2 = client(&h2.client_url);
+    c2.put(b"/after", b"regrow", 0).await.unwrap();
+    assert_eq!(
+        admin.get(b"/after").await.unwrap().unwrap().value,
+        b"regrow"
+    );
+
+    h2.cluster.shutdown().await;
+    h1.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_leaves_even_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c1 = host_config("h1", dir.path(), &[]);
+    c1.ideal_cluster_size = Some(3);
+    let h1 = start(c1).await;
+    let h2 = start(host_config("h2", dir.path(), &[&h1.client_url])).await;
+    let h3 = start(host_config("h3", dir.path(), &[&h1.client_url])).await;
+    let c2 = client(&h2.client_url);
+    wait_voters(&c2, &["h1", "h2", "h3"]).await;
+
+    // A follower leaves.
+    h3.cluster.shutdown().await;
+    wait_voters(&c2, &["h1", "h2"]).await;
+    // The leader (h1, the bootstrap host) leaves: it removes itself, h2 takes over.
+    let leader = wait_status(&h1, "leader", |s| s.leader).await;
+    assert!(leader.leader);
+    h1.cluster.shutdown().await;
+    wait_voters(&c2, &["h2"]).await;
+    c2.put(b"/still", b"works", 0).await.unwrap();
+    h2.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_without_quorum_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c1 = host_config("h1", dir.path(), &[]);
+    c1.ideal_cluster_size = Some(2);
+    let h1 = start(c1).await;
+    let h2 = start(host_config("h2", dir.path(), &[&h1.client_url])).await;
+    wait_voters(&client(&h1.client_url), &["h1", "h2"]).await;
+    // h2 vanishes without leaving: h1 alone has no quorum.
+    drop(h2);
+    tokio::time::timeout(T, h1.cluster.shutdown())
+        .await
+        .expect("shutdown returns without quorum (leave timeout)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_ideal_size_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c1 = host_config("h1", dir.path(), &[]);
+    c1.ideal_cluster_size = Some(1);
+    let h1 = start(c1).await;
+    let h2 = start(host_config("h2", dir.path(), &[&h1.client_url])).await;
+    let admin = client(&h1.client_url);
+    wait_voters(&admin, &["h1"]).await;
+    for bad in ["0", "-3", "many"] {
+        admin
+            .put(IDEAL_CLUSTER_SIZE.as_bytes(), bad.as_bytes(), 0)
+            .await
+            .unwrap();
+    }
+    // Still one member; a valid size then takes effect.
+    wait_voters(&admin, &["h1"]).await;
+    admin
+        .put(IDEAL_CLUSTER_SIZE.as_bytes(), b"2", 0)
+        .await
+        .unwrap();
+    wait_voters(&admin, &["h1", "h2"]).await;
+    h2.cluster.shutdown().await;
+    h1.cluster.shutdown().await;
+}
