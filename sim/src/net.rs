@@ -36,4 +36,9 @@ impl Net for TurmoilNet {
     fn now_ms(&self) -> u64 {
         turmoil::since_epoch().unwrap_or(Duration::ZERO).as_millis() as u64
     }
+
+    /// OS threads would run outside turmoil's clock and scheduler.
+    fn allows_threads(&self) -> bool {
+        false
+    }
 }

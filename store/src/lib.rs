@@ -251,7 +251,8 @@ impl Store {
             dir: dir.clone(),
             source,
         };
-        let (log, torn_tail) = LogStore::open(&dir).map_err(storage)?;
+        let (log, torn_tail) =
+            LogStore::open(&dir, config.env.allows_threads()).map_err(storage)?;
         let sm = StateMachine::open(&dir).map_err(storage)?;
         let shared = sm.shared.clone();
         let id = member_id(&config.hostname);

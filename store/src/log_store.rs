@@ -122,7 +122,9 @@ fn frame(entry: &Entry) -> io::Result<Vec<u8>> {
 
 impl LogStore {
     /// Open (or create) the log in `dir`. Returns the torn tail it cut, if any.
-    pub fn open(dir: &Path) -> io::Result<(LogStore, Option<TornTail>)> {
+    /// Without `flusher_thread`, each append syncs before it returns (no group
+    /// commit), for runtimes where OS threads would escape a simulated clock.
+    pub fn open(dir: &Path, flusher_thread: bool) -> io::Result<(LogStore, Option<TornTail>)> {
         fs::create_dir_all(dir)?;
         // A restarted member does not know how far its old term committed: load the
         // vote as not committed, so it rejoins as a follower and a leader is elected
@@ -212,10 +214,12 @@ impl LogStore {
             unsynced: Vec::new(),
         }));
         let (flush, wake) = mpsc::channel();
-        let for_flusher = inner.clone();
-        std::thread::Builder::new()
-            .name("raft-log-flush".into())
-            .spawn(move || flusher(for_flusher, wake))?;
+        if flusher_thread {
+            let for_flusher = inner.clone();
+            std::thread::Builder::new()
+                .name("raft-log-flush".into())
+                .spawn(move || flusher(for_flusher, wake))?;
+        }
         Ok((LogStore { inner, flush }, torn))
     }
 
@@ -345,7 +349,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 g.unsynced.push(callback);
                 drop(g);
                 if self.flush.send(()).is_err() {
-                    // No flusher (cannot happen while a clone lives): sync here.
+                    // No flusher thread: sync here, before returning.
                     let mut g = self.lock();
                     let result = g.file.sync_data();
                     complete(std::mem::take(&mut g.unsynced), result);

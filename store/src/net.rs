@@ -73,6 +73,11 @@ pub trait Net: Send + Sync + 'static {
     fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Conn>>;
     /// Wall-clock milliseconds since the Unix epoch (lease deadlines).
     fn now_ms(&self) -> u64;
+    /// May the store run work on OS threads of its own (the raft log's flusher)?
+    /// A simulator whose clock and scheduling must stay deterministic says no.
+    fn allows_threads(&self) -> bool {
+        true
+    }
 }
 
 /// A shared [`Net`].
@@ -99,6 +104,10 @@ impl Env {
     /// Real TCP (tokio) and the system clock.
     pub fn tokio() -> Self {
         Env::new(TokioNet)
+    }
+
+    pub fn allows_threads(&self) -> bool {
+        self.0.allows_threads()
     }
 
     pub fn now_ms(&self) -> u64 {
