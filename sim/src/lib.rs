@@ -1,9 +1,10 @@
 //! mgmt simulator: turmoil hosts run the production clustering driver
 //! ([`mgmt_store::cluster::Cluster`]) and store over simulated TCP
-//! ([`net::TurmoilNet`]) with simulated time, while a seeded schedule sets
-//! `idealClusterSize`, writes keys, partitions links and crashes and restarts
-//! hosts. Safety invariants ([`invariants`]) are checked after every step;
-//! then, faults off, the cluster must reach its ideal size within a bound.
+//! ([`net::TurmoilNet`]) with simulated time, while a schedule chosen by
+//! proptest ([`schedule`]) sets `idealClusterSize`, writes keys, partitions
+//! links, crashes, restarts, withdraws and adds hosts. Safety invariants
+//! ([`invariants`]) are checked after every step; then, faults off, the
+//! cluster must reach its ideal size within a bound.
 //!
 //! Hosts are `h1..hN` at `10.0.0.N` (turmoil treats every `127.x` address as
 //! the host itself, so the article's `127.0.0.N` loopback layout becomes a
@@ -12,30 +13,43 @@
 //!
 //! # Determinism
 //!
-//! Deterministic: the schedule (derived from the seed only), turmoil's network
-//! and its seeded per-host tokio RNG, simulated time (every deadline in the
+//! One seed fixes everything: the schedule (proptest's RNG seeded with it),
+//! turmoil's network (latencies, host order), openraft's election timeouts
+//! ([`mgmt_store::runtime::seed_raft_rng`]: the store's `AsyncRuntime` draws
+//! from a generator seeded here), and simulated time (every deadline in the
 //! store, client and driver is `tokio::time`; lease stamps use
-//! `turmoil::since_epoch`). Not deterministic: openraft 0.9 draws election
-//! timeouts from `rand::thread_rng` (a seeded custom `AsyncRuntime` would fix
-//! it) and the store's log fsyncs are real file I/O, so two runs of one seed
-//! follow the same schedule but may elect different leaders. The self-test
-//! therefore compares schedule hashes and reports (without asserting) whether
-//! the execution traces matched.
+//! `turmoil::since_epoch`). The store's files are real but written inline
+//! ([`mgmt_store::net::Net::allows_threads`] is false): no OS thread, no
+//! wall-clock wake-up. The remaining source is tokio's own RNG (unbiased
+//! `select!` branch order, `watch` notification order): turmoil seeds each
+//! host's runtime from the sim seed only when tokio is built with
+//! `--cfg tokio_unstable`, so bit-exact replay needs that flag (the sim
+//! profile run by `test.sh`); without it one seed replays the same schedule
+//! but may interleave tasks differently ([`BIT_EXACT`]).
+//!
+//! The [`Report::trace`] lists, in simulated time order, every operation the
+//! harness applied, every host status change (server, leader, nomination,
+//! membership) and every operator request and its outcome.
 
 pub mod invariants;
 pub mod net;
+pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use mgmt_core::cluster::Bug;
 use mgmt_store::client::{ClientConfig, EtcdClient, WatchEvent};
 use mgmt_store::cluster::{Cluster, ClusterConfig, IDEAL_CLUSTER_SIZE, NOMINATED, Status};
 use mgmt_store::{Env, StoreConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+/// Whether this build replays a seed bit for bit: tokio was built with
+/// `--cfg tokio_unstable`, so turmoil seeds each host's tokio RNG.
+pub const BIT_EXACT: bool = cfg!(tokio_unstable);
 
 /// One step of the schedule.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,17 +65,28 @@ pub enum Op {
     /// Stop a host's software; it restarts at the next `RestartAll` or in the
     /// liveness phase.
     Crash(usize),
-    /// Restart crashed hosts.
+    /// Crash whichever host is the store leader now (an election follows).
+    CrashLeader,
+    /// The host's agent shuts down cleanly (revokes its volunteer lease and
+    /// waits to be removed); it stays down until `Join` or the liveness phase.
+    Leave(usize),
+    /// Start the host's agent if it is down (left, crashed or never started).
+    Join(usize),
+    /// Restart crashed hosts (not those that left).
     RestartAll,
     /// Let time pass.
     Wait,
 }
 
-/// A simulation run's settings; [`Config::from_seed`] derives one.
+/// A simulation run's settings; [`Config::from_seed`] draws one with proptest.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Seeds turmoil (network, host order, tokio) and openraft's RNG.
     pub seed: u64,
     pub hosts: usize,
+    /// Hosts (1-based) whose agent starts only at a `Join` (or in the
+    /// liveness phase): volunteers that arrive later. Never host 1.
+    pub late: BTreeSet<usize>,
     pub initial_ideal: u32,
     pub ops: Vec<Op>,
     /// Simulated time after each op.
@@ -69,25 +94,8 @@ pub struct Config {
     /// Liveness bound, simulated.
     pub converge_within: Duration,
     pub final_ideal: u32,
-}
-
-/// SplitMix64: a tiny seeded RNG, so the schedule depends on the seed alone.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
+    /// A deliberate nomination bug (harness self-test only).
+    pub bug: Bug,
 }
 
 impl Config {
@@ -96,63 +104,39 @@ impl Config {
         Config {
             seed,
             hosts: 4,
+            late: BTreeSet::new(),
             initial_ideal: 3,
             ops: Vec::new(),
             op_time: Duration::from_secs(3),
             converge_within: Duration::from_secs(60),
             final_ideal: 3,
+            bug: Bug::None,
         }
     }
 
-    /// A random schedule of `len` ops with faults, from `seed` alone.
-    pub fn from_seed(seed: u64, len: usize) -> Self {
-        let mut rng = Rng::new(seed);
-        let hosts = 3 + rng.below(3) as usize;
-        let mut ops = Vec::new();
-        for _ in 0..len {
-            let op = match rng.below(10) {
-                0 | 1 => Op::SetIdeal(1 + rng.below(5) as u32),
-                2 | 3 => Op::Write,
-                4 => {
-                    let a = 1 + rng.below(hosts as u64) as usize;
-                    let b = 1 + rng.below(hosts as u64) as usize;
-                    if a == b {
-                        Op::Wait
-                    } else {
-                        Op::Partition(a, b)
-                    }
-                }
-                5 => Op::RepairAll,
-                6 => Op::Crash(1 + rng.below(hosts as u64) as usize),
-                7 => Op::RestartAll,
-                _ => Op::Wait,
-            };
-            ops.push(op);
-        }
-        Config {
-            seed,
-            hosts,
-            initial_ideal: 1 + rng.below(5) as u32,
-            ops,
-            op_time: Duration::from_secs(1 + rng.below(4)),
-            converge_within: Duration::from_secs(120),
-            final_ideal: 1 + rng.below(5) as u32,
-        }
-    }
-
-    /// Hash of everything the seed decides.
+    /// Hash of everything the schedule decides.
     pub fn schedule_hash(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            self.hosts,
-            self.initial_ideal,
-            &self.ops,
-            self.op_time,
-            self.final_ideal,
+        fnv(format!(
+            "{:?}",
+            (
+                self.hosts,
+                &self.late,
+                self.initial_ideal,
+                &self.ops,
+                self.op_time,
+                self.final_ideal,
+                self.bug,
+            )
         )
-            .hash(&mut h);
-        h.finish()
+        .as_bytes())
     }
+}
+
+/// FNV-1a: a hash that is the same in every process and Rust version.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What the harness knows about the world, for the invariants.
@@ -171,6 +155,8 @@ pub struct World {
     pub lost_writes: Vec<String>,
     /// A partition is in force: time bounds are off.
     pub faults_active: bool,
+    /// Events in simulated time order (see [`Report::trace`]).
+    pub trace: Vec<String>,
 }
 
 /// How long the leader may still act on an ideal size that was replaced
@@ -190,16 +176,25 @@ impl World {
 
     /// The membership as the (first, by name) running leader sees it.
     pub fn leader_members(&self) -> Option<&Vec<(String, bool)>> {
+        self.leader().map(|h| &self.hosts[h].members)
+    }
+
+    /// The (first, by name) running host whose store is leader.
+    pub fn leader(&self) -> Option<&String> {
         self.hosts
             .iter()
-            .filter(|(h, s)| s.leader && !self.crashed.contains(*h))
-            .map(|(_, s)| &s.members)
-            .next()
+            .find(|(h, s)| s.leader && !self.crashed.contains(*h))
+            .map(|(h, _)| h)
     }
 
     /// Whether host `h` has no server running (crashed, or stopped it).
     pub fn server_stopped(&self, h: &str) -> bool {
         self.crashed.contains(h) || self.hosts.get(h).is_none_or(|s| s.server.is_none())
+    }
+
+    fn log(&mut self, event: String) {
+        let t = turmoil::sim_elapsed().unwrap_or(self.now).as_millis();
+        self.trace.push(format!("{t:>8} {event}"));
     }
 }
 
@@ -222,16 +217,28 @@ enum Ctl {
 pub struct Report {
     pub seed: u64,
     pub schedule_hash: u64,
-    /// Hash of every host status change, in order (see the crate docs on determinism).
+    /// FNV-1a of [`Report::trace`].
     pub trace_hash: u64,
+    /// Every applied op, host status change and operator request outcome, in
+    /// simulated time order, each line stamped with simulated milliseconds.
+    pub trace: Vec<String>,
     pub final_members: Vec<String>,
 }
 
 /// Run a simulation; `Err` names the invariant broken (with the seed to replay).
 pub fn run(config: &Config) -> Result<Report, String> {
-    let dir = std::env::temp_dir().join(format!("mgmt-sim-{}-{}", std::process::id(), config.seed));
+    // Unique per run, even for one seed run twice at once in one process.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "mgmt-sim-{}-{}-{}",
+        std::process::id(),
+        config.seed,
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
+    mgmt_store::runtime::seed_raft_rng(Some(config.seed));
     let res = run_in(config, &dir);
+    mgmt_store::runtime::seed_raft_rng(None);
     let _ = std::fs::remove_dir_all(&dir);
     res.map_err(|e| {
         format!(
@@ -241,71 +248,127 @@ pub fn run(config: &Config) -> Result<Report, String> {
     })
 }
 
-fn host_config(i: usize, n_seeds: bool, ideal: u32, dir: &std::path::Path) -> ClusterConfig {
+fn host_config(i: usize, seeded: bool, config: &Config, dir: &std::path::Path) -> ClusterConfig {
     let name = format!("h{i}");
     let mut s = StoreConfig::new(name, dir);
     s.client_urls = vec![format!("http://{}:2379", ip(i))];
     s.peer_urls = vec![format!("http://{}:2380", ip(i))];
     s.env = Env::new(net::TurmoilNet);
     let mut c = ClusterConfig::new(s);
-    if n_seeds {
+    if seeded {
         c.seeds = vec![format!("http://{}:2379", ip(1))];
     }
-    c.ideal_cluster_size = Some(ideal);
+    c.ideal_cluster_size = Some(config.initial_ideal);
     c.lease_ttl_s = 3;
     c.tick = Duration::from_millis(250);
     c.request_timeout = Duration::from_secs(3);
+    c.leave_timeout = Duration::from_secs(5);
+    c.nominator_bug = config.bug;
     c
 }
 
+fn status_line(name: &str, st: &Status) -> String {
+    format!(
+        "{name} server={} leader={} nominated={} started={} members={:?}",
+        st.server.is_some(),
+        st.leader,
+        st.nominated,
+        st.servers_started,
+        st.members
+    )
+}
+
+/// One host's software: wait until wanted up, run the agent, leave cleanly
+/// when no longer wanted, and start again if wanted again.
+async fn host_main(
+    name: String,
+    mut cfg: ClusterConfig,
+    mut up: watch::Receiver<bool>,
+    world: Arc<Mutex<World>>,
+    started_once: Arc<Mutex<bool>>,
+) -> turmoil::Result {
+    loop {
+        if up.wait_for(|u| *u).await.is_err() {
+            return Ok(());
+        }
+        {
+            // h1 bootstraps with no seeds only the first time; restarted, it
+            // rejoins through h2 like any other host.
+            let mut once = started_once.lock().unwrap();
+            if *once && cfg.seeds.is_empty() {
+                cfg.seeds = vec![format!("http://{}:2379", ip(2))];
+            }
+            *once = true;
+        }
+        world.lock().unwrap().log(format!("{name} agent starts"));
+        let cluster = Cluster::start(cfg.clone()).await?;
+        let mut rx = cluster.status();
+        let leave = loop {
+            let st = rx.borrow_and_update().clone();
+            {
+                let mut w = world.lock().unwrap();
+                w.log(status_line(&name, &st));
+                w.hosts.insert(name.clone(), st);
+            }
+            let wake = tokio::select! {
+                biased;
+                r = up.wait_for(|u| !*u) => if r.is_ok() { Wake::Leave } else { Wake::Closed },
+                r = rx.changed() => if r.is_ok() { Wake::Status } else { Wake::Closed },
+            };
+            match wake {
+                Wake::Status => {}
+                Wake::Leave => break true,
+                Wake::Closed => break false,
+            }
+        };
+        if !leave {
+            drop(cluster);
+            return Ok(());
+        }
+        world.lock().unwrap().log(format!("{name} agent leaves"));
+        cluster.shutdown().await;
+        let mut w = world.lock().unwrap();
+        w.log(format!("{name} agent left"));
+        w.hosts.insert(name.clone(), Status::default());
+    }
+}
+
+enum Wake {
+    Status,
+    Leave,
+    Closed,
+}
+
 fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
+    let world = Arc::new(Mutex::new(World {
+        ideal_history: vec![(Duration::ZERO, config.initial_ideal)],
+        ..World::default()
+    }));
+    // Whether each host's agent should run (index 0 unused).
+    let up: Vec<watch::Sender<bool>> = (0..=config.hosts)
+        .map(|i| watch::channel(i >= 1 && !config.late.contains(&i)).0)
+        .collect();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(24 * 3600))
         .tick_duration(Duration::from_millis(5))
         .rng_seed(config.seed)
         .tcp_capacity(1 << 16)
         .build();
-    let world = Arc::new(Mutex::new(World {
-        ideal_history: vec![(Duration::ZERO, config.initial_ideal)],
-        ..World::default()
-    }));
-    let trace = Arc::new(Mutex::new(std::collections::hash_map::DefaultHasher::new()));
 
     for i in 1..=config.hosts {
-        let cfg = host_config(i, i != 1, config.initial_ideal, dir);
+        let cfg = host_config(i, i != 1, config, dir);
         let world = world.clone();
-        let trace = trace.clone();
         let name = format!("h{i}");
-        // h1 bootstraps with no seeds only the first time; a restarted h1
-        // rejoins through h2 like any other host (its state says it was a member).
+        let up = up[i].subscribe();
         let started_once = Arc::new(Mutex::new(false));
         sim.host(ip(i), move || {
-            let mut cfg = cfg.clone();
-            let mut once = started_once.lock().unwrap();
-            if *once && cfg.seeds.is_empty() {
-                cfg.seeds = vec![format!("http://{}:2379", ip(2))];
-            }
-            *once = true;
-            let world = world.clone();
-            let trace = trace.clone();
-            let name = name.clone();
-            async move {
-                let cluster = Cluster::start(cfg).await?;
-                let mut rx = cluster.status();
-                loop {
-                    let st = rx.borrow_and_update().clone();
-                    {
-                        let mut t = trace.lock().unwrap();
-                        (&name, &st.server, st.leader, &st.members).hash(&mut *t);
-                    }
-                    world.lock().unwrap().hosts.insert(name.clone(), st);
-                    if rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-                drop(cluster);
-                Ok(())
-            }
+            host_main(
+                name.clone(),
+                cfg.clone(),
+                up.clone(),
+                world.clone(),
+                started_once.clone(),
+            )
         });
     }
 
@@ -322,37 +385,47 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             let mut watch = client.watch_prefix(NOMINATED.as_bytes(), 0);
             loop {
                 tokio::select! {
-                    ev = watch.next() => {
-                        if let Some(WatchEvent::Events(evs)) = ev {
-                            for e in evs {
-                                let kv = e.kv.unwrap_or_default();
-                                if e.r#type == 0 && e.prev_kv.is_some() {
-                                    let h = String::from_utf8_lossy(&kv.key).into_owned();
-                                    world.lock().unwrap().renominations.push(h);
-                                }
-                            }
-                        }
-                    }
+                    biased;
                     op = ctl_rx.recv() => match op {
                         None => return Ok(()),
                         Some(Ctl::SetIdeal(n)) => {
                             // Best effort: the cluster may have no quorum right now.
-                            let _ = client.put(IDEAL_CLUSTER_SIZE.as_bytes(), n.to_string().as_bytes(), 0).await;
+                            let r = client.put(IDEAL_CLUSTER_SIZE.as_bytes(), n.to_string().as_bytes(), 0).await;
+                            world.lock().unwrap().log(format!("ctl idealClusterSize={n} ok={}", r.is_ok()));
                         }
                         Some(Ctl::Write(i)) => {
                             let (k, v) = (format!("/data/k{i}"), format!("v{i}"));
-                            if client.put(k.as_bytes(), v.as_bytes(), 0).await.is_ok() {
-                                world.lock().unwrap().acked.insert(k, v);
+                            let r = client.put(k.as_bytes(), v.as_bytes(), 0).await;
+                            let mut w = world.lock().unwrap();
+                            w.log(format!("ctl put {k} ok={}", r.is_ok()));
+                            if r.is_ok() {
+                                w.acked.insert(k, v);
                             }
                         }
                         Some(Ctl::Verify) => {
                             let acked = world.lock().unwrap().acked.clone();
-                            if let Ok((_, kvs)) = client.get_prefix(b"/data/").await {
+                            let r = client.get_prefix(b"/data/").await;
+                            let mut w = world.lock().unwrap();
+                            w.log(format!("ctl verify ok={}", r.is_ok()));
+                            if let Ok((_, kvs)) = r {
                                 let got: BTreeMap<String, String> = kvs.into_iter().map(|kv| {
                                     (String::from_utf8_lossy(&kv.key).into_owned(), String::from_utf8_lossy(&kv.value).into_owned())
                                 }).collect();
                                 let lost: Vec<String> = acked.iter().filter(|(k, v)| got.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect();
-                                world.lock().unwrap().lost_writes.extend(lost);
+                                w.lost_writes.extend(lost);
+                            }
+                        }
+                    },
+                    ev = watch.next() => {
+                        if let Some(WatchEvent::Events(evs)) = ev {
+                            let mut w = world.lock().unwrap();
+                            for e in evs {
+                                let kv = e.kv.unwrap_or_default();
+                                let h = String::from_utf8_lossy(&kv.key).into_owned();
+                                w.log(format!("ctl saw {} {h}", if e.r#type == 0 { "put" } else { "delete" }));
+                                if e.r#type == 0 && e.prev_kv.is_some() {
+                                    w.renominations.push(h);
+                                }
                             }
                         }
                     }
@@ -388,6 +461,7 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     // Let the bootstrap host come up first, as in the article.
     step_for(&mut sim, Duration::from_secs(2), &mut bound, &mut stopped)?;
     for op in &config.ops {
+        world.lock().unwrap().log(format!("op {op:?}"));
         match op {
             Op::SetIdeal(n) => {
                 let mut w = world.lock().unwrap();
@@ -411,27 +485,32 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
                 }
                 world.lock().unwrap().faults_active = false;
             }
-            Op::Crash(i) => {
-                let h = format!("h{i}");
-                let mut w = world.lock().unwrap();
-                if !w.crashed.contains(&h) {
-                    w.crashed.insert(h);
-                    drop(w);
-                    sim.crash(ip(*i));
+            Op::Crash(i) => crash(&mut sim, &world, *i),
+            Op::CrashLeader => {
+                let leader = world.lock().unwrap().leader().cloned();
+                if let Some(h) = leader {
+                    crash(&mut sim, &world, h[1..].parse().expect("host name"));
                 }
             }
-            Op::RestartAll => restart_all(&mut sim, &world),
+            Op::Leave(i) => {
+                up[*i].send_replace(false);
+            }
+            Op::Join(i) => join(&mut sim, &world, &up, *i),
+            Op::RestartAll => restart_crashed(&mut sim, &world),
             Op::Wait => {}
         }
         step_for(&mut sim, config.op_time, &mut bound, &mut stopped)?;
     }
 
     // Liveness: faults off, every host up, a final ideal size.
+    world.lock().unwrap().log("liveness phase".into());
     for (a, b) in partitions.drain(..) {
         sim.repair(ip(a), ip(b));
     }
     world.lock().unwrap().faults_active = false;
-    restart_all(&mut sim, &world);
+    for i in 1..=config.hosts {
+        join(&mut sim, &world, &up, i);
+    }
     {
         let mut w = world.lock().unwrap();
         let now = w.now;
@@ -466,27 +545,52 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     let _ = ctl_tx.send(Ctl::Verify);
     step_for(&mut sim, Duration::from_secs(5), &mut bound, &mut stopped)?;
     drop(ctl_tx);
-    let trace_hash = trace.lock().unwrap().finish();
+    let trace = std::mem::take(&mut world.lock().unwrap().trace);
     Ok(Report {
         seed: config.seed,
         schedule_hash: config.schedule_hash(),
-        trace_hash,
+        trace_hash: fnv(trace.join("\n").as_bytes()),
+        trace,
         final_members: members,
     })
 }
 
-fn restart_all(sim: &mut turmoil::Sim<'_>, world: &Arc<Mutex<World>>) {
-    let crashed: Vec<String> = std::mem::take(&mut world.lock().unwrap().crashed)
-        .into_iter()
-        .collect();
-    for h in crashed {
-        let i: usize = h[1..].parse().expect("host name");
-        world.lock().unwrap().hosts.remove(&h);
-        sim.bounce(ip(i));
+fn crash(sim: &mut turmoil::Sim<'_>, world: &Arc<Mutex<World>>, i: usize) {
+    let h = format!("h{i}");
+    let mut w = world.lock().unwrap();
+    if w.crashed.insert(h.clone()) {
+        w.log(format!("{h} crashed"));
+        drop(w);
+        sim.crash(ip(i));
     }
 }
 
-/// The data directory root used by a run (for docs and debugging).
-pub fn data_root(seed: u64) -> PathBuf {
-    std::env::temp_dir().join(format!("mgmt-sim-{}-{seed}", std::process::id()))
+fn restart(sim: &mut turmoil::Sim<'_>, world: &Arc<Mutex<World>>, i: usize) {
+    let h = format!("h{i}");
+    let mut w = world.lock().unwrap();
+    w.crashed.remove(&h);
+    w.hosts.remove(&h);
+    w.log(format!("{h} restarted"));
+    drop(w);
+    sim.bounce(ip(i));
+}
+
+fn restart_crashed(sim: &mut turmoil::Sim<'_>, world: &Arc<Mutex<World>>) {
+    let crashed: Vec<String> = world.lock().unwrap().crashed.iter().cloned().collect();
+    for h in crashed {
+        restart(sim, world, h[1..].parse().expect("host name"));
+    }
+}
+
+/// Want host `i` up; restart its software if it is not running.
+fn join(
+    sim: &mut turmoil::Sim<'_>,
+    world: &Arc<Mutex<World>>,
+    up: &[watch::Sender<bool>],
+    i: usize,
+) {
+    up[i].send_replace(true);
+    if world.lock().unwrap().crashed.contains(&format!("h{i}")) || !sim.is_host_running(ip(i)) {
+        restart(sim, world, i);
+    }
 }

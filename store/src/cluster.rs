@@ -91,6 +91,9 @@ pub struct ClusterConfig {
     pub leave_timeout: Duration,
     /// Budget of one etcd client call.
     pub request_timeout: Duration,
+    /// A deliberate nomination bug, for the simulator's self-test only.
+    #[doc(hidden)]
+    pub nominator_bug: mgmt_core::cluster::Bug,
 }
 
 impl ClusterConfig {
@@ -104,6 +107,7 @@ impl ClusterConfig {
             tick: Duration::from_millis(500),
             leave_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
+            nominator_bug: mgmt_core::cluster::Bug::None,
         }
     }
 }
@@ -741,7 +745,10 @@ impl Driver {
         if self.nominator.is_none() {
             info!("store leader: managing cluster membership");
         }
-        let mut n = self.nominator.take().unwrap_or_default();
+        let mut n = self
+            .nominator
+            .take()
+            .unwrap_or_else(|| Nominator::with_bug(self.config.nominator_bug));
         // A bound on commands per step keeps the loop responsive.
         for _ in 0..8 {
             let Some(view) = self.leader_view(&s).await else {

@@ -51,6 +51,7 @@ mod network;
 mod node;
 #[doc(hidden)]
 pub mod pb;
+pub mod runtime;
 mod server;
 mod state_machine;
 mod types;

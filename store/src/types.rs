@@ -27,6 +27,7 @@ openraft::declare_raft_types!(
         D = Timed,
         R = Option<Applied>,
         Node = MemberNode,
+        AsyncRuntime = crate::runtime::StoreRuntime,
 );
 
 pub type NodeId = u64;

@@ -89,9 +89,23 @@ pub enum Output {
     },
 }
 
+/// A deliberate bug the simulator reintroduces to prove that its invariants
+/// catch it (`sim`'s `harness_catches_growth_past_ideal`). Never set outside
+/// that test.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bug {
+    #[default]
+    None,
+    /// Skip the "members < ideal" checks (before nominating a volunteer and
+    /// before adding a started nominee): every volunteer joins.
+    GrowPastIdeal,
+}
+
 /// The leader's nomination state machine.
 #[derive(Debug, Default)]
 pub struct Nominator {
+    bug: Bug,
     view: View,
     now: Millis,
     ideal: Option<u32>,
@@ -106,6 +120,15 @@ pub struct Nominator {
 impl Nominator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A nominator with a deliberate [`Bug`] (simulator self-test only).
+    #[doc(hidden)]
+    pub fn with_bug(bug: Bug) -> Self {
+        Nominator {
+            bug,
+            ..Self::default()
+        }
     }
 
     /// Feeds one input at `now`, then decides. Drain [`Nominator::poll_output`] after.
@@ -212,7 +235,7 @@ impl Nominator {
                 && let Some(urls) = v.started.get(h)
             {
                 // The ideal size may have shrunk while it was starting.
-                if v.members.len() >= ideal {
+                if v.members.len() >= ideal && self.bug != Bug::GrowPastIdeal {
                     return Some(Command::Unnominate(h.clone()));
                 }
                 return Some(Command::AddLearner {
@@ -256,11 +279,11 @@ impl Nominator {
             return Some(Command::Unnominate(v.leader.clone()));
         }
         let members = v.members.len();
-        if members < ideal {
-            let candidate = v
-                .volunteers
-                .keys()
-                .find(|h| !v.members.contains_key(*h) && !v.nominated.contains(*h));
+        let candidate = v
+            .volunteers
+            .keys()
+            .find(|h| !v.members.contains_key(*h) && !v.nominated.contains(*h));
+        if members < ideal || (self.bug == Bug::GrowPastIdeal && candidate.is_some()) {
             return candidate.map(|h| Command::Nominate(h.clone()));
         }
         if members > ideal {
