@@ -236,6 +236,11 @@ pub fn run(config: &Config) -> Result<Report, String> {
         RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
+    // One simulation at a time per process: tokio task IDs come from one
+    // process-wide counter (see `align_task_ids`).
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    align_task_ids();
     mgmt_store::runtime::seed_raft_rng(Some(config.seed));
     let res = run_in(config, &dir);
     mgmt_store::runtime::seed_raft_rng(None);
@@ -246,6 +251,30 @@ pub fn run(config: &Config) -> Result<Report, String> {
             config.seed
         )
     })
+}
+
+/// Make the next tokio task ID a multiple of 4. A current-thread runtime
+/// keeps its tasks in 4 lists chosen by task ID (tokio's `OwnedTasks`), and a
+/// crashed host's tasks are dropped list by list, so the order in which its
+/// sockets send their FINs (and so every later network delay turmoil draws)
+/// depends on the IDs. IDs come from a process-wide counter; starting each
+/// run at the same residue makes that order a function of the seed.
+fn align_task_ids() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a bare current-thread runtime");
+    loop {
+        let task = rt.spawn(async {});
+        let id: u64 = task
+            .id()
+            .to_string()
+            .parse()
+            .expect("task IDs are integers");
+        let _ = rt.block_on(task);
+        if id % 4 == 3 {
+            break;
+        }
+    }
 }
 
 fn host_config(i: usize, seeded: bool, config: &Config, dir: &std::path::Path) -> ClusterConfig {

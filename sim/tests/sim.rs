@@ -196,13 +196,19 @@ fn same_seed_same_trace() {
         if let Some(i) =
             (0..a.trace.len().max(b.trace.len())).find(|&i| a.trace.get(i) != b.trace.get(i))
         {
+            let window = |t: &[String]| t[i.saturating_sub(8)..(i + 3).min(t.len())].join("\n");
             panic!(
-                "seed {seed}: traces diverge at event {i}:\n  first:  {:?}\n  second: {:?}",
-                a.trace.get(i),
-                b.trace.get(i)
+                "seed {seed}: traces diverge at event {i}:\nfirst run:\n{}\nsecond run:\n{}",
+                window(&a.trace),
+                window(&b.trace)
             );
         }
         assert_eq!(a.trace_hash, b.trace_hash);
+        eprintln!(
+            "seed {seed}: trace hash {:x} ({} events, both runs)",
+            a.trace_hash,
+            a.trace.len()
+        );
     } else {
         eprintln!(
             "seed {seed}: trace hashes {:x} {:x}; not asserted: this build is not bit-exact \
