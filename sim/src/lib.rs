@@ -20,12 +20,17 @@
 //! store, client and driver is `tokio::time`; lease stamps use
 //! `turmoil::since_epoch`). The store's files are real but written inline
 //! ([`mgmt_store::net::Net::allows_threads`] is false): no OS thread, no
-//! wall-clock wake-up. The remaining source is tokio's own RNG (unbiased
-//! `select!` branch order, `watch` notification order): turmoil seeds each
-//! host's runtime from the sim seed only when tokio is built with
-//! `--cfg tokio_unstable`, so bit-exact replay needs that flag (the sim
-//! profile run by `test.sh`); without it one seed replays the same schedule
-//! but may interleave tasks differently ([`BIT_EXACT`]).
+//! wall-clock wake-up. Runs are serialized within a process and each starts
+//! at an aligned tokio task ID ([`run`]): a crashed host's tasks are dropped
+//! in lists chosen by task ID, and that order decides which FIN leaves first.
+//! The remaining source is tokio's own RNG (unbiased `select!` branch order,
+//! `watch` notification order): turmoil seeds each host's runtime from the
+//! sim seed only when tokio is built with `--cfg tokio_unstable`, so
+//! bit-exact replay needs that flag (the `sim` profile build `test.sh` runs);
+//! without it one seed replays the same schedule but may interleave tasks
+//! differently ([`BIT_EXACT`]). Outside the trace: hyper stamps HTTP/2
+//! responses with a wall-clock `date` header, which changes bytes on the
+//! simulated wire but no event.
 //!
 //! The [`Report::trace`] lists, in simulated time order, every operation the
 //! harness applied, every host status change (server, leader, nomination,
@@ -563,8 +568,9 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             break m.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         }
         if sim.elapsed() > deadline {
+            let tail = w.trace[w.trace.len().saturating_sub(60)..].join("\n");
             return Err(format!(
-                "liveness: {want} members not reached within {:?}; leader sees {:?}",
+                "liveness: {want} members not reached within {:?}; leader sees {:?}\nlast events:\n{tail}",
                 config.converge_within,
                 w.leader_members()
             ));
