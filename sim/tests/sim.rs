@@ -139,28 +139,7 @@ fn unnominate_then_renominate_same_address() {
 
 /// Seeds whose schedules fail today, each a real finding of the sweep (see
 /// the merge notes of branch `simdet`); remove an entry once it passes.
-const KNOWN_FAILING: &[(u64, &str)] = &[
-    (
-        19,
-        "CrashLeader then Leave of a member: the old member restarts as a one-voter leader; liveness fails",
-    ),
-    (
-        99,
-        "openraft panic: follower log reversion (a host rejoined with fresh state under its old node ID)",
-    ),
-    (
-        161,
-        "liveness: no leader after Crash/Join/Leave of one host",
-    ),
-    (
-        176,
-        "openraft panic: assertion Some(log_id) <= committed (log_state_reader.rs:23)",
-    ),
-    (
-        178,
-        "membership 3 exceeds max(ideal 2, previous 2) after CrashLeader + SetIdeal(2)",
-    ),
-];
+const KNOWN_FAILING: &[(u64, &str)] = &[];
 
 /// Proptest-chosen schedules, one per seed from `SIM_SEED` (default 1) on;
 /// `SIM_SEEDS` of them (default 3, or 1 when `SIM_SEED` is set). A failure

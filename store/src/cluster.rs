@@ -52,7 +52,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::client::{ClientConfig, ClientError, EtcdClient, TxnRequest, Watch, txn};
 use crate::node::AdminOp;
-use crate::{MemberNode, MemberSpec, Store, StoreConfig, StoreError, StoreHandle, member_id};
+use crate::{
+    Member, MemberNode, MemberSpec, Store, StoreConfig, StoreError, StoreHandle, member_id,
+    stored_member_id,
+};
 
 /// Namespace of the clustering keys.
 pub const NS: &str = "/_mgmt/";
@@ -185,10 +188,13 @@ impl Cluster {
                     );
                     server = Some(Arc::new(store));
                 } else {
+                    // Not a member by its own log: removed while down, or a
+                    // nominee that stopped before it learnt it was added. The
+                    // state stays until its nomination is known (see
+                    // `start_server`): discarding a learner's log the leader
+                    // already counted would make that log go backwards.
                     store.shutdown().await;
-                    let dir = config.store.data_dir();
-                    info!("discarding stale store state in {}", dir.display());
-                    let _ = std::fs::remove_dir_all(&dir);
+                    info!("store state is not of a member yet; waiting for the nomination");
                 }
             }
             config.seeds.clone()
@@ -265,8 +271,24 @@ struct Observed {
     ideal_raw: Option<String>,
     volunteers: BTreeMap<String, String>,
     nominated: BTreeMap<String, String>,
+    /// host -> create revision of its `nominated/<host>` key (names the
+    /// nomination, and so the member ID it serves under, [`incarnation_id`]).
+    nominated_rev: BTreeMap<String, i64>,
     /// host -> (peer URLs, client URLs)
     endpoints: BTreeMap<String, (Vec<String>, Vec<String>)>,
+    /// host -> member ID its advertised server runs under.
+    endpoint_ids: BTreeMap<String, u64>,
+}
+
+/// The member ID a host serves under for the nomination whose key was created
+/// at `nomination_revision`. Each nomination gets a new ID, as each etcd
+/// member gets a new ID: a host that left and discarded its raft state must
+/// never rejoin under an ID the cluster (or a leader's replication progress)
+/// still associates with the old log, or openraft sees that log go backwards
+/// ("follower log reversion"). The bootstrap member keeps [`member_id`] of its
+/// hostname. MemberList still names every member by its hostname.
+pub fn incarnation_id(host: &str, nomination_revision: i64) -> u64 {
+    member_id(&format!("{host}#{nomination_revision}"))
 }
 
 fn split_urls(s: &str) -> Vec<String> {
@@ -278,21 +300,28 @@ fn split_urls(s: &str) -> Vec<String> {
 }
 
 /// `endpoints/<host>` value.
-fn endpoints_value(peer: &[String], client: &[String]) -> String {
-    format!("peer={} client={}", peer.join(","), client.join(","))
+fn endpoints_value(peer: &[String], client: &[String], id: u64) -> String {
+    format!(
+        "peer={} client={} id={id:x}",
+        peer.join(","),
+        client.join(",")
+    )
 }
 
-fn parse_endpoints(v: &str) -> (Vec<String>, Vec<String>) {
+fn parse_endpoints(v: &str) -> (Vec<String>, Vec<String>, Option<u64>) {
     let mut peer = Vec::new();
     let mut client = Vec::new();
+    let mut id = None;
     for part in v.split_whitespace() {
         if let Some(p) = part.strip_prefix("peer=") {
             peer = split_urls(p);
         } else if let Some(c) = part.strip_prefix("client=") {
             client = split_urls(c);
+        } else if let Some(i) = part.strip_prefix("id=") {
+            id = u64::from_str_radix(i, 16).ok();
         }
     }
-    (peer, client)
+    (peer, client, id)
 }
 
 impl Observed {
@@ -307,8 +336,13 @@ impl Observed {
                 o.volunteers.insert(h.to_string(), value);
             } else if let Some(h) = key.strip_prefix(NOMINATED) {
                 o.nominated.insert(h.to_string(), value);
+                o.nominated_rev.insert(h.to_string(), kv.create_revision);
             } else if let Some(h) = key.strip_prefix(ENDPOINTS) {
-                o.endpoints.insert(h.to_string(), parse_endpoints(&value));
+                let (peer, client, id) = parse_endpoints(&value);
+                o.endpoints.insert(h.to_string(), (peer, client));
+                if let Some(id) = id {
+                    o.endpoint_ids.insert(h.to_string(), id);
+                }
             }
         }
         o
@@ -461,6 +495,9 @@ impl Driver {
             }
             Err(e) => {
                 debug!(error = %e, "cannot read {NS}");
+                // The seeds may all be gone (a member restarting after the
+                // cluster moved on): try the members its own log lists too.
+                self.follow_endpoints();
                 false
             }
         };
@@ -492,6 +529,15 @@ impl Driver {
             }
         }
         urls.extend(self.config.seeds.iter().cloned());
+        // The other members this host's store knows of, last: a member that
+        // restarts after its seeds left still reaches the cluster.
+        if let Some(s) = &self.server {
+            for m in s.members() {
+                if m.id != s.id() {
+                    urls.extend(m.client_urls);
+                }
+            }
+        }
         let mut seen = BTreeSet::new();
         urls.retain(|u| seen.insert(u.clone()));
         if let Err(e) = self.client.set_endpoints(&urls) {
@@ -515,7 +561,7 @@ impl Driver {
         if let Some(s) = &self.server {
             keys.insert(
                 format!("{ENDPOINTS}{}", self.host()),
-                endpoints_value(s.peer_urls(), s.client_urls()),
+                endpoints_value(s.peer_urls(), s.client_urls(), s.id()),
             );
         }
         keys
@@ -609,6 +655,16 @@ impl Driver {
             if Instant::now() >= self.next_start_attempt {
                 self.start_server().await;
             }
+        } else if nominated
+            && let Some(s) = self.server.clone()
+            && self.stale_server(&s)
+            && self.removed(&s).await
+        {
+            // Nominated anew while the server of an earlier nomination was still
+            // running: the leader removed that member first. Stop it and
+            // start again under the new nomination's ID.
+            info!("re-nominated: stopping the store server of the earlier nomination");
+            self.stop_server(true).await;
         } else if !nominated
             && let Some(s) = self.server.clone()
             && self.removed(&s).await
@@ -618,28 +674,56 @@ impl Driver {
         }
     }
 
-    /// Start the server as a joining member, on fresh state unless this host is
-    /// still a member (a restart).
+    /// The member ID of this host's current nomination, if it is nominated.
+    fn nomination_id(&self) -> Option<u64> {
+        let me = self.host();
+        self.view
+            .nominated_rev
+            .get(me)
+            .map(|rev| incarnation_id(me, *rev))
+    }
+
+    /// Whether the running server was started for an earlier nomination (its
+    /// ID is not the current nomination's). The bootstrap member's ID is its
+    /// hostname's and never matches; it is stale only once removed.
+    fn stale_server(&self, s: &StoreHandle) -> bool {
+        self.nomination_id().is_some_and(|id| id != s.id())
+    }
+
+    /// Start the server as a joining member under the current nomination's
+    /// ID ([`incarnation_id`]). State on disk is kept if it belongs to this
+    /// nomination (a nominee restarting) or to a member the cluster still
+    /// lists (a member restarting); otherwise it is discarded, and the fresh
+    /// state gets the new ID, never the old one.
     async fn start_server(&mut self) {
         let me = self.host().to_string();
+        let Some(want) = self.nomination_id() else {
+            return;
+        };
         let dir = self.config.store.data_dir();
         if dir.exists() {
-            let members = match self.client.member_list().await {
-                Ok(m) => m,
-                Err(e) => {
-                    debug!(error = %e, "member list unavailable; not starting yet");
-                    return;
-                }
-            };
-            if !members.iter().any(|m| m.id == member_id(&me)) {
-                info!("discarding stale store state in {}", dir.display());
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    error!("cannot discard {}: {e}", dir.display());
-                    return;
+            let stored = stored_member_id(&dir);
+            if stored != Some(want) {
+                let members = match self.client.member_list().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        debug!(error = %e, "member list unavailable; not starting yet");
+                        return;
+                    }
+                };
+                let old = stored.unwrap_or_else(|| member_id(&me));
+                if !members.iter().any(|m| m.id == old) {
+                    info!("discarding stale store state in {}", dir.display());
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        error!("cannot discard {}: {e}", dir.display());
+                        return;
+                    }
                 }
             }
         }
-        match Store::start_join(self.config.store.clone()).await {
+        let mut config = self.config.store.clone();
+        config.member_id = Some(want);
+        match Store::start_join(config).await {
             Ok(s) => {
                 info!(
                     "nominated: store server started on {}",
@@ -791,6 +875,7 @@ impl Driver {
                 .map(|kv| crate::client::KeyValue {
                     key: kv.key,
                     value: kv.value,
+                    create_revision: kv.create_revision,
                     ..Default::default()
                 })
                 .collect(),
@@ -800,9 +885,16 @@ impl Driver {
             ideal_raw: o.ideal_raw.clone(),
             volunteers: o.volunteers.clone(),
             nominated: o.nominated.keys().cloned().collect(),
+            // Only a server started for the current nomination counts: an
+            // endpoints key left by the server of an earlier nomination (still
+            // shutting down) must not be added back under the new one.
             started: o
                 .endpoints
                 .iter()
+                .filter(|(h, _)| {
+                    o.nominated_rev.get(*h).map(|rev| incarnation_id(h, *rev))
+                        == o.endpoint_ids.get(*h).copied()
+                })
                 .map(|(h, (p, _))| (h.clone(), p.join(",")))
                 .collect(),
             members: s
@@ -860,14 +952,32 @@ impl Driver {
                 .await
             }
             NCommand::AddLearner { host, peer_urls } => {
-                let client_urls = self
-                    .view
-                    .endpoints
-                    .get(host)
-                    .map(|(_, c)| c.clone())
+                let key = format!("{NOMINATED}{host}");
+                let Some(rev) = s
+                    .get(key.as_bytes())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|kv| kv.create_revision)
+                else {
+                    debug!("cluster: {host} is no longer nominated");
+                    return false;
+                };
+                // From the leader's own (linearizable) read, as the decision
+                // was: the driver's client view may predate the nominee's
+                // endpoints, and a member listed without client URLs cannot be
+                // found through MemberList (a restarted member whose seeds
+                // are gone looks for the cluster there).
+                let ep = format!("{ENDPOINTS}{host}");
+                let client_urls = s
+                    .get(ep.as_bytes())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|kv| parse_endpoints(&String::from_utf8_lossy(&kv.value)).1)
                     .unwrap_or_default();
                 let spec = MemberSpec {
-                    id: member_id(host),
+                    id: incarnation_id(host, rev),
                     node: MemberNode {
                         name: host.clone(),
                         peer_urls: split_urls(peer_urls),
@@ -888,13 +998,35 @@ impl Driver {
                 }
             }
             NCommand::Promote(h) => {
-                if !caught_up(s, member_id(h)) {
-                    debug!("cluster: {h} is still catching up");
-                    return false;
+                let learners: Vec<u64> = named(&s.members(), h)
+                    .filter(|m| m.is_learner)
+                    .map(|m| m.id)
+                    .collect();
+                let mut res = Ok(!learners.is_empty());
+                for id in learners {
+                    if !caught_up(s, id) {
+                        debug!("cluster: {h} is still catching up");
+                        return false;
+                    }
+                    res = self.admin(s, AdminOp::Promote { id }).await;
+                    if !matches!(res, Ok(true)) {
+                        break;
+                    }
                 }
-                self.admin(s, AdminOp::Promote { id: member_id(h) }).await
+                res
             }
-            NCommand::RemoveMember(h) => self.admin(s, AdminOp::Remove { id: member_id(h) }).await,
+            NCommand::RemoveMember(h) => {
+                // Every member of that name: normally one.
+                let ids: Vec<u64> = named(&s.members(), h).map(|m| m.id).collect();
+                let mut res = Ok(!ids.is_empty());
+                for id in ids {
+                    res = self.admin(s, AdminOp::Remove { id }).await;
+                    if !matches!(res, Ok(true)) {
+                        break;
+                    }
+                }
+                res
+            }
         };
         match res {
             Ok(true) => true,
@@ -930,6 +1062,11 @@ impl Driver {
             Err(_) => Err("timed out".into()),
         }
     }
+}
+
+/// The members named `host` (its hostname).
+fn named<'a>(members: &'a [Member], host: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
+    members.iter().filter(move |m| m.name == host)
 }
 
 /// Whether a data directory holds store state from an earlier run.

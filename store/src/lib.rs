@@ -124,6 +124,13 @@ pub struct StoreConfig {
     pub log_kept_after_snapshot: u64,
     /// Network and clock ([`Env::tokio`] unless simulated).
     pub env: Env,
+    /// The member ID to take when the data directory has no state yet;
+    /// default [`member_id`] of the hostname. A directory with state keeps the
+    /// ID it was created with (see [`stored_member_id`]): raft must never see
+    /// one ID with two different logs, so a host that discarded its state
+    /// joins again under a new ID (the clustering driver derives one per
+    /// nomination, see `cluster::incarnation_id`).
+    pub member_id: Option<u64>,
 }
 
 impl StoreConfig {
@@ -139,6 +146,7 @@ impl StoreConfig {
             snapshot_every: 10_000,
             log_kept_after_snapshot: 1000,
             env: Env::tokio(),
+            member_id: None,
         }
     }
 
@@ -195,6 +203,18 @@ async fn bind_all(env: &Env, urls: &[String]) -> Result<Vec<(String, Incoming)>,
         out.push((format!("http://{actual}"), incoming));
     }
     Ok(out)
+}
+
+/// The file in a data directory that holds the member ID its state belongs to.
+const MEMBER_ID_FILE: &str = "member_id";
+
+/// The member ID a data directory's state was created with, if it has one.
+/// A directory from before IDs were stored holds the hostname's [`member_id`]
+/// (the only ID there was); it gets the file at its next start.
+pub fn stored_member_id(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join(MEMBER_ID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).
@@ -256,7 +276,22 @@ impl Store {
             LogStore::open(&dir, config.env.allows_threads()).map_err(storage)?;
         let sm = StateMachine::open(&dir).map_err(storage)?;
         let shared = sm.shared.clone();
-        let id = member_id(&config.hostname);
+        let id = match stored_member_id(&dir) {
+            Some(id) => id,
+            None => {
+                // State from before IDs were stored was the hostname's.
+                let id = if log.last_index().is_some() {
+                    member_id(&config.hostname)
+                } else {
+                    config
+                        .member_id
+                        .unwrap_or_else(|| member_id(&config.hostname))
+                };
+                log_store::write_atomic(&dir, MEMBER_ID_FILE, id.to_string().as_bytes())
+                    .map_err(storage)?;
+                id
+            }
+        };
         let self_node = MemberNode {
             name: config.hostname.clone(),
             peer_urls: peer_urls.clone(),
