@@ -159,6 +159,7 @@ impl Cluster {
             return Err(ClusterError::NoCluster);
         }
         let mut server = None;
+        let mut remembered = Vec::new();
         let endpoints = if bootstrap {
             let store = Store::start_single(config.store.clone()).await?;
             info!(
@@ -193,6 +194,7 @@ impl Cluster {
                     // state stays until its nomination is known (see
                     // `start_server`): discarding a learner's log the leader
                     // already counted would make that log go backwards.
+                    remembered = others_client_urls(&store);
                     store.shutdown().await;
                     info!("store state is not of a member yet; waiting for the nomination");
                 }
@@ -221,6 +223,7 @@ impl Cluster {
             servers_started: 0,
             next_start_attempt: Instant::now(),
             connected: false,
+            remembered,
         };
         if let Some(s) = driver.server.clone() {
             driver.servers_started = 1;
@@ -368,6 +371,9 @@ struct Driver {
     next_start_attempt: Instant,
     started_at: Instant,
     connected: bool,
+    /// Client URLs of the other members this host's store last knew of: a
+    /// host whose seeds are all gone still finds the cluster through them.
+    remembered: Vec<String>,
 }
 
 impl Driver {
@@ -529,14 +535,11 @@ impl Driver {
             }
         }
         urls.extend(self.config.seeds.iter().cloned());
-        // The other members this host's store knows of, last: a member that
-        // restarts after its seeds left still reaches the cluster.
-        if let Some(s) = &self.server {
-            for m in s.members() {
-                if m.id != s.id() {
-                    urls.extend(m.client_urls);
-                }
-            }
+        // The other members this host's store knows (or last knew) of, last:
+        // a host that restarts after its seeds left still reaches the cluster.
+        match &self.server {
+            Some(s) => urls.extend(others_client_urls(s)),
+            None => urls.extend(self.remembered.iter().cloned()),
         }
         let mut seen = BTreeSet::new();
         urls.retain(|u| seen.insert(u.clone()));
@@ -781,6 +784,7 @@ impl Driver {
     /// Stop the server; `discard` also deletes its raft state (it is no member).
     async fn stop_server(&mut self, discard: bool) {
         let Some(s) = self.server.take() else { return };
+        self.remembered = others_client_urls(&s);
         s.shutdown().await;
         info!("store server stopped");
         if discard {
@@ -1062,6 +1066,15 @@ impl Driver {
             Err(_) => Err("timed out".into()),
         }
     }
+}
+
+/// Client URLs of the members `s` knows of, other than itself.
+fn others_client_urls(s: &StoreHandle) -> Vec<String> {
+    s.members()
+        .into_iter()
+        .filter(|m| m.id != s.id())
+        .flat_map(|m| m.client_urls)
+        .collect()
 }
 
 /// The members named `host` (its hostname).

@@ -60,6 +60,10 @@ pub fn decode<T: DeserializeOwned>(b: &Blob) -> Result<T, tonic::Status> {
         .map_err(|e| tonic::Status::invalid_argument(format!("bad peer message: {e}")))
 }
 
+/// gRPC metadata naming the member ID a raft message is addressed to (etcd's
+/// `X-Raft-To`).
+pub const RAFT_TO: &str = "x-raft-to";
+
 pub fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(timeout);
@@ -106,7 +110,12 @@ impl PeerConn {
             .channels
             .get(&self.url)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let blob = request(encode(req), timeout);
+        let mut blob = request(encode(req), timeout);
+        // Raft messages are routed by URL; the receiver checks they are meant
+        // for its member ID (see `node::check_addressee`).
+        if let Ok(v) = self.target.to_string().parse() {
+            blob.metadata_mut().insert(RAFT_TO, v);
+        }
         let res = match method {
             "append" => client.append_entries(blob).await,
             "vote" => client.vote(blob).await,

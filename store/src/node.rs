@@ -298,9 +298,32 @@ pub struct PeerService {
     pub node: Arc<Node>,
 }
 
+impl PeerService {
+    /// Refuse a raft message meant for another member ID. Messages are routed
+    /// by URL, and a host that rejoined under a new ID serves on the URL of
+    /// its old one: answering for the old ID (an empty log granting a vote,
+    /// or acknowledging entries it never had) would break raft's quorum
+    /// guarantees. etcd refuses such messages the same way (`X-Raft-To`).
+    fn check_addressee(&self, req: &Request<Blob>) -> Result<(), Status> {
+        let to = req
+            .metadata()
+            .get(crate::network::RAFT_TO)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<NodeId>().ok());
+        match to {
+            Some(to) if to != self.node.id => Err(Status::failed_precondition(format!(
+                "raft message for member {to:x}; this is member {:x}",
+                self.node.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        self.check_addressee(&req)?;
         let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
         Ok(Response::new(encode(
             &self.node.raft.append_entries(rpc).await,
@@ -308,11 +331,13 @@ impl Peer for PeerService {
     }
 
     async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        self.check_addressee(&req)?;
         let rpc: openraft::raft::VoteRequest<NodeId> = decode(req.get_ref())?;
         Ok(Response::new(encode(&self.node.raft.vote(rpc).await)))
     }
 
     async fn install_snapshot(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        self.check_addressee(&req)?;
         let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
         Ok(Response::new(encode(
             &self.node.raft.install_snapshot(rpc).await,

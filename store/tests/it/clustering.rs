@@ -107,6 +107,45 @@ async fn address_reuse_after_unnominate() {
     h1.cluster.shutdown().await;
 }
 
+/// A host that was removed discarded its raft state; when it is nominated
+/// again it must join under a new member ID, as a new etcd member would:
+/// under its old ID a leader could still hold replication progress for the
+/// old log and see this one "go backwards" (openraft's follower log
+/// reversion; sim seed 99). MemberList still names it by its hostname.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_with_fresh_state_gets_a_new_member_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c1 = host_config("h1", dir.path(), &[]);
+    c1.ideal_cluster_size = Some(2);
+    let h1 = start(c1).await;
+    let h2 = start(host_config("h2", dir.path(), &[&h1.client_url])).await;
+    let admin = client(&h1.client_url);
+    wait_voters(&admin, &["h1", "h2"]).await;
+    let id_of = |members: &[mgmt_store::client::PbMember], name: &str| {
+        members.iter().find(|m| m.name == name).map(|m| m.id)
+    };
+    let first = id_of(&admin.member_list().await.unwrap(), "h2").expect("h2 listed");
+
+    admin
+        .put(IDEAL_CLUSTER_SIZE.as_bytes(), b"1", 0)
+        .await
+        .unwrap();
+    wait_voters(&admin, &["h1"]).await;
+    wait_status(&h2, "stopped", |s| s.server.is_none() && !s.nominated).await;
+    admin
+        .put(IDEAL_CLUSTER_SIZE.as_bytes(), b"2", 0)
+        .await
+        .unwrap();
+    wait_voters(&admin, &["h1", "h2"]).await;
+    let members = admin.member_list().await.unwrap();
+    let again = id_of(&members, "h2").expect("h2 listed again");
+    assert_ne!(again, first, "fresh state, new ID");
+    assert_eq!(members.len(), 2, "no leftover member: {members:?}");
+
+    h2.cluster.shutdown().await;
+    h1.cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_shutdown_leaves_even_the_leader() {
     let dir = tempfile::tempdir().unwrap();

@@ -113,3 +113,27 @@ async fn torn_log_tail_is_reported_and_cut() {
     }
     h.shutdown().await;
 }
+
+/// A data directory keeps the member ID its state was created with: the ID
+/// asked for applies only to fresh state (a restart never changes identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_keeps_the_member_id_it_was_created_with() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("h1", dir.path());
+    c.member_id = Some(42);
+    let h = mgmt_store::Store::start_single(c.clone()).await.unwrap();
+    assert_eq!(h.id(), 42);
+    h.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    h.put(b"/k", b"v").await.unwrap();
+    h.shutdown().await;
+    drop(h);
+    assert_eq!(mgmt_store::stored_member_id(&c.data_dir()), Some(42));
+
+    c.member_id = Some(7);
+    let h = mgmt_store::Store::start_single(c.clone()).await.unwrap();
+    assert_eq!(h.id(), 42, "restart keeps the stored ID");
+    h.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(h.get(b"/k").await.unwrap().unwrap().value, b"v");
+    h.shutdown().await;
+}
