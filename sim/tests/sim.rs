@@ -137,6 +137,49 @@ fn unnominate_then_renominate_same_address() {
     assert_eq!(r.final_members, ["h1", "h2"]);
 }
 
+/// Replays a seed's schedule by name: a regression test for what it found.
+fn replay(seed: u64) {
+    check(&Config::from_seed(seed));
+}
+
+/// Seed 99: a host re-nominated while the server of its previous nomination
+/// still ran was added back with that server's log, which it then discarded;
+/// under the same member ID the leader saw the log go backwards (openraft
+/// panic "follower log reversion"). Now each nomination has its own ID and
+/// only a server started for the current nomination is added.
+#[test]
+fn renominated_host_is_not_added_back_with_its_old_server() {
+    replay(99);
+}
+
+/// Seed 176: a host that rejoined under a new ID answered, on its old peer
+/// URL, a vote request meant for its old ID with an empty log, electing a
+/// stale leader (openraft assertion "Some(log_id) <= committed"). Raft
+/// messages now name the member they are for and others refuse them.
+#[test]
+fn rejoined_host_does_not_answer_raft_for_its_old_id() {
+    replay(176);
+}
+
+/// Seeds 24 and 32: a host restarting after its only seed left must still
+/// find the cluster (through the members its store knew, listed with their
+/// client URLs).
+#[test]
+fn restarted_host_finds_the_cluster_after_its_seeds_left() {
+    replay(24);
+    replay(32);
+}
+
+/// Seeds 19, 161 and 178, quarantined with 99 and 176 (stale-state leader,
+/// no leader after crash/join/leave, membership above the ideal size after
+/// CrashLeader): they pass with the identity fixes above.
+#[test]
+fn crash_leave_and_rejoin_schedules_converge() {
+    replay(19);
+    replay(161);
+    replay(178);
+}
+
 /// Seeds whose schedules fail today, each a real finding of the sweep (see
 /// the merge notes of branch `simdet`); remove an entry once it passes.
 const KNOWN_FAILING: &[(u64, &str)] = &[];

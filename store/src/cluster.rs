@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `volunteers/<host>` | peer URLs, comma-joined; bound to the host's lease | each host that may run a server |
 //! | `nominated/<host>` | peer URLs | the store leader, by conditional txn |
-//! | `endpoints/<host>` | `peer=<urls> client=<urls>`; bound to the host's lease | a host once its server runs |
+//! | `endpoints/<host>` | `peer=<urls> client=<urls> id=<member ID, hex>`; bound to the host's lease | a host once its server runs |
 //! | `idealClusterSize` | decimal | the bootstrap host, or an operator |
 //!
 //! The leases make a crashed host's keys expire: the leader then sees it has
