@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -391,55 +392,104 @@ async fn check_apply_vertex(
 /// Files per worker thread below which another thread costs more than it saves.
 const FILES_PER_THREAD: usize = 64;
 
-/// How many threads check or write a batch of files. Checking is CPU and page
-/// cache work, so one thread per core; writing waits on fsync, and the file
-/// system commits concurrent fsyncs together, so more threads help there.
-fn file_threads(files: usize, apply: bool) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cap = if apply { cores.max(8) } else { cores };
-    files.div_ceil(FILES_PER_THREAD).clamp(1, cap)
+/// From this many files in one run, rewritten files are made durable with one
+/// `syncfs` for the batch instead of one fsync each (see [`file::Durability`]).
+const BATCH_SYNC_MIN_FILES: usize = 8;
+
+/// How many threads check or write a batch of files: one per core. More do
+/// not help writes either: a batch shares one directory, whose lock
+/// serialises creates and renames (perf: threads spinning in `down_write`),
+/// and the batch is flushed once at the end rather than waiting per file.
+fn file_threads(files: usize) -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    files.div_ceil(FILES_PER_THREAD).clamp(1, cores)
 }
 
 type FileOutcome = (usize, Result<Vec<String>, String>, f64);
+type Staged = (
+    usize,
+    Result<(Vec<String>, Option<file::PendingWrite>), String>,
+    f64,
+);
 
 /// Runs file check-applies on a few threads that take the next file from a
-/// shared counter. Blocking: call it from a blocking task.
+/// shared counter, then, for a batch, makes every rewritten file durable with
+/// one `syncfs` per directory and renames each into place. Blocking: call it
+/// from a blocking task.
 fn check_apply_files(files: &[(usize, Arc<FileParams>)], apply: bool) -> Vec<FileOutcome> {
+    let durability = if apply && files.len() >= BATCH_SYNC_MIN_FILES {
+        file::Durability::Batched
+    } else {
+        file::Durability::PerFile
+    };
     let next = AtomicUsize::new(0);
     let work = || {
-        let mut out = Vec::new();
+        let mut out: Vec<Staged> = Vec::new();
         loop {
             let k = next.fetch_add(1, Ordering::Relaxed);
             let Some((i, p)) = files.get(k) else {
                 return out;
             };
             let started = Instant::now();
-            let r = file::check_apply(p, apply).map_err(|e| e.to_string());
+            let r = file::check_apply_with(p, apply, durability).map_err(|e| e.to_string());
             out.push((*i, r, started.elapsed().as_secs_f64() * 1000.0));
         }
     };
-    let threads = file_threads(files.len(), apply);
-    if threads == 1 {
-        return work();
-    }
-    std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-        let mut out = work();
-        for h in helpers {
-            // A helper that panicked leaves its files without an outcome;
-            // they are reported as failed below.
-            if let Ok(done) = h.join() {
-                out.extend(done);
-            }
-        }
-        if out.len() < files.len() {
-            let have: BTreeSet<usize> = out.iter().map(|o| o.0).collect();
-            for (i, _) in files {
-                if !have.contains(i) {
-                    out.push((*i, Err("file worker panicked".to_string()), 0.0));
+    let threads = file_threads(files.len());
+    let mut staged = if threads == 1 {
+        work()
+    } else {
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let mut out = work();
+            for h in helpers {
+                // A helper that panicked leaves its files without an outcome;
+                // they are reported as failed below.
+                if let Ok(done) = h.join() {
+                    out.extend(done);
                 }
             }
+            out
+        })
+    };
+    if staged.len() < files.len() {
+        let have: BTreeSet<usize> = staged.iter().map(|o| o.0).collect();
+        for (i, _) in files {
+            if !have.contains(i) {
+                staged.push((*i, Err("file worker panicked".to_string()), 0.0));
+            }
         }
-        out
-    })
+    }
+    // Durable first, then visible: one flush per directory of the batch.
+    let dirs: BTreeSet<PathBuf> = staged
+        .iter()
+        .filter_map(|(_, r, _)| r.as_ref().ok()?.1.as_ref())
+        .map(|w| parent(w.path()).to_path_buf())
+        .collect();
+    let synced: BTreeMap<PathBuf, Result<(), String>> = dirs
+        .into_iter()
+        .map(|d| {
+            let r = file::sync_fs(&d).map_err(|e| e.to_string());
+            (d, r)
+        })
+        .collect();
+    staged
+        .into_iter()
+        .map(|(i, r, ms)| {
+            let r = r.and_then(|(changes, pending)| match pending {
+                None => Ok(changes),
+                Some(w) => {
+                    synced[parent(w.path())].clone()?;
+                    w.commit().map_err(|e| e.to_string())?;
+                    Ok(changes)
+                }
+            });
+            (i, r, ms)
+        })
+        .collect()
+}
+
+fn parent(p: &Path) -> &Path {
+    p.parent().unwrap_or(Path::new("/"))
 }
