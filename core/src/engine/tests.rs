@@ -149,6 +149,25 @@ fn watch_event_reruns_only_that_vertex_when_nothing_changed() {
 }
 
 #[test]
+fn single_pass_starts_no_watches() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(
+        &g,
+        EngineConfig {
+            noop: false,
+            converged_timeout: Some(Millis(0)),
+        },
+    );
+    e.handle(Millis(0), Input::Start);
+    let out = drain(&mut e);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::StartWatch(_))),
+        "{out:?}"
+    );
+    assert_eq!(check_applies(&out), vec![0, 3]);
+}
+
+#[test]
 fn watch_only_rerun_is_partial_and_anything_else_is_full() {
     let g = graph(CHAIN);
     let mut e = Engine::new(&g, EngineConfig::default());
