@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import content, gen_mgmt, run, verify  # noqa: E402
+from peers import clear, content, gen_mgmt, run, verify  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -78,7 +78,7 @@ def measure(mgmt, n, samples, idle_s, work):
     gen_mgmt(n, out, graph)
     env = dict(os.environ, RUST_LOG="warn")
     once = [mgmt, "run", "--file", graph, "--converged-timeout", "0", "--no-server"]
-    shutil.rmtree(out, ignore_errors=True)
+    clear(out)
     cold, _ = run(once, env)
     verify(n, out)
     warm, _ = run(once, env)
@@ -115,7 +115,6 @@ def measure(mgmt, n, samples, idle_s, work):
     finally:
         proc.terminate()
         proc.wait()
-    shutil.rmtree(out, ignore_errors=True)
     return {
         "n": n,
         "cold_s": cold,

@@ -1,10 +1,11 @@
 //! The file resource: make a path exist (or not) with the given content,
 //! mode and ownership. Writes are atomic: a temp file in the same directory,
 //! made durable, then renamed over the target, so a crash never leaves half a
-//! file. One file is fsynced on its own ([`Durability::PerFile`]); a batch of
-//! files can instead write every temp file, make them all durable with one
-//! `syncfs`, then rename each ([`Durability::Batched`]): the same guarantee,
-//! one flush instead of one per file.
+//! file. One file is fsynced before its rename ([`Durability::PerFile`]); a
+//! batch writes every temp file first, then fsyncs them all (several at once,
+//! so the waits on the disk overlap), then renames each
+//! ([`Durability::Batched`]): the same guarantee, without one write-then-wait
+//! round trip per file.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -49,7 +50,7 @@ pub enum Durability {
     /// fsync the temp file, then rename it over the target, before returning.
     PerFile,
     /// Only write the temp file and return it as a [`PendingWrite`]: the
-    /// caller makes a batch durable with [`sync_fs`], then commits each.
+    /// caller makes it durable with [`PendingWrite::sync`], then commits it.
     Batched,
 }
 
@@ -68,9 +69,15 @@ impl PendingWrite {
         &self.path
     }
 
-    /// Renames the temp file over the target. Call only once its data is
-    /// durable ([`sync_fs`] on its file system), or a crash could leave an
-    /// empty file.
+    /// Makes the temp file's data durable (fdatasync). Only this file's data
+    /// is flushed, whatever else is dirty on the file system.
+    pub fn sync(&self) -> Result<(), FileError> {
+        let f = fs::File::open(&self.tmp).map_err(io_err(&self.tmp, "open for fsync"))?;
+        f.sync_data().map_err(io_err(&self.tmp, "fsync"))
+    }
+
+    /// Renames the temp file over the target. Call only after
+    /// [`PendingWrite::sync`] succeeded, or a crash could leave an empty file.
     pub fn commit(mut self) -> Result<(), FileError> {
         fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path, "rename"))?;
         self.committed = true;
@@ -84,17 +91,6 @@ impl Drop for PendingWrite {
             let _ = fs::remove_file(&self.tmp);
         }
     }
-}
-
-/// Flushes the whole file system that holds `dir` (syncfs(2)): every temp
-/// file of a batch written there is durable afterwards.
-pub fn sync_fs(dir: &Path) -> Result<(), FileError> {
-    let d = fs::File::open(dir).map_err(io_err(dir, "open for syncfs"))?;
-    nix::unistd::syncfs(&d).map_err(|e| FileError::Io {
-        path: dir.to_path_buf(),
-        op: "syncfs",
-        source: io::Error::from(e),
-    })
 }
 
 /// Checks a file against its desired state and, if `apply`, repairs it.
@@ -474,7 +470,7 @@ mod tests {
         assert_eq!(changes, vec!["changed content".to_string()]);
         let pending = pending.expect("a pending write");
         assert_eq!(fs::read_to_string(&f).unwrap(), "old", "target untouched");
-        sync_fs(&d).unwrap();
+        pending.sync().unwrap();
         pending.commit().unwrap();
         assert_eq!(fs::read_to_string(&f).unwrap(), "new");
         // A pending write dropped without commit leaves no temp file behind.
