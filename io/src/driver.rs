@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -398,6 +399,15 @@ const BATCH_SYNC_MIN_FILES: usize = 8;
 /// Threads that fsync a batch: each mostly waits on the disk.
 const SYNC_THREADS: usize = 8;
 
+/// From this many rewritten files, one `syncfs` per directory replaces the
+/// fsyncs. Measured alternating with cf-agent (which leaves its own files
+/// dirty), median of 6: 100 files 37 ms with syncfs, 20 ms with fsyncs on 8
+/// threads; 1 000 files 108 ms with syncfs, 174 ms with fsyncs. Each fsync of
+/// a new file waits for its data and its inode; syncfs merges the writeback
+/// but also flushes other processes' dirty data, which matters less the more
+/// of the batch is ours.
+const SYNCFS_MIN_FILES: usize = 256;
+
 /// How many threads check a batch of files: one per core.
 fn file_threads(files: usize) -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -484,14 +494,26 @@ fn check_apply_files(files: &[(usize, Arc<FileParams>)], apply: bool) -> Vec<Fil
             r => (i, r.map(|c| (c, None)), ms),
         })
         .collect();
-    // Durable first, then visible. Only our own files are flushed: a
-    // syncfs was tried and flushed whatever else was dirty on the file
-    // system too (another tool's files in the bench: 200 ms once for 100 files).
+    // Durable first, then visible.
     let pending: Vec<&file::PendingWrite> = staged
         .iter()
         .filter_map(|(_, r, _)| r.as_ref().ok()?.1.as_ref())
         .collect();
-    let synced = sync_all(&pending);
+    let synced = if pending.len() >= SYNCFS_MIN_FILES {
+        let mut by_dir: BTreeMap<&Path, Result<(), String>> = BTreeMap::new();
+        pending
+            .iter()
+            .map(|w| {
+                let dir = w.path().parent().unwrap_or(Path::new("/"));
+                by_dir
+                    .entry(dir)
+                    .or_insert_with(|| file::sync_fs(dir).map_err(|e| e.to_string()))
+                    .clone()
+            })
+            .collect()
+    } else {
+        sync_all(&pending)
+    };
     let mut synced = synced.into_iter();
     staged
         .into_iter()

@@ -2,10 +2,10 @@
 //! mode and ownership. Writes are atomic: a temp file in the same directory,
 //! made durable, then renamed over the target, so a crash never leaves half a
 //! file. One file is fsynced before its rename ([`Durability::PerFile`]); a
-//! batch writes every temp file first, then fsyncs them all (several at once,
-//! so the waits on the disk overlap), then renames each
-//! ([`Durability::Batched`]): the same guarantee, without one write-then-wait
-//! round trip per file.
+//! batch writes every temp file first, then makes them durable together
+//! (fsyncs on several threads so the waits on the disk overlap, or one
+//! `syncfs` for a large batch), then renames each ([`Durability::Batched`]):
+//! the same guarantee, without one write-then-wait round trip per file.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -91,6 +91,18 @@ impl Drop for PendingWrite {
             let _ = fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Flushes the whole file system that holds `dir` (syncfs(2)): every temp
+/// file of a batch written there is durable afterwards. It also flushes
+/// whatever else is dirty there, so it pays off only for large batches.
+pub fn sync_fs(dir: &Path) -> Result<(), FileError> {
+    let d = fs::File::open(dir).map_err(io_err(dir, "open for syncfs"))?;
+    nix::unistd::syncfs(&d).map_err(|e| FileError::Io {
+        path: dir.to_path_buf(),
+        op: "syncfs",
+        source: io::Error::from(e),
+    })
 }
 
 /// Checks a file against its desired state and, if `apply`, repairs it.
@@ -471,6 +483,7 @@ mod tests {
         let pending = pending.expect("a pending write");
         assert_eq!(fs::read_to_string(&f).unwrap(), "old", "target untouched");
         pending.sync().unwrap();
+        sync_fs(&d).unwrap(); // The other way to make a batch durable.
         pending.commit().unwrap();
         assert_eq!(fs::read_to_string(&f).unwrap(), "new");
         // A pending write dropped without commit leaves no temp file behind.
