@@ -19,6 +19,7 @@ while [ $# -gt 0 ]; do
 done
 need=()
 command -v cf-agent >/dev/null || need+=(cfengine3)
+[ -x /usr/bin/time ] || need+=(time)
 [ "$puppet" = 1 ] && ! command -v puppet >/dev/null && need+=(puppet)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -46,7 +46,8 @@ struct RunArgs {
     /// The graph, in YAML.
     #[arg(long, short = 'f')]
     file: PathBuf,
-    /// Exit after this many seconds with nothing to do; -1 runs forever.
+    /// Exit after this many seconds with nothing to do; -1 runs forever; 0 makes
+    /// a single pass (no watches).
     #[arg(long, short = 't', default_value_t = -1, allow_negative_numbers = true)]
     converged_timeout: i64,
     /// Check only: report what would change, change nothing.

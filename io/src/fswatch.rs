@@ -4,9 +4,16 @@
 //! its parent sees the file change, and the ancestors see a parent being
 //! removed, renamed or created. Watches are shared, so thousands of files in a
 //! few directories need only a few watches. Events are mapped back to the
-//! vertices that manage the paths they touch.
+//! vertex members that manage the paths they touch, so a group of thousands of
+//! files re-checks only the file an event named.
+//!
+//! Paths are kept in the form [`clean`] gives them and compared as bytes: a
+//! byte-ordered map keeps every path under a directory in one range, and
+//! comparing bytes is several times cheaper than comparing path components.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use mgmt_core::VertexId;
@@ -15,12 +22,17 @@ use tokio::sync::mpsc;
 
 pub type RawEvent = notify::Result<notify::Event>;
 
+/// A resource inside a vertex: the vertex and the member's index in it.
+pub type MemberRef = (VertexId, usize);
+
 pub struct FsWatch {
     watcher: RecommendedWatcher,
-    /// Managed path (no trailing slash) -> vertices managing it.
-    targets: BTreeMap<PathBuf, BTreeSet<VertexId>>,
+    /// Managed path (clean, as bytes) -> members managing it.
+    targets: BTreeMap<OsString, BTreeSet<MemberRef>>,
+    /// Vertex -> the managed paths it added, so removing one touches only those.
+    by_vertex: BTreeMap<VertexId, Vec<OsString>>,
     /// Managed path -> the directories we watch it through.
-    via: BTreeMap<PathBuf, Vec<PathBuf>>,
+    via: BTreeMap<OsString, Vec<PathBuf>>,
     /// Watched directory -> how many targets use it.
     dirs: BTreeMap<PathBuf, usize>,
 }
@@ -37,6 +49,7 @@ impl FsWatch {
             FsWatch {
                 watcher,
                 targets: BTreeMap::new(),
+                by_vertex: BTreeMap::new(),
                 via: BTreeMap::new(),
                 dirs: BTreeMap::new(),
             },
@@ -44,28 +57,33 @@ impl FsWatch {
         ))
     }
 
-    /// Starts watching `path` on behalf of `vertex`.
-    pub fn add(&mut self, path: &str, vertex: VertexId) -> notify::Result<()> {
+    /// Starts watching `path` on behalf of member `member` of `vertex`.
+    pub fn add(&mut self, path: &str, vertex: VertexId, member: usize) -> notify::Result<()> {
         let target = clean(path);
-        self.targets
-            .entry(target.clone())
+        self.by_vertex
+            .entry(vertex)
             .or_default()
-            .insert(vertex);
+            .push(target.clone());
+        let members = self.targets.entry(target.clone()).or_default();
+        members.insert((vertex, member));
+        if members.len() > 1 {
+            return Ok(()); // Already armed for another member.
+        }
         self.arm(&target)
     }
 
     /// Stops watching every path of `vertex`.
     pub fn remove_vertex(&mut self, vertex: VertexId) {
-        let mut emptied = Vec::new();
-        for (t, vs) in self.targets.iter_mut() {
-            if vs.remove(&vertex) && vs.is_empty() {
-                emptied.push(t.clone());
-            }
-        }
-        for t in emptied {
-            self.targets.remove(&t);
-            for dir in self.via.remove(&t).unwrap_or_default() {
-                self.release(&dir);
+        for t in self.by_vertex.remove(&vertex).unwrap_or_default() {
+            let Some(members) = self.targets.get_mut(&t) else {
+                continue;
+            };
+            members.retain(|&(v, _)| v != vertex);
+            if members.is_empty() {
+                self.targets.remove(&t);
+                for dir in self.via.remove(&t).unwrap_or_default() {
+                    self.release(&dir);
+                }
             }
         }
     }
@@ -76,11 +94,13 @@ impl FsWatch {
     }
 
     /// Watches every existing ancestor of `target`, and no other directory.
-    fn arm(&mut self, target: &Path) -> notify::Result<()> {
-        let want: Vec<PathBuf> = target
+    fn arm(&mut self, target: &OsStr) -> notify::Result<()> {
+        // A directory we hold a live watch on needs no stat: if it goes away,
+        // its watch reports that and the targets below it are re-armed.
+        let want: Vec<PathBuf> = Path::new(target)
             .ancestors()
             .skip(1)
-            .filter(|d| d.is_dir())
+            .filter(|d| self.dirs.contains_key(*d) || d.is_dir())
             .map(Path::to_path_buf)
             .collect();
         let have = self.via.remove(target).unwrap_or_default();
@@ -111,7 +131,7 @@ impl FsWatch {
                 self.release(&d);
             }
         }
-        self.via.insert(target.to_path_buf(), held);
+        self.via.insert(target.to_os_string(), held);
         result
     }
 
@@ -125,15 +145,15 @@ impl FsWatch {
         }
     }
 
-    /// Maps a raw event to the vertices it concerns, re-arming watches when
+    /// Maps a raw event to the members it concerns, re-arming watches when
     /// directories appear or vanish. Errors and overflows concern everyone.
-    pub fn vertices_for(&mut self, ev: RawEvent) -> BTreeSet<VertexId> {
+    pub fn members_for(&mut self, ev: RawEvent) -> BTreeSet<MemberRef> {
         let mut hit = BTreeSet::new();
         let ev = match ev {
             Ok(ev) if !ev.need_rescan() => ev,
             _ => {
                 self.forget_dead_dirs();
-                let all: Vec<PathBuf> = self.targets.keys().cloned().collect();
+                let all: Vec<OsString> = self.targets.keys().cloned().collect();
                 for t in &all {
                     let _ = self.arm(t);
                 }
@@ -144,16 +164,20 @@ impl FsWatch {
             return hit;
         }
         for p in &ev.paths {
-            if let Some(vs) = self.targets.get(p) {
+            if let Some(vs) = self.targets.get(p.as_os_str()) {
                 hit.extend(vs.iter().copied());
             }
             // Something at or above managed paths appeared, vanished or moved:
             // those paths may have too, and their watches may need to move.
-            let prefix = p.join("");
-            let below: Vec<PathBuf> = self
-                .targets
-                .range(prefix.clone()..)
-                .take_while(|(t, _)| t.starts_with(&prefix))
+            let prefix = p.join("").into_os_string();
+            let itself = self.targets.get_key_value(p.as_os_str());
+            let below: Vec<OsString> = itself
+                .into_iter()
+                .chain(
+                    self.targets
+                        .range(prefix.clone()..)
+                        .take_while(|(t, _)| t.as_bytes().starts_with(prefix.as_bytes())),
+                )
                 .map(|(t, _)| t.clone())
                 .collect();
             if below.is_empty() {
@@ -200,7 +224,13 @@ fn is_not_found(e: &notify::Error) -> bool {
     }
 }
 
-fn clean(path: &str) -> PathBuf {
-    let trimmed = path.trim_end_matches('/');
-    PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed })
+/// The one spelling of a path that events use: no trailing slash, no `//`
+/// or `/./` (inotify events are built from the watched directory's path).
+fn clean(path: &str) -> OsString {
+    let p: PathBuf = Path::new(path).components().collect();
+    if p.as_os_str().is_empty() {
+        OsString::from("/")
+    } else {
+        p.into_os_string()
+    }
 }

@@ -361,3 +361,38 @@ fn ten_thousand_files_need_few_watches_and_drift_is_repaired() {
     eprintln!("drift repair with 10 000 managed files: {took:?}");
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn drift_in_a_group_rechecks_only_the_member_it_touched() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    // Converged before the start, so the only writes are ours.
+    std::fs::write(&a, "A\n").unwrap();
+    std::fs::write(&b, "B\n").unwrap();
+    let y = format!(
+        "graph: pair\nresources:\n  file:\n  - {{name: a, path: {}, content: \"A\\n\"}}\n  - {{name: b, path: {}, content: \"B\\n\"}}\n",
+        a.display(),
+        b.display()
+    );
+    let g = write(d.path(), "g.yaml", &y);
+    let agent = Agent::start_with_log(&["run", "--file", &g], "debug");
+    // The first run is full: both members are checked (b is logged last).
+    agent.wait_for_line("File[b]: CheckApply: ok", Duration::from_secs(10));
+    // Results are logged in member order, so a CheckApply of a would show
+    // before b's repair: until then, a must not be looked at.
+    std::fs::write(&b, "drift").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = agent.lines.recv_timeout(left).expect("b repaired");
+        assert!(
+            !line.contains("File[a]: CheckApply"),
+            "a was re-checked: {line}"
+        );
+        if line.contains("File[b]: CheckApply: changed content") {
+            break;
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), "B\n");
+    assert!(agent.terminate().success());
+}

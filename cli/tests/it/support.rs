@@ -41,7 +41,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with_log(args, "info")
+    }
+
+    /// [`Agent::start`] with `RUST_LOG` set to `log`.
+    pub fn start_with_log(args: &[&str], log: &str) -> Agent {
         let mut child = command(args)
+            .env("RUST_LOG", log)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

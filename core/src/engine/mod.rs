@@ -47,11 +47,16 @@ pub enum Output {
     StartWatch(VertexId),
     /// Run CheckApply on a vertex. `apply: false` means check only.
     /// `refresh` asks the resource to act even if its state looks right.
+    /// `full: false` means the only reason to run is the vertex's own watch
+    /// events since its last CheckApply, so the driver may check just the
+    /// members those events named; `full: true` (start, a change upstream, a
+    /// poll, a retry, a restarted watch) means every member.
     /// Reply with [`Input::CheckApplyDone`].
     CheckApply {
         vertex: VertexId,
         apply: bool,
         refresh: bool,
+        full: bool,
     },
     /// A failure that will be retried at `retry_at`.
     WillRetry {
@@ -81,6 +86,8 @@ enum Health {
 #[derive(Clone, Debug)]
 struct VState {
     dirty: bool,
+    /// The next CheckApply must cover every member, not only what its watch saw.
+    full: bool,
     refresh: bool,
     running: bool,
     health: Health,
@@ -104,6 +111,7 @@ pub struct EngineConfig {
     /// Check only, everywhere.
     pub noop: bool,
     /// Report [`Output::Converged`] after this long with nothing happening.
+    /// Zero is a single pass: no watches are started.
     pub converged_timeout: Option<Millis>,
 }
 
@@ -168,6 +176,7 @@ impl Engine {
         let state = vec![
             VState {
                 dirty: true,
+                full: true,
                 refresh: false,
                 running: false,
                 health: Health::Unknown,
@@ -260,8 +269,15 @@ impl Engine {
         }
         self.started = true;
         self.activity();
+        // A converged timeout of zero is a single pass: the run ends as soon
+        // as nothing is running, so there is nothing a watch could wait for.
+        // Starting none saves setting them up and, on Linux, tearing them down
+        // (an inotify instance with watches costs an RCU grace period, 5-15 ms,
+        // at exit).
+        let single_pass = self.config.converged_timeout == Some(Millis(0));
         for v in 0..self.conf.len() {
             match self.conf[v].poll {
+                None if single_pass => {}
                 None => self.outputs.push_back(Output::StartWatch(v)),
                 Some(p) => self.set_timer(v, Timer::Poll, self.now + p),
             }
@@ -298,6 +314,7 @@ impl Engine {
         s.dirty = true;
         if s.health == Health::Permanent {
             s.health = Health::Failing { retries_used: 0 };
+            s.full = true;
         }
         self.candidates.insert(v);
     }
@@ -306,6 +323,9 @@ impl Engine {
         self.activity();
         let s = &mut self.state[v];
         s.watch_failures += 1;
+        // Events may be lost until the watch is back: the next check covers
+        // every member.
+        s.full = true;
         let used = s.watch_failures;
         if retry_allowed(self.conf[v].retry, used) {
             let at = self.now + self.conf[v].delay;
@@ -342,6 +362,7 @@ impl Engine {
                     let (c, notify) = self.conf[v].children[i];
                     if changed {
                         self.state[c].dirty = true;
+                        self.state[c].full = true;
                         self.state[c].refresh |= notify;
                     }
                     // A dirty child may have been waiting for this success.
@@ -358,6 +379,7 @@ impl Engine {
                     _ => 1,
                 };
                 s.dirty = true;
+                s.full = true;
                 s.last_error = Some(error.clone());
                 if retry_allowed(self.conf[v].retry, used) {
                     let at = self.now + self.conf[v].delay;
@@ -398,6 +420,7 @@ impl Engine {
                 Timer::Poll => {
                     s.poll_at = None;
                     s.dirty = true;
+                    s.full = true;
                     self.candidates.insert(v);
                     if let Some(p) = self.conf[v].poll {
                         self.set_timer(v, Timer::Poll, self.now + p);
@@ -429,11 +452,13 @@ impl Engine {
                 s.running = true;
                 self.running += 1;
                 let refresh = std::mem::take(&mut s.refresh);
+                let full = std::mem::take(&mut s.full) || refresh;
                 let apply = !(self.config.noop || self.conf[v].noop);
                 self.outputs.push_back(Output::CheckApply {
                     vertex: v,
                     apply,
                     refresh,
+                    full,
                 });
             }
         }

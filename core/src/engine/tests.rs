@@ -49,12 +49,14 @@ fn start_watches_everything_and_runs_roots_in_parallel() {
             Output::CheckApply {
                 vertex: 0,
                 apply: true,
-                refresh: false
+                refresh: false,
+                full: true
             },
             Output::CheckApply {
                 vertex: 3,
                 apply: true,
-                refresh: false
+                refresh: false,
+                full: true
             },
         ]
     );
@@ -78,7 +80,8 @@ fn downstream_waits_for_upstream_success_and_notify_refreshes() {
         vec![Output::CheckApply {
             vertex: 1,
             apply: true,
-            refresh: false
+            refresh: false,
+            full: true
         }]
     );
     e.handle(
@@ -93,7 +96,8 @@ fn downstream_waits_for_upstream_success_and_notify_refreshes() {
         vec![Output::CheckApply {
             vertex: 2,
             apply: true,
-            refresh: true
+            refresh: true,
+            full: true
         }]
     );
 }
@@ -138,9 +142,80 @@ fn watch_event_reruns_only_that_vertex_when_nothing_changed() {
         vec![Output::CheckApply {
             vertex: 2,
             apply: true,
-            refresh: true
+            refresh: true,
+            full: true
         }]
     );
+}
+
+#[test]
+fn single_pass_starts_no_watches() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(
+        &g,
+        EngineConfig {
+            noop: false,
+            converged_timeout: Some(Millis(0)),
+        },
+    );
+    e.handle(Millis(0), Input::Start);
+    let out = drain(&mut e);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::StartWatch(_))),
+        "{out:?}"
+    );
+    assert_eq!(check_applies(&out), vec![0, 3]);
+}
+
+#[test]
+fn watch_only_rerun_is_partial_and_anything_else_is_full() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
+        e.handle(
+            Millis(t),
+            Input::CheckApplyDone {
+                vertex: v,
+                result: Ok(false),
+            },
+        );
+    }
+    drain(&mut e);
+    let full_of = |out: &[Output]| -> Vec<(usize, bool)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::CheckApply { vertex, full, .. } => Some((*vertex, *full)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Its own watch: only what the watch saw needs a look.
+    e.handle(Millis(10), Input::WatchEvent(1));
+    assert_eq!(full_of(&drain(&mut e)), vec![(1, false)]);
+    // After a failure (for good: no retries by default), the next chance
+    // a watch event gives it is full.
+    e.handle(
+        Millis(11),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Err("boom".into()),
+        },
+    );
+    drain(&mut e);
+    e.handle(Millis(12), Input::WatchEvent(1));
+    assert_eq!(full_of(&drain(&mut e)), vec![(1, true)]);
+    // A change upstream makes the child's run full, even if its own watch
+    // fired too.
+    e.handle(Millis(13), Input::WatchEvent(2));
+    e.handle(
+        Millis(14),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(true),
+        },
+    );
+    assert_eq!(full_of(&drain(&mut e)), vec![(2, true)]);
 }
 
 #[test]
@@ -279,12 +354,14 @@ fn noop_mode_checks_without_applying() {
     assert!(out.contains(&Output::CheckApply {
         vertex: 0,
         apply: true,
-        refresh: false
+        refresh: false,
+        full: true
     }));
     assert!(out.contains(&Output::CheckApply {
         vertex: 1,
         apply: false,
-        refresh: false
+        refresh: false,
+        full: true
     }));
     let mut e = Engine::new(
         &g,
@@ -377,7 +454,8 @@ fn poll_meta_schedules_checks_instead_of_a_watch() {
         vec![Output::CheckApply {
             vertex: 0,
             apply: true,
-            refresh: false
+            refresh: false,
+            full: true
         }]
     );
     e.handle(
