@@ -34,7 +34,9 @@ fn run_creates_the_file_and_exits_zero_when_converged() {
 
 #[test]
 fn drift_is_repaired_at_once_and_idle_costs_no_cpu() {
-    let d = tempfile::tempdir().unwrap();
+    // Not under /tmp: the agent watches every ancestor of its file, and other
+    // tests churning /tmp would wake it (that is events, not polling).
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let target = d.path().join("f1");
     let g = write(
         d.path(),
