@@ -464,10 +464,24 @@ impl Driver {
                     let _ = r;
                     info!("leaving the cluster");
                     self.leaving_since = Some(Instant::now());
-                    self.release_lease().await;
+                    // Without quorum the revoke cannot commit: it gets the
+                    // leave timeout at most, like everything after it.
+                    let _ = tokio::time::timeout(self.config.leave_timeout, self.release_lease()).await;
                 }
             }
-            if self.step().await {
+            let done = match self.leaving_since {
+                // Leaving is bounded as a whole: RPCs that cannot succeed
+                // without quorum must not stretch it step by step.
+                Some(since) => {
+                    let left = self.config.leave_timeout.saturating_sub(since.elapsed());
+                    match tokio::time::timeout(left, self.step()).await {
+                        Ok(done) => done,
+                        Err(_) => self.leave_done(since).await,
+                    }
+                }
+                None => self.step().await,
+            };
+            if done {
                 break;
             }
         }
