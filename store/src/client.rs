@@ -420,8 +420,9 @@ impl EtcdClient {
         .await
     }
 
-    /// Watch every key under `prefix` from `start_revision` (0: from now), with
-    /// reconnection. Deliveries are buffered (bounded); a slow reader slows the watch.
+    /// Watch every key under `prefix` from `start_revision` (0: from whenever the
+    /// stream, connecting in the background, is established — to miss nothing
+    /// after a read, pass that read's revision + 1), with reconnection. Deliveries are buffered (bounded); a slow reader slows the watch.
     pub fn watch_prefix(&self, prefix: &[u8], start_revision: i64) -> Watch {
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();

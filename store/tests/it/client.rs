@@ -27,7 +27,10 @@ async fn next_event(w: &mut mgmt_store::client::Watch) -> WatchEvent {
 /// Everything the clustering driver uses, in one pass.
 async fn exercise(c: &EtcdClient) {
     ready(c).await;
-    let mut w = c.watch_prefix(b"/t/", 0);
+    // Watch from the next revision: the watch stream connects in the background,
+    // and "from now" (0) could start after the put below.
+    let (rev, _) = c.get_prefix(b"/t/").await.unwrap();
+    let mut w = c.watch_prefix(b"/t/", rev + 1);
     c.put(b"/t/a", b"1", 0).await.unwrap();
     assert_eq!(c.get(b"/t/a").await.unwrap().unwrap().value, b"1");
     match next_event(&mut w).await {
@@ -84,7 +87,8 @@ async fn watch_resumes_after_the_server_restarts() {
     s.wait_for_leader(T).await.unwrap();
     let c = client(vec![cfg.client_urls[0].clone()]);
     ready(&c).await;
-    let mut w = c.watch_prefix(b"/w/", 0);
+    let (rev, _) = c.get_prefix(b"/w/").await.unwrap();
+    let mut w = c.watch_prefix(b"/w/", rev + 1);
     c.put(b"/w/1", b"a", 0).await.unwrap();
     assert!(matches!(next_event(&mut w).await, WatchEvent::Events(_)));
     s.shutdown().await;
