@@ -127,17 +127,21 @@ pub async fn run(
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<RunOutput, String> {
     let mut cmd = os_command(c)?;
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|e| format!("{:?}: {e}", c.cmd))?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{:?}: {e}", c.cmd))?;
     let mut killer = GroupKiller::new(child.id());
+    // Read output beside the wait: the command is done when it exits, not when
+    // its pipes close (a daemon it started may hold them open forever).
+    let stdout = tokio::spawn(read_tail(child.stdout.take()));
+    let stderr = tokio::spawn(read_tail(child.stderr.take()));
     let timeout_fut = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
-    let out = tokio::select! {
-        out = child.wait_with_output() => out.map_err(|e| format!("{:?}: {e}", c.cmd))?,
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| format!("{:?}: {e}", c.cmd))?,
         () = timeout_fut => {
             killer.kill();
             return Err(format!("{:?} timed out after {} s; its process group was killed", c.cmd, timeout.unwrap_or_default().as_secs()));
@@ -148,22 +152,62 @@ pub async fn run(
         }
     };
     killer.disarm();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = output_after_exit(stdout).await;
+    let stderr = output_after_exit(stderr).await;
+    for line in String::from_utf8_lossy(&stdout).lines() {
+        tracing::debug!("{:?}: {line}", c.cmd);
+    }
+    let stderr = String::from_utf8_lossy(&stderr);
     let tail = stderr
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| format!(": {}", l.trim()))
         .unwrap_or_default();
-    let status = match out.status.code() {
+    let status_text = match status.code() {
         Some(code) => format!("exited with status {code}"),
         None => "was killed by a signal".to_string(),
     };
     Ok(RunOutput {
-        success: out.status.success(),
-        status,
+        success: status.success(),
+        status: status_text,
         stderr_tail: tail,
     })
+}
+
+/// How much of a command's output is kept (the end of it).
+const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
+
+/// Reads a pipe to its end, keeping the last [`OUTPUT_TAIL_BYTES`].
+async fn read_tail(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut pipe) = pipe else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > OUTPUT_TAIL_BYTES {
+            kept.drain(..kept.len() - OUTPUT_TAIL_BYTES);
+        }
+    }
+    kept
+}
+
+/// The output of an exited command: what its pipes delivered by their end,
+/// or within a short grace if something it left running still holds them.
+async fn output_after_exit(mut reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    match tokio::time::timeout(Duration::from_millis(200), &mut reader).await {
+        Ok(Ok(out)) => out,
+        _ => {
+            reader.abort();
+            Vec::new()
+        }
+    }
 }
 
 /// Runs a watch command until it exits, calling `on_line` for each line it
@@ -309,6 +353,30 @@ mod tests {
         tx.send(true).unwrap();
         let err = task.await.unwrap().unwrap_err();
         assert!(err.contains("shutting down"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_leaves_a_daemon_behind_completes() {
+        let (_tx, mut rx) = watch::channel(false);
+        let dir = std::env::temp_dir().join(format!("mgmt-exec-daemon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        // The background sleep inherits stdout and stderr and keeps them open.
+        let mut p = params(sh(&format!("sleep 30 & echo $! > {}", pidfile.display())));
+        p.timeout_s = Some(20);
+        let out = ExecRes::new(p).check_apply(true, false, &mut rx).await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        assert_eq!(
+            out.unwrap().len(),
+            1,
+            "cmd completes when it exits, not when its pipes close"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
