@@ -80,10 +80,10 @@ struct RunArgs {
     #[arg(long, default_value = "/var/lib/mgmt/")]
     prefix: PathBuf,
     /// The cluster size to aim for, written to /_mgmt/idealClusterSize when this
-    /// host starts the cluster; change it live with etcdctl.
-    #[arg(long, default_value_t = mgmt_core::cluster::DEFAULT_IDEAL_CLUSTER_SIZE,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    ideal_cluster_size: u32,
+    /// host starts the cluster (unset: the stored value is kept, 5 if none);
+    /// change it live with etcdctl.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    ideal_cluster_size: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -202,7 +202,7 @@ fn run(args: RunArgs) -> ExitCode {
             let mut config = mgmt_store::cluster::ClusterConfig::new(store);
             config.server = !args.no_server;
             config.seeds = seeds;
-            config.ideal_cluster_size = Some(args.ideal_cluster_size);
+            config.ideal_cluster_size = args.ideal_cluster_size;
             let cluster = mgmt_store::cluster::Cluster::start(config)
                 .await
                 .map_err(|e| format!("store: {e}"))?;

@@ -25,7 +25,10 @@ const FORBIDDEN_CODE: &[&str] = &[
     "std::env",
     "tokio::",
     "Instant::now",
-    "SystemTime::now",
+    "SystemTime",
+    "Instant",
+    // A grouped import could hide any of the above.
+    "std::{",
     "thread_rng",
     "RandomState",
 ];

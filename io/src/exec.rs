@@ -43,10 +43,15 @@ impl ExecRes {
     ) -> Result<Vec<String>, String> {
         let fired = self.watch_fired.swap(false, Ordering::SeqCst);
         let due = match &self.params.ifcmd {
-            Some(ifcmd) => run(ifcmd, None, cancel)
-                .await
-                .map(|o| o.success)
-                .map_err(|e| format!("ifcmd: {e}"))?,
+            // The guard gets the same time limit as the command it guards.
+            Some(ifcmd) => run(
+                ifcmd,
+                self.params.timeout_s.map(Duration::from_secs),
+                cancel,
+            )
+            .await
+            .map(|o| o.success)
+            .map_err(|e| format!("ifcmd: {e}"))?,
             None => !self.ran_once || refresh || fired,
         };
         if !due {
@@ -222,13 +227,25 @@ pub async fn watch_lines(c: &Command, mut on_line: impl FnMut()) -> String {
         Ok(child) => child,
         Err(e) => return format!("watchcmd {:?}: {e}", c.cmd),
     };
-    let _killer = GroupKiller::new(child.id());
+    let mut killer = GroupKiller::new(child.id());
     let Some(stdout) = child.stdout.take() else {
         return "watchcmd has no stdout".into();
     };
-    let mut lines = BufReader::new(stdout).lines();
-    while let Ok(Some(_)) = lines.next_line().await {
-        on_line();
+    // Lines as bytes: output need not be UTF-8, and any line is an event.
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    let read_error = loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => break None,
+            Ok(_) => on_line(),
+            Err(e) => break Some(e),
+        }
+    };
+    if let Some(e) = read_error {
+        // Still running but unreadable: end it rather than wait forever.
+        killer.kill();
+        return format!("watchcmd {:?}: reading its output: {e}", c.cmd);
     }
     match child.wait().await {
         Ok(status) => format!("watchcmd {:?} exited ({status})", c.cmd),
@@ -382,8 +399,8 @@ mod tests {
     #[tokio::test]
     async fn watch_lines_counts_each_line() {
         let mut n = 0;
-        let why = watch_lines(&sh("printf 'a\\nb\\nc\\n'"), || n += 1).await;
-        assert_eq!(n, 3);
+        let why = watch_lines(&sh("printf 'a\\nb\\n\\377\\376\\nc\\n'"), || n += 1).await;
+        assert_eq!(n, 4, "a line that is not UTF-8 is an event too");
         assert!(why.contains("exited"), "{why}");
     }
 }

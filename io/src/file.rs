@@ -30,6 +30,8 @@ pub enum FileError {
     IsDir(PathBuf),
     #[error("{0}: is not a directory, but the graph wants a directory")]
     NotDir(PathBuf),
+    #[error("{0}: is a symbolic link; mgmt manages files and directories, not links")]
+    Symlink(PathBuf),
     #[error("unknown user {0:?}")]
     UnknownUser(String),
     #[error("unknown group {0:?}")]
@@ -137,6 +139,14 @@ pub fn check_apply_with(
 
     if p.state == FileState::Absent {
         if let Some(m) = existing {
+            // Only a resource declared as a directory (trailing '/') may remove a
+            // tree: a typo in a file's path must never delete a directory.
+            if m.is_dir() && !p.is_dir() {
+                return Err(FileError::IsDir(path.to_path_buf()));
+            }
+            if !m.is_dir() && p.is_dir() {
+                return Err(FileError::NotDir(path.to_path_buf()));
+            }
             changes.push("removed".to_string());
             if apply {
                 if m.is_dir() {
@@ -147,6 +157,14 @@ pub fn check_apply_with(
             }
         }
         return Ok((changes, None));
+    }
+    // chmod and chown would act on the link's target, not on what the graph
+    // names; refuse rather than guess.
+    if existing
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_symlink())
+    {
+        return Err(FileError::Symlink(path.to_path_buf()));
     }
 
     let uid = p.owner.as_ref().map(resolve_user).transpose()?;

@@ -39,7 +39,7 @@ pub struct FsWatch {
 
 impl FsWatch {
     /// Creates the watcher; raw events arrive on the returned channel and go
-    /// back in through [`FsWatch::vertices_for`].
+    /// back in through [`FsWatch::members_for`].
     pub fn new() -> notify::Result<(Self, mpsc::UnboundedReceiver<RawEvent>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let watcher = notify::recommended_watcher(move |ev: RawEvent| {
@@ -66,7 +66,7 @@ impl FsWatch {
             .push(target.clone());
         let members = self.targets.entry(target.clone()).or_default();
         members.insert((vertex, member));
-        if members.len() > 1 {
+        if members.len() > 1 && self.via.contains_key(&target) {
             return Ok(()); // Already armed for another member.
         }
         self.arm(&target)

@@ -63,8 +63,9 @@ fn run_serves_the_store_to_etcdctl() {
     assert!(prefix.join("h1").is_dir(), "state lives in PREFIX/HOSTNAME");
     assert!(agent.terminate().success());
 
-    // The same ports again, now that the first agent has gone: state persisted.
-    let agent = Agent::start(&args);
+    // The same ports again, now that the first agent has gone, and no
+    // --ideal-cluster-size: the state persisted, the operator's 4 is kept.
+    let agent = Agent::start(&args[..args.len() - 2]);
     agent.wait_for_line("running graph", Duration::from_secs(20));
     assert_eq!(
         etcdctl(
@@ -72,8 +73,8 @@ fn run_serves_the_store_to_etcdctl() {
             &["get", "/_mgmt/idealClusterSize", "--print-value-only"]
         )
         .trim(),
-        "3",
-        "bootstrap rewrites it"
+        "4",
+        "a restart without the flag keeps the stored size"
     );
     assert!(agent.terminate().success());
 }

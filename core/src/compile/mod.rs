@@ -198,6 +198,18 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     let (exported, mut resources): (Vec<_>, Vec<_>) = unique.into_iter().partition(|r| r.exported);
     resources.sort_by(|a, b| a.id.cmp(&b.id));
 
+    // Two resources managing one path would undo each other forever.
+    let mut paths: BTreeMap<&str, &ResourceId> = BTreeMap::new();
+    for r in &resources {
+        if let Params::File(f) = &r.params {
+            let key = f.path.trim_end_matches('/');
+            if let Some(first) = paths.insert(key, &r.id) {
+                let msg = format!("path {:?} is also managed by {first}", f.path);
+                ctx.err(None, Some(&r.id), msg);
+            }
+        }
+    }
+
     let mut graph = Graph {
         name: g.graph.value,
         comment: g.comment,
@@ -480,15 +492,19 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
 }
 
 /// Collapses repeated slashes; keeps the trailing slash that marks a directory.
+/// Drops empty and `.` components (`//`, `/./`, a trailing `/.`); keeps the
+/// trailing slash that marks a directory. `..` is rejected before this.
 fn normalise_path(p: &str) -> String {
-    let mut out = String::with_capacity(p.len());
-    for c in p.chars() {
-        if c == '/' && out.ends_with('/') {
-            continue;
-        }
-        out.push(c);
+    let is_dir = p.ends_with('/') || p.ends_with("/.");
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let mut out = format!("/{}", parts.join("/"));
+    if is_dir && out != "/" {
+        out.push('/');
     }
-    out.replace("/./", "/")
+    out
 }
 
 /// `"0644"`, `"644"`, `"0o644"` -> 0o644. At most 4 octal digits.

@@ -341,3 +341,26 @@ fn alias_bombs_are_rejected() {
     let e = err(&y);
     assert!(e.starts_with("error: g.yaml"), "{e}");
 }
+
+#[test]
+fn two_files_with_one_path_are_an_error() {
+    let e = err(
+        "graph: g\nresources:\n  file:\n  - {name: a, path: /x/y}\n  - {name: b, path: /x//./y}\n",
+    );
+    assert!(
+        e.contains("File[b]: path \"/x/y\" is also managed by File[a]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn paths_are_normalised() {
+    for (raw, want) in [
+        ("/a//b", "/a/b"),
+        ("/a/./b/.", "/a/b/"),
+        ("/a/././b", "/a/b"),
+        ("/a/b/", "/a/b/"),
+    ] {
+        assert_eq!(normalise_path(raw), want, "{raw}");
+    }
+}

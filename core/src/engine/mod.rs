@@ -95,6 +95,8 @@ struct VState {
     poll_at: Option<Millis>,
     watch_retry_at: Option<Millis>,
     watch_failures: u32,
+    /// The watch failed more often than `retry` allows: no events will come.
+    watch_dead: bool,
     last_error: Option<String>,
 }
 
@@ -104,6 +106,9 @@ enum Timer {
     WatchRetry,
     Poll,
 }
+
+/// The shortest wait before a failed watch is restarted, whatever `delay` says.
+pub const MIN_WATCH_RESTART: Millis = Millis(250);
 
 /// Settings of one run.
 #[derive(Clone, Debug, Default)]
@@ -184,6 +189,7 @@ impl Engine {
                 poll_at: None,
                 watch_retry_at: None,
                 watch_failures: 0,
+                watch_dead: false,
                 last_error: None,
             };
             n
@@ -212,6 +218,8 @@ impl Engine {
             Input::Start => self.start(),
             Input::WatchEvent(v) => {
                 self.activity();
+                // The watch works: earlier failures no longer count against it.
+                self.state[v].watch_failures = 0;
                 self.poke(v);
             }
             Input::WatchFailed { vertex, error } => self.watch_failed(vertex, error),
@@ -328,7 +336,9 @@ impl Engine {
         s.full = true;
         let used = s.watch_failures;
         if retry_allowed(self.conf[v].retry, used) {
-            let at = self.now + self.conf[v].delay;
+            // A watch that dies at once (say `watchcmd: false`) with `retry: -1`
+            // and no delay must not be restarted in a tight loop.
+            let at = self.now + self.conf[v].delay.max(MIN_WATCH_RESTART);
             self.set_timer(v, Timer::WatchRetry, at);
             self.outputs.push_back(Output::WillRetry {
                 vertex: v,
@@ -337,6 +347,7 @@ impl Engine {
             });
         } else {
             s.health = Health::Permanent;
+            s.watch_dead = true;
             s.last_error = Some(error.clone());
             self.outputs
                 .push_back(Output::FailedPermanently { vertex: v, error });
@@ -353,7 +364,13 @@ impl Engine {
         match result {
             Ok(changed) => {
                 let s = &mut self.state[v];
-                s.health = Health::Ok;
+                // A CheckApply that was running when the watch died for good
+                // does not bring the vertex back.
+                s.health = if s.watch_dead {
+                    Health::Permanent
+                } else {
+                    Health::Ok
+                };
                 s.last_error = None;
                 if changed {
                     self.activity();

@@ -472,7 +472,7 @@ fn poll_meta_schedules_checks_instead_of_a_watch() {
 
 #[test]
 fn watch_failure_restarts_the_watch_per_retry_meta() {
-    let g = graph("graph: g\nresources:\n  noop: [{name: a, meta: {retry: 1, delay: 50}}]\n");
+    let g = graph("graph: g\nresources:\n  noop: [{name: a, meta: {retry: 1, delay: 300}}]\n");
     let mut e = Engine::new(&g, EngineConfig::default());
     e.handle(Millis(0), Input::Start);
     drain(&mut e);
@@ -484,7 +484,9 @@ fn watch_failure_restarts_the_watch_per_retry_meta() {
         },
     );
     drain(&mut e);
-    e.handle(Millis(60), Input::Tick);
+    e.handle(Millis(309), Input::Tick);
+    assert!(drain(&mut e).is_empty());
+    e.handle(Millis(310), Input::Tick);
     assert_eq!(drain(&mut e), vec![Output::StartWatch(0)]);
     e.handle(
         Millis(70),
@@ -650,4 +652,83 @@ mod properties {
             prop_assert!(ran.iter().all(|&r| r >= 1));
         }
     }
+}
+
+#[test]
+fn watch_restarts_never_spin_even_with_no_delay() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a, meta: {retry: -1, delay: 0}}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    let failed = Input::WatchFailed {
+        vertex: 0,
+        error: "exited".into(),
+    };
+    e.handle(Millis(10), failed);
+    drain(&mut e);
+    assert_eq!(e.poll_timeout(), Some(Millis(10) + MIN_WATCH_RESTART));
+}
+
+#[test]
+fn a_working_watch_forgets_old_failures() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a, meta: {retry: 1, delay: 300}}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    e.handle(
+        Millis(1),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    for round in 0..3u64 {
+        let t = 1000 * (round + 1);
+        e.handle(
+            Millis(t),
+            Input::WatchFailed {
+                vertex: 0,
+                error: "gone".into(),
+            },
+        );
+        e.handle(Millis(t + 300), Input::Tick);
+        // The restarted watch delivers an event: it works again.
+        e.handle(Millis(t + 400), Input::WatchEvent(0));
+        e.handle(
+            Millis(t + 401),
+            Input::CheckApplyDone {
+                vertex: 0,
+                result: Ok(false),
+            },
+        );
+        assert!(
+            !drain(&mut e)
+                .iter()
+                .any(|o| matches!(o, Output::FailedPermanently { .. })),
+            "round {round}"
+        );
+    }
+    assert!(e.failed().is_empty());
+}
+
+#[test]
+fn a_dead_watch_stays_failed_after_a_running_check_succeeds() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    e.handle(
+        Millis(1),
+        Input::WatchFailed {
+            vertex: 0,
+            error: "gone".into(),
+        },
+    );
+    e.handle(
+        Millis(2),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(e.failed(), vec![0]);
 }
