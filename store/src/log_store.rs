@@ -111,6 +111,19 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T
     }
 }
 
+/// Whether a whole frame with a matching CRC starts at `pos`.
+fn valid_frame_at(bytes: &[u8], pos: usize) -> bool {
+    let Some(header) = bytes.get(pos..pos + 8) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    len > 0
+        && bytes
+            .get(pos + 8..pos + 8 + len)
+            .is_some_and(|p| crc32fast::hash(p) == crc)
+}
+
 fn frame(entry: &Entry) -> io::Result<Vec<u8>> {
     let payload = serde_json::to_vec(entry).map_err(io::Error::other)?;
     let mut buf = Vec::with_capacity(payload.len() + 8);
@@ -166,6 +179,19 @@ impl LogStore {
             }
             let payload = &bytes[pos + 8..pos + 8 + len];
             if crc32fast::hash(payload) != crc {
+                // A torn write is the last thing in the file. A bad frame with a
+                // good one after it is corruption in the middle: cutting there
+                // would drop acknowledged entries, so refuse to open.
+                if valid_frame_at(&bytes, pos + 8 + len) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: corrupt frame at offset {pos} with valid frames after it; \
+                             refusing to open (restore the data directory or remove this member's state)",
+                            path.display()
+                        ),
+                    ));
+                }
                 torn = Some(bad("CRC mismatch"));
                 break;
             }
