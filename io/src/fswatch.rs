@@ -88,11 +88,6 @@ impl FsWatch {
         }
     }
 
-    /// Number of inotify watches in use.
-    pub fn watch_count(&self) -> usize {
-        self.dirs.len()
-    }
-
     /// Watches every existing ancestor of `target`, and no other directory.
     fn arm(&mut self, target: &OsStr) -> notify::Result<()> {
         // A directory we hold a live watch on needs no stat: if it goes away,

@@ -97,7 +97,6 @@ struct VState {
     watch_failures: u32,
     /// The watch failed more often than `retry` allows: no events will come.
     watch_dead: bool,
-    last_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -190,7 +189,6 @@ impl Engine {
                 watch_retry_at: None,
                 watch_failures: 0,
                 watch_dead: false,
-                last_error: None,
             };
             n
         ];
@@ -264,11 +262,6 @@ impl Engine {
         (0..self.state.len())
             .filter(|&v| self.state[v].health == Health::Permanent)
             .collect()
-    }
-
-    /// The last error of a vertex, if it is failing.
-    pub fn last_error(&self, v: VertexId) -> Option<&str> {
-        self.state[v].last_error.as_deref()
     }
 
     fn start(&mut self) {
@@ -348,7 +341,6 @@ impl Engine {
         } else {
             s.health = Health::Permanent;
             s.watch_dead = true;
-            s.last_error = Some(error.clone());
             self.outputs
                 .push_back(Output::FailedPermanently { vertex: v, error });
         }
@@ -371,7 +363,6 @@ impl Engine {
                 } else {
                     Health::Ok
                 };
-                s.last_error = None;
                 if changed {
                     self.activity();
                 }
@@ -397,7 +388,6 @@ impl Engine {
                 };
                 s.dirty = true;
                 s.full = true;
-                s.last_error = Some(error.clone());
                 if retry_allowed(self.conf[v].retry, used) {
                     let at = self.now + self.conf[v].delay;
                     self.state[v].health = Health::Failing { retries_used: used };
