@@ -200,7 +200,9 @@ pub async fn run(
                     error,
                     retry_at,
                 } => {
-                    let in_ms = retry_at.0.saturating_sub(now().0);
+                    // Relative to the engine's clock: the delay it decided, not the
+                    // time this log line happens to be written.
+                    let in_ms = retry_at.0.saturating_sub(engine.now().0);
                     warn!(
                         "{}: {error}; retrying in {in_ms} ms",
                         graph.vertex_id(vertex)

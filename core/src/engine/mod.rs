@@ -257,6 +257,11 @@ impl Engine {
         self.running == 0 && self.busy_timers == 0
     }
 
+    /// The time of the latest input: what the outputs' times are relative to.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
     /// Vertices that failed for good, in order.
     pub fn failed(&self) -> Vec<VertexId> {
         (0..self.state.len())
