@@ -4,20 +4,11 @@
 //!
 //! Optional args: `OPS CONCURRENCY` (default 2000 16).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mgmt_store::pb::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
 use mgmt_store::{Store, StoreConfig};
 use tonic::transport::Channel;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Stats {
     ops_per_s: f64,
@@ -109,12 +100,9 @@ async fn main() {
         for s in stores {
             s.shutdown().await;
         }
-        let (mut etcds, url) = start_etcds(members).await;
+        let (etcd, url) = start_etcds(members).await;
         bench(&format!("etcd 3.4 x{members}"), url, ops, conc).await;
-        for (child, _) in &mut etcds {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(etcd);
     }
 }
 
@@ -145,45 +133,12 @@ async fn start_stores(prefix: &std::path::Path, members: usize) -> Vec<mgmt_stor
     stores
 }
 
-/// `members` etcd servers on loopback, each with its own data dir; returns them and
-/// one client URL once the cluster answers.
-async fn start_etcds(members: usize) -> (Vec<(std::process::Child, tempfile::TempDir)>, String) {
-    let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
-    let cluster = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, pp))| format!("e{i}=http://127.0.0.1:{pp}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut children = Vec::new();
-    for (i, (cp, pp)) in ports.iter().enumerate() {
-        let data = tempfile::tempdir().unwrap();
-        let child = Command::new("/usr/bin/etcd")
-            .args([
-                "--name",
-                &format!("e{i}"),
-                "--data-dir",
-                data.path().to_str().unwrap(),
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{cp}"),
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{cp}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{pp}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{pp}"),
-                "--initial-cluster",
-                &cluster,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd runs (apt-get install etcd-server)");
-        children.push((child, data));
-    }
-    // Wait until etcd answers a write (bounded): a quorum has formed.
+/// `members` real etcd servers on loopback; returns them and one client URL
+/// once the cluster answers a write (a quorum has formed).
+async fn start_etcds(members: usize) -> (mgmt_store::testing::RealEtcd, String) {
+    let etcd = mgmt_store::testing::RealEtcd::start_cluster(members);
+    let url = etcd.client_urls[0].clone();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let url = format!("http://127.0.0.1:{}", ports[0].0);
     loop {
         let ok = match tonic::transport::Endpoint::from_shared(url.clone())
             .unwrap()
@@ -206,5 +161,5 @@ async fn start_etcds(members: usize) -> (Vec<(std::process::Child, tempfile::Tem
         assert!(Instant::now() < deadline, "etcd did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (children, url)
+    (etcd, url)
 }

@@ -54,6 +54,8 @@ pub mod pb;
 pub mod runtime;
 mod server;
 mod state_machine;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod types;
 
 use std::collections::BTreeMap;

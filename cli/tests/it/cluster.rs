@@ -125,7 +125,7 @@ fn four_agents_cluster_grow_shrink_regrow() {
 
 #[test]
 fn no_server_agent_runs_a_graph_against_a_real_etcd() {
-    let etcd = RealEtcd::start();
+    let (_etcd, etcd_port) = real_etcd();
     let d = tempfile::tempdir().unwrap();
     let target = d.path().join("f1");
     let g = write(
@@ -136,7 +136,7 @@ fn no_server_agent_runs_a_graph_against_a_real_etcd() {
             target.display()
         ),
     );
-    let seeds = format!("http://127.0.0.1:{}", etcd.client_port);
+    let seeds = format!("http://127.0.0.1:{}", etcd_port);
     let prefix = d.path().join("prefix");
     let agent = Agent::start(&[
         "run",
@@ -158,7 +158,7 @@ fn no_server_agent_runs_a_graph_against_a_real_etcd() {
         "the graph ran"
     );
     // A client-only agent does not volunteer.
-    let vols = etcdctl(etcd.client_port, &["get", "--prefix", "/_mgmt/volunteers/"]);
+    let vols = etcdctl(etcd_port, &["get", "--prefix", "/_mgmt/volunteers/"]);
     assert!(vols.is_empty(), "{vols}");
     assert!(agent.terminate().success());
 }

@@ -175,50 +175,20 @@ pub fn try_etcdctl(port: u16, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A real etcd 3.4 (`/usr/bin/etcd`, Debian etcd-server) on loopback with its
-/// own data directory and ports; killed (by its pid) when dropped.
-pub struct RealEtcd {
-    pub child: Child,
-    pub client_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RealEtcd {
-    pub fn start() -> RealEtcd {
-        let (cp, pp) = (free_port(), free_port());
-        let dir = tempfile::tempdir().unwrap();
-        let client_url = format!("http://127.0.0.1:{cp}");
-        let peer_url = format!("http://127.0.0.1:{pp}");
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", "real", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("real={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd runs (apt-get install etcd-server)");
-        let etcd = RealEtcd {
-            child,
-            client_port: cp,
-            _dir: dir,
-        };
-        assert!(
-            wait_until(Duration::from_secs(20), || try_etcdctl(cp, &["get", "x"])
-                .is_some())
-            .is_some(),
-            "etcd did not start"
-        );
-        etcd
-    }
-}
-
-impl Drop for RealEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A real etcd 3.4 on loopback (the store crate's test helper), once it answers.
+pub fn real_etcd() -> (mgmt_store::testing::RealEtcd, u16) {
+    let etcd = mgmt_store::testing::RealEtcd::start();
+    let port: u16 = etcd.client_urls[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || try_etcdctl(port, &["get", "x"])
+            .is_some())
+        .is_some(),
+        "etcd did not start"
+    );
+    (etcd, port)
 }

@@ -73,7 +73,7 @@ async fn client_against_our_store() {
 async fn client_against_real_etcd() {
     init_tracing();
     let etcd = RealEtcd::start();
-    let c = client(vec![etcd.client_url.clone()]);
+    let c = client(etcd.client_urls.clone());
     exercise(&c).await;
 }
 

@@ -182,43 +182,4 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A real etcd 3.4 (`/usr/bin/etcd`, Debian etcd-server) on loopback with its own
-/// data directory and ports; killed (by its pid) when dropped.
-pub struct RealEtcd {
-    pub child: Child,
-    pub client_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RealEtcd {
-    pub fn start() -> RealEtcd {
-        let (cp, pp) = (free_port(), free_port());
-        let dir = tempfile::tempdir().unwrap();
-        let client_url = format!("http://127.0.0.1:{cp}");
-        let peer_url = format!("http://127.0.0.1:{pp}");
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", "real", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("real={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd runs (apt-get install etcd-server)");
-        RealEtcd {
-            child,
-            client_url,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for RealEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use mgmt_store::testing::RealEtcd;

@@ -1,0 +1,73 @@
+//! Helpers for tests and benchmarks (feature `test-support`): a real etcd 3.4
+//! on loopback, to compare with or to run against.
+
+use std::process::{Child, Command, Stdio};
+
+/// Real etcd servers (`/usr/bin/etcd`, Debian etcd-server) on 127.0.0.1, each
+/// with its own free ports and temp data directory; killed (by pid) and
+/// reaped when dropped. Starting returns at once: wait for readiness with a
+/// client of your choice.
+pub struct RealEtcd {
+    children: Vec<(Child, tempfile::TempDir)>,
+    /// Client URL of each member, in order.
+    pub client_urls: Vec<String>,
+}
+
+impl RealEtcd {
+    /// One member.
+    pub fn start() -> RealEtcd {
+        Self::start_cluster(1)
+    }
+
+    /// `members` members forming one cluster.
+    pub fn start_cluster(members: usize) -> RealEtcd {
+        let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut etcd = RealEtcd {
+            children: Vec::new(),
+            client_urls: Vec::new(),
+        };
+        for (i, (client, peer)) in ports.into_iter().enumerate() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let child = Command::new("/usr/bin/etcd")
+                .args(["--name", &format!("e{i}"), "--data-dir"])
+                .arg(dir.path())
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &cluster])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd runs (apt-get install etcd-server)");
+            etcd.children.push((child, dir));
+            etcd.client_urls.push(client_url);
+        }
+        etcd
+    }
+}
+
+impl Drop for RealEtcd {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port nobody listens on right now (the OS picks it; a tiny race remains).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
