@@ -39,13 +39,22 @@ struct GraphArgs {
     /// The graph, in YAML.
     #[arg(long, short = 'f')]
     file: PathBuf,
+    /// Refuse a graph file larger than this many bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_BYTES)]
+    max_graph_bytes: u64,
 }
+
+/// 64 MiB: far beyond any hand-written graph (100 000 resources take ~5 MB).
+const DEFAULT_MAX_GRAPH_BYTES: u64 = 64 << 20;
 
 #[derive(Args)]
 struct RunArgs {
     /// The graph, in YAML.
     #[arg(long, short = 'f')]
     file: PathBuf,
+    /// Refuse a graph file larger than this many bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_BYTES)]
+    max_graph_bytes: u64,
     /// Exit after this many seconds with nothing to do; -1 runs forever; 0 makes
     /// a single pass (no watches).
     #[arg(long, short = 't', default_value_t = -1, allow_negative_numbers = true)]
@@ -90,12 +99,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Graph(args) => match load(&args.file) {
+        Command::Graph(args) => match load(&args.file, args.max_graph_bytes) {
             Ok(graph) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&graph.to_json()).expect("JSON")
-                );
+                use std::io::Write as _;
+                let json = serde_json::to_string_pretty(&graph.to_json()).expect("JSON");
+                // A reader that stopped early (`| head`) is not an error of ours.
+                let _ = writeln!(std::io::stdout(), "{json}");
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -112,39 +121,141 @@ fn init_logging() {
         .with_target(false)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
+        // Its own report of a failed write goes to stderr with eprintln!,
+        // which panics when stderr is the pipe that just closed.
+        .log_internal_errors(false)
         .init();
 }
 
+/// Set once stderr refused a write: logging is off from then on.
+static STDERR_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// stderr that never fails: a closed or broken pipe, a full disk or a
+/// vanished terminal turns logging off instead of stopping the agent, which
+/// goes on and exits with the status it would have had.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !STDERR_GONE.load(Relaxed) && std::io::stderr().write_all(buf).is_err() {
+            STDERR_GONE.store(true, Relaxed);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Prints an error for the user on stderr, ignoring a closed stderr
+/// (`eprintln!` would panic).
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(LogWriter, $($arg)*);
+    }};
+}
+
 /// Reads and compiles a graph, printing every diagnostic on failure.
-fn load(path: &Path) -> Result<Graph, ExitCode> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("error: {}: {e}", path.display());
+fn load(path: &Path, max_bytes: u64) -> Result<Graph, ExitCode> {
+    let text = read_graph(path, max_bytes).map_err(|e| {
+        report!("error: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
     mgmt_core::compile(&path.display().to_string(), &text).map_err(|e| {
-        eprintln!("{e}");
+        report!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     })
 }
 
+/// The text of a graph file: a regular file of at most `max_bytes`. It is
+/// opened without blocking, so a FIFO with no writer is refused at once
+/// rather than waited on, and read no further than the cap, so a device
+/// that never ends (`/dev/zero`) cannot fill memory.
+fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(what) = what {
+        return Err(format!("the graph must be a regular file, this is {what}"));
+    }
+    let too_big = || {
+        format!("the graph is larger than {max_bytes} bytes (raise --max-graph-bytes to allow it)")
+    };
+    if meta.len() > max_bytes {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    let graph = match load(&args.file) {
+    let graph = match load(&args.file, args.max_graph_bytes) {
         Ok(g) => g,
         Err(code) => return code,
     };
     if args.converged_timeout < -1 {
-        eprintln!(
+        report!(
             "error: --converged-timeout must be -1 (forever) or >= 0, not {}",
             args.converged_timeout
         );
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
+    // A host name picks the store's directory and names this host's
+    // /_mgmt/ keys: checked before anything starts.
+    let hostname = match &args.hostname {
+        Some(name) => match mgmt_core::Hostname::parse(name) {
+            Ok(h) => h.to_string(),
+            Err(e) => {
+                report!("error: --hostname: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        },
+        None => machine_hostname(),
+    };
+    let clustered = !(args.no_server && args.seeds.is_none());
+    if clustered && let Err(e) = mgmt_core::Hostname::parse(&hostname) {
+        report!("error: this machine's {e}; give one with --hostname");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     if let Some(want) = &graph.hostname
-        && *want != hostname
+        && want.as_str() != hostname
     {
-        eprintln!(
+        report!(
             "error: {}: graph is for host {want:?}, this is {hostname:?}",
             args.file.display()
         );
@@ -153,7 +264,7 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(dot) = &args.graphviz
         && let Err(e) = std::fs::write(dot, graph.to_dot())
     {
-        eprintln!("error: --graphviz {}: {e}", dot.display());
+        report!("error: --graphviz {}: {e}", dot.display());
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     for note in &graph.notes {
@@ -183,12 +294,12 @@ fn run(args: RunArgs) -> ExitCode {
     let (client_urls, peer_urls, seeds) = match urls {
         (Ok(c), Ok(p), Ok(s)) => (c, p, s),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            eprintln!("error: {e}");
+            report!("error: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
     if args.seeds.is_some() && seeds.is_empty() {
-        eprintln!("error: --seeds needs at least one URL");
+        report!("error: --seeds needs at least one URL");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let report = runtime.block_on(async {

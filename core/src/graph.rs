@@ -60,7 +60,8 @@ pub struct Collect {
 pub struct Graph {
     pub name: String,
     pub comment: Option<String>,
-    pub hostname: Option<String>,
+    /// The only host this graph may run on.
+    pub hostname: Option<crate::hostname::Hostname>,
     /// Resources run on this host, sorted by `Kind[name]`.
     pub resources: Vec<Resource>,
     /// Resources named `@@...`: exported to other hosts, not run here.

@@ -39,7 +39,6 @@
 //! hangs when the cluster has no quorum.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,7 +169,7 @@ impl Cluster {
             server = Some(Arc::new(store));
             urls
         } else {
-            if config.server && has_state(&config.store.data_dir()) {
+            if config.server && has_state(&config.store.data_dir()?) {
                 // A member restarting (after a crash): serve again at once from
                 // its state. Waiting to read its nomination first could
                 // deadlock: the cluster may need this very member for quorum.
@@ -717,7 +716,14 @@ impl Driver {
         let Some(want) = self.nomination_id() else {
             return;
         };
-        let dir = self.config.store.data_dir();
+        let dir = match self.config.store.data_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                error!("cannot start the store server: {e}");
+                self.next_start_attempt = Instant::now() + Duration::from_secs(2);
+                return;
+            }
+        };
         if dir.exists() {
             let stored = stored_member_id(&dir);
             if stored != Some(want) {
@@ -731,8 +737,8 @@ impl Driver {
                 let old = stored.unwrap_or_else(|| member_id(&me));
                 if !members.iter().any(|m| m.id == old) {
                     info!("discarding stale store state in {}", dir.display());
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        error!("cannot discard {}: {e}", dir.display());
+                    if let Err(e) = self.config.store.discard_data_dir() {
+                        error!("cannot discard stale store state: {e}");
                         return;
                     }
                 }
@@ -802,11 +808,9 @@ impl Driver {
         s.shutdown().await;
         info!("store server stopped");
         if discard {
-            let dir = self.config.store.data_dir();
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                warn!("cannot discard {}: {e}", dir.display());
+            match self.config.store.discard_data_dir() {
+                Ok(dir) => info!("discarded store state in {}", dir.display()),
+                Err(e) => warn!("cannot discard store state: {e}"),
             }
         }
         self.follow_endpoints();
@@ -1116,9 +1120,4 @@ fn caught_up(s: &StoreHandle, id: u64) -> bool {
         .as_ref()
         .and_then(|r| r.get(&id).cloned().flatten())
         .is_some_and(|matched| matched.index + PROMOTE_LAG >= last)
-}
-
-/// Where a host keeps its store state (for tests and the CLI).
-pub fn data_dir(config: &ClusterConfig) -> PathBuf {
-    config.store.data_dir()
 }

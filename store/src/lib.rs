@@ -65,6 +65,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mgmt_core::Hostname;
 use mgmt_core::kv::{
     self as kv, Command, DeleteRangeRequest, Event, KeyValue, KvError, Output, PutRequest,
     RangeRequest,
@@ -94,6 +95,9 @@ pub enum StoreError {
     InvalidUrl { url: String, reason: String },
     #[error("store data in {dir}: {source}")]
     Storage { dir: PathBuf, source: io::Error },
+    /// The data directory would not be a directory of its own inside the prefix.
+    #[error("refusing store directory {dir}: {reason}")]
+    UnsafeDataDir { dir: PathBuf, reason: String },
     #[error("raft: {0}")]
     Raft(String),
     #[error("membership change failed: {0}")]
@@ -152,9 +156,48 @@ impl StoreConfig {
         }
     }
 
-    /// This member's data directory.
-    pub fn data_dir(&self) -> PathBuf {
-        self.prefix.join(&self.hostname)
+    /// This member's data directory, `PREFIX/HOSTNAME/`, creating the prefix
+    /// if it is missing. The store creates this directory and deletes it when
+    /// the host stops being a member, so it is checked every time: the host
+    /// name must be a valid [`Hostname`], and, independently of that, the
+    /// directory must be a direct child of the canonical prefix (never the
+    /// prefix itself, never outside it) and not a symbolic link.
+    pub fn data_dir(&self) -> Result<PathBuf, StoreError> {
+        let unsafe_dir = |dir: PathBuf, reason: String| StoreError::UnsafeDataDir { dir, reason };
+        let given = self.prefix.join(&self.hostname);
+        Hostname::parse(&self.hostname).map_err(|e| unsafe_dir(given.clone(), e.to_string()))?;
+        let storage = |source| StoreError::Storage {
+            dir: self.prefix.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.prefix).map_err(storage)?;
+        let prefix = std::fs::canonicalize(&self.prefix).map_err(storage)?;
+        let dir = prefix.join(&self.hostname);
+        if dir.parent() != Some(prefix.as_path()) || dir == prefix {
+            let reason = format!("not a directory of its own inside {}", prefix.display());
+            return Err(unsafe_dir(dir, reason));
+        }
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if !m.is_dir() => Err(unsafe_dir(
+                dir,
+                "exists and is not a directory (a symbolic link is refused)".into(),
+            )),
+            Ok(_) => Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(dir),
+            Err(source) => Err(StoreError::Storage { dir, source }),
+        }
+    }
+
+    /// Deletes this member's state (it is no member any more). Only ever the
+    /// checked [`StoreConfig::data_dir`]; a missing directory is no error.
+    pub fn discard_data_dir(&self) -> Result<PathBuf, StoreError> {
+        let dir = self.data_dir()?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::Storage { dir, source: e })
+            }
+            _ => Ok(dir),
+        }
     }
 }
 
@@ -269,7 +312,7 @@ impl Store {
         let client_urls: Vec<String> = clients.iter().map(|(u, _)| u.clone()).collect();
         let peer_urls: Vec<String> = peers.iter().map(|(u, _)| u.clone()).collect();
 
-        let dir = config.data_dir();
+        let dir = config.data_dir()?;
         let storage = |source| StoreError::Storage {
             dir: dir.clone(),
             source,
@@ -728,10 +771,5 @@ impl StoreHandle {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.node.sm.lock().watchers.clear();
-    }
-
-    /// The data directory of this member.
-    pub fn data_dir(config: &StoreConfig) -> PathBuf {
-        config.data_dir()
     }
 }

@@ -94,3 +94,144 @@ fn missing_file() {
         stderr(&out)
     );
 }
+
+/// `--hostname` picks `PREFIX/HOSTNAME/`, which the store deletes when the
+/// host stops being a member: a name that is not a host name exits 2 before
+/// anything starts, and nothing beside or inside the prefix is touched.
+#[test]
+fn a_hostname_that_is_not_a_host_name_is_refused() {
+    let top = tempfile::tempdir().unwrap();
+    let prefix = top.path().join("p");
+    std::fs::create_dir_all(prefix.join("h2")).unwrap();
+    std::fs::write(prefix.join("h2/state"), "another host's").unwrap();
+    std::fs::write(top.path().join("beside"), "keep").unwrap();
+    let target = top.path().join("made");
+    let g = write(
+        top.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file: [{{name: {}, content: x}}]\n",
+            target.display()
+        ),
+    );
+    let long = "a".repeat(256);
+    let absolute = top.path().display().to_string();
+    for name in [
+        "..",
+        "",
+        ".",
+        "a/b",
+        absolute.as_str(),
+        "../x",
+        long.as_str(),
+        "a-",
+        "a_b",
+    ] {
+        let port = free_port();
+        let out = run_to_end(&[
+            "run",
+            "--file",
+            &g,
+            "--converged-timeout",
+            "0",
+            "--hostname",
+            name,
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--client-urls",
+            &format!("http://127.0.0.1:{port}"),
+            "--server-urls",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name:?}: {err}");
+        assert!(
+            err.contains("--hostname: invalid host name"),
+            "{name:?}: {err}"
+        );
+        assert!(!target.exists(), "{name:?}: the graph ran");
+        assert_eq!(
+            std::fs::read_to_string(top.path().join("beside")).unwrap(),
+            "keep"
+        );
+        assert_eq!(
+            std::fs::read_to_string(prefix.join("h2/state")).unwrap(),
+            "another host's"
+        );
+        assert_eq!(
+            std::fs::read_dir(&prefix).unwrap().count(),
+            1,
+            "{name:?} made something in the prefix"
+        );
+    }
+}
+
+#[test]
+fn a_graph_for_an_invalid_hostname_is_a_located_error() {
+    let err = rejected(&format!("graph: g\nhostname: ../h1\nresources:\n{FILE}"));
+    assert!(
+        err.contains("bad.yaml:2:11: hostname: invalid host name"),
+        "{err}"
+    );
+}
+
+/// A FIFO with no writer and a device that never ends are refused at once
+/// (not waited on, not read into memory), as is a directory.
+#[test]
+fn the_graph_must_be_a_regular_file() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("graph.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo.to_str().unwrap();
+    let dir = d.path().to_str().unwrap();
+    for (path, what) in [
+        (fifo, "a FIFO"),
+        ("/dev/zero", "a character device"),
+        (dir, "a directory"),
+    ] {
+        for cmd in ["run", "graph"] {
+            let out = run_to_end(
+                &[cmd, "--file", path, "--converged-timeout", "0"]
+                    [..if cmd == "run" { 5 } else { 3 }],
+            );
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {path}: {err}");
+            assert!(
+                err.contains(&format!(
+                    "error: {path}: the graph must be a regular file, this is {what}"
+                )),
+                "{cmd} {path}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_graph_over_the_size_cap_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let g = write(
+        d.path(),
+        "g.yaml",
+        "graph: g\nresources:\n  noop: [{name: a}]\n",
+    );
+    let with_cap = |cap: &str| {
+        run_to_end(&[
+            "run",
+            "--file",
+            &g,
+            "--converged-timeout",
+            "0",
+            "--max-graph-bytes",
+            cap,
+        ])
+    };
+    let out = with_cap("10");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("larger than 10 bytes (raise --max-graph-bytes"),
+        "{err}"
+    );
+    let out = with_cap("1000");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -398,3 +398,112 @@ fn drift_in_a_group_rechecks_only_the_member_it_touched() {
     assert_eq!(std::fs::read_to_string(&b).unwrap(), "B\n");
     assert!(agent.terminate().success());
 }
+
+/// Logs into a pipe whose reader goes away after one line (`2>&1 | head -1`,
+/// a restarted journald, a closed terminal): the agent goes on applying,
+/// watching and repairing, and exits with the status it would have had.
+#[test]
+fn a_closed_log_pipe_never_stops_the_agent() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..10).map(|i| d.path().join(format!("f{i}"))).collect();
+    let mut g =
+        String::from("graph: g\nresources:\n  exec: [{name: wait, cmd: sleep 0.3}]\n  file:\n");
+    let mut edges = String::from("edges:\n");
+    for (i, f) in files.iter().enumerate() {
+        g += &format!("  - {{name: f{i}, path: {}, content: x}}\n", f.display());
+        edges += &format!(
+            "- {{name: e{i}, from: {{kind: exec, name: wait}}, to: {{kind: file, name: f{i}}}}}\n"
+        );
+    }
+    let g = write(d.path(), "g.yaml", &(g + &edges));
+    for timeout in ["0", "-1"] {
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        let mut child = mgmt()
+            .args([
+                "run",
+                "--no-server",
+                "--file",
+                &g,
+                "--converged-timeout",
+                timeout,
+            ])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is dropped here: every later log line meets a closed pipe.
+        assert!(first.contains("INFO"), "{first}");
+        let all_made = || {
+            files
+                .iter()
+                .all(|f| std::fs::read_to_string(f).is_ok_and(|t| t == "x"))
+        };
+        assert!(
+            wait_until(Duration::from_secs(20), all_made).is_some(),
+            "not applied after the log pipe closed (timeout {timeout})"
+        );
+        if timeout == "-1" {
+            // Still watching: drift is repaired, and SIGTERM stops it cleanly.
+            std::fs::write(&files[3], "drift").unwrap();
+            assert!(
+                wait_until(Duration::from_secs(10), all_made).is_some(),
+                "drift not repaired"
+            );
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mgmt hung after its log pipe closed (timeout {timeout})");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(0), "timeout {timeout}: {status}");
+    }
+}
+
+/// `mgmt graph | head -1` is not an error.
+#[test]
+fn a_closed_stdout_ends_mgmt_graph_quietly() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let mut g = String::from("graph: g\nresources:\n  noop:\n");
+    for i in 0..2000 {
+        g += &format!("  - name: n{i}\n");
+    }
+    let g = write(d.path(), "g.yaml", &g);
+    let mut child = mgmt()
+        .args(["graph", "--file", &g])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(first.trim(), "{");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

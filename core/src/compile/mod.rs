@@ -10,6 +10,7 @@ use std::fmt;
 use serde_saphyr::{Location, Spanned};
 
 use crate::graph::{Collect, Graph, ResEdge, Vertex};
+use crate::hostname::Hostname;
 use crate::resource::{
     Command, ExecParams, FileParams, FileState, Kind, Meta, Params, Principal, Resource,
     ResourceId, Retry,
@@ -210,10 +211,17 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         }
     }
 
+    let hostname = g.hostname.and_then(|h| match Hostname::parse(&h.value) {
+        Ok(name) => Some(name),
+        Err(e) => {
+            ctx.err(Some(h.referenced), None, format!("hostname: {e}"));
+            None
+        }
+    });
     let mut graph = Graph {
         name: g.graph.value,
         comment: g.comment,
-        hostname: g.hostname,
+        hostname,
         vertices: (0..resources.len())
             .map(|i| Vertex { members: vec![i] })
             .collect(),

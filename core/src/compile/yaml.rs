@@ -11,7 +11,7 @@ pub struct GraphYaml {
     #[serde(default)]
     pub comment: Option<String>,
     #[serde(default)]
-    pub hostname: Option<String>,
+    pub hostname: Option<Spanned<String>>,
     #[serde(default)]
     pub resources: Option<ResourcesYaml>,
     #[serde(default)]

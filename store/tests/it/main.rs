@@ -5,5 +5,6 @@ mod client;
 mod cluster;
 mod clustering;
 mod common;
+mod data_dir;
 mod etcdctl;
 mod persistence;

@@ -145,7 +145,10 @@ async fn a_data_dir_keeps_the_member_id_it_was_created_with() {
     h.put(b"/k", b"v").await.unwrap();
     h.shutdown().await;
     drop(h);
-    assert_eq!(mgmt_store::stored_member_id(&c.data_dir()), Some(42));
+    assert_eq!(
+        mgmt_store::stored_member_id(&c.data_dir().unwrap()),
+        Some(42)
+    );
 
     c.member_id = Some(7);
     let h = mgmt_store::Store::start_single(c.clone()).await.unwrap();
