@@ -45,6 +45,7 @@
 
 pub mod client;
 pub mod cluster;
+mod in_flight;
 mod log_store;
 pub mod net;
 mod network;
@@ -78,6 +79,7 @@ pub use net::Env;
 pub use node::Member;
 pub use types::{MemberNode, member_id};
 
+use crate::in_flight::{CountInFlight, InFlight};
 use crate::log_store::LogStore;
 use crate::net::Incoming;
 use crate::network::{Channels, Network};
@@ -377,6 +379,7 @@ impl Store {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let cut = tokio_util::sync::CancellationToken::new();
+        let in_flight = Arc::new(InFlight::default());
         let mut tasks = JoinSet::new();
         for (_, listener) in peers {
             let listener = net::cuttable(listener, cut.clone());
@@ -386,9 +389,11 @@ impl Store {
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
             let mut stop = stop_rx.clone();
+            let counted = CountInFlight(in_flight.clone());
             tasks.spawn(async move {
                 let res = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(1)))
+                    .layer(counted)
                     .add_service(svc)
                     .serve_with_incoming_shutdown(listener, async move {
                         stopped(&mut stop).await;
@@ -403,8 +408,10 @@ impl Store {
             let listener = net::cuttable(listener, cut.clone());
             let etcd = Etcd { node: node.clone() };
             let mut stop = stop_rx.clone();
+            let counted = CountInFlight(in_flight.clone());
             tasks.spawn(async move {
                 let res = tonic::transport::Server::builder()
+                    .layer(counted)
                     .add_service(epb::kv_server::KvServer::new(etcd.clone()))
                     .add_service(epb::watch_server::WatchServer::new(etcd.clone()))
                     .add_service(epb::lease_server::LeaseServer::new(etcd.clone()))
@@ -488,6 +495,7 @@ impl Store {
             node,
             stop: stop_tx,
             cut,
+            in_flight,
             tasks: tokio::sync::Mutex::new(tasks),
             client_urls,
             peer_urls,
@@ -503,6 +511,8 @@ pub struct StoreHandle {
     stop: watch::Sender<bool>,
     /// Cancels every accepted connection (see `net::cuttable`).
     cut: tokio_util::sync::CancellationToken,
+    /// Requests being answered: what shutdown waits for before cutting.
+    in_flight: Arc<InFlight>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     client_urls: Vec<String>,
     peer_urls: Vec<String>,
@@ -747,26 +757,27 @@ impl StoreHandle {
     /// Stop serving and replicating; waits for the listeners and raft to finish.
     ///
     /// The listeners are closed when this returns, so the same URLs can be bound
-    /// again at once. Open client streams are ended first (a graceful server
-    /// shutdown waits for them), and connections that do not finish within
-    /// [`SHUTDOWN_GRACE`] are cut.
+    /// again at once. Watch streams are ended, requests still being answered
+    /// get [`SHUTDOWN_GRACE`] to finish, and then every accepted connection is
+    /// cut: an idle one (this agent's own client, a peer's keepalive
+    /// connection) costs no wait at all.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        // End watchers so their streams close and graceful shutdown can finish.
+        // End watchers so their streams close and count as finished.
         self.node.sm.lock().watchers.clear();
-        let mut tasks = self.tasks.lock().await;
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        // Connections still open after the grace period are cut; so are idle
-        // keepalive connections graceful shutdown left to their peers.
-        self.cut.cancel();
-        if drained.is_err() {
-            tracing::debug!("store shutdown: cut connections still open");
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.in_flight.idle())
+            .await
+            .is_err()
+        {
+            tracing::debug!("store shutdown: cutting requests still in flight");
         }
+        self.cut.cancel();
+        // Nothing graceful is left once every connection is cut: the servers
+        // and the background tasks (which may wait on a raft write that has
+        // no quorum) are stopped outright, so the listeners close now.
+        let mut tasks = self.tasks.lock().await;
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use mgmt_store::Store;
 use mgmt_store::client::{ClientConfig, EtcdClient, WatchEvent, txn};
 
 use crate::common::*;
@@ -101,4 +102,34 @@ async fn watch_resumes_after_the_server_restarts() {
         other => panic!("{other:?}"),
     }
     s.shutdown().await;
+}
+
+/// A stopping store does not wait for connections that have nothing in
+/// flight: with a client's idle connection and its watch stream open,
+/// shutdown ends well inside its grace period (it used to wait all of it),
+/// and the same URLs serve again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_idle_connections_and_streams_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_single("h1", dir.path()).await;
+    let c = client(h.client_urls().to_vec());
+    ready(&c).await;
+    let rev = c.put(b"/k", b"v", 0).await.unwrap();
+    let mut w = c.watch_prefix(b"/", rev + 1);
+    c.put(b"/k", b"w", 0).await.unwrap();
+    next_event(&mut w).await;
+    let started = std::time::Instant::now();
+    h.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took < mgmt_store::SHUTDOWN_GRACE,
+        "shutdown waited {took:?} for idle connections"
+    );
+    let mut again = config("h1", dir.path());
+    again.client_urls = h.client_urls().to_vec();
+    again.peer_urls = h.peer_urls().to_vec();
+    let again = Store::start_single(again)
+        .await
+        .expect("the same URLs serve again");
+    again.shutdown().await;
 }
