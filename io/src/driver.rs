@@ -92,6 +92,23 @@ enum Event {
     },
 }
 
+/// Removes what a run killed mid-write left beside the managed files: its
+/// temp files (targets are never half-written; the temp files just stay).
+fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
+    let paths = graph.resources.iter().filter_map(|r| match &r.params {
+        Params::File(p) => Some(p.path.as_str()),
+        _ => None,
+    });
+    for stale in crate::file::remove_stale_temp_files(paths, !noop) {
+        let path = stale.path.display();
+        match stale.error {
+            None if noop => info!("would remove {path}, left by a killed run"),
+            None => info!("removed {path}, left by a killed run"),
+            Some(e) => warn!("cannot remove {path}, left by a killed run: {e}"),
+        }
+    }
+}
+
 /// Runs `graph` until it converges (if a converged timeout is set) or until
 /// `shutdown` completes. On return, no command it started is still running.
 pub async fn run(
@@ -147,6 +164,7 @@ pub async fn run(
                 .collect()
         })
         .collect();
+    clean_up_after_a_killed_run(graph, opts.noop);
     let (fs, mut fs_events) = FsWatch::new()?;
     let mut fs = fs;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();

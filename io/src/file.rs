@@ -258,6 +258,75 @@ fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), FileErro
     std::os::unix::fs::lchown(path, uid, gid).map_err(io_err(path, "chown"))
 }
 
+/// The temp file process `pid` writes `base`'s new content to, beside it.
+fn temp_name(base: &str, pid: u32) -> String {
+    format!(".{base}.mgmt-{pid}.tmp")
+}
+
+/// The managed name and the writer's pid of a [`temp_name`], if it is one.
+fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (base, pid) = inner.rsplit_once(".mgmt-")?;
+    Some((base, pid.parse().ok()?))
+}
+
+/// A temp file a killed run left behind ([`remove_stale_temp_files`]).
+#[derive(Debug)]
+pub struct StaleTemp {
+    pub path: PathBuf,
+    /// `None` once removed (or, with `remove: false`, when it would be).
+    pub error: Option<io::Error>,
+}
+
+/// Finds the temp files a killed run of mgmt left beside the managed files in
+/// `paths`, and removes them unless `remove` is false. Only names of our own
+/// pattern for a file this graph manages, only regular files, and only of a
+/// writer that is no longer running (or had this process's pid): a live
+/// agent's write in progress is never touched. One `readdir` per directory.
+pub fn remove_stale_temp_files<'a>(
+    paths: impl IntoIterator<Item = &'a str>,
+    remove: bool,
+) -> Vec<StaleTemp> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by_dir: BTreeMap<&Path, BTreeSet<&std::ffi::OsStr>> = BTreeMap::new();
+    for p in paths {
+        let p = Path::new(p);
+        if let (Some(dir), Some(base)) = (p.parent(), p.file_name())
+            && !p.as_os_str().to_string_lossy().ends_with('/')
+        {
+            by_dir.entry(dir).or_default().insert(base);
+        }
+    }
+    let me = std::process::id();
+    let gone = |pid: u32| pid == me || !Path::new(&format!("/proc/{pid}")).exists();
+    let mut found = Vec::new();
+    for (dir, bases) in by_dir {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((base, pid)) = name.to_str().and_then(parse_temp_name) else {
+                continue;
+            };
+            if !bases.contains(std::ffi::OsStr::new(base))
+                || !entry.file_type().is_ok_and(|t| t.is_file())
+                || !gone(pid)
+            {
+                continue;
+            }
+            let path = entry.path();
+            let error = if remove {
+                fs::remove_file(&path).err()
+            } else {
+                None
+            };
+            found.push(StaleTemp { path, error });
+        }
+    }
+    found
+}
+
 /// Writes `content` to `path` through a temp file and a rename. `PerFile`
 /// fsyncs and renames now; `Batched` returns the temp file unsynced.
 fn atomic_write(
@@ -273,7 +342,7 @@ fn atomic_write(
         .file_name()
         .map(|b| b.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{base}.mgmt-{}.tmp", std::process::id()));
+    let tmp = dir.join(temp_name(&base, std::process::id()));
     let create = || {
         OpenOptions::new()
             .write(true)

@@ -507,3 +507,63 @@ fn a_closed_stdout_ends_mgmt_graph_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A run killed mid-apply leaves its temp files beside the targets (never a
+/// half-written target). The next run removes them: only names of mgmt's
+/// pattern, only beside files the graph manages, only of writers that are gone.
+#[test]
+fn temp_files_of_a_killed_run_are_removed_on_start() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("conf");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A pid that is certainly gone: a child that exited and was reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let alive = std::process::id();
+    let stale: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|f| dir.join(format!(".{f}.mgmt-{dead}.tmp")))
+        .collect();
+    let kept = [
+        dir.join(format!(".a.mgmt-{alive}.tmp")), // a live writer's
+        dir.join(format!(".unmanaged.mgmt-{dead}.tmp")), // beside no managed file
+        dir.join(format!(".a.mgmt-{dead}.tmp.bak")), // not our pattern
+        dir.join(format!("a.mgmt-{dead}.tmp")),
+    ];
+    for p in stale.iter().chain(&kept) {
+        std::fs::write(p, "partial").unwrap();
+    }
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file:\n  - {{name: {0}/a, content: x}}\n  - {{name: {0}/b, content: y}}\n",
+            dir.display()
+        ),
+    );
+    // --noop changes nothing, temp files included, and says what it would do.
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0", "--noop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stale.iter().all(|p| p.exists()));
+    assert!(stderr(&out).contains("would remove"), "{}", stderr(&out));
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in &stale {
+        assert!(!p.exists(), "{} left", p.display());
+        assert!(
+            stderr(&out).contains(&format!("removed {}, left by a killed run", p.display())),
+            "{}",
+            stderr(&out)
+        );
+    }
+    for p in &kept {
+        assert_eq!(
+            std::fs::read_to_string(p).unwrap(),
+            "partial",
+            "{}",
+            p.display()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "x");
+}
