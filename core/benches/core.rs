@@ -12,7 +12,99 @@ use mgmt_core::resource::{FileParams, FileState, Kind, Meta, Params, Resource, R
 use mgmt_core::{Millis, autoedge, autogroup, compile};
 
 fn main() {
+    print_peak_heap_100k();
     divan::main();
+}
+
+/// Counts the heap in use and its high-water mark, for the 100 000-resource
+/// compiles (memory targets: ARCHITECTURE, bench/README.md).
+struct PeakAlloc;
+
+static IN_USE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = IN_USE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(now, Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        IN_USE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: PeakAlloc = PeakAlloc;
+
+/// One compile of each 100 000-resource shape: its peak heap beyond the
+/// YAML text (target: under 200 MB).
+fn print_peak_heap_100k() {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, text) in [
+        ("chain", chain_yaml(100_000)),
+        ("fan", fan_yaml(100_000)),
+        ("files in 4 dirs", files_in_dirs_yaml(100_000, 4)),
+    ] {
+        let base = IN_USE.load(Relaxed);
+        PEAK.store(base, Relaxed);
+        let g = compile("bench.yaml", &text).unwrap();
+        let peak = PEAK.load(Relaxed) - base;
+        eprintln!(
+            "peak heap, compile 100 000 resources ({name}): {:.1} MB ({} vertices)",
+            peak as f64 / 1e6,
+            g.vertices.len()
+        );
+    }
+}
+
+/// `n` noops in one chain (`n - 1` edges): nothing can group.
+fn chain_yaml(n: usize) -> String {
+    let mut out = String::from("graph: bench\nresources:\n  noop:\n");
+    for i in 0..n {
+        out += &format!("  - name: n{i:06}\n");
+    }
+    out += "edges:\n";
+    for i in 1..n {
+        out += &format!(
+            "- {{from: {{kind: noop, name: n{:06}}}, to: {{kind: noop, name: n{i:06}}}}}\n",
+            i - 1
+        );
+    }
+    out
+}
+
+/// One noop, then `n - 1` noops after it: the leaves form one group.
+fn fan_yaml(n: usize) -> String {
+    let mut out = String::from("graph: bench\nresources:\n  noop:\n");
+    for i in 0..n {
+        out += &format!("  - name: n{i:06}\n");
+    }
+    out += "edges:\n";
+    for i in 1..n {
+        out += &format!(
+            "- {{from: {{kind: noop, name: n000000}}, to: {{kind: noop, name: n{i:06}}}}}\n"
+        );
+    }
+    out
+}
+
+/// A root directory, `dirs` directories in it and files spread over them:
+/// autoedges file -> directory -> root, one group per directory.
+fn files_in_dirs_yaml(n: usize, dirs: usize) -> String {
+    let mut out = String::from("graph: bench\nresources:\n  file:\n  - name: /srv/mgmt-bench/\n");
+    for d in 0..dirs {
+        out += &format!("  - name: /srv/mgmt-bench/d{d}/\n");
+    }
+    for i in 0..n - dirs - 1 {
+        out += &format!(
+            "  - {{name: /srv/mgmt-bench/d{}/f{i:06}, content: \"x\\n\"}}\n",
+            i % dirs
+        );
+    }
+    out
 }
 
 /// xorshift64, fixed seed: the same graphs every run.
@@ -161,6 +253,25 @@ fn file_tree(n: usize) -> Vec<Resource> {
 #[divan::bench(sample_count = 10)]
 fn compile_10k_files(bencher: divan::Bencher) {
     let text = files_yaml(10_000);
+    bencher.bench(|| compile("bench.yaml", divan::black_box(&text)).unwrap());
+}
+
+/// Compile + AutoEdges + AutoGroup of 100 000 resources (target: under 1 s).
+#[divan::bench(sample_count = 3)]
+fn compile_100k_noop_chain(bencher: divan::Bencher) {
+    let text = chain_yaml(100_000);
+    bencher.bench(|| compile("bench.yaml", divan::black_box(&text)).unwrap());
+}
+
+#[divan::bench(sample_count = 3)]
+fn compile_100k_noop_fan(bencher: divan::Bencher) {
+    let text = fan_yaml(100_000);
+    bencher.bench(|| compile("bench.yaml", divan::black_box(&text)).unwrap());
+}
+
+#[divan::bench(sample_count = 3)]
+fn compile_100k_files_in_4_dirs(bencher: divan::Bencher) {
+    let text = files_in_dirs_yaml(100_000, 4);
     bencher.bench(|| compile("bench.yaml", divan::black_box(&text)).unwrap());
 }
 

@@ -74,3 +74,64 @@ pub fn topo_order(n: usize, edges: impl IntoIterator<Item = (usize, usize)>) -> 
     }
     (order.len() == n).then_some(order)
 }
+
+/// Topological order by depth-first search: the reverse of a post-order that
+/// starts from each vertex in index order and visits successors in the order
+/// given. Every DFS subtree is a contiguous run of it, so in trees and
+/// tree-like DAGs the descendants of a vertex are few runs. `None` if there is
+/// a cycle. Iterative: a chain of any length is fine.
+pub fn dfs_topo_order(succ: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let n = succ.len();
+    // 0 = unseen, 1 = on the stack, 2 = done.
+    let mut colour = vec![0u8; n];
+    let mut post = Vec::with_capacity(n);
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..n {
+        if colour[start] != 0 {
+            continue;
+        }
+        colour[start] = 1;
+        stack.push((start, 0));
+        while let Some(&mut (v, ref mut next)) = stack.last_mut() {
+            if let Some(&w) = succ[v].get(*next) {
+                *next += 1;
+                match colour[w] {
+                    0 => {
+                        colour[w] = 1;
+                        stack.push((w, 0));
+                    }
+                    1 => return None,
+                    _ => {}
+                }
+            } else {
+                colour[v] = 2;
+                post.push(v);
+                stack.pop();
+            }
+        }
+    }
+    post.reverse();
+    Some(post)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dfs_topo_order_orders_every_edge_and_finds_cycles() {
+        let succ = vec![vec![2, 1], vec![3], vec![3], vec![]];
+        let order = dfs_topo_order(&succ).unwrap();
+        let pos = |v| order.iter().position(|&x| x == v).unwrap();
+        for (v, ws) in succ.iter().enumerate() {
+            for &w in ws {
+                assert!(pos(v) < pos(w), "{order:?}");
+            }
+        }
+        assert_eq!(dfs_topo_order(&[vec![1], vec![2], vec![0]]), None);
+        let chain: Vec<Vec<usize>> = (0..200_000)
+            .map(|i| if i + 1 < 200_000 { vec![i + 1] } else { vec![] })
+            .collect();
+        assert_eq!(dfs_topo_order(&chain).unwrap().len(), 200_000);
+    }
+}

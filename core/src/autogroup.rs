@@ -105,11 +105,16 @@ pub fn autogroup(graph: &mut Graph) {
 /// refused pair stays refused because joining vertices only ever adds paths,
 /// which is what makes one pass maximal.
 ///
-/// Cost: reachability between candidates (vertices that have a compatible
-/// partner) is a pair of bit matrices, descendants and ancestors, built once
-/// over the vertex DAG; joining `b` into `a` ORs `b`'s rows into `a`'s and into
-/// the rows of the vertices whose reachability actually changed. Memory is
-/// `vertices x candidates` bits while building, `2 x candidates^2` after.
+/// Cost: candidates (vertices that have a compatible partner) are ranked in a
+/// depth-first topological order, in which a vertex's descendants form few
+/// runs in trees and tree-like DAGs; each candidate keeps the candidates it
+/// reaches and that reach it as runs of ranks ([`Ranks`]), built once over
+/// the vertex DAG (a chain of any length: one run each). The next partner of
+/// a head is the lowest-numbered pending candidate of its class outside those
+/// runs: a range-minimum query per gap ([`MinTree`]). Joining `b` into `a`
+/// merges their runs into `a`'s and into those of the pending candidates
+/// whose reachability actually changed. Memory is linear in the runs, never
+/// `candidates^2`: 100 000 resources compile in well under 200 MB.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NonReachability;
 
@@ -133,91 +138,128 @@ impl AutoGrouper for NonReachability {
                 classes.entry(c).or_default().push(v);
             }
         }
-        // Candidates: vertices with at least one compatible partner, numbered in
-        // vertex order, each tagged with its class.
-        let mut cand_of = vec![usize::MAX; nv];
-        let mut class_of_cand = Vec::new();
+        // Candidates: vertices with at least one compatible partner, numbered
+        // in vertex order (the order heads are visited in).
+        let mut class_of_vertex = vec![usize::MAX; nv];
         let mut n_classes = 0;
         for vs in classes.values().filter(|vs| vs.len() >= 2) {
             for &v in vs {
-                cand_of[v] = n_classes;
+                class_of_vertex[v] = n_classes;
             }
             n_classes += 1;
         }
-        let mut cands = Vec::new();
-        for (v, c) in cand_of.iter_mut().enumerate() {
-            if *c != usize::MAX {
-                class_of_cand.push(*c);
-                *c = cands.len();
-                cands.push(v);
-            }
-        }
+        let cands: Vec<VertexId> = (0..nv)
+            .filter(|&v| class_of_vertex[v] != usize::MAX)
+            .collect();
         let nc = cands.len();
         if nc == 0 {
             return;
         }
-        let vedges: Vec<(usize, usize)> = graph
-            .vertex_edges()
-            .iter()
-            .map(|e| (e.from, e.to))
-            .collect();
-        let Some(order) = crate::algo::topo_order(nv, vedges.iter().copied()) else {
+        let mut succ = vec![Vec::new(); nv];
+        let mut pred = vec![Vec::new(); nv];
+        for e in graph.vertex_edges() {
+            succ[e.from].push(e.to);
+            pred[e.to].push(e.from);
+        }
+        let Some(order) = crate::algo::dfs_topo_order(&succ) else {
             graph
                 .notes
                 .push("Grouping: skipped, the graph has a cycle".to_string());
             return;
         };
-        let mut succ = vec![Vec::new(); nv];
-        let mut pred = vec![Vec::new(); nv];
-        for &(f, t) in &vedges {
-            succ[f].push(t);
-            pred[t].push(f);
+        // Rank: a candidate's position among the candidates in `order`.
+        let mut rank_of_vertex = vec![u32::MAX; nv];
+        let mut vertex_at_rank = Vec::with_capacity(nc);
+        for &v in &order {
+            if class_of_vertex[v] != usize::MAX {
+                rank_of_vertex[v] = vertex_at_rank.len() as u32;
+                vertex_at_rank.push(v);
+            }
         }
-        let mut desc = closure(&order, &succ, &cand_of, &cands, true);
-        let mut anc = closure(&order, &pred, &cand_of, &cands, false);
+        // Everything below is indexed by rank; `index[r]` is the candidate's
+        // number in vertex order, which decides who is visited and joined first.
+        let mut index_at_rank = vec![0u32; nc];
+        for (i, &v) in cands.iter().enumerate() {
+            index_at_rank[rank_of_vertex[v] as usize] = i as u32;
+        }
+        let mut desc = closure(order.iter().rev(), &succ, &rank_of_vertex, &vertex_at_rank);
+        let mut anc = closure(order.iter(), &pred, &rank_of_vertex, &vertex_at_rank);
 
-        let mut class_bits = vec![BitRow::zeros(nc); n_classes];
-        for (i, &c) in class_of_cand.iter().enumerate() {
-            class_bits[c].set(i);
+        // Per class: its candidates' ranks, ascending, with the lowest pending
+        // candidate number over any range of them; and its candidates by number.
+        let mut class_ranks: Vec<Vec<u32>> = vec![Vec::new(); n_classes];
+        for (r, &v) in vertex_at_rank.iter().enumerate() {
+            class_ranks[class_of_vertex[v]].push(r as u32);
         }
-        // Candidates after the current head and not joined into anything: the
-        // only ones whose rows, and whose columns, are still read. Heads are
-        // visited in index order, so everything before the current one is done.
-        let mut pending = BitRow::zeros(nc);
-        for i in 0..nc {
-            pending.set(i);
+        let mut class_by_index: Vec<Vec<u32>> = vec![Vec::new(); n_classes];
+        for &v in &cands {
+            class_by_index[class_of_vertex[v]].push(rank_of_vertex[v]);
         }
-        // Candidates joined into each head, in order.
-        let mut joined: Vec<Vec<usize>> = vec![Vec::new(); nc];
+        let mut pending_in_class: Vec<MinTree> = class_ranks
+            .iter()
+            .map(|ranks| MinTree::new(ranks.iter().map(|&r| index_at_rank[r as usize])))
+            .collect();
+        let pos_in_class = |r: u32, ranks: &[u32]| ranks.partition_point(|&x| x < r);
+        // Pending candidates by rank: after the current head, not yet joined.
+        let mut pending = Bits::ones(nc);
+
+        // Candidates joined into each head (by rank), in order.
+        let mut joined: Vec<Vec<u32>> = vec![Vec::new(); nc];
         let mut notes = Vec::new();
-        for a in 0..nc {
+        for &va in &cands {
+            let a = rank_of_vertex[va];
             if !pending.get(a) {
                 continue;
             }
+            let class = class_of_vertex[va];
+            let ranks = &class_ranks[class];
+            let by_index = &class_by_index[class];
+            let after = |r: u32| {
+                let i = index_at_rank[r as usize];
+                by_index.partition_point(|&x| index_at_rank[x as usize] <= i)
+            };
             pending.clear(a);
-            let cls = &class_bits[class_of_cand[a]];
-            let mut from = a + 1;
+            pending_in_class[class].clear(pos_in_class(a, ranks));
+            // Where a walk over the class by number resumes: everything before
+            // it is joined or refused, and a refusal is final.
+            let mut from = after(a);
             loop {
-                let next = first_set_from(from, pending.0.len(), |w| {
-                    cls.0[w] & pending.0[w] & !desc.row(a)[w] & !anc.row(a)[w]
-                });
+                let reach = desc[a as usize].union(&anc[a as usize], nc);
+                let next = match &reach {
+                    // Few runs: a range-minimum query per gap between them.
+                    Ranks::Runs(runs) => runs
+                        .gaps(nc as u32)
+                        .filter_map(|(lo, hi)| {
+                            pending_in_class[class]
+                                .min(pos_in_class(lo, ranks), pos_in_class(hi, ranks))
+                        })
+                        .min()
+                        .map(|index| rank_of_vertex[cands[index as usize]]),
+                    // Fragmented: walk the class in order; over one head the
+                    // walk passes each member once.
+                    Ranks::Bits(bits) => by_index[from..]
+                        .iter()
+                        .copied()
+                        .find(|&r| pending.get(r) && !bits.get(r)),
+                };
                 let Some(b) = next else { break };
+                from = after(b);
                 pending.clear(b);
-                join(&mut desc, &mut anc, &pending, a, b);
-                joined[a].push(b);
+                pending_in_class[class].clear(pos_in_class(b, ranks));
+                join(&mut desc, &mut anc, &pending, a, b, nc);
+                joined[a as usize].push(b);
                 notes.push(format!(
                     "Grouping: {} into {}",
-                    graph.vertex_id(cands[b]),
-                    graph.vertex_id(cands[a])
+                    graph.vertex_id(vertex_at_rank[b as usize]),
+                    graph.vertex_id(va)
                 ));
-                from = b + 1;
             }
         }
 
         let mut absorbed = vec![false; nv];
         for bs in &joined {
             for &b in bs {
-                absorbed[cands[b]] = true;
+                absorbed[vertex_at_rank[b as usize]] = true;
             }
         }
         let old = std::mem::take(&mut graph.vertices);
@@ -227,9 +269,9 @@ impl AutoGrouper for NonReachability {
                 continue;
             }
             let mut members = vertex.members.clone();
-            if cand_of[v] != usize::MAX {
-                for &b in &joined[cand_of[v]] {
-                    members.extend_from_slice(&old[cands[b]].members);
+            if rank_of_vertex[v] != u32::MAX {
+                for &b in &joined[rank_of_vertex[v] as usize] {
+                    members.extend_from_slice(&old[vertex_at_rank[b as usize]].members);
                 }
             }
             vertices.push(Vertex { members });
@@ -239,157 +281,418 @@ impl AutoGrouper for NonReachability {
     }
 }
 
-/// Joins candidate `b` into candidate `a`: whatever reached either now reaches
-/// everything either reached, and `a`. Only the rows and columns of `pending`
-/// candidates (all after `a`) are kept up to date; the rest are never read again.
-fn join(desc: &mut BitMatrix, anc: &mut BitMatrix, pending: &BitRow, a: usize, b: usize) {
-    let lo = a / 64;
-    let words = lo..desc.words;
-    let or =
-        |m: &BitMatrix| -> Vec<u64> { words.clone().map(|w| m.row(a)[w] | m.row(b)[w]).collect() };
+/// Joins candidate `b` into candidate `a` (ranks): whatever reached either now
+/// reaches everything either reached, and `a`. Only the sets of `pending`
+/// candidates and of `a` are kept up to date; the rest are never read again.
+fn join(desc: &mut [Ranks], anc: &mut [Ranks], pending: &Bits, a: u32, b: u32, n: usize) {
+    let (a, b) = (a as usize, b as usize);
+    let point = Ranks::Runs(Runs(vec![(a as u32, a as u32 + 1)]));
+    let new_desc = desc[a].union(&desc[b], n);
+    let new_anc = anc[a].union(&anc[b], n);
+    let plus_desc = new_desc.union(&point, n);
+    let plus_anc = new_anc.union(&point, n);
     // Only candidates that reached exactly one of the two gain anything; those
     // that reached both already reach all of it.
-    let xor = |m: &BitMatrix| -> Vec<u64> {
-        words
-            .clone()
-            .map(|w| (m.row(a)[w] ^ m.row(b)[w]) & pending.0[w])
-            .collect()
-    };
-    let (new_desc, new_anc) = (or(desc), or(anc));
-    let (changed_desc, changed_anc) = (xor(desc), xor(anc));
-    for (m, changed, new) in [
-        (&mut *desc, &changed_anc, &new_desc),
-        (&mut *anc, &changed_desc, &new_anc),
-    ] {
-        for_each_set(changed, |x| {
-            let row = &mut m.row_mut(lo * 64 + x)[lo..];
-            for (r, n) in row.iter_mut().zip(new) {
-                *r |= n;
-            }
-            row[0] |= 1 << (a % 64);
-        });
-        m.row_mut(a)[lo..].copy_from_slice(new);
+    let mut gain_desc = Vec::new();
+    Ranks::for_each_in_xor(&anc[a], &anc[b], pending, n, |x| gain_desc.push(x));
+    let mut gain_anc = Vec::new();
+    Ranks::for_each_in_xor(&desc[a], &desc[b], pending, n, |x| gain_anc.push(x));
+    for x in gain_desc {
+        desc[x].union_with(&plus_desc, n);
     }
+    for x in gain_anc {
+        anc[x].union_with(&plus_anc, n);
+    }
+    desc[a] = new_desc;
+    anc[a] = new_anc;
+    // `b` is never read again.
+    desc[b] = Ranks::default();
+    anc[b] = Ranks::default();
 }
 
-/// For each candidate, the candidates it reaches (`forward`) or that reach it,
-/// through any vertex. `order` is a topological order of the vertex DAG whose
-/// adjacency is `adj` (successors if `forward`, else predecessors).
-fn closure(
-    order: &[usize],
+/// For each candidate (by rank), the candidates it reaches through `adj`
+/// (successors, visited in reverse topological order; or predecessors, in
+/// topological order), through any vertex. A vertex's set is dropped once the
+/// last vertex that needs it has read it, unless it is a candidate's.
+fn closure<'a>(
+    visit: impl Iterator<Item = &'a usize>,
     adj: &[Vec<usize>],
-    cand_of: &[usize],
-    cands: &[usize],
-    forward: bool,
-) -> BitMatrix {
-    let nc = cands.len();
-    let mut all = BitMatrix::zeros(order.len(), nc);
-    let mut visit = |v: usize| {
+    rank_of_vertex: &[u32],
+    vertex_at_rank: &[usize],
+) -> Vec<Ranks> {
+    let nv = adj.len();
+    let n = vertex_at_rank.len();
+    // How many vertices still have to read each vertex's set.
+    let mut readers = vec![0u32; nv];
+    for ws in adj {
+        for &w in ws {
+            readers[w] += 1;
+        }
+    }
+    let mut sets: Vec<Ranks> = vec![Ranks::default(); nv];
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &v in visit {
+        // Runs are gathered and merged once; fragmented sets are ORed.
+        runs.clear();
+        let mut bits: Option<Bits> = None;
         for &w in &adj[v] {
             // `w` is finished: it comes before `v` in this visiting order.
-            let (dst, src) = all.two_rows(v, w);
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d |= *s;
+            match &sets[w] {
+                Ranks::Runs(r) => runs.extend_from_slice(&r.0),
+                Ranks::Bits(b) => bits.get_or_insert_with(|| Bits::zeros(n)).or(b),
             }
-            if cand_of[w] != usize::MAX {
-                let c = cand_of[w];
-                dst[c / 64] |= 1 << (c % 64);
+            if rank_of_vertex[w] != u32::MAX {
+                runs.push((rank_of_vertex[w], rank_of_vertex[w] + 1));
+            }
+            readers[w] -= 1;
+            if readers[w] == 0 && rank_of_vertex[w] == u32::MAX {
+                sets[w] = Ranks::default();
             }
         }
-    };
-    if forward {
-        order.iter().rev().for_each(|&v| visit(v));
-    } else {
-        order.iter().for_each(|&v| visit(v));
+        sets[v] = match bits {
+            Some(mut b) => {
+                for &(lo, hi) in &runs {
+                    b.set_range(lo, hi);
+                }
+                Ranks::Bits(b)
+            }
+            None => Ranks::from_runs(Runs::from_runs(&mut runs), n),
+        };
     }
-    // Keep only the candidates' rows, in place: `cands` ascends, so row
-    // `cands[i] >= i` is still intact when row `i` is written. A second
-    // matrix here was a third of AutoGroup's peak memory (massif, 10 000 files).
-    let w = all.words;
-    for (i, &v) in cands.iter().enumerate() {
-        if v != i {
-            all.data.copy_within(v * w..(v + 1) * w, i * w);
-        }
-    }
-    all.data.truncate(nc * w);
-    all.data.shrink_to_fit();
-    all
+    vertex_at_rank
+        .iter()
+        .map(|&v| std::mem::take(&mut sets[v]))
+        .collect()
 }
 
-/// The lowest bit index >= `from` set in `word(w)`, for words `0..words`.
-fn first_set_from(from: usize, words: usize, word: impl Fn(usize) -> u64) -> Option<usize> {
-    let mut w = from / 64;
-    let mut mask = !0u64 << (from % 64);
-    while w < words {
-        let x = word(w) & mask;
-        if x != 0 {
-            return Some(w * 64 + x.trailing_zeros() as usize);
-        }
-        w += 1;
-        mask = !0;
-    }
-    None
+/// A set of candidate ranks in `0..n`: runs while they are few, else bits,
+/// whichever is smaller (a chain or a tree: one run or a few each; a random
+/// DAG: bits), so memory is linear in the runs and a set never exceeds `n` bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ranks {
+    Runs(Runs),
+    Bits(Bits),
 }
 
-fn for_each_set(words: &[u64], mut f: impl FnMut(usize)) {
-    for (w, &word) in words.iter().enumerate() {
-        let mut x = word;
-        while x != 0 {
-            f(w * 64 + x.trailing_zeros() as usize);
-            x &= x - 1;
-        }
+impl Default for Ranks {
+    fn default() -> Self {
+        Ranks::Runs(Runs::default())
     }
 }
 
-/// A row of bits over the candidates.
-#[derive(Clone, Debug)]
-struct BitRow(Vec<u64>);
+impl Ranks {
+    /// More runs than this take more room than `n` bits.
+    fn max_runs(n: usize) -> usize {
+        n.div_ceil(64) / 2 + 1
+    }
 
-impl BitRow {
-    fn zeros(n: usize) -> Self {
-        BitRow(vec![0; n.div_ceil(64)])
-    }
-    fn set(&mut self, i: usize) {
-        self.0[i / 64] |= 1 << (i % 64);
-    }
-    fn clear(&mut self, i: usize) {
-        self.0[i / 64] &= !(1 << (i % 64));
-    }
-    fn get(&self, i: usize) -> bool {
-        self.0[i / 64] >> (i % 64) & 1 == 1
-    }
-}
-
-/// Rows of bits, stored contiguously.
-struct BitMatrix {
-    words: usize,
-    data: Vec<u64>,
-}
-
-impl BitMatrix {
-    fn zeros(rows: usize, cols: usize) -> Self {
-        let words = cols.div_ceil(64);
-        BitMatrix {
-            words,
-            data: vec![0; rows * words],
-        }
-    }
-    fn row(&self, r: usize) -> &[u64] {
-        &self.data[r * self.words..(r + 1) * self.words]
-    }
-    fn row_mut(&mut self, r: usize) -> &mut [u64] {
-        &mut self.data[r * self.words..(r + 1) * self.words]
-    }
-    /// Row `a` mutably and row `b` shared; `a != b`.
-    fn two_rows(&mut self, a: usize, b: usize) -> (&mut [u64], &[u64]) {
-        assert_ne!(a, b, "a vertex is not its own neighbour in a DAG");
-        let w = self.words;
-        if a < b {
-            let (lo, hi) = self.data.split_at_mut(b * w);
-            (&mut lo[a * w..(a + 1) * w], &hi[..w])
+    fn from_runs(runs: Runs, n: usize) -> Ranks {
+        if runs.0.len() > Ranks::max_runs(n) {
+            Ranks::Bits(runs.to_bits(n))
         } else {
-            let (lo, hi) = self.data.split_at_mut(a * w);
-            (&mut hi[..w], &lo[b * w..(b + 1) * w])
+            Ranks::Runs(runs)
         }
+    }
+
+    fn union(&self, other: &Ranks, n: usize) -> Ranks {
+        // Start from the bits, if either is bits: one copy, then an OR.
+        let (mut out, other) = match (self, other) {
+            (Ranks::Runs(_), Ranks::Bits(_)) => (other.clone(), self),
+            _ => (self.clone(), other),
+        };
+        out.union_with(other, n);
+        out
+    }
+
+    /// `self |= other`, in place once `self` is bits.
+    fn union_with(&mut self, other: &Ranks, n: usize) {
+        if let (Ranks::Runs(x), Ranks::Runs(y)) = (&*self, other) {
+            *self = Ranks::from_runs(x.union(y), n);
+            return;
+        }
+        if let Ranks::Runs(r) = self {
+            *self = Ranks::Bits(r.to_bits(n));
+        }
+        let Ranks::Bits(b) = self else {
+            unreachable!("made bits above")
+        };
+        match other {
+            Ranks::Bits(o) => b.or(o),
+            Ranks::Runs(r) => r.0.iter().for_each(|&(lo, hi)| b.set_range(lo, hi)),
+        }
+    }
+
+    /// Calls `f` on each member of `pending` in exactly one of `x` and `y`.
+    fn for_each_in_xor(x: &Ranks, y: &Ranks, pending: &Bits, n: usize, mut f: impl FnMut(usize)) {
+        if let (Ranks::Runs(x), Ranks::Runs(y)) = (x, y) {
+            for &(lo, hi) in &x.combine(y, |p, q| p != q).0 {
+                pending.for_each_in(lo, hi, &mut f);
+            }
+            return;
+        }
+        fn as_bits(r: &Ranks, n: usize) -> std::borrow::Cow<'_, Bits> {
+            match r {
+                Ranks::Bits(b) => std::borrow::Cow::Borrowed(b),
+                Ranks::Runs(r) => std::borrow::Cow::Owned(r.to_bits(n)),
+            }
+        }
+        let (x, y) = (as_bits(x, n), as_bits(y, n));
+        for (w, ((a, b), p)) in x.0.iter().zip(&y.0).zip(&pending.0).enumerate() {
+            for_each_bit(w, (a ^ b) & p, &mut f);
+        }
+    }
+}
+
+/// Calls `f` on the index of each bit set in `word`, the `w`-th word.
+fn for_each_bit(w: usize, mut word: u64, f: &mut impl FnMut(usize)) {
+    while word != 0 {
+        f(w * 64 + word.trailing_zeros() as usize);
+        word &= word - 1;
+    }
+}
+
+/// Ranks as sorted, disjoint, non-adjacent half-open runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Runs(Vec<(u32, u32)>);
+
+impl Runs {
+    /// The set covered by `runs` (any order, may overlap); sorts `runs`.
+    fn from_runs(runs: &mut [(u32, u32)]) -> Runs {
+        runs.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for &(lo, hi) in runs.iter() {
+            match out.last_mut() {
+                Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+                _ => out.push((lo, hi)),
+            }
+        }
+        out.shrink_to_fit();
+        Runs(out)
+    }
+
+    fn to_bits(&self, n: usize) -> Bits {
+        let mut b = Bits::zeros(n);
+        for &(lo, hi) in &self.0 {
+            b.set_range(lo, hi);
+        }
+        b
+    }
+
+    fn union(&self, other: &Runs) -> Runs {
+        self.combine(other, |x, y| x || y)
+    }
+
+    /// The ranks where `keep(in self, in other)` holds, in one sweep over both.
+    fn combine(&self, other: &Runs, keep: impl Fn(bool, bool) -> bool) -> Runs {
+        let (a, b) = (&self.0, &other.0);
+        let (mut i, mut j) = (0, 0);
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        // Sweep over boundaries: `at` is where the current segment starts.
+        let mut at = match (a.first(), b.first()) {
+            (Some(x), Some(y)) => x.0.min(y.0),
+            (Some(x), None) => x.0,
+            (None, Some(y)) => y.0,
+            (None, None) => return Runs::default(),
+        };
+        loop {
+            while i < a.len() && a[i].1 <= at {
+                i += 1;
+            }
+            while j < b.len() && b[j].1 <= at {
+                j += 1;
+            }
+            if i == a.len() && j == b.len() {
+                break;
+            }
+            let in_a = i < a.len() && a[i].0 <= at;
+            let in_b = j < b.len() && b[j].0 <= at;
+            // The segment lasts until the next boundary of either set.
+            let edge = |runs: &[(u32, u32)], k: usize, inside: bool| match (runs.get(k), inside) {
+                (Some(r), true) => r.1,
+                (Some(r), false) => r.0,
+                (None, _) => u32::MAX,
+            };
+            let end = edge(a, i, in_a).min(edge(b, j, in_b));
+            if keep(in_a, in_b) {
+                match out.last_mut() {
+                    Some(last) if last.1 == at => last.1 = end,
+                    _ => out.push((at, end)),
+                }
+            }
+            at = end;
+        }
+        Runs(out)
+    }
+
+    /// The runs of `0..n` not in the set.
+    fn gaps(&self, n: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let starts = std::iter::once(0).chain(self.0.iter().map(|r| r.1));
+        let ends = self.0.iter().map(|r| r.0).chain(std::iter::once(n));
+        starts.zip(ends).filter(|(lo, hi)| lo < hi)
+    }
+}
+
+/// A fixed-size set of ranks, one bit each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn zeros(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+    fn ones(n: usize) -> Bits {
+        let mut b = Bits::zeros(n);
+        b.set_range(0, n as u32);
+        b
+    }
+    fn get(&self, r: u32) -> bool {
+        self.0[r as usize / 64] >> (r % 64) & 1 == 1
+    }
+    fn clear(&mut self, r: u32) {
+        self.0[r as usize / 64] &= !(1 << (r % 64));
+    }
+    fn or(&mut self, other: &Bits) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+    fn set_range(&mut self, lo: u32, hi: u32) {
+        for (w, mask) in word_masks(lo, hi) {
+            self.0[w] |= mask;
+        }
+    }
+    /// Calls `f` on each member in `lo..hi`, a word at a time.
+    fn for_each_in(&self, lo: u32, hi: u32, mut f: impl FnMut(usize)) {
+        for (w, mask) in word_masks(lo, hi) {
+            for_each_bit(w, self.0[w] & mask, &mut f);
+        }
+    }
+}
+
+/// The words that bits `lo..hi` fall in, each with the mask of those bits.
+fn word_masks(lo: u32, hi: u32) -> impl Iterator<Item = (usize, u64)> {
+    let (lo, hi) = (lo as usize, hi as usize);
+    (lo / 64..hi.div_ceil(64)).map(move |w| {
+        let mut mask = !0u64;
+        if w == lo / 64 {
+            mask &= !0u64 << (lo % 64);
+        }
+        if (w + 1) * 64 > hi {
+            mask &= (1u64 << (hi % 64)) - 1;
+        }
+        (w, mask)
+    })
+}
+
+/// Range minimum over a fixed list of values, with values cleared to "none".
+struct MinTree {
+    size: usize,
+    tree: Vec<u32>,
+}
+
+impl MinTree {
+    fn new(values: impl ExactSizeIterator<Item = u32>) -> MinTree {
+        let size = values.len().next_power_of_two();
+        let mut tree = vec![u32::MAX; 2 * size];
+        for (i, v) in values.enumerate() {
+            tree[size + i] = v;
+        }
+        for i in (1..size).rev() {
+            tree[i] = tree[2 * i].min(tree[2 * i + 1]);
+        }
+        MinTree { size, tree }
+    }
+
+    fn clear(&mut self, pos: usize) {
+        let mut i = self.size + pos;
+        self.tree[i] = u32::MAX;
+        while i > 1 {
+            i /= 2;
+            self.tree[i] = self.tree[2 * i].min(self.tree[2 * i + 1]);
+        }
+    }
+
+    /// The least value at positions `lo..hi`, if any is set.
+    fn min(&self, lo: usize, hi: usize) -> Option<u32> {
+        let (mut l, mut r) = (lo + self.size, hi + self.size);
+        let mut best = u32::MAX;
+        while l < r {
+            if l & 1 == 1 {
+                best = best.min(self.tree[l]);
+                l += 1;
+            }
+            if r & 1 == 1 {
+                r -= 1;
+                best = best.min(self.tree[r]);
+            }
+            l /= 2;
+            r /= 2;
+        }
+        (best != u32::MAX).then_some(best)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(bits: &[bool]) -> Runs {
+        let mut runs: Vec<(u32, u32)> = (0..bits.len() as u32)
+            .filter(|&i| bits[i as usize])
+            .map(|i| (i, i + 1))
+            .collect();
+        Runs::from_runs(&mut runs)
+    }
+
+    #[test]
+    fn ranks_agree_with_bit_sets() {
+        // Every pair of subsets of 0..8: union, xor and gaps as bits say.
+        for x in 0u32..256 {
+            for y in (0u32..256).step_by(7) {
+                let bx: Vec<bool> = (0..8).map(|i| x >> i & 1 == 1).collect();
+                let by: Vec<bool> = (0..8).map(|i| y >> i & 1 == 1).collect();
+                let (a, b) = (set(&bx), set(&by));
+                let or: Vec<bool> = (0..8).map(|i| bx[i] || by[i]).collect();
+                let xor: Vec<bool> = (0..8).map(|i| bx[i] != by[i]).collect();
+                assert_eq!(a.union(&b), set(&or), "{x:08b} | {y:08b}");
+                assert_eq!(a.combine(&b, |p, q| p != q), set(&xor), "{x:08b} ^ {y:08b}");
+                let not: Vec<bool> = bx.iter().map(|b| !b).collect();
+                let mut gaps: Vec<(u32, u32)> = a.gaps(8).collect();
+                assert_eq!(Runs::from_runs(&mut gaps), set(&not), "!{x:08b}");
+            }
+        }
+    }
+
+    #[test]
+    fn bits_visit_exactly_their_members_in_a_range() {
+        for n in [1usize, 63, 64, 65, 130, 200] {
+            let mut b = Bits::ones(n);
+            for r in (0..n as u32).step_by(3) {
+                b.clear(r);
+            }
+            for lo in 0..n as u32 {
+                for hi in (lo..=n as u32).step_by(17).chain([n as u32]) {
+                    let mut seen = Vec::new();
+                    b.for_each_in(lo, hi, |x| seen.push(x));
+                    let want: Vec<usize> =
+                        (lo as usize..hi as usize).filter(|x| x % 3 != 0).collect();
+                    assert_eq!(seen, want, "n {n} {lo}..{hi}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_tree_finds_the_least_value_left_in_a_range() {
+        let values = [5u32, 3, 9, 1, 7, 2];
+        let mut t = MinTree::new(values.iter().copied());
+        assert_eq!(t.min(0, 6), Some(1));
+        assert_eq!(t.min(0, 3), Some(3));
+        assert_eq!(t.min(4, 4), None);
+        t.clear(3);
+        assert_eq!(t.min(0, 6), Some(2));
+        t.clear(5);
+        t.clear(1);
+        assert_eq!(t.min(1, 6), Some(7));
     }
 }

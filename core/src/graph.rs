@@ -75,11 +75,6 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Looks a resource up by identity.
-    pub fn find(&self, id: &ResourceId) -> Option<ResIdx> {
-        self.resources.binary_search_by(|r| r.id.cmp(id)).ok()
-    }
-
     /// The vertex a resource belongs to, for every resource.
     pub fn vertex_of(&self) -> Vec<VertexId> {
         let mut of = vec![0; self.resources.len()];

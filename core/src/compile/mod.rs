@@ -240,7 +240,15 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         notes: Vec::new(),
     };
 
+    // Edge ends are looked up by hash: a graph may have 100 000 edges.
+    let index: std::collections::HashMap<(Kind, &str), usize> = graph
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.id.kind, r.id.name.as_str()), i))
+        .collect();
     let mut edge_set = BTreeSet::new();
+    let mut edges = Vec::new();
     for (i, e) in g.edges.unwrap_or_default().into_iter().enumerate() {
         let loc = e.referenced;
         let e = e.value;
@@ -255,10 +263,12 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 );
                 continue;
             };
-            let id = ResourceId::new(kind, end.name.clone());
-            match graph.find(&id) {
-                Some(idx) => *slot = Some(idx),
-                None => ctx.err(Some(loc), None, format!("edge {name:?}: no resource {id}")),
+            match index.get(&(kind, end.name.as_str())) {
+                Some(&idx) => *slot = Some(idx),
+                None => {
+                    let id = ResourceId::new(kind, end.name.clone());
+                    ctx.err(Some(loc), None, format!("edge {name:?}: no resource {id}"));
+                }
             }
         }
         if let [Some(from), Some(to)] = ends {
@@ -273,7 +283,7 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
             }
             let notify = e.notify.unwrap_or(false);
             if edge_set.insert((from, to)) {
-                graph.edges.push(ResEdge {
+                edges.push(ResEdge {
                     from,
                     to,
                     name,
@@ -282,16 +292,14 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 });
             } else if notify {
                 // A repeated edge can only add a notify.
-                if let Some(existing) = graph
-                    .edges
-                    .iter_mut()
-                    .find(|x| x.from == from && x.to == to)
-                {
+                if let Some(existing) = edges.iter_mut().find(|x| x.from == from && x.to == to) {
                     existing.notify = true;
                 }
             }
         }
     }
+    drop(index);
+    graph.edges = edges;
     graph.edges.sort();
 
     if ctx.diags.is_empty()

@@ -308,11 +308,68 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The grouping the greedy rule defines, computed the slow, obvious way: for
+/// each vertex in order, join each later compatible vertex still alone unless
+/// a path joins them in the graph grouped so far (searched afresh each time).
+fn reference_grouping(g: &Graph) -> Vec<Vec<usize>> {
+    let n = g.resources.len();
+    let class: Vec<_> = (0..n).map(|r| group_class(&g.resources[r])).collect();
+    let mut group_of: Vec<usize> = (0..n).collect();
+    let mut members: Vec<Vec<usize>> = (0..n).map(|r| vec![r]).collect();
+    let path = |group_of: &[usize], from: usize, to: usize| {
+        let mut adj = vec![Vec::new(); n];
+        for e in &g.edges {
+            adj[group_of[e.from]].push(group_of[e.to]);
+        }
+        let mut seen = vec![false; n];
+        let mut stack = adj[from].clone();
+        while let Some(v) = stack.pop() {
+            if v == to {
+                return true;
+            }
+            if !std::mem::replace(&mut seen[v], true) {
+                stack.extend(&adj[v]);
+            }
+        }
+        false
+    };
+    for a in 0..n {
+        if group_of[a] != a || class[a].is_none() {
+            continue;
+        }
+        for b in a + 1..n {
+            if group_of[b] != b || members[b].len() > 1 || class[b] != class[a] {
+                continue;
+            }
+            if !path(&group_of, a, b) && !path(&group_of, b, a) {
+                group_of[b] = a;
+                let moved = std::mem::take(&mut members[b]);
+                members[a].extend(moved);
+            }
+        }
+    }
+    members.into_iter().filter(|m| !m.is_empty()).collect()
+}
+
 fn run(s: &Spec) -> Result<(), TestCaseError> {
     let res_order: Vec<usize> = (0..s.res.len()).collect();
     let edge_order: Vec<usize> = (0..s.edges.len()).collect();
-    let g = compiled(&render(s, &res_order, &edge_order));
+    let text = render(s, &res_order, &edge_order);
+    let g = compiled(&text);
     check(&g)?;
+    // Exactly the greedy rule's grouping, however the sets are represented.
+    let ungrouped = mgmt_core::compile::compile_with(
+        "p.yaml",
+        &text,
+        &mgmt_core::compile::CompileOptions {
+            autogroup: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let want = reference_grouping(&ungrouped);
+    let got: Vec<Vec<usize>> = g.vertices.iter().map(|v| v.members.clone()).collect();
+    prop_assert_eq!(got, want);
     // Maximal: grouping the grouped graph again joins nothing.
     let mut again = g.clone();
     mgmt_core::autogroup::autogroup(&mut again);
