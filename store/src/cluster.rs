@@ -223,6 +223,7 @@ impl Cluster {
             next_start_attempt: Instant::now(),
             connected: false,
             remembered,
+            stop_requested: stop_rx.clone(),
         };
         if let Some(s) = driver.server.clone() {
             driver.servers_started = 1;
@@ -373,6 +374,8 @@ struct Driver {
     /// Client URLs of the other members this host's store last knew of: a
     /// host whose seeds are all gone still finds the cluster through them.
     remembered: Vec<String>,
+    /// Turns true when the agent is asked to stop.
+    stop_requested: watch::Receiver<bool>,
 }
 
 impl Driver {
@@ -1077,11 +1080,28 @@ impl Driver {
 
     /// A membership change on this member only if it is leader (never forwarded).
     async fn admin(&self, s: &StoreHandle, op: AdminOp) -> Result<bool, String> {
-        match tokio::time::timeout(crate::node::REQUEST_TIMEOUT * 6, s.node.admin_local(&op)).await
-        {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => Err(format!("{e:?}")),
-            Err(_) => Err("timed out".into()),
+        let change =
+            tokio::time::timeout(crate::node::REQUEST_TIMEOUT * 6, s.node.admin_local(&op));
+        // A change begun before a stop request is waited for no longer once
+        // it comes (as after a timeout: the change stays proposed): without
+        // quorum the wait lasts its whole timeout, and the agent must leave.
+        // A change made while leaving (the leader removing itself) is not cut.
+        let mut stop = self.stop_requested.clone();
+        let began_before_stop = !*stop.borrow();
+        let stop_requested = async move {
+            if began_before_stop {
+                let _ = stop.wait_for(|s| *s).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = change => match r {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(e)) => Err(format!("{e:?}")),
+                Err(_) => Err("timed out".into()),
+            },
+            _ = stop_requested => Err("stopping; no longer waiting for it to commit".into()),
         }
     }
 }
