@@ -139,7 +139,16 @@ struct LogWriter;
 impl std::io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         use std::sync::atomic::Ordering::Relaxed;
-        if !STDERR_GONE.load(Relaxed) && std::io::stderr().write_all(buf).is_err() {
+        if STDERR_GONE.load(Relaxed) {
+            return Ok(buf.len());
+        }
+        // A line that cannot be written now (a full disk, a non-blocking
+        // pipe that is full) is dropped; a stderr that is gone for good
+        // (a closed pipe, a closed descriptor) turns logging off.
+        if let Err(e) = std::io::stderr().write_all(buf)
+            && (e.kind() == std::io::ErrorKind::BrokenPipe
+                || e.raw_os_error() == Some(nix::libc::EBADF))
+        {
             STDERR_GONE.store(true, Relaxed);
         }
         Ok(buf.len())
@@ -177,13 +186,21 @@ fn load(path: &Path, max_bytes: u64) -> Result<Graph, ExitCode> {
 fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
     use std::io::Read as _;
     use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    let t = meta.file_type();
+    // Looked at before it is opened (opening some devices acts on them),
+    // and again once open, in case it was swapped in between.
+    let before = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let file_type = if before.is_file() {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        (meta.file_type(), Some((file, meta)))
+    } else {
+        (before.file_type(), None)
+    };
+    let t = file_type.0;
     let what = if t.is_file() {
         None
     } else if t.is_dir() {
@@ -199,9 +216,10 @@ fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
     } else {
         Some("not a regular file")
     };
-    if let Some(what) = what {
+    let (Some((file, meta)), None) = (file_type.1, what) else {
+        let what = what.unwrap_or("not a regular file");
         return Err(format!("the graph must be a regular file, this is {what}"));
-    }
+    };
     let too_big = || {
         format!("the graph is larger than {max_bytes} bytes (raise --max-graph-bytes to allow it)")
     };

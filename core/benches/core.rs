@@ -25,22 +25,31 @@ static PEAK: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::ne
 /// Counting is on only while peaks are measured, so timings pay nothing.
 static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Adds `delta` bytes to the heap in use, while counting.
+fn count(delta: isize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if COUNTING.load(Relaxed) {
+        let now = IN_USE.fetch_add(delta, Relaxed) + delta;
+        PEAK.fetch_max(now, Relaxed);
+    }
+}
+
 unsafe impl std::alloc::GlobalAlloc for PeakAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        use std::sync::atomic::Ordering::Relaxed;
-        if COUNTING.load(Relaxed) {
-            let size = layout.size() as isize;
-            let now = IN_USE.fetch_add(size, Relaxed) + size;
-            PEAK.fetch_max(now, Relaxed);
-        }
+        count(layout.size() as isize);
         unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if COUNTING.load(Relaxed) {
-            IN_USE.fetch_sub(layout.size() as isize, Relaxed);
-        }
+        count(-(layout.size() as isize));
         unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        count(new as isize - layout.size() as isize);
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
     }
 }
 

@@ -95,8 +95,9 @@ enum Event {
 /// Removes what a run killed mid-write left beside the managed files: its
 /// temp files (targets are never half-written; the temp files just stay).
 fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
+    // A resource with `meta: {noop: true}` changes nothing, temp files included.
     let paths = graph.resources.iter().filter_map(|r| match &r.params {
-        Params::File(p) => Some(p.path.as_str()),
+        Params::File(p) if !r.meta.noop => Some(p.path.as_str()),
         _ => None,
     });
     for stale in crate::file::remove_stale_temp_files(paths, !noop) {

@@ -263,11 +263,29 @@ fn temp_name(base: &str, pid: u32) -> String {
     format!(".{base}.mgmt-{pid}.tmp")
 }
 
-/// The managed name and the writer's pid of a [`temp_name`], if it is one.
+/// The managed name and the writer's pid of a [`temp_name`], if it is
+/// exactly one (`007` or `+7` are not pids we write).
 fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
     let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
     let (base, pid) = inner.rsplit_once(".mgmt-")?;
-    Some((base, pid.parse().ok()?))
+    let pid: u32 = pid
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| pid.parse().ok())??;
+    (temp_name(base, pid) == name).then_some((base, pid))
+}
+
+/// Whether process `pid` is gone: only "no such process" says so. A process
+/// of another user (EPERM) is alive; one in another pid namespace sharing the
+/// directory cannot be told from a dead one (documented limit).
+fn process_gone(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// A temp file a killed run left behind ([`remove_stale_temp_files`]).
@@ -282,7 +300,9 @@ pub struct StaleTemp {
 /// `paths`, and removes them unless `remove` is false. Only names of our own
 /// pattern for a file this graph manages, only regular files, and only of a
 /// writer that is no longer running (or had this process's pid): a live
-/// agent's write in progress is never touched. One `readdir` per directory.
+/// agent's write in progress is never touched (except one in another pid
+/// namespace sharing the directory, which looks gone). One `readdir` per
+/// directory.
 pub fn remove_stale_temp_files<'a>(
     paths: impl IntoIterator<Item = &'a str>,
     remove: bool,
@@ -298,7 +318,7 @@ pub fn remove_stale_temp_files<'a>(
         }
     }
     let me = std::process::id();
-    let gone = |pid: u32| pid == me || !Path::new(&format!("/proc/{pid}")).exists();
+    let gone = |pid: u32| pid == me || process_gone(pid);
     let mut found = Vec::new();
     for (dir, bases) in by_dir {
         let Ok(entries) = fs::read_dir(dir) else {
@@ -309,7 +329,10 @@ pub fn remove_stale_temp_files<'a>(
             let Some((base, pid)) = name.to_str().and_then(parse_temp_name) else {
                 continue;
             };
+            // A managed file that happens to be named like a temp file is
+            // the graph's, not a leftover.
             if !bases.contains(std::ffi::OsStr::new(base))
+                || bases.contains(name.as_os_str())
                 || !entry.file_type().is_ok_and(|t| t.is_file())
                 || !gone(pid)
             {
@@ -416,6 +439,44 @@ fn resolve_group(p: &Principal) -> Result<u32, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_exact_temp_names_of_ours_parse() {
+        assert_eq!(parse_temp_name(".a.conf.mgmt-42.tmp"), Some(("a.conf", 42)));
+        assert_eq!(
+            parse_temp_name(&temp_name("x.mgmt-1", 7)),
+            Some(("x.mgmt-1", 7))
+        );
+        for not_ours in [
+            ".a.mgmt-007.tmp",
+            ".a.mgmt-+7.tmp",
+            ".a.mgmt-.tmp",
+            "a.mgmt-7.tmp",
+            ".a.mgmt-7.tmp.bak",
+            ".a.mgmt-99999999999.tmp",
+        ] {
+            assert_eq!(parse_temp_name(not_ours), None, "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn a_managed_file_named_like_a_temp_file_is_kept() {
+        let d = tempdir();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let target = d.join("a");
+        let lookalike = d.join(format!(".a.mgmt-{dead}.tmp"));
+        fs::write(&lookalike, "managed").unwrap();
+        let paths = [target.to_str().unwrap(), lookalike.to_str().unwrap()];
+        assert!(remove_stale_temp_files(paths, true).is_empty());
+        assert!(lookalike.exists());
+        let paths = [target.to_str().unwrap()];
+        let removed = remove_stale_temp_files(paths, true);
+        assert_eq!(removed.len(), 1);
+        assert!(!lookalike.exists());
+        fs::remove_dir_all(d).unwrap();
+    }
 
     fn params(path: &Path, content: Option<&str>) -> FileParams {
         FileParams {

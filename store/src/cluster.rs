@@ -1011,16 +1011,15 @@ impl Driver {
                 };
                 // Not blocking until it caught up: a nominee that dies now must
                 // not stall the leader. Promote waits for it instead.
-                match tokio::time::timeout(
-                    ADMIN_TIMEOUT,
-                    s.node.raft.add_learner(spec.id, spec.node, false),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Ok(true),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
-                }
+                let add = async {
+                    s.node
+                        .raft
+                        .add_learner(spec.id, spec.node, false)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                };
+                self.until_stop(ADMIN_TIMEOUT, add).await
             }
             NCommand::Promote(h) => {
                 let learners: Vec<u64> = named(&s.members(), h)
@@ -1080,12 +1079,22 @@ impl Driver {
 
     /// A membership change on this member only if it is leader (never forwarded).
     async fn admin(&self, s: &StoreHandle, op: AdminOp) -> Result<bool, String> {
-        let change =
-            tokio::time::timeout(crate::node::REQUEST_TIMEOUT * 6, s.node.admin_local(&op));
-        // A change begun before a stop request is waited for no longer once
-        // it comes (as after a timeout: the change stays proposed): without
-        // quorum the wait lasts its whole timeout, and the agent must leave.
-        // A change made while leaving (the leader removing itself) is not cut.
+        let change = async { s.node.admin_local(&op).await.map_err(|e| format!("{e:?}")) };
+        self.until_stop(crate::node::REQUEST_TIMEOUT * 6, change)
+            .await
+    }
+
+    /// Waits for a membership change for at most `limit`. A change begun
+    /// before a stop request is waited for no longer once it comes (as after
+    /// a timeout: the change stays proposed): without quorum the wait lasts
+    /// its whole limit, and the agent must leave. A change made while leaving
+    /// (the leader removing itself) is not cut.
+    async fn until_stop(
+        &self,
+        limit: Duration,
+        change: impl std::future::Future<Output = Result<(), String>>,
+    ) -> Result<bool, String> {
+        let change = tokio::time::timeout(limit, change);
         let mut stop = self.stop_requested.clone();
         let began_before_stop = !*stop.borrow();
         let stop_requested = async move {
@@ -1098,7 +1107,7 @@ impl Driver {
         tokio::select! {
             r = change => match r {
                 Ok(Ok(())) => Ok(true),
-                Ok(Err(e)) => Err(format!("{e:?}")),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err("timed out".into()),
             },
             _ = stop_requested => Err("stopping; no longer waiting for it to commit".into()),

@@ -191,9 +191,23 @@ impl StoreConfig {
     }
 
     /// Deletes this member's state (it is no member any more). Only ever the
-    /// checked [`StoreConfig::data_dir`]; a missing directory is no error.
+    /// checked [`StoreConfig::data_dir`], and only if it holds store state (a
+    /// member ID or a raft log): a directory of the same name with anything
+    /// else in it (`--prefix /home --hostname alice`) is refused. A missing
+    /// directory is no error.
     pub fn discard_data_dir(&self) -> Result<PathBuf, StoreError> {
         let dir = self.data_dir()?;
+        let ours = [MEMBER_ID_FILE, log_store::LOG_FILE]
+            .iter()
+            .any(|f| dir.join(f).exists());
+        // Empty: a start that stopped before writing anything.
+        let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
+        if dir.exists() && !ours && !empty {
+            return Err(StoreError::UnsafeDataDir {
+                dir,
+                reason: "it holds no store state (no member ID, no raft log); left as it is".into(),
+            });
+        }
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(StoreError::Storage { dir, source: e })

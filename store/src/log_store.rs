@@ -23,7 +23,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
-const LOG_FILE: &str = "raft.log";
+pub(crate) const LOG_FILE: &str = "raft.log";
 const VOTE_FILE: &str = "vote.json";
 const PURGED_FILE: &str = "purged.json";
 

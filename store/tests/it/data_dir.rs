@@ -103,3 +103,26 @@ async fn discarding_removes_only_this_hosts_directory() {
     assert!(prefix.exists(), "the prefix itself is never removed");
     intact(top.path(), &prefix);
 }
+
+/// A directory of the host's name that is not store state (`--prefix /home
+/// --hostname alice`) is never discarded.
+#[tokio::test]
+async fn a_directory_without_store_state_is_not_discarded() {
+    let (top, prefix) = tree();
+    std::fs::create_dir_all(prefix.join("alice")).unwrap();
+    std::fs::write(prefix.join("alice/thesis.tex"), "years of work").unwrap();
+    let c = config("alice", &prefix);
+    assert!(matches!(
+        c.discard_data_dir(),
+        Err(StoreError::UnsafeDataDir { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(prefix.join("alice/thesis.tex")).unwrap(),
+        "years of work"
+    );
+    intact(top.path(), &prefix);
+    // An empty one (a start that stopped at once) may go.
+    std::fs::create_dir_all(prefix.join("bob")).unwrap();
+    config("bob", &prefix).discard_data_dir().unwrap();
+    assert!(!prefix.join("bob").exists());
+}
