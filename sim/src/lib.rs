@@ -151,8 +151,8 @@ pub struct World {
     pub now: Duration,
     pub hosts: BTreeMap<String, Status>,
     pub crashed: BTreeSet<String>,
-    /// Every `idealClusterSize` the operator set, with when.
-    pub ideal_history: Vec<(Duration, u32)>,
+    /// Every `idealClusterSize` the operator asked for, in order.
+    pub ideal_history: Vec<IdealChange>,
     /// Hosts whose nomination key was put while it already existed.
     pub renominations: Vec<String>,
     /// Acknowledged writes, key -> value.
@@ -168,15 +168,37 @@ pub struct World {
 /// (the put's latency plus one membership change in flight).
 pub const IDEAL_LAG: Duration = Duration::from_secs(10);
 
+/// One put of `idealClusterSize` by the operator.
+#[derive(Clone, Debug)]
+pub struct IdealChange {
+    pub size: u32,
+    /// When the put was acknowledged. `None` while it runs, and for good if
+    /// it failed: a failed put (a deadline exceeded, no quorum) may or may
+    /// not have been applied, so both the old and the new size stay possible
+    /// until a later put is acknowledged.
+    pub acked: Option<Duration>,
+}
+
 impl World {
-    /// The largest ideal size the leader may be acting on now.
+    /// The largest ideal size the leader may be acting on now: every size
+    /// asked for and not yet replaced by a later acknowledged put, or replaced
+    /// less than [`IDEAL_LAG`] ago.
     pub fn ideal_bound(&self) -> u32 {
-        let last = self.ideal_history.last().map_or(0, |(_, n)| *n);
-        self.ideal_history
-            .iter()
-            .filter(|(t, _)| *t + IDEAL_LAG >= self.now)
-            .map(|(_, n)| *n)
-            .fold(last, u32::max)
+        let h = &self.ideal_history;
+        (0..h.len())
+            .filter(|&i| {
+                let replaced = h[i + 1..].iter().filter_map(|c| c.acked).min();
+                replaced.is_none_or(|t| t + IDEAL_LAG >= self.now)
+            })
+            .map(|i| h[i].size)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Records a put of the ideal size; returns its index for [`Ctl::SetIdeal`].
+    fn ask_ideal(&mut self, size: u32) -> usize {
+        self.ideal_history.push(IdealChange { size, acked: None });
+        self.ideal_history.len() - 1
     }
 
     /// The membership as the (first, by name) running leader sees it.
@@ -212,7 +234,8 @@ fn ctl_ip() -> IpAddr {
 }
 
 enum Ctl {
-    SetIdeal(u32),
+    /// Put the ideal size recorded at this index of `ideal_history`.
+    SetIdeal(usize, u32),
     Write(u64),
     Verify,
 }
@@ -375,7 +398,11 @@ enum Wake {
 
 fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     let world = Arc::new(Mutex::new(World {
-        ideal_history: vec![(Duration::ZERO, config.initial_ideal)],
+        // The bootstrap host writes the initial size before anything else.
+        ideal_history: vec![IdealChange {
+            size: config.initial_ideal,
+            acked: Some(Duration::ZERO),
+        }],
         ..World::default()
     }));
     // Whether each host's agent should run (index 0 unused).
@@ -422,10 +449,15 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
                     biased;
                     op = ctl_rx.recv() => match op {
                         None => return Ok(()),
-                        Some(Ctl::SetIdeal(n)) => {
+                        Some(Ctl::SetIdeal(index, n)) => {
                             // Best effort: the cluster may have no quorum right now.
                             let r = client.put(IDEAL_CLUSTER_SIZE.as_bytes(), n.to_string().as_bytes(), 0).await;
-                            world.lock().unwrap().log(format!("ctl idealClusterSize={n} ok={}", r.is_ok()));
+                            let mut w = world.lock().unwrap();
+                            if r.is_ok() {
+                                let now = w.now;
+                                w.ideal_history[index].acked = Some(now);
+                            }
+                            w.log(format!("ctl idealClusterSize={n} ok={}", r.is_ok()));
                         }
                         Some(Ctl::Write(i)) => {
                             let (k, v) = (format!("/data/k{i}"), format!("v{i}"));
@@ -498,11 +530,8 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
         world.lock().unwrap().log(format!("op {op:?}"));
         match op {
             Op::SetIdeal(n) => {
-                let mut w = world.lock().unwrap();
-                let now = w.now;
-                w.ideal_history.push((now, *n));
-                drop(w);
-                let _ = ctl_tx.send(Ctl::SetIdeal(*n));
+                let index = world.lock().unwrap().ask_ideal(*n);
+                let _ = ctl_tx.send(Ctl::SetIdeal(index, *n));
             }
             Op::Write => {
                 writes += 1;
@@ -545,12 +574,8 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     for i in 1..=config.hosts {
         join(&mut sim, &world, &up, i);
     }
-    {
-        let mut w = world.lock().unwrap();
-        let now = w.now;
-        w.ideal_history.push((now, config.final_ideal));
-    }
-    let _ = ctl_tx.send(Ctl::SetIdeal(config.final_ideal));
+    let index = world.lock().unwrap().ask_ideal(config.final_ideal);
+    let _ = ctl_tx.send(Ctl::SetIdeal(index, config.final_ideal));
     let want = (config.final_ideal as usize).min(config.hosts);
     let deadline = sim.elapsed() + config.converge_within;
     let members = loop {

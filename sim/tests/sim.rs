@@ -161,6 +161,21 @@ fn rejoined_host_does_not_answer_raft_for_its_old_id() {
     replay(176);
 }
 
+/// Seeds 5027, 5040, 6190 and 7005 ("membership 3 exceeds max(ideal 2, ...)"):
+/// the operator's put of a smaller `idealClusterSize` failed (deadline
+/// exceeded: the leader had just crashed), the cluster rightly went on with
+/// the size in force, and the harness had counted the new size from the
+/// moment it was asked for. A failed put may or may not have been applied, so
+/// both sizes now stay allowed until a later put is acknowledged
+/// (`sim::IdealChange`); `harness_catches_growth_past_ideal` still sees real
+/// growth past the ideal size.
+#[test]
+fn a_failed_ideal_size_put_leaves_the_old_size_in_force() {
+    for seed in [5027, 5040, 6190, 7005] {
+        replay(seed);
+    }
+}
+
 /// Seeds 24 and 32: a host restarting after its only seed left must still
 /// find the cluster (through the members its store knew, listed with their
 /// client URLs).
