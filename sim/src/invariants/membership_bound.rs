@@ -1,7 +1,9 @@
 //! The membership never exceeds `max(idealClusterSize, size before the change)`:
 //! growth stops at the ideal size, and a shrink never adds members. The ideal
-//! size is the largest set within [`crate::IDEAL_LAG`] (the leader may still be
-//! finishing a change decided on the previous value).
+//! size is the largest that may be in force ([`crate::World::ideal_bound`]):
+//! one replaced less than [`crate::IDEAL_LAG`] ago (the leader may still be
+//! finishing a change decided on it), or one whose replacement's put has not
+//! been acknowledged (a failed put may or may not have been applied).
 
 use crate::World;
 
