@@ -176,6 +176,15 @@ fn a_failed_ideal_size_put_leaves_the_old_size_in_force() {
     }
 }
 
+/// Seed 5402: a member whose URLs in the membership were stale retried the
+/// update in a loop that never waited (it fails at once while another
+/// membership change is in progress): it spun, and simulated time stood
+/// still. It now pauses between attempts.
+#[test]
+fn a_failed_update_of_own_urls_does_not_spin() {
+    replay(5402);
+}
+
 /// Seeds 24 and 32: a host restarting after its only seed left must still
 /// find the cluster (through the members its store knew, listed with their
 /// client URLs).

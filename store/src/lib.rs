@@ -286,6 +286,9 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// How long [`StoreHandle::shutdown`] lets open connections finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Pause after a failed update of this member's own URLs in the membership.
+const URL_UPDATE_RETRY: Duration = Duration::from_millis(500);
+
 /// Entry points.
 pub struct Store;
 
@@ -512,6 +515,14 @@ impl Store {
                             )]));
                             if let Err(e) = node.raft.change_membership(change, true).await {
                                 tracing::warn!(error = %e, "could not update own member URLs");
+                                // It fails at once while another change is in
+                                // progress, and the metrics change with every
+                                // heartbeat: without a pause this loop spun
+                                // (simulator seed 5402 never let time move).
+                                tokio::select! {
+                                    _ = tokio::time::sleep(URL_UPDATE_RETRY) => {}
+                                    _ = stopped(&mut stop) => break,
+                                }
                             }
                         }
                     }
