@@ -188,38 +188,36 @@ fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
     use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
     // Looked at before it is opened (opening some devices acts on them),
     // and again once open, in case it was swapped in between.
-    let before = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let file_type = if before.is_file() {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| e.to_string())?;
-        let meta = file.metadata().map_err(|e| e.to_string())?;
-        (meta.file_type(), Some((file, meta)))
-    } else {
-        (before.file_type(), None)
+    let must_be_regular = |t: std::fs::FileType| {
+        let what = if t.is_file() {
+            return Ok(());
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        Err(format!("the graph must be a regular file, this is {what}"))
     };
-    let t = file_type.0;
-    let what = if t.is_file() {
-        None
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO")
-    } else if t.is_char_device() {
-        Some("a character device")
-    } else if t.is_block_device() {
-        Some("a block device")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
-    };
-    let (Some((file, meta)), None) = (file_type.1, what) else {
-        let what = what.unwrap_or("not a regular file");
-        return Err(format!("the graph must be a regular file, this is {what}"));
-    };
+    must_be_regular(
+        std::fs::metadata(path)
+            .map_err(|e| e.to_string())?
+            .file_type(),
+    )?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    must_be_regular(meta.file_type())?;
     let too_big = || {
         format!("the graph is larger than {max_bytes} bytes (raise --max-graph-bytes to allow it)")
     };
@@ -255,19 +253,16 @@ fn run(args: RunArgs) -> ExitCode {
     }
     // A host name picks the store's directory and names this host's
     // /_mgmt/ keys: checked before anything starts.
-    let hostname = match &args.hostname {
-        Some(name) => match mgmt_core::Hostname::parse(name) {
-            Ok(h) => h.to_string(),
-            Err(e) => {
-                report!("error: --hostname: {e}");
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-        },
-        None => machine_hostname(),
-    };
+    // The machine's own name matters only to the store.
+    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
     let clustered = !(args.no_server && args.seeds.is_none());
-    if clustered && let Err(e) = mgmt_core::Hostname::parse(&hostname) {
-        report!("error: this machine's {e}; give one with --hostname");
+    if (args.hostname.is_some() || clustered)
+        && let Err(e) = mgmt_core::Hostname::parse(&hostname)
+    {
+        match args.hostname {
+            Some(_) => report!("error: --hostname: {e}"),
+            None => report!("error: this machine's {e}; give one with --hostname"),
+        }
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     if let Some(want) = &graph.hostname

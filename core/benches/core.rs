@@ -81,6 +81,16 @@ fn print_peak_heap_100k() {
 
 /// `n` noops in one chain (`n - 1` edges): nothing can group.
 fn chain_yaml(n: usize) -> String {
+    noops_after_yaml(n, |i| i - 1)
+}
+
+/// One noop, then `n - 1` noops after it: the leaves form one group.
+fn fan_yaml(n: usize) -> String {
+    noops_after_yaml(n, |_| 0)
+}
+
+/// `n` noops; each but the first comes after noop `before(i)`.
+fn noops_after_yaml(n: usize, before: impl Fn(usize) -> usize) -> String {
     let mut out = String::from("graph: bench\nresources:\n  noop:\n");
     for i in 0..n {
         out += &format!("  - name: n{i:06}\n");
@@ -89,22 +99,7 @@ fn chain_yaml(n: usize) -> String {
     for i in 1..n {
         out += &format!(
             "- {{from: {{kind: noop, name: n{:06}}}, to: {{kind: noop, name: n{i:06}}}}}\n",
-            i - 1
-        );
-    }
-    out
-}
-
-/// One noop, then `n - 1` noops after it: the leaves form one group.
-fn fan_yaml(n: usize) -> String {
-    let mut out = String::from("graph: bench\nresources:\n  noop:\n");
-    for i in 0..n {
-        out += &format!("  - name: n{i:06}\n");
-    }
-    out += "edges:\n";
-    for i in 1..n {
-        out += &format!(
-            "- {{from: {{kind: noop, name: n000000}}, to: {{kind: noop, name: n{i:06}}}}}\n"
+            before(i)
         );
     }
     out

@@ -399,12 +399,19 @@ fn drift_in_a_group_rechecks_only_the_member_it_touched() {
     assert!(agent.terminate().success());
 }
 
+/// Reads one line from a child's pipe, then closes the reading end (`| head -1`).
+fn first_line_then_close(pipe: impl std::io::Read) -> String {
+    use std::io::BufRead;
+    let mut first = String::new();
+    std::io::BufReader::new(pipe).read_line(&mut first).unwrap();
+    first
+}
+
 /// Logs into a pipe whose reader goes away after one line (`2>&1 | head -1`,
 /// a restarted journald, a closed terminal): the agent goes on applying,
 /// watching and repairing, and exits with the status it would have had.
 #[test]
 fn a_closed_log_pipe_never_stops_the_agent() {
-    use std::io::BufRead;
     let d = tempfile::tempdir().unwrap();
     let files: Vec<_> = (0..10).map(|i| d.path().join(format!("f{i}"))).collect();
     let mut g =
@@ -434,11 +441,8 @@ fn a_closed_log_pipe_never_stops_the_agent() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let mut first = String::new();
-        std::io::BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        // The reader is dropped here: every later log line meets a closed pipe.
+        // Every later log line meets a closed pipe.
+        let first = first_line_then_close(child.stderr.take().unwrap());
         assert!(first.contains("INFO"), "{first}");
         let all_made = || {
             files
@@ -481,7 +485,6 @@ fn a_closed_log_pipe_never_stops_the_agent() {
 /// `mgmt graph | head -1` is not an error.
 #[test]
 fn a_closed_stdout_ends_mgmt_graph_quietly() {
-    use std::io::BufRead;
     let d = tempfile::tempdir().unwrap();
     let mut g = String::from("graph: g\nresources:\n  noop:\n");
     for i in 0..2000 {
@@ -494,10 +497,7 @@ fn a_closed_stdout_ends_mgmt_graph_quietly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line_then_close(child.stdout.take().unwrap());
     let out = child.wait_with_output().unwrap();
     assert_eq!(first.trim(), "{");
     assert_eq!(
