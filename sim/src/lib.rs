@@ -47,8 +47,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use mgmt_core::cluster::Bug;
+use mgmt_core::cluster::keys::{IDEAL_CLUSTER_SIZE, NOMINATED};
 use mgmt_store::client::{ClientConfig, EtcdClient, WatchEvent};
-use mgmt_store::cluster::{Cluster, ClusterConfig, IDEAL_CLUSTER_SIZE, NOMINATED, Status};
+use mgmt_store::cluster::{Cluster, ClusterConfig, Status};
 use mgmt_store::{Env, StoreConfig};
 use tokio::sync::{mpsc, watch};
 
@@ -317,7 +318,6 @@ fn host_config(i: usize, seeded: bool, config: &Config, dir: &std::path::Path) -
     }
     c.ideal_cluster_size = Some(config.initial_ideal);
     c.lease_ttl_s = 3;
-    c.tick = Duration::from_millis(250);
     c.request_timeout = Duration::from_secs(3);
     c.leave_timeout = Duration::from_secs(5);
     c.nominator_bug = config.bug;

@@ -18,8 +18,11 @@
 //!   request is `serializable`.
 //! * The etcd API (KV, Watch, Lease, Cluster.MemberList, Maintenance.Status) is served
 //!   on the client URLs. MemberAdd/Remove/Update/Promote answer `Unimplemented`:
-//!   membership goes through [`StoreHandle::add_learner`], [`StoreHandle::promote`]
-//!   and [`StoreHandle::remove_member`], which the clustering logic drives.
+//!   membership changes go through [`StoreHandle::change_membership_here`] (on the
+//!   leader, never forwarded: what the clustering logic drives, watching
+//!   [`StoreHandle::membership_changes`] and [`StoreHandle::replication_changes`]),
+//!   or [`StoreHandle::add_learner`] and [`StoreHandle::promote`] (forwarded to the
+//!   leader, waiting for it to finish).
 //!
 //! # Use
 //!
@@ -47,6 +50,7 @@ pub mod client;
 pub mod cluster;
 mod in_flight;
 mod log_store;
+mod membership;
 pub mod net;
 mod network;
 mod node;
@@ -68,13 +72,16 @@ use std::time::Duration;
 
 use mgmt_core::Hostname;
 use mgmt_core::kv::{
-    self as kv, Command, DeleteRangeRequest, Event, KeyValue, KvError, Output, PutRequest,
-    RangeRequest,
+    self as kv, Command, DeleteRangeRequest, KeyValue, KvError, Output, PutRequest, RangeRequest,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use log_store::TornTail;
+pub use membership::{
+    MemberSpec, MembershipChange, MembershipError, MembershipState, MembershipWatch, Replication,
+    ReplicationWatch,
+};
 pub use net::Env;
 pub use node::Member;
 pub use types::{MemberNode, member_id};
@@ -86,7 +93,7 @@ use crate::network::{Channels, Network};
 use crate::node::{AdminOp, Node, PeerService};
 use crate::pb::etcdserverpb as epb;
 use crate::server::Etcd;
-use crate::state_machine::{StateMachine, WatchMsg, Watcher};
+use crate::state_machine::StateMachine;
 
 /// Errors of the store's API.
 #[derive(Debug, thiserror::Error)]
@@ -279,25 +286,29 @@ pub fn stored_member_id(dir: &std::path::Path) -> Option<u64> {
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// How long [`StoreHandle::shutdown`] lets open connections finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Pause after a failed update of this member's own URLs in the membership.
-const URL_UPDATE_RETRY: Duration = Duration::from_millis(500);
+/// Pause after a lease expiry that did not commit.
+const LEASE_EXPIRY_RETRY: Duration = Duration::from_millis(200);
+
+/// Sleeps for `d`, or forever without one.
+async fn sleep_for(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Pause after a failed write of the cluster ID.
+const CLUSTER_ID_RETRY: Duration = Duration::from_millis(500);
 
 /// Entry points.
 pub struct Store;
-
-/// What a new member must be told to join: pass it to [`StoreHandle::add_learner`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberSpec {
-    pub id: u64,
-    pub node: MemberNode,
-}
 
 enum Mode {
     Single,
@@ -388,6 +399,7 @@ impl Store {
         .map_err(|e| StoreError::Raft(e.to_string()))?;
         let node = Arc::new(Node {
             id,
+            own: self_node.clone(),
             raft,
             sm: shared,
             channels,
@@ -443,15 +455,36 @@ impl Store {
                 }
             });
         }
-        // Lease expiry: the leader proposes ExpireLeases once a deadline passes.
+        // Lease expiry: the leader proposes ExpireLeases once a deadline
+        // passes. It sleeps until the earliest deadline, woken when that or
+        // the leader changes: no timer runs while nothing can expire.
         {
             let node = node.clone();
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                let mut deadline = node.sm.lease_deadline();
+                let mut leader = node.raft.server_metrics();
                 loop {
+                    let due = *deadline.borrow_and_update();
+                    let leading = leader.borrow_and_update().current_leader == Some(node.id);
+                    let wait = due
+                        .filter(|_| leading)
+                        .map(|d| Duration::from_millis(d.saturating_sub(node.env.now_ms())));
+                    if wait == Some(Duration::ZERO) {
+                        node.expire_leases_if_due().await;
+                        if *deadline.borrow() == due {
+                            // Not committed (no quorum): try again shortly.
+                            tokio::select! {
+                                _ = tokio::time::sleep(LEASE_EXPIRY_RETRY) => {}
+                                _ = stopped(&mut stop) => break,
+                            }
+                        }
+                        continue;
+                    }
                     tokio::select! {
-                        _ = tick.tick() => node.expire_leases_if_due().await,
+                        _ = sleep_for(wait) => {}
+                        r = deadline.changed() => if r.is_err() { break },
+                        r = leader.changed() => if r.is_err() { break },
                         _ = stopped(&mut stop) => break,
                     }
                 }
@@ -483,46 +516,26 @@ impl Store {
                 let _ = node.raft.trigger().elect().await;
             }
         }
-        // Once leader, record the cluster ID and refresh our own URLs if they changed.
+        // Once leader, record the cluster ID. (The leader's own member URLs
+        // are the cluster agent's to refresh: `StoreHandle::update_own_urls`.)
+        // Raft's server metrics change with the leader, not with heartbeats.
         {
             let node = node.clone();
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
-                let mut metrics = node.raft.metrics();
+                let mut metrics = node.raft.server_metrics();
                 loop {
-                    let is_leader = metrics.borrow().current_leader == Some(node.id);
-                    if is_leader {
-                        if node.sm.lock().data.kv.cluster_id() == 0 {
-                            let _ = node
-                                .write(Command::SetClusterId {
-                                    cluster_id: member_id(&format!("cluster:{}", node.id)),
-                                })
-                                .await;
-                        }
-                        let stale = {
-                            let m = metrics.borrow();
-                            // Only while still a member: a leader that just removed
-                            // itself must not add itself back.
-                            m.membership_config
-                                .membership()
-                                .get_node(&node.id)
-                                .is_some_and(|n| *n != self_node)
-                        };
-                        if stale {
-                            let change = openraft::ChangeMembers::SetNodes(BTreeMap::from([(
-                                node.id,
-                                self_node.clone(),
-                            )]));
-                            if let Err(e) = node.raft.change_membership(change, true).await {
-                                tracing::warn!(error = %e, "could not update own member URLs");
-                                // It fails at once while another change is in
-                                // progress, and the metrics change with every
-                                // heartbeat: without a pause this loop spun
-                                // (simulator seed 5402 never let time move).
-                                tokio::select! {
-                                    _ = tokio::time::sleep(URL_UPDATE_RETRY) => {}
-                                    _ = stopped(&mut stop) => break,
-                                }
+                    let is_leader = metrics.borrow_and_update().current_leader == Some(node.id);
+                    if is_leader && node.sm.lock().data.kv.cluster_id() == 0 {
+                        let cluster_id = member_id(&format!("cluster:{}", node.id));
+                        if node
+                            .write(Command::SetClusterId { cluster_id })
+                            .await
+                            .is_err()
+                        {
+                            tokio::select! {
+                                _ = tokio::time::sleep(CLUSTER_ID_RETRY) => continue,
+                                _ = stopped(&mut stop) => break,
                             }
                         }
                     }
@@ -569,31 +582,6 @@ impl Drop for StoreHandle {
     }
 }
 
-/// A watch opened with [`StoreHandle::watch`]. Dropping it cancels the watch.
-pub struct WatchReceiver {
-    rx: mpsc::UnboundedReceiver<WatchMsg>,
-    shared: Arc<state_machine::Shared>,
-    key: u64,
-}
-
-impl WatchReceiver {
-    /// The next batch of events (all from one revision), or `None` once the store
-    /// stopped or the watch was canceled.
-    pub async fn next(&mut self) -> Option<Vec<Event>> {
-        let msg = self.rx.recv().await?;
-        if msg.canceled.is_some() {
-            return None;
-        }
-        Some(msg.events)
-    }
-}
-
-impl Drop for WatchReceiver {
-    fn drop(&mut self) {
-        self.shared.lock().watchers.remove(&self.key);
-    }
-}
-
 impl StoreHandle {
     /// This member's ID (its raft node ID and etcd member ID).
     pub fn id(&self) -> u64 {
@@ -634,25 +622,7 @@ impl StoreHandle {
 
     /// Wait until a leader is known (at most `timeout`).
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, StoreError> {
-        self.node
-            .raft
-            .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "leader")
-            .await
-            .ok()
-            .and_then(|m| m.current_leader)
-            .ok_or(StoreError::NoLeader)
-    }
-
-    /// Wait until this member applied at least log index `index`.
-    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), StoreError> {
-        self.node
-            .raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index), "applied")
-            .await
-            .map(|_| ())
-            .map_err(|_| StoreError::Timeout)
+        self.node.await_leader(timeout).await
     }
 
     /// Last log index applied by this member.
@@ -685,9 +655,59 @@ impl StoreHandle {
         self.node.admin(AdminOp::Promote { id }).await
     }
 
-    /// Remove a member (voter or learner) from the cluster.
-    pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
-        self.node.admin(AdminOp::Remove { id }).await
+    /// Change the membership on this member only, if it is the leader: never
+    /// forwarded, never retried. For clustering logic that decides on the
+    /// leader; [`MembershipError::NotLeader`] and [`MembershipError::InProgress`]
+    /// change nothing and are worth trying again after the next
+    /// [`MembershipWatch::changed`]. An added learner is not waited for.
+    pub async fn change_membership_here(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<(), MembershipError> {
+        self.node.change_membership_here(change, false).await
+    }
+
+    /// This member's view of the membership and the leader.
+    pub fn membership(&self) -> MembershipState {
+        MembershipState::of(&self.node.raft.server_metrics().borrow())
+    }
+
+    /// A watch that wakes when [`StoreHandle::membership`] may have changed
+    /// (membership, leader, vote, raft state); wait on it instead of polling.
+    pub fn membership_changes(&self) -> MembershipWatch {
+        MembershipWatch {
+            rx: self.node.raft.server_metrics(),
+            stop: self.stop.subscribe(),
+        }
+    }
+
+    /// The leader's replication progress: what a learner has matched, to decide
+    /// when to promote it. `matched` is empty unless this member is the leader.
+    pub fn replication(&self) -> Replication {
+        Replication::of(&self.node.raft.data_metrics().borrow())
+    }
+
+    /// A watch that wakes when [`StoreHandle::replication`] changed.
+    pub fn replication_changes(&self) -> ReplicationWatch {
+        let rx = self.node.raft.data_metrics();
+        let last = Replication::of(&rx.borrow());
+        ReplicationWatch {
+            rx,
+            stop: self.stop.subscribe(),
+            last,
+        }
+    }
+
+    /// On the leader, bring this member's own entry in the membership (name,
+    /// peer and client URLs as bound) up to date, as after a restart on other
+    /// ports; true if it changed it, false if there was nothing to do (not the
+    /// leader, no longer a member, or already current). The store also does
+    /// this by itself whenever this member becomes leader.
+    pub async fn update_own_urls(&self) -> Result<bool, StoreError> {
+        self.node
+            .update_own_entry()
+            .await
+            .map_err(|e| StoreError::Membership(e.to_string()))
     }
 
     /// Put a key; returns the new revision.
@@ -729,6 +749,15 @@ impl StoreHandle {
         self.node.write(command).await
     }
 
+    /// Run a transaction through the log; true if its compares held (and its
+    /// `success` ops ran), false if they did not (its `failure` ops ran).
+    pub async fn txn(&self, req: kv::TxnRequest) -> Result<bool, StoreError> {
+        match self.node.write(Command::Txn(req)).await?.result? {
+            Output::Txn(t) => Ok(t.succeeded),
+            other => Err(StoreError::Raft(format!("a txn answered {other:?}"))),
+        }
+    }
+
     /// Linearizable read of one key.
     pub async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         self.range(
@@ -744,16 +773,18 @@ impl StoreHandle {
 
     /// Linearizable read of every key under `prefix`.
     pub async fn get_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
-        self.range(
-            RangeRequest {
-                key: prefix.to_vec(),
-                range_end: kv::prefix_end(prefix),
-                ..Default::default()
-            },
-            false,
-        )
-        .await
-        .map(|r| r.kvs)
+        self.get_prefix_at(prefix).await.map(|(_, kvs)| kvs)
+    }
+
+    /// Linearizable read of every key under `prefix`, with the store revision it
+    /// read at: a watch from the revision after it misses nothing.
+    pub async fn get_prefix_at(&self, prefix: &[u8]) -> Result<(i64, Vec<KeyValue>), StoreError> {
+        let req = RangeRequest {
+            key: prefix.to_vec(),
+            range_end: kv::prefix_end(prefix),
+            ..Default::default()
+        };
+        self.range_at(req, false).await.map(|(rev, r)| (rev, r.kvs))
     }
 
     /// A range read; `serializable` reads this member's state without a read barrier.
@@ -762,39 +793,20 @@ impl StoreHandle {
         req: RangeRequest,
         serializable: bool,
     ) -> Result<kv::RangeResponse, StoreError> {
+        self.range_at(req, serializable).await.map(|(_, r)| r)
+    }
+
+    /// [`StoreHandle::range`] and the revision it read at.
+    async fn range_at(
+        &self,
+        req: RangeRequest,
+        serializable: bool,
+    ) -> Result<(i64, kv::RangeResponse), StoreError> {
         if !serializable {
             self.node.read_barrier().await?;
         }
-        Ok(self.node.sm.lock().data.kv.range(&req)?)
-    }
-
-    /// Watch keys under `prefix` from `start_revision` (0: from now on). Events of each
-    /// revision arrive together, oldest first.
-    pub fn watch(&self, prefix: &[u8], start_revision: i64) -> Result<WatchReceiver, StoreError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let watcher = Watcher {
-            watch_id: 0,
-            key: prefix.to_vec(),
-            range_end: kv::prefix_end(prefix),
-            prev_kv: true,
-            no_put: false,
-            no_delete: false,
-            tx,
-        };
-        let mut g = self.node.sm.lock();
-        if start_revision > 0 && start_revision <= g.data.kv.revision() {
-            let events = g
-                .data
-                .kv
-                .events_since(prefix, &kv::prefix_end(prefix), start_revision)?;
-            watcher.send(g.data.kv.revision(), &events);
-        }
-        let key = g.add_watcher(watcher);
-        Ok(WatchReceiver {
-            rx,
-            shared: self.node.sm.clone(),
-            key,
-        })
+        let sm = self.node.sm.lock();
+        Ok((sm.data.kv.revision(), sm.data.kv.range(&req)?))
     }
 
     /// Stop serving and replicating; waits for the listeners and raft to finish.

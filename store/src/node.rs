@@ -2,7 +2,8 @@
 //! peer service and the handle: writes (forwarded to the leader when needed),
 //! linearizable read barriers, membership changes and the lease-expiry timer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +11,16 @@ use tokio::time::Instant;
 
 use mgmt_core::kv::{Applied, Command, Timed};
 use openraft::ChangeMembers;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use serde::{Deserialize, Serialize};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::StoreError;
+use crate::membership::{MemberSpec, MembershipChange, MembershipError, members_of};
 use crate::net::Env;
 use crate::network::{Channels, decode, encode, request};
-use crate::pb::mgmtpeer::{Blob, peer_server::Peer};
+use crate::pb::mgmtpeer::{Blob, peer_client::PeerClient, peer_server::Peer};
 use crate::state_machine::Shared;
 use crate::types::{MemberNode, NodeId, Raft, TypeConfig};
 
@@ -33,6 +36,17 @@ pub struct Member {
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
     pub is_learner: bool,
+}
+
+/// A failed openraft membership change, as [`MembershipError`].
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> MembershipError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MembershipError::NotLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        )) => MembershipError::InProgress,
+        e => MembershipError::Other(e.to_string()),
+    }
 }
 
 /// Why a member could not run a request itself.
@@ -54,12 +68,21 @@ pub enum AdminOp {
 
 pub struct Node {
     pub id: NodeId,
+    /// This member's entry as it should read in the membership: its name and
+    /// the URLs it is bound to.
+    pub own: MemberNode,
     pub raft: Raft,
     pub sm: Arc<Shared>,
     pub channels: Channels,
     /// Network and clock.
     pub env: Env,
 }
+
+/// How long to wait before asking the leader again after a retryable failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long to wait before trying again once a leader is known (it may be
+/// this member, busy, or one not yet in this member's membership).
+const LEADER_PAUSE: Duration = Duration::from_millis(20);
 
 impl Node {
     pub fn leader(&self) -> Option<NodeId> {
@@ -76,20 +99,78 @@ impl Node {
     }
 
     pub fn members(&self) -> Vec<Member> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        membership
-            .nodes()
-            .map(|(id, n)| Member {
-                id: *id,
-                name: n.name.clone(),
-                peer_urls: n.peer_urls.clone(),
-                client_urls: n.client_urls.clone(),
-                is_learner: !voters.contains(id),
-            })
-            .collect()
+        members_of(&self.raft.metrics().borrow().membership_config)
+    }
+
+    /// Wait until some leader is known, at most `timeout`.
+    pub async fn await_leader(&self, timeout: Duration) -> Result<NodeId, StoreError> {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "leader")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader)
+            .ok_or(StoreError::NoLeader)
+    }
+
+    /// Run an operation on the leader until `deadline`: `local` here, and if this
+    /// member is not the leader (or the leader is busy), `remote` on the leader's
+    /// peer client with the time left, which answers `Result<T, FwdError>` as
+    /// `local` does. `FwdError::Other` from either ends it with `other(reason)`;
+    /// anything else (no leader yet, a leader that moved, an unreachable peer)
+    /// is retried shortly, waiting for a leader when none is known.
+    async fn forward_to_leader<T, L, R>(
+        &self,
+        deadline: Instant,
+        other: fn(String) -> StoreError,
+        local: impl Fn() -> L,
+        remote: impl Fn(PeerClient<Channel>, Duration) -> R,
+    ) -> Result<T, StoreError>
+    where
+        T: DeserializeOwned,
+        L: Future<Output = Result<T, FwdError>>,
+        R: Future<Output = Result<Response<Blob>, Status>>,
+    {
+        loop {
+            let leader = match local().await {
+                Ok(v) => return Ok(v),
+                Err(FwdError::Other(e)) => return Err(other(e)),
+                Err(FwdError::Busy) => None,
+                Err(FwdError::NotLeader(l)) => l.or_else(|| self.leader()),
+            };
+            let pause = match leader
+                .filter(|l| *l != self.id)
+                .and_then(|l| self.peer_url(l))
+            {
+                Some(url) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let res = match self.channels.get(&url) {
+                        Ok(c) => remote(c, left).await,
+                        Err(e) => Err(Status::unavailable(e.to_string())),
+                    };
+                    // A reply that does not decode is no reason to retry.
+                    let res = res.map(|r| {
+                        decode::<Result<T, FwdError>>(r.get_ref())
+                            .unwrap_or_else(|e| Err(FwdError::Other(e.message().to_string())))
+                    });
+                    match res {
+                        Ok(Ok(v)) => return Ok(v),
+                        Ok(Err(FwdError::Other(e))) => return Err(other(e)),
+                        Ok(Err(FwdError::NotLeader(_) | FwdError::Busy)) | Err(_) => {}
+                    }
+                    RETRY_PAUSE
+                }
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.await_leader(left).await?;
+                    LEADER_PAUSE
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout);
+            }
+            tokio::time::sleep(pause).await;
+        }
     }
 
     async fn write_local(&self, command: Command) -> Result<Option<Applied>, FwdError> {
@@ -107,62 +188,22 @@ impl Node {
         }
     }
 
-    /// Wait until some leader is known, or the deadline passes.
-    async fn await_leader(&self, deadline: Instant) -> Result<NodeId, StoreError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(left))
-            .metrics(|m| m.current_leader.is_some(), "leader")
-            .await
-            .ok()
-            .and_then(|m| m.current_leader)
-            .ok_or(StoreError::NoLeader)
-    }
-
     /// Replicate a command and return its result (run on the leader, forwarded there
     /// from a follower).
     pub async fn write(&self, command: Command) -> Result<Applied, StoreError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let leader = match self.write_local(command.clone()).await {
-                Ok(Some(a)) => return Ok(a),
-                Ok(None) => return Err(StoreError::Raft("no result for a normal entry".into())),
-                Err(FwdError::Other(e)) => return Err(StoreError::Raft(e)),
-                Err(FwdError::Busy) => Some(self.id),
-                Err(FwdError::NotLeader(l)) => l,
-            };
-            let leader = match leader {
-                Some(l) if l != self.id => l,
-                _ => {
-                    if Instant::now() >= deadline {
-                        return Err(StoreError::NoLeader);
-                    }
-                    self.await_leader(deadline).await?;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            if let Some(url) = self.peer_url(leader) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let res = match self.channels.get(&url) {
-                    Ok(mut c) => c.forward(request(encode(&command), left)).await,
-                    Err(e) => Err(Status::unavailable(e.to_string())),
-                };
-                match res.map(|r| decode::<Result<Option<Applied>, FwdError>>(r.get_ref())) {
-                    Ok(Ok(Ok(Some(a)))) => return Ok(a),
-                    Ok(Ok(Err(FwdError::Other(e)))) => return Err(StoreError::Raft(e)),
-                    Ok(Err(e)) => return Err(StoreError::Raft(e.to_string())),
-                    Ok(Ok(Ok(None))) => {
-                        return Err(StoreError::Raft("no result for a normal entry".into()));
-                    }
-                    Ok(Ok(Err(FwdError::NotLeader(_) | FwdError::Busy))) | Err(_) => {}
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Timeout);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let applied = self
+            .forward_to_leader(
+                deadline,
+                StoreError::Raft,
+                || self.write_local(command.clone()),
+                |mut c, left| {
+                    let req = request(encode(&command), left);
+                    async move { c.forward(req).await }
+                },
+            )
+            .await?;
+        applied.ok_or_else(|| StoreError::Raft("no result for a normal entry".into()))
     }
 
     async fn read_index_local(&self) -> Result<u64, FwdError> {
@@ -180,51 +221,49 @@ impl Node {
     /// confirms its leadership and names the index to wait for.
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let leader = match self.read_index_local().await {
-                Ok(_) => return Ok(()),
-                Err(FwdError::Other(e)) => return Err(StoreError::Raft(e)),
-                Err(FwdError::Busy) => Some(self.id),
-                Err(FwdError::NotLeader(l)) => l,
-            };
-            if let Some(leader) = leader.filter(|l| *l != self.id)
-                && let Some(url) = self.peer_url(leader)
-            {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let res = match self.channels.get(&url) {
-                    Ok(mut c) => c.read_index(request(encode(&()), left)).await,
-                    Err(e) => Err(Status::unavailable(e.to_string())),
-                };
-                if let Ok(Ok(Ok(index))) = res.map(|r| decode::<Result<u64, FwdError>>(r.get_ref()))
-                {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    return self
-                        .raft
-                        .wait(Some(left))
-                        .applied_index_at_least(Some(index), "read index")
-                        .await
-                        .map(|_| ())
-                        .map_err(|_| StoreError::Timeout);
-                }
-            } else if Instant::now() < deadline {
-                self.await_leader(deadline).await?;
-            }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Timeout);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let index = self
+            .forward_to_leader(
+                deadline,
+                StoreError::Raft,
+                || self.read_index_local(),
+                |mut c, left| async move { c.read_index(request(encode(&()), left)).await },
+            )
+            .await?;
+        // At once on the leader: ensure_linearizable waited for it to apply.
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::Timeout)
     }
 
-    pub(crate) async fn admin_local(&self, op: &AdminOp) -> Result<(), FwdError> {
-        let res = match op.clone() {
-            AdminOp::AddLearner { id, node } => self.raft.add_learner(id, node, true).await,
-            AdminOp::Promote { id } => {
+    /// Change the membership on this member, never forwarded. With
+    /// `wait_for_learner`, an added learner must also catch up with the log
+    /// before this returns.
+    pub(crate) async fn change_membership_here(
+        &self,
+        change: &MembershipChange,
+        wait_for_learner: bool,
+    ) -> Result<(), MembershipError> {
+        // openraft checks a change against the membership before it checks
+        // leadership: a follower would answer InProgress or LearnerNotFound.
+        if self.leader() != Some(self.id) {
+            return Err(MembershipError::NotLeader);
+        }
+        let res = match change.clone() {
+            MembershipChange::AddLearner(spec) => {
+                self.raft
+                    .add_learner(spec.id, spec.node, wait_for_learner)
+                    .await
+            }
+            MembershipChange::Promote(id) => {
                 self.raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                     .await
             }
-            AdminOp::Remove { id } => {
+            MembershipChange::Remove(id) => {
                 let is_voter = self.members().iter().any(|m| m.id == id && !m.is_learner);
                 let change = if is_voter {
                     ChangeMembers::RemoveVoters(BTreeSet::from([id]))
@@ -234,49 +273,66 @@ impl Node {
                 self.raft.change_membership(change, false).await
             }
         };
-        match res {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(FwdError::NotLeader(f.leader_id))
+        res.map(|_| ()).map_err(membership_error)
+    }
+
+    pub(crate) async fn admin_local(&self, op: &AdminOp) -> Result<(), FwdError> {
+        let change = match op.clone() {
+            AdminOp::AddLearner { id, node } => {
+                MembershipChange::AddLearner(MemberSpec { id, node })
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                openraft::error::ChangeMembershipError::InProgress(_),
-            ))) => Err(FwdError::Busy),
-            Err(e) => Err(FwdError::Other(e.to_string())),
+            AdminOp::Promote { id } => MembershipChange::Promote(id),
+            AdminOp::Remove { id } => MembershipChange::Remove(id),
+        };
+        match self.change_membership_here(&change, true).await {
+            Ok(()) => Ok(()),
+            Err(MembershipError::NotLeader) => Err(FwdError::NotLeader(self.leader())),
+            Err(MembershipError::InProgress) => Err(FwdError::Busy),
+            Err(MembershipError::Other(e)) => Err(FwdError::Other(e)),
         }
     }
 
     /// Run a membership change on the leader (forwarding it if this member is not).
     pub async fn admin(&self, op: AdminOp) -> Result<(), StoreError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT * 6;
-        loop {
-            let leader = match self.admin_local(&op).await {
-                Ok(()) => return Ok(()),
-                Err(FwdError::Other(e)) => return Err(StoreError::Membership(e)),
-                Err(FwdError::Busy) => Some(self.id),
-                Err(FwdError::NotLeader(l)) => l,
-            };
-            if let Some(leader) = leader.filter(|l| *l != self.id)
-                && let Some(url) = self.peer_url(leader)
-            {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let res = match self.channels.get(&url) {
-                    Ok(mut c) => c.admin(request(encode(&op), left)).await,
-                    Err(e) => Err(Status::unavailable(e.to_string())),
-                };
-                match res.map(|r| decode::<Result<(), FwdError>>(r.get_ref())) {
-                    Ok(Ok(Ok(()))) => return Ok(()),
-                    Ok(Ok(Err(FwdError::Other(e)))) => return Err(StoreError::Membership(e)),
-                    _ => {}
-                }
-            } else if Instant::now() < deadline {
-                self.await_leader(deadline).await?;
-            }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Timeout);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        self.forward_to_leader(
+            deadline,
+            StoreError::Membership,
+            || self.admin_local(&op),
+            |mut c, left| {
+                let req = request(encode(&op), left);
+                async move { c.admin(req).await }
+            },
+        )
+        .await
+    }
+
+    /// Whether this member leads and its own entry in the membership differs
+    /// from [`Node::own`] (a restart on other ports). A member not in the
+    /// membership has no entry to refresh: a leader that just removed itself
+    /// must not add itself back.
+    fn own_entry_stale(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.id)
+            && m.membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_some_and(|n| *n != self.own)
+    }
+
+    /// On the leader, bring this member's own entry in the membership up to
+    /// date ([`Node::own_entry_stale`]); true if it changed it.
+    pub async fn update_own_entry(&self) -> Result<bool, MembershipError> {
+        if !self.own_entry_stale() {
+            return Ok(false);
         }
+        let change = ChangeMembers::SetNodes(BTreeMap::from([(self.id, self.own.clone())]));
+        self.raft
+            .change_membership(change, true)
+            .await
+            .map(|_| true)
+            .map_err(membership_error)
     }
 
     /// Leader-only: propose lease expiry once the earliest deadline has passed.

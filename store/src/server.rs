@@ -436,6 +436,17 @@ impl pb::watch_server::Watch for Etcd {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // etcd's `hasleader`: a member without a leader refuses the watch and
+        // ends it once it loses its leader, so the client fails over rather
+        // than wait on a member that cannot learn of changes.
+        let needs_leader = req
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        let mut leader = self.node.raft.server_metrics();
+        if needs_leader && leader.borrow_and_update().current_leader.is_none() {
+            return Err(Status::unavailable("etcdserver: no leader"));
+        }
         let mut input = req.into_inner();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<WatchMsg>();
@@ -477,6 +488,12 @@ impl pb::watch_server::Watch for Etcd {
                             ..Default::default()
                         };
                         if out_tx.send(Ok(resp)).is_err() { break; }
+                    }
+                    r = leader.changed(), if needs_leader => {
+                        if r.is_err() || leader.borrow_and_update().current_leader.is_none() {
+                            let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader")));
+                            break;
+                        }
                     }
                     _ = out_tx.closed() => break,
                 }

@@ -12,7 +12,7 @@ use mgmt_core::kv::{Applied, Event, EventKind, KvError, KvStore};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::log_store::{read_json, write_atomic};
 use crate::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
@@ -112,11 +112,28 @@ impl SmState {
 pub struct Shared {
     dir: PathBuf,
     state: Mutex<SmState>,
+    /// The earliest lease deadline (`now_ms` of the leader's clock), kept
+    /// current after every apply: the expiry timer sleeps until it.
+    lease_deadline: watch::Sender<Option<u64>>,
 }
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, SmState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes whenever the earliest lease deadline does.
+    pub fn lease_deadline(&self) -> watch::Receiver<Option<u64>> {
+        self.lease_deadline.subscribe()
+    }
+
+    fn publish_lease_deadline(&self, g: &SmState) {
+        let next = g.data.kv.next_lease_deadline_ms();
+        self.lease_deadline.send_if_modified(|d| {
+            let changed = *d != next;
+            *d = next;
+            changed
+        });
     }
 }
 
@@ -134,8 +151,10 @@ impl StateMachine {
             Some(s) => serde_json::from_slice(&s.data).map_err(io::Error::other)?,
             None => SmData::default(),
         };
+        let lease_deadline = watch::Sender::new(data.kv.next_lease_deadline_ms());
         Ok(StateMachine {
             shared: Arc::new(Shared {
+                lease_deadline,
                 dir: dir.to_path_buf(),
                 state: Mutex::new(SmState {
                     data,
@@ -218,6 +237,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
+        self.shared.publish_lease_deadline(&g);
         Ok(out)
     }
 
@@ -247,6 +267,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut g = self.shared.lock();
         g.data = data;
         g.snapshot = Some(stored);
+        self.shared.publish_lease_deadline(&g);
         // Watchers cannot be told what changed across a snapshot: end them, clients
         // re-watch from a revision they know.
         for (_, w) in std::mem::take(&mut g.watchers) {

@@ -38,12 +38,6 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, MemberNode>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// A member's raft ID (also its etcd member ID): FNV-1a of its hostname, never 0.
-pub fn member_id(name: &str) -> NodeId {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    if h == 0 { 1 } else { h }
-}
+/// A member's raft ID (also its etcd member ID) from a name; the clustering
+/// rules choose which name (`mgmt_core::cluster::incarnation_id`).
+pub use mgmt_core::cluster::member_id;

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use mgmt_core::cluster::keys::IDEAL_CLUSTER_SIZE;
 use mgmt_store::StoreConfig;
 use mgmt_store::client::{ClientConfig, EtcdClient};
-use mgmt_store::cluster::{Cluster, ClusterConfig, IDEAL_CLUSTER_SIZE, Status};
+use mgmt_store::cluster::{Cluster, ClusterConfig, Status};
 
 use crate::common::*;
 
@@ -22,7 +23,6 @@ fn host_config(name: &str, dir: &std::path::Path, seeds: &[&str]) -> ClusterConf
     s.peer_urls = vec![format!("http://127.0.0.1:{}", free_port())];
     let mut c = ClusterConfig::new(s);
     c.seeds = seeds.iter().map(|s| s.to_string()).collect();
-    c.tick = Duration::from_millis(100);
     c.lease_ttl_s = 3;
     c.leave_timeout = Duration::from_secs(5);
     c

@@ -7,4 +7,5 @@ mod clustering;
 mod common;
 mod data_dir;
 mod etcdctl;
+mod membership;
 mod persistence;

@@ -1,9 +1,10 @@
 use super::*;
+use crate::cluster::Host;
 
-fn hosts(names: &[&str]) -> BTreeMap<Host, String> {
+fn hosts(names: &[&str]) -> BTreeMap<Host, Vec<String>> {
     names
         .iter()
-        .map(|h| (h.to_string(), format!("http://{h}:2380")))
+        .map(|h| (h.to_string(), vec![format!("http://{h}:2380")]))
         .collect()
 }
 
@@ -16,7 +17,7 @@ fn view(
 ) -> View {
     View {
         leader: "h1".into(),
-        ideal_raw: ideal.map(str::to_string),
+        ideal: ideal.map(raw),
         volunteers: hosts(volunteers),
         nominated: nominated.iter().map(|h| h.to_string()).collect(),
         started: hosts(started),
@@ -25,6 +26,11 @@ fn view(
             .map(|h| (h.to_string(), Member { learner: false }))
             .collect(),
     }
+}
+
+/// `idealClusterSize` as the key codec decodes it.
+fn raw(text: &str) -> Result<u32, String> {
+    crate::cluster::keys::decode_ideal(text).map_err(|_| text.to_string())
 }
 
 fn step(n: &mut Nominator, now: u64, input: Input) -> Vec<Output> {
@@ -76,7 +82,7 @@ fn grows_one_volunteer_at_a_time_in_name_order() {
         step(&mut n, 4, Input::Observed(v)),
         cmd(Command::AddLearner {
             host: "h2".into(),
-            peer_urls: "http://h2:2380".into()
+            peer_urls: vec!["http://h2:2380".into()]
         })
     );
     let mut v = view(
@@ -313,7 +319,8 @@ mod model {
             let v = &mut self.view;
             for h in v.nominated.clone() {
                 if !self.muted.contains(&h) && v.volunteers.contains_key(&h) {
-                    v.started.insert(h.clone(), format!("http://{h}:2380"));
+                    v.started
+                        .insert(h.clone(), vec![format!("http://{h}:2380")]);
                 }
             }
             let stopped: Vec<Host> = v
@@ -379,7 +386,7 @@ mod model {
             let mut world = World {
                 view: View {
                     leader: "h1".into(),
-                    ideal_raw: Some("3".into()),
+                    ideal: Some(Ok(3)),
                     volunteers: hosts(&["h1"]),
                     nominated: ["h1".to_string()].into(),
                     started: hosts(&["h1"]),
@@ -413,8 +420,8 @@ mod model {
             };
             for op in ops {
                 match op {
-                    Op::SetIdeal(raw) => world.view.ideal_raw = Some(raw),
-                    Op::Volunteer(i) => { world.view.volunteers.insert(format!("h{i}"), format!("http://h{i}:2380")); }
+                    Op::SetIdeal(text) => world.view.ideal = Some(raw(&text)),
+                    Op::Volunteer(i) => { world.view.volunteers.insert(format!("h{i}"), vec![format!("http://h{i}:2380")]); }
                     Op::Withdraw(i) if i > 1 => { world.view.volunteers.remove(&format!("h{i}")); }
                     Op::Withdraw(_) => {}
                     Op::Mute(i) if i > 1 => { world.muted.insert(format!("h{i}")); }
@@ -426,7 +433,7 @@ mod model {
             // Liveness: faults off, every volunteer healthy; the cluster must
             // reach min(ideal, volunteers) voters and stay there.
             world.muted.clear();
-            world.view.ideal_raw = Some(final_ideal.to_string());
+            world.view.ideal = Some(raw(&final_ideal.to_string()));
             for _ in 0..200 {
                 now += 1_000;
                 run(&mut n, &mut world, &mut in_flight, now)?;
