@@ -4,7 +4,7 @@ default path) and with --no-server, for one host and for three.
 
 Each agent runs `mgmt run --file G` (one file resource, its own --prefix, free
 loopback ports; hosts of the three-agent cluster on 127.0.0.1-3, the second
-and third seeded with the first). Once every agent has converged (and, for
+and third seeded with the first). Once every agent has applied its graph (and, for
 three, the cluster has its three members: `etcdctl member list`), it waits
 SETTLE seconds, then over IDLE seconds (60 by default) reads per agent:
 
@@ -58,7 +58,7 @@ resources:
 """
 
 
-def start(mgmt, work, name, ip, seeds, server):
+def start(mgmt, work, name, ip, seeds, server, extra=()):
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
     graph = os.path.join(d, "g.yaml")
@@ -74,6 +74,7 @@ def start(mgmt, work, name, ip, seeds, server):
             cmd += ["--seeds", seeds]
     else:
         cmd += ["--no-server"]
+    cmd += list(extra)
     log = open(os.path.join(d, "log"), "w")
     env = dict(os.environ, RUST_LOG="info")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -106,8 +107,10 @@ def measure(mgmt, hosts, server, settle_s, idle_s, work):
             p, client, log = start(mgmt, work, f"h{i + 1}", f"127.0.0.{i + 1}", seeds, server)
             procs.append((p, client, log))
             seeds = seeds or client
-        for p, _, log in procs:
-            wait_for(lambda: "converged" in open(log).read() or p.poll() is not None, "converged")
+        for i, (p, _, log) in enumerate(procs):
+            target = os.path.join(work, f"h{i + 1}", "f1")
+            right = lambda: os.path.exists(target) and open(target).read() == "idle\n"  # noqa: E731
+            wait_for(lambda: right() or p.poll() is not None, "the graph applied")
             if p.poll() is not None:
                 sys.exit(f"idle: mgmt exited with {p.returncode}; see {log}")
         if server and hosts > 1:

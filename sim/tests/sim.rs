@@ -179,7 +179,7 @@ fn a_failed_ideal_size_put_leaves_the_old_size_in_force() {
 /// Seed 5402: a member whose URLs in the membership were stale retried the
 /// update in a loop that never waited (it fails at once while another
 /// membership change is in progress): it spun, and simulated time stood
-/// still. It now pauses between attempts.
+/// still. It now pauses between attempts (the agent's `URL_UPDATE_RETRY`).
 #[test]
 fn a_failed_update_of_own_urls_does_not_spin() {
     replay(5402);
@@ -202,6 +202,73 @@ fn crash_leave_and_rejoin_schedules_converge() {
     replay(19);
     replay(161);
     replay(178);
+}
+
+/// Seed 68: with the cluster agent event-driven, a host learns of changes
+/// only through its watch. The leader's watch sat on a member that had no
+/// leader (a fresh nominee never added) and delivered nothing: nominees
+/// never counted as started. Watches now honour etcd's `hasleader`: a
+/// member without a leader refuses or ends them, and the client fails over.
+#[test]
+fn a_watch_on_a_member_without_a_leader_fails_over() {
+    replay(68);
+}
+
+/// Seed 5020: a leader that removed itself could no longer read `/_mgmt/`
+/// from its own store and so never decided to stop. Its own log saying it
+/// is out is enough for a host that is not nominated for its server.
+#[test]
+fn a_leader_that_removed_itself_stops() {
+    replay(5020);
+}
+
+/// Seed 5362: a nominee's store replays membership configs from before it
+/// was added; taking one for a removal, it discarded its state and served
+/// the same member ID again with an empty log ("follower log reversion",
+/// openraft panics). A nominee's own log is no proof of removal, and an ID
+/// whose state was discarded is never served again.
+#[test]
+fn a_nominee_is_not_removed_by_the_old_membership_it_replays() {
+    replay(5362);
+}
+
+/// Seeds 5178 and 7326: hosts that left cleanly and start again with seeds
+/// that have left too. Keeping the raft state of a removed member (7326) let
+/// it stand for election in a membership long gone; discarding everything
+/// (5178) left it no way to find the cluster. It keeps only the client URLs
+/// of the members it knew (`known_members`).
+#[test]
+fn a_host_that_left_finds_the_cluster_again_through_the_members_it_knew() {
+    replay(5178);
+    replay(7326);
+}
+
+/// Seed 9177: a learner the leader had removed never learns of it and kept
+/// serving (watches included) from a log nobody appended to any more. It asked
+/// the others whether it was still a member, but a fresh nominee, which knows
+/// no members, answered first with an empty list, every time. Each member is
+/// asked now, and an empty list says nothing.
+#[test]
+fn a_removed_learner_asks_every_member_whether_it_is_out() {
+    replay(9177);
+}
+
+/// Seed 9645: the leader's own-URL update held the leader lane when the
+/// nominator decided its next command; the command went out beside it, two
+/// leader actions in flight, and the nominator waited forever for an answer
+/// it had been given already. A command decided while the lane is busy waits.
+#[test]
+fn a_nominator_command_waits_for_the_leader_lane() {
+    replay(9645);
+}
+
+/// Seed 10139: a leaving leader removed itself and stopped its server as soon
+/// as its own (uncommitted) config no longer listed it; the remaining member
+/// had the joint config only, crashed, and could never reach quorum again. A
+/// server never stops while a membership change it proposed is in flight.
+#[test]
+fn a_leader_stops_only_once_its_membership_change_is_done() {
+    replay(10139);
 }
 
 /// Seeds whose schedules fail today, each a real finding of the sweep (see

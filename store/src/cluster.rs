@@ -28,7 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::client::{ClientConfig, ClientError, EtcdClient, Watch, WatchEvent};
 use crate::{
     MemberNode, MemberSpec, MembershipChange, MembershipState, MembershipWatch, ReplicationWatch,
-    Store, StoreConfig, StoreError, StoreHandle, stored_member_id,
+    Store, StoreConfig, StoreError, StoreHandle, has_store_state, known_members, stored_member_id,
 };
 
 /// Errors starting clustering.
@@ -124,8 +124,9 @@ impl Cluster {
         let stored = if config.server {
             let dir = config.store.data_dir()?;
             Stored {
-                has_state: std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()),
+                has_state: has_store_state(&dir),
                 member_id: stored_member_id(&dir),
+                known_members: known_members(&dir),
             }
         } else {
             Stored::default()
@@ -605,7 +606,11 @@ async fn execute(ctx: &Ctx, action: Action) -> (Input, Option<Arc<StoreHandle>>)
                     }
                 };
             }
-            Action::StopServer { discard, reason } => stop_server(ctx, discard, reason).await,
+            Action::StopServer {
+                discard,
+                reason,
+                remember,
+            } => stop_server(ctx, discard, reason, &remember).await,
             Action::ListMembers { via } => Input::MemberList(list_members(ctx, via).await),
             Action::ReadKeys { from_own_store } => match read_keys(ctx, from_own_store).await {
                 Some((revision, keys)) => Input::KeysRead { revision, keys },
@@ -762,7 +767,7 @@ async fn start_server(
     Ok((input, Some(Arc::new(store))))
 }
 
-async fn stop_server(ctx: &Ctx, discard: bool, reason: Reason) -> Input {
+async fn stop_server(ctx: &Ctx, discard: bool, reason: Reason, remember: &[String]) -> Input {
     match reason {
         Reason::NotAMemberYet => {
             info!("store state is not of a member yet; waiting for the nomination")
@@ -783,6 +788,11 @@ async fn stop_server(ctx: &Ctx, discard: bool, reason: Reason) -> Input {
             Ok(dir) => {
                 discarded = true;
                 info!("discarded store state in {}", dir.display());
+                if !remember.is_empty()
+                    && let Err(e) = ctx.config.store.remember_members(remember)
+                {
+                    warn!("cannot keep the member list: {e}");
+                }
             }
             Err(e) => warn!("cannot discard store state: {e}"),
         }
@@ -790,26 +800,35 @@ async fn stop_server(ctx: &Ctx, discard: bool, reason: Reason) -> Input {
     Input::ServerStopped { discarded }
 }
 
-async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Option<Vec<u64>> {
-    let members = match via {
-        None => client(ctx).member_list().await,
-        Some(urls) => {
-            let mut cc = ClientConfig::new(urls);
-            cc.env = ctx.config.store.env.clone();
-            cc.request_timeout = ctx.config.request_timeout;
+/// MemberList through the cluster client, or of each URL on its own: one
+/// list per member that answered.
+async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Vec<Vec<u64>> {
+    let ids = |r: Result<Vec<crate::client::PbMember>, ClientError>| match r {
+        Ok(m) => Some(m.into_iter().map(|m| m.id).collect::<Vec<u64>>()),
+        Err(e) => {
+            debug!(error = %e, "member list unavailable");
+            None
+        }
+    };
+    let Some(urls) = via else {
+        return ids(client(ctx).member_list().await).into_iter().collect();
+    };
+    let asks = urls.into_iter().map(|url| {
+        let mut cc = ClientConfig::new(vec![url]);
+        cc.env = ctx.config.store.env.clone();
+        cc.request_timeout = ctx.config.request_timeout;
+        async move {
             match EtcdClient::new(cc) {
                 Ok(c) => c.member_list().await,
                 Err(e) => Err(e),
             }
         }
-    };
-    match members {
-        Ok(m) => Some(m.into_iter().map(|m| m.id).collect()),
-        Err(e) => {
-            debug!(error = %e, "member list unavailable");
-            None
-        }
-    }
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(ids)
+        .collect()
 }
 
 impl<'a> From<&'a crate::client::KeyValue> for RawKv<'a> {

@@ -204,9 +204,7 @@ impl StoreConfig {
     /// directory is no error.
     pub fn discard_data_dir(&self) -> Result<PathBuf, StoreError> {
         let dir = self.data_dir()?;
-        let ours = [MEMBER_ID_FILE, log_store::LOG_FILE]
-            .iter()
-            .any(|f| dir.join(f).exists());
+        let ours = has_store_state(&dir) || dir.join(KNOWN_MEMBERS_FILE).exists();
         // Empty: a start that stopped before writing anything.
         let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
         if dir.exists() && !ours && !empty {
@@ -222,6 +220,46 @@ impl StoreConfig {
             _ => Ok(dir),
         }
     }
+}
+
+impl StoreConfig {
+    /// After [`StoreConfig::discard_data_dir`]: keep only the client URLs of
+    /// the members this host knew, so that a later start finds the cluster
+    /// through them ([`known_members`]).
+    pub fn remember_members(&self, client_urls: &[String]) -> Result<(), StoreError> {
+        let dir = self.data_dir()?;
+        let storage = |source| StoreError::Storage {
+            dir: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(storage)?;
+        log_store::write_atomic(&dir, KNOWN_MEMBERS_FILE, client_urls.join("\n").as_bytes())
+            .map_err(storage)
+    }
+}
+
+/// The file that keeps the client URLs of the members a discarded state knew.
+const KNOWN_MEMBERS_FILE: &str = "known_members";
+
+/// Whether a data directory holds store state (a member ID or a raft log),
+/// not just the members it once knew.
+pub fn has_store_state(dir: &std::path::Path) -> bool {
+    [MEMBER_ID_FILE, log_store::LOG_FILE]
+        .iter()
+        .any(|f| dir.join(f).exists())
+}
+
+/// The client URLs [`StoreConfig::remember_members`] kept in a data directory.
+pub fn known_members(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(KNOWN_MEMBERS_FILE))
+        .map(|s| {
+            s.lines()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Parse a comma- or semicolon-separated URL list. `host:port` gets `http://`.

@@ -39,8 +39,9 @@
 //! - **Leaving** ([`Input::Stop`]): revoke the lease; a membership change begun
 //!   before is no longer waited for; then wait, at most `leave_timeout`, for the
 //!   leader to remove this member (or for it to be the last one), stop the
-//!   server, and finish. The state stays, even once removed: it names the
-//!   members a later start can find the cluster through.
+//!   server, and finish. A removed member's state is discarded, but for the
+//!   client URLs of the members it knew: a later start finds the cluster
+//!   through them even if its seeds are gone.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -87,13 +88,16 @@ pub struct Config {
 }
 
 /// What this host's data directory held when the agent was created.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stored {
     /// The directory holds store state.
     pub has_state: bool,
     /// The member ID that state belongs to, if it records one (state without
     /// one is the hostname's [`member_id`]).
     pub member_id: Option<u64>,
+    /// Client URLs of the members it last knew of, kept when its state was
+    /// discarded.
+    pub known_members: Vec<String>,
 }
 
 /// A member as this host's store lists it.
@@ -199,11 +203,17 @@ pub enum Action {
         discard_first: bool,
         reason: Reason,
     },
-    /// Stop the server; `discard`: then delete its state. Answer
+    /// Stop the server; `discard`: then delete its state, keeping only
+    /// `remember`, the client URLs of the other members (a later start finds
+    /// the cluster through them, [`Stored::known_members`]). Answer
     /// [`Input::ServerStopped`].
-    StopServer { discard: bool, reason: Reason },
-    /// MemberList, asked through the cluster client (`via: None`) or of these
-    /// client URLs only. Answer [`Input::MemberList`].
+    StopServer {
+        discard: bool,
+        reason: Reason,
+        remember: Vec<String>,
+    },
+    /// MemberList, asked through the cluster client (`via: None`) or of each
+    /// of these client URLs. Answer [`Input::MemberList`].
     ListMembers { via: Option<Vec<String>> },
     /// Read every key under [`keys::PREFIX`]: linearizably from this host's own
     /// store, or through the client. Answer [`Input::KeysRead`] or
@@ -291,8 +301,9 @@ pub enum Input {
     ServerStopped {
         discarded: bool,
     },
-    /// Member IDs MemberList answered; `None`: no answer.
-    MemberList(Option<Vec<u64>>),
+    /// The member IDs each MemberList asked answered (nothing from those
+    /// that did not answer).
+    MemberList(Vec<Vec<u64>>),
     /// This host's store's membership changed (feed it whenever it does while
     /// a server runs).
     Membership(Membership),
@@ -428,6 +439,8 @@ struct Lease {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
+    /// Decided while the leader lane was busy: it starts once the lane is free.
+    Pending,
     /// Its action is in flight.
     Acting,
     /// It changed keys: wait for a read of the own store that shows it.
@@ -518,6 +531,7 @@ impl Agent {
     /// asks for a lease.
     pub fn new(config: Config, stored: Stored) -> Agent {
         let mut agent = Agent {
+            remembered: stored.known_members.clone(),
             peer_urls: config.peer_urls.clone(),
             config,
             now: Millis(0),
@@ -534,11 +548,10 @@ impl Agent {
             reported: BTreeSet::new(),
             connected: false,
             server: Server::Off,
-            stored,
+            stored: stored.clone(),
             servers_started: 0,
             membership: Membership::default(),
             replication: None,
-            remembered: Vec::new(),
             next_start_at: Millis(0),
             retired: BTreeSet::new(),
             refused: None,
@@ -821,6 +834,7 @@ impl Agent {
         self.stored = Stored {
             has_state: true,
             member_id: Some(id),
+            known_members: Vec::new(),
         };
         self.peer_urls = peer_urls.clone();
         self.server = Server::Running(Running {
@@ -834,16 +848,23 @@ impl Agent {
         self.removal_recheck_at = None;
     }
 
-    fn member_list(&mut self, ids: Option<Vec<u64>>) {
-        match (self.query.take(), ids) {
-            (Some(Query::Start { nomination, old }), Some(ids)) => {
+    /// `lists`: what each member asked answered (none: no answer). A server
+    /// that is not a member yet knows no members: an empty list says nothing.
+    fn member_list(&mut self, lists: Vec<Vec<u64>>) {
+        let lists: Vec<Vec<u64>> = lists.into_iter().filter(|l| !l.is_empty()).collect();
+        match self.query.take() {
+            Some(Query::Start { nomination, old }) if !lists.is_empty() => {
+                // The old state is kept if any member still lists it.
+                let listed = lists.iter().any(|l| l.contains(&old));
                 if self.nomination() == Some(nomination) && self.may_start() {
-                    self.start_for(nomination, !ids.contains(&old));
+                    self.start_for(nomination, !listed);
                 }
             }
-            (Some(Query::Start { .. }), None) => self.next_start_at = self.now + REMOVAL_RECHECK,
-            (Some(Query::Removal { id }), Some(ids))
-                if !ids.is_empty() && !ids.contains(&id) && self.running_id() == Some(id) =>
+            Some(Query::Start { .. }) => self.next_start_at = self.now + REMOVAL_RECHECK,
+            // Removed once any member's list lacks it: a member that still
+            // lists it may be one the cluster left behind.
+            Some(Query::Removal { id })
+                if lists.iter().any(|l| !l.contains(&id)) && self.running_id() == Some(id) =>
             {
                 let reason = if self.nomination().is_some() {
                     Reason::Renominated
@@ -852,10 +873,10 @@ impl Agent {
                 };
                 self.stop_removed(reason);
             }
-            (Some(Query::Removal { .. }), _) => {
+            Some(Query::Removal { .. }) => {
                 self.removal_recheck_at = Some(self.now + REMOVAL_RECHECK);
             }
-            (None, _) => {}
+            None => {}
         }
     }
 
@@ -1004,6 +1025,10 @@ impl Agent {
                     self.stop_server(false, Reason::NotAMemberYet);
                 }
             }
+            // A membership change it proposed is still in flight: stopping
+            // now could leave the others with its first half only (a joint
+            // config no quorum can ever finish).
+            Server::Running(_) if self.changing_membership() => {}
             Server::Running(r) => self.decide_removal(r),
             Server::Starting { .. } | Server::Stopping => {}
         }
@@ -1116,6 +1141,10 @@ impl Agent {
             }
             Server::Stopping => {}
             Server::Running(r) => {
+                let timed_out = self.now >= since + self.config.leave_timeout;
+                if self.changing_membership() && !timed_out {
+                    return;
+                }
                 // The leader may still remove this member while it leaves.
                 if !self.busy.contains(&Lane::Server) {
                     self.decide_removal(r);
@@ -1124,7 +1153,6 @@ impl Agent {
                     }
                 }
                 let alone = self.membership.members.len() <= 1;
-                let timed_out = self.now >= since + self.config.leave_timeout;
                 if alone || timed_out {
                     if timed_out && !alone {
                         self.notice(Notice::NotRemovedInTime);
@@ -1216,6 +1244,10 @@ impl Agent {
         }
         if let Some(t) = &self.task {
             match t.step {
+                Step::Pending => {
+                    self.start_task();
+                    return;
+                }
                 Step::AwaitCatchUp { until } => {
                     if let Some(MemberChange::Promote { id }) = t.changes.front().cloned()
                         && self.caught_up(id)
@@ -1302,10 +1334,24 @@ impl Agent {
     fn begin(&mut self, command: Command) {
         self.notice(Notice::Command(command.clone()));
         self.task = Some(Task {
-            command: command.clone(),
+            command,
             changes: VecDeque::new(),
-            step: Step::Acting,
+            step: Step::Pending,
         });
+        // One leader action at a time (the lane may hold an update of the
+        // leader's own URLs, or an action of a term it lost and regained).
+        if !self.busy.contains(&Lane::Leader) {
+            self.start_task();
+        }
+    }
+
+    /// Carries out the pending task's first step.
+    fn start_task(&mut self) {
+        let Some(task) = self.task.as_mut() else {
+            return;
+        };
+        task.step = Step::Acting;
+        let command = task.command.clone();
         let keys = self.keys.clone().unwrap_or_default();
         let named = |learner_only: bool, host: &str| -> VecDeque<u64> {
             self.membership
@@ -1432,6 +1478,20 @@ impl Agent {
     }
 
     // --- helpers ---
+
+    /// A membership change of this leader's is in flight (a nominator
+    /// command's, or the update of its own URLs).
+    fn changing_membership(&self) -> bool {
+        self.busy.contains(&Lane::Leader)
+            && match self.leader_work {
+                Some(LeaderWork::UrlUpdate) => true,
+                Some(LeaderWork::Task) => self
+                    .task
+                    .as_ref()
+                    .is_some_and(|t| t.step == Step::Acting && is_membership(&t.command)),
+                _ => false,
+            }
+    }
 
     fn bootstrap(&self) -> bool {
         self.config.seeds.is_empty()
@@ -1572,25 +1632,34 @@ impl Agent {
         if let Some(id) = self.stored.member_id {
             self.retired.insert(id);
         }
-        self.stored = Stored::default();
+        self.stored = Stored {
+            known_members: self.remembered.clone(),
+            ..Stored::default()
+        };
     }
 
     fn stop_server(&mut self, discard: bool, reason: Reason) {
         if let Some(id) = self.running_id() {
-            self.remembered = self.others_client_urls(id);
+            let others = self.others_client_urls(id);
+            // A server that knew no one (a nominee not added yet) teaches nothing.
+            if !others.is_empty() {
+                self.remembered = others;
+            }
         }
         self.server = Server::Stopping;
         self.removal_recheck_at = None;
-        self.act(Action::StopServer { discard, reason });
+        self.act(Action::StopServer {
+            discard,
+            reason,
+            remember: self.remembered.clone(),
+        });
     }
 
-    /// Stops the server of a member the cluster removed. Its state is
-    /// discarded, unless the host is leaving: then it keeps the member list
-    /// it knew, so that started again with seeds that have gone too, it still
-    /// finds the cluster (the state is discarded when it is nominated again).
+    /// Stops the server of a member the cluster removed and discards its
+    /// state: raft state of a removed member must never serve again (it would
+    /// stand for election in a membership long gone).
     fn stop_removed(&mut self, reason: Reason) {
-        let discard = self.leaving_since.is_none();
-        self.stop_server(discard, reason);
+        self.stop_server(true, reason);
     }
 
     fn finish(&mut self) {

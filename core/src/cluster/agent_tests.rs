@@ -302,6 +302,7 @@ fn a_restarted_member_its_own_log_lists_serves_on() {
     let stored = Stored {
         has_state: true,
         member_id: Some(id),
+        known_members: vec![],
     };
     let mut a = Agent::new(config("h2", &["http://seed:2379"]), stored);
     assert_eq!(
@@ -344,6 +345,7 @@ fn a_restarted_host_that_is_no_member_keeps_its_state_until_nominated_then_asks_
     let stored = Stored {
         has_state: true,
         member_id: Some(old),
+        known_members: vec![],
     };
     let mut a = Agent::new(config("h2", &["http://seed:2379"]), stored);
     drain(&mut a);
@@ -353,7 +355,8 @@ fn a_restarted_host_that_is_no_member_keeps_its_state_until_nominated_then_asks_
     let got = act(&mut a, 2, Input::Membership(m));
     assert!(got.contains(&Action::StopServer {
         discard: false,
-        reason: Reason::NotAMemberYet
+        reason: Reason::NotAMemberYet,
+        remember: vec![client("h1")],
     }));
     act(&mut a, 3, Input::ServerStopped { discarded: false });
     act(&mut a, 4, Input::LeaseGranted { lease: 7 });
@@ -370,7 +373,7 @@ fn a_restarted_host_that_is_no_member_keeps_its_state_until_nominated_then_asks_
     );
     assert_eq!(got, vec![Action::ListMembers { via: None }]);
     assert_eq!(
-        act(&mut a, 7, Input::MemberList(Some(vec![11]))),
+        act(&mut a, 7, Input::MemberList(vec![vec![11]])),
         vec![Action::StartServer {
             mode: StartMode::Join,
             member_id: incarnation_id("h2", 60),
@@ -386,6 +389,7 @@ fn a_restarted_member_that_is_still_listed_keeps_its_state() {
     let stored = Stored {
         has_state: true,
         member_id: Some(old),
+        known_members: vec![],
     };
     let mut a = Agent::new(config("h2", &["http://seed:2379"]), stored);
     drain(&mut a);
@@ -395,12 +399,13 @@ fn a_restarted_member_that_is_still_listed_keeps_its_state() {
     let got = act(&mut a, 2_001, Input::Tick);
     assert!(got.contains(&Action::StopServer {
         discard: false,
-        reason: Reason::NotAMemberYet
+        reason: Reason::NotAMemberYet,
+        remember: vec![],
     }));
     act(&mut a, 2_002, Input::ServerStopped { discarded: false });
     act(&mut a, 2_003, read(60, keys(&["h2"], &[("h2", 60)], &[])));
     assert_eq!(
-        act(&mut a, 2_004, Input::MemberList(Some(vec![11, old]))),
+        act(&mut a, 2_004, Input::MemberList(vec![vec![11, old]])),
         vec![Action::StartServer {
             mode: StartMode::Join,
             member_id: incarnation_id("h2", 60),
@@ -431,6 +436,7 @@ fn stopped_and_discarded(reason: Reason) -> Vec<Action> {
         Action::StopServer {
             discard: true,
             reason,
+            remember: vec![client("h1")],
         },
         Action::DeleteKey {
             key: Key::Endpoints("h2".into()),
@@ -443,7 +449,7 @@ fn stopped_and_discarded(reason: Reason) -> Vec<Action> {
 fn unnominated_and_removed(a: &mut Agent, id: u64) {
     let unnominated = keys(&["h1", "h2"], &[("h1", 1)], &[("h1", 11), ("h2", id)]);
     act(a, 20, read(50, unnominated));
-    act(a, 21, Input::MemberList(Some(vec![11])));
+    act(a, 21, Input::MemberList(vec![vec![11]]));
     act(a, 22, Input::ServerStopped { discarded: true });
 }
 
@@ -460,7 +466,7 @@ fn an_unnominated_member_stops_and_discards_its_state_once_the_others_no_longer_
     );
     // Still listed: ask again a little later (its own view may be stale).
     assert_eq!(
-        act(&mut a, 21, Input::MemberList(Some(vec![11, id]))),
+        act(&mut a, 21, Input::MemberList(vec![vec![11, id]])),
         vec![]
     );
     assert_eq!(a.poll_timeout(), Some(Millis(21) + REMOVAL_RECHECK));
@@ -468,7 +474,7 @@ fn an_unnominated_member_stops_and_discards_its_state_once_the_others_no_longer_
         act(&mut a, 521, Input::Tick)[..],
         [Action::ListMembers { .. }]
     ));
-    let got = act(&mut a, 522, Input::MemberList(Some(vec![11])));
+    let got = act(&mut a, 522, Input::MemberList(vec![vec![11]]));
     assert_eq!(got, stopped_and_discarded(Reason::Removed));
     assert_eq!(
         act(&mut a, 523, Input::ServerStopped { discarded: true }),
@@ -488,7 +494,7 @@ fn a_member_its_own_store_no_longer_lists_stops_at_once() {
             keys(&["h1", "h2"], &[("h1", 1)], &[("h1", 11), ("h2", id)]),
         ),
     );
-    act(&mut a, 21, Input::MemberList(None));
+    act(&mut a, 21, Input::MemberList(vec![]));
     let got = act(
         &mut a,
         22,
@@ -540,7 +546,7 @@ fn a_server_of_an_earlier_nomination_stops_once_removed_and_starts_anew() {
         [Action::ListMembers { .. }]
     ));
     assert_eq!(
-        act(&mut a, 21, Input::MemberList(Some(vec![11]))),
+        act(&mut a, 21, Input::MemberList(vec![vec![11]])),
         stopped_and_discarded(Reason::Renominated)
     );
     assert!(
@@ -871,7 +877,8 @@ fn leaving_revokes_the_lease_and_waits_for_removal_at_most_the_leave_timeout() {
             Output::Notice(Notice::NotRemovedInTime),
             Output::Action(Action::StopServer {
                 discard: false,
-                reason: Reason::Leaving
+                reason: Reason::Leaving,
+                remember: vec![client("h1")],
             })
         ]
     );
@@ -892,7 +899,8 @@ fn the_last_member_leaves_at_once() {
             Action::RevokeLease { lease: 7 },
             Action::StopServer {
                 discard: false,
-                reason: Reason::Leaving
+                reason: Reason::Leaving,
+                remember: vec![],
             }
         ]
     );
@@ -967,24 +975,36 @@ fn a_leader_that_removed_itself_stops_without_reading_the_keys() {
     // it reads nothing from its own store, and stops.
     act(&mut a, 600, Input::KeysReadFailed);
     // (It was asking the others whether it is still a member.)
-    act(&mut a, 600, Input::MemberList(None));
+    act(&mut a, 600, Input::MemberList(vec![]));
+    // Its membership change (here the AddLearner in flight) ends first: a
+    // server never stops while a change it proposed is half done.
+    let out = membership(id1, &[member("h2", id2, false)]);
+    let got = act(&mut a, 601, Input::Membership(out.clone()));
+    assert!(
+        !got.iter().any(|a| matches!(a, Action::StopServer { .. })),
+        "{got:?}"
+    );
     let got = act(
         &mut a,
-        601,
-        Input::Membership(membership(id1, &[member("h2", id2, false)])),
+        602,
+        Input::MembershipChanged {
+            result: Ok(()),
+            membership: out,
+        },
     );
     assert!(!a.status().leader);
     assert_eq!(
         got[0],
         Action::StopServer {
             discard: true,
-            reason: Reason::Removed
+            reason: Reason::Removed,
+            remember: vec![client("h2")],
         }
     );
 }
 
 #[test]
-fn a_host_removed_while_leaving_keeps_its_state() {
+fn a_host_removed_while_leaving_discards_its_state_but_the_member_list() {
     let (mut a, _) = running_member();
     act(&mut a, 100, Input::Stop);
     act(&mut a, 101, Input::LeaseRevoked);
@@ -993,18 +1013,19 @@ fn a_host_removed_while_leaving_keeps_its_state() {
         101,
         read(50, keys(&["h1"], &[("h1", 1)], &[("h1", 11)])),
     );
-    act(&mut a, 101, Input::MemberList(None));
+    act(&mut a, 101, Input::MemberList(vec![]));
     let others = [member("h1", 11, false), member("h3", 33, false)];
     let got = act(&mut a, 102, Input::Membership(membership(11, &others)));
     assert_eq!(
         got,
         vec![Action::StopServer {
-            discard: false,
-            reason: Reason::Removed
+            discard: true,
+            reason: Reason::Removed,
+            remember: vec![client("h1"), client("h3")],
         }]
     );
     assert_eq!(
-        act(&mut a, 103, Input::ServerStopped { discarded: false }),
+        act(&mut a, 103, Input::ServerStopped { discarded: true }),
         vec![Action::Finished]
     );
 }
@@ -1045,5 +1066,88 @@ fn an_id_whose_state_was_discarded_is_never_served_again() {
         !actions(&out)
             .iter()
             .any(|a| matches!(a, Action::StartServer { .. }))
+    );
+}
+
+#[test]
+fn a_host_whose_state_was_discarded_finds_the_cluster_through_the_members_it_knew() {
+    let stored = Stored {
+        has_state: false,
+        member_id: None,
+        known_members: vec![client("h3"), client("h4")],
+    };
+    let a = Agent::new(config("h2", &["http://gone:2379"]), stored);
+    assert_eq!(
+        a.client_endpoints(),
+        ["http://gone:2379".to_string(), client("h3"), client("h4")]
+    );
+}
+
+#[test]
+fn a_command_decided_while_the_leader_lane_is_busy_waits_for_it() {
+    let id1 = member_id("h1");
+    let mut a = leader_with(keys(&["h1", "h2"], &[("h1", 2)], &[("h1", id1)]));
+    // Nominate(h2) succeeded; the read that shows it is on its way.
+    act(&mut a, 506, Input::TxnDone(Ok(true)));
+    // Meanwhile the leader's own URLs need an update: the lane is taken.
+    let mut old = member("h1", id1, false);
+    old.client_urls = vec!["http://h1:9999".into()];
+    assert_eq!(
+        act(&mut a, 507, Input::Membership(membership(id1, &[old]))),
+        vec![Action::UpdateOwnUrls]
+    );
+    // The read shows h2 nominated and started: the nominator's next command
+    // waits for the lane.
+    let id2 = incarnation_id("h2", 11);
+    let k = keys(
+        &["h1", "h2"],
+        &[("h1", 2), ("h2", 11)],
+        &[("h1", id1), ("h2", id2)],
+    );
+    let out = step(&mut a, 508, read(12, k));
+    assert!(
+        !actions(&out)
+            .iter()
+            .any(|a| matches!(a, Action::ChangeMembership(_))),
+        "{out:?}"
+    );
+    let fresh = membership(id1, &[member("h1", id1, false)]);
+    act(&mut a, 509, Input::Membership(fresh));
+    assert_eq!(
+        act(&mut a, 510, Input::OwnUrlsUpdated),
+        vec![Action::ChangeMembership(MemberChange::AddLearner {
+            id: id2,
+            name: "h2".into(),
+            peer_urls: vec![peer("h2")],
+            client_urls: vec![client("h2")],
+        })]
+    );
+}
+
+#[test]
+fn a_member_that_knows_no_members_says_nothing_about_removal() {
+    let (mut a, id) = running_member();
+    act(
+        &mut a,
+        20,
+        read(
+            50,
+            keys(
+                &["h1", "h2", "h3"],
+                &[("h1", 1), ("h3", 60)],
+                &[("h1", 11), ("h2", id), ("h3", 33)],
+            ),
+        ),
+    );
+    // h3, a fresh nominee, lists no one; h1 still lists h2: not removed yet.
+    assert_eq!(
+        act(&mut a, 21, Input::MemberList(vec![vec![], vec![11, id]])),
+        vec![]
+    );
+    // Once h1's list lacks it, it is.
+    act(&mut a, 521, Input::Tick);
+    assert_eq!(
+        act(&mut a, 522, Input::MemberList(vec![vec![], vec![11]])),
+        stopped_and_discarded(Reason::Removed)
     );
 }

@@ -42,9 +42,12 @@ async fn three_members_replicate_fail_over_and_catch_up() {
     // Promote through a follower-forwarded path for one of them.
     n1.promote(n2.id()).await.unwrap();
     n2.promote(n3.id()).await.unwrap();
-    let members = n3.members();
-    assert_eq!(members.len(), 3);
-    assert!(members.iter().all(|m| !m.is_learner), "{members:?}");
+    // Committed on the leader; n3 learns of it with the next append.
+    let members = eventually(Duration::from_secs(10), || async {
+        let m = n3.members();
+        (m.len() == 3 && m.iter().all(|m| !m.is_learner)).then_some(m)
+    })
+    .await;
     let names: Vec<_> = members.iter().map(|m| m.name.as_str()).collect();
     assert!(names.contains(&"node1") && names.contains(&"node3"));
 
