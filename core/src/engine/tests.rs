@@ -608,9 +608,15 @@ mod properties {
                 e.handle(Millis(now), Input::CheckApplyDone { vertex: v, result });
             }
             // Every vertex whose ancestors all succeeded has run and succeeded.
+            // Ancestors, not only parents: a parent whose last run succeeded
+            // may still owe a run (something above it changed while it ran)
+            // that a vertex failed for good above it blocks, and then what
+            // depends on it is blocked too (see
+            // `a_stale_success_under_a_permanent_failure_still_blocks_below`).
+            let mut blocked = vec![false; n];
             for v in crate::algo::topo_order(n, g.vertex_edges().iter().map(|e| (e.from, e.to))).unwrap() {
-                let blocked = parents[v].iter().any(|&p| !succeeded[p]);
-                if !blocked && !failed_for_good[v] {
+                blocked[v] = parents[v].iter().any(|&p| !succeeded[p] || blocked[p]);
+                if !blocked[v] && !failed_for_good[v] {
                     prop_assert!(ran[v] > 0 && succeeded[v], "vertex {v} never converged");
                 }
             }
@@ -731,4 +737,139 @@ fn a_dead_watch_stays_failed_after_a_running_check_succeeds() {
         },
     );
     assert_eq!(e.failed(), vec![0]);
+}
+
+/// The minimal form of a saved proptest case (n = 22: 16 and 18 feed 20, 20
+/// feeds 21). `b` succeeds, but `a` changed while `b` ran, so `b` owes another
+/// run, and `a` then failed for good: `b` cannot run again, and `c` must not
+/// run after a `b` that is not up to date. Both are blocked by `a`'s failure,
+/// and both run once `a` works again.
+#[test]
+fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    e.handle(
+        Millis(1),
+        Input::CheckApplyDone {
+            vertex: 3,
+            result: Ok(false),
+        },
+    );
+    e.handle(
+        Millis(1),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 1,
+            apply: true,
+            refresh: false,
+            full: true
+        }]
+    );
+    // While b runs, a sees drift and changes something: b owes a run.
+    e.handle(Millis(2), Input::WatchEvent(0));
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 0,
+            apply: true,
+            refresh: false,
+            full: false
+        }]
+    );
+    e.handle(
+        Millis(3),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(true),
+        },
+    );
+    assert_eq!(drain(&mut e), vec![]);
+    // Then a fails for good (no retries by default).
+    e.handle(Millis(4), Input::WatchEvent(0));
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 0,
+            apply: true,
+            refresh: false,
+            full: false
+        }]
+    );
+    e.handle(
+        Millis(5),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Err("boom".into()),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::FailedPermanently {
+            vertex: 0,
+            error: "boom".into()
+        }]
+    );
+    // b's run, started before a's change, succeeds: neither b (behind a) nor
+    // c (behind a stale b) may run now.
+    e.handle(
+        Millis(6),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(drain(&mut e), vec![]);
+    assert!(e.idle());
+    assert_eq!(e.failed(), vec![0]);
+    // a works again: b catches up, then c runs.
+    e.handle(Millis(7), Input::WatchEvent(0));
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 0,
+            apply: true,
+            refresh: false,
+            full: true
+        }]
+    );
+    e.handle(
+        Millis(8),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 1,
+            apply: true,
+            refresh: false,
+            full: true
+        }]
+    );
+    e.handle(
+        Millis(9),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::CheckApply {
+            vertex: 2,
+            apply: true,
+            refresh: false,
+            full: true
+        }]
+    );
 }
