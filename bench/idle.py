@@ -134,6 +134,9 @@ def main():
     ap.add_argument("--idle", type=float, default=60.0, help="seconds measured")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after converging")
     ap.add_argument("--mgmt", default=os.path.join(ROOT, "target/release/mgmt"))
+    # Not under /tmp: the agent watches a managed file's ancestor directories,
+    # and other jobs' files in /tmp would wake it.
+    ap.add_argument("--workdir", default="/var/tmp")
     args = ap.parse_args()
     if not shutil.which("etcdctl"):
         sys.exit("idle: needs etcdctl (apt-get install etcd-client)")
@@ -141,7 +144,7 @@ def main():
     print("| agents | store | per agent: CPU ticks | per agent: wake-ups |")
     print("| --- | --- | --- | --- |")
     for hosts, server in [(1, False), (1, True), (3, True)]:
-        work = tempfile.mkdtemp(prefix="mgmt-idle-")
+        work = tempfile.mkdtemp(prefix="mgmt-idle-", dir=args.workdir)
         try:
             rows = measure(args.mgmt, hosts, server, args.settle, args.idle, work)
         finally:

@@ -27,7 +27,8 @@ from idle import ROOT, start  # noqa: E402
 
 def etcdctl(client, *args):
     r = subprocess.run(
-        ["etcdctl", "--endpoints", client.removeprefix("http://"), *args],
+        ["etcdctl", "--dial-timeout=300ms", "--command-timeout=300ms",
+         "--endpoints", client.removeprefix("http://"), *args],
         capture_output=True,
         text=True,
         env=dict(os.environ, ETCDCTL_API="3"),
@@ -97,7 +98,10 @@ def main():
         try:
             rows.append(round_once(args.mgmt, work))
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if os.environ.get("KEEP"):
+                print(f"logs kept in {work}", file=sys.stderr)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     print("| transition | median s | min-max s |")
     print("| --- | --- | --- |")
     for i, name in enumerate(["form 3", "grow to 4", "shrink to 1", "regrow to 3"]):

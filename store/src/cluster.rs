@@ -192,6 +192,9 @@ impl Cluster {
     }
 }
 
+/// Bound on one MemberList asked of one member on its own.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Bound on one membership change, so the leader's lane never stalls for long.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -816,7 +819,9 @@ async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Vec<Vec<u64>> {
     let asks = urls.into_iter().map(|url| {
         let mut cc = ClientConfig::new(vec![url]);
         cc.env = ctx.config.store.env.clone();
-        cc.request_timeout = ctx.config.request_timeout;
+        // Every answer is waited for: one member that hangs (shutting
+        // down, partitioned) must not hold up what the others say.
+        cc.request_timeout = ctx.config.request_timeout.min(PROBE_TIMEOUT);
         async move {
             match EtcdClient::new(cc) {
                 Ok(c) => c.member_list().await,

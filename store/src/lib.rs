@@ -554,7 +554,8 @@ impl Store {
                 let _ = node.raft.trigger().elect().await;
             }
         }
-        // Once leader, record the cluster ID. (The leader's own member URLs
+        // Once leader, record the cluster ID, and tick only while there is
+        // another member. (The leader's own member URLs
         // are the cluster agent's to refresh: `StoreHandle::update_own_urls`.)
         // Raft's server metrics change with the leader, not with heartbeats.
         {
@@ -563,7 +564,16 @@ impl Store {
             tasks.spawn(async move {
                 let mut metrics = node.raft.server_metrics();
                 loop {
-                    let is_leader = metrics.borrow_and_update().current_leader == Some(node.id);
+                    let (is_leader, alone) = {
+                        let m = metrics.borrow_and_update();
+                        let leader = m.current_leader == Some(node.id);
+                        let only_me = m.membership_config.nodes().map(|(id, _)| *id).eq([node.id]);
+                        (leader, leader && only_me)
+                    };
+                    // The lone member that leads has no one to send heartbeats
+                    // to and no election to call: raft's ticks only wake it.
+                    // They come back with the first other member.
+                    node.raft.runtime_config().tick(!alone);
                     if is_leader && node.sm.lock().data.kv.cluster_id() == 0 {
                         let cluster_id = member_id(&format!("cluster:{}", node.id));
                         if node
