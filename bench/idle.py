@@ -12,6 +12,9 @@ SETTLE seconds, then over IDLE seconds (60 by default) reads per agent:
 - wake-ups: voluntary + involuntary context switches summed over the
   process's threads (/proc/PID/task/*/status).
 
+Run it on a quiet machine: other jobs' CPU use shows up as involuntary
+switches.
+
 What remains on one host should be its lease keep-alives (one every third of
 the 10 s TTL) and nothing else; with three, raft heartbeats too.
 """
@@ -37,16 +40,26 @@ def ticks(pid):
 
 
 def wakeups(pid):
-    total = 0
+    """Context switches per thread (tid -> count)."""
+    out = {}
     for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        tid = status.split("/")[4]
         try:
             with open(status) as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
+                out[tid] = sum(
+                    int(line.split()[1])
+                    for line in f
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
+                )
         except FileNotFoundError:
             pass  # a thread ended
-    return total
+    return out
+
+
+def woke(before, after):
+    """Wake-ups between two `wakeups` readings (threads that came or went count
+    what they did while seen)."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
 GRAPH = """graph: idle
@@ -126,7 +139,7 @@ def measure(mgmt, hosts, server, settle_s, idle_s, work):
             p.terminate()
         for p, _, _ in procs:
             p.wait()
-    return [(b - a, d - c) for a, b, c, d in zip(t0, t1, w0, w1)]
+    return [(b - a, woke(c, d)) for a, b, c, d in zip(t0, t1, w0, w1)]
 
 
 def main():
