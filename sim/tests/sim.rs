@@ -271,6 +271,15 @@ fn a_leader_stops_only_once_its_membership_change_is_done() {
     replay(10139);
 }
 
+/// Seed 7511: a host became leader while a read through its client was in
+/// flight; that read landed after it and counted as the leader's view, which
+/// must come from its own store, so the nominator was never fed and nothing
+/// more changed to wake it. A new leader reads its own store, always.
+#[test]
+fn a_new_leader_decides_on_its_own_stores_keys() {
+    replay(7511);
+}
+
 /// Seeds whose schedules fail today, each a real finding of the sweep (see
 /// the merge notes of branch `simdet`); remove an entry once it passes.
 const KNOWN_FAILING: &[(u64, &str)] = &[];

@@ -143,12 +143,14 @@ impl Cluster {
             server: None,
             status: status_tx,
             lanes: Default::default(),
+            next_generation: 0,
             results_tx,
             results,
             keys_watch: None,
             watched_from: None,
             membership: None,
             replication: None,
+            replication_ended: false,
             backlog: Vec::new(),
         };
         driver.start_first_server().await?;
@@ -223,6 +225,7 @@ struct Driver {
     started_at: Instant,
     status: watch::Sender<Status>,
     lanes: std::collections::BTreeMap<Lane, LaneTask>,
+    next_generation: u64,
     results_tx: mpsc::UnboundedSender<Done>,
     results: mpsc::UnboundedReceiver<Done>,
     keys_watch: Option<Watch>,
@@ -230,6 +233,8 @@ struct Driver {
     watched_from: Option<i64>,
     membership: Option<(MembershipWatch, MembershipState)>,
     replication: Option<ReplicationWatch>,
+    /// The replication watch of the current server ended.
+    replication_ended: bool,
     /// Outputs the agent made before the client existed.
     backlog: Vec<Output>,
 }
@@ -300,6 +305,7 @@ impl Driver {
             if !wants_replication {
                 self.replication = None;
             } else if self.replication.is_none()
+                && !self.replication_ended
                 && let Some(s) = &self.server
             {
                 self.replication = Some(s.replication_changes());
@@ -346,7 +352,11 @@ impl Driver {
                         self.feed_now(Input::Replication(replication(r)));
                     }
                 }
-                Wake::Replication(false) => self.replication = None,
+                Wake::Replication(false) => {
+                    // The store stopped: not watched again until a new server.
+                    self.replication = None;
+                    self.replication_ended = true;
+                }
                 Wake::Tick => self.feed_now(Input::Tick),
                 Wake::Stop => {
                     stopping = true;
@@ -419,6 +429,7 @@ impl Driver {
             self.ensure_keys_watch();
         }
         if started && let Some(s) = &self.server {
+            self.replication_ended = false;
             let mut w = s.membership_changes();
             let state = w.state();
             self.membership = Some((w, state.clone()));
@@ -446,7 +457,10 @@ impl Driver {
                         warn!(error = %e, "ignoring bad advertised endpoints");
                     }
                 }
-                Output::Action(action) => self.dispatch(action),
+                Output::Action(action) => {
+                    debug!(?action, "cluster action");
+                    self.dispatch(action)
+                }
             }
         }
         false
@@ -461,9 +475,12 @@ impl Driver {
             self.membership = None;
             self.replication = None;
         }
+        // Never reused: an abandoned action's late answer must not pass for
+        // a later one's.
+        self.next_generation += 1;
+        let generation = self.next_generation;
         let entry = self.lanes.entry(lane).or_default();
-        entry.generation += 1;
-        let generation = entry.generation;
+        entry.generation = generation;
         let tx = self.results_tx.clone();
         entry.task = Some(tokio::spawn(async move {
             let (input, server) = execute(&ctx, action).await;
@@ -709,10 +726,12 @@ async fn execute(ctx: &Ctx, action: Action) -> (Input, Option<Arc<StoreHandle>>)
                 }
             }
             Action::UpdateOwnUrls => {
-                if let Some(s) = &ctx.server
-                    && let Err(e) = s.update_own_urls().await
-                {
-                    warn!(error = %e, "could not update own member URLs");
+                if let Some(s) = &ctx.server {
+                    match tokio::time::timeout(ADMIN_TIMEOUT, s.update_own_urls()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!(error = %e, "could not update own member URLs"),
+                        Err(_) => warn!("could not update own member URLs: timed out"),
+                    }
                 }
                 Input::OwnUrlsUpdated
             }

@@ -513,6 +513,7 @@ pub struct Agent {
     deleting: Option<Key>,
 
     bootstrapped: bool,
+    bootstrap_retry_at: Option<Millis>,
     nominator: Option<Nominator>,
     fed_view: Option<View>,
     task: Option<Task>,
@@ -562,6 +563,7 @@ impl Agent {
             putting: None,
             deleting: None,
             bootstrapped: false,
+            bootstrap_retry_at: None,
             nominator: None,
             fed_view: None,
             task: None,
@@ -729,6 +731,9 @@ impl Agent {
             at.push(r.since + RESTART_CHECK_TIMEOUT);
         }
         at.extend(self.url_retry_at);
+        if !self.bootstrapped {
+            at.extend(self.bootstrap_retry_at);
+        }
         if let Some(n) = &self.nominator {
             at.extend(n.poll_timeout());
         }
@@ -810,6 +815,11 @@ impl Agent {
         }
         self.keys_revision = revision;
         self.keys_from_own = self.reading_own;
+        // A read begun before this host led came through the client: the
+        // leader decides on its own store's keys only.
+        if self.is_leader() && !self.keys_from_own {
+            self.keys_dirty = true;
+        }
         self.keys_fresh = true;
         self.read_retry_at = None;
         self.keys = Some(keys);
@@ -864,7 +874,9 @@ impl Agent {
             // Removed once any member's list lacks it: a member that still
             // lists it may be one the cluster left behind.
             Some(Query::Removal { id })
-                if lists.iter().any(|l| !l.contains(&id)) && self.running_id() == Some(id) =>
+                if lists.iter().any(|l| !l.contains(&id))
+                    && self.running_id() == Some(id)
+                    && !self.changing_membership() =>
             {
                 let reason = if self.nomination().is_some() {
                     Reason::Renominated
@@ -896,7 +908,12 @@ impl Agent {
 
     fn txn_done(&mut self, result: Result<bool, String>) {
         match self.take_leader_work() {
-            Some(LeaderWork::Bootstrap) => self.bootstrapped = matches!(result, Ok(true)),
+            Some(LeaderWork::Bootstrap) => {
+                self.bootstrapped = matches!(result, Ok(true));
+                if !self.bootstrapped {
+                    self.bootstrap_retry_at = Some(self.now + LEASE_RETRY);
+                }
+            }
             Some(LeaderWork::Task) => match result {
                 Ok(true) => {
                     // Decide again only on a view that shows the change.
@@ -1145,14 +1162,14 @@ impl Agent {
                 if self.changing_membership() && !timed_out {
                     return;
                 }
+                let alone = self.membership.members.len() <= 1;
                 // The leader may still remove this member while it leaves.
-                if !self.busy.contains(&Lane::Server) {
+                if !self.busy.contains(&Lane::Server) && !alone && !timed_out {
                     self.decide_removal(r);
                     if !matches!(self.server, Server::Running(_)) {
                         return;
                     }
                 }
-                let alone = self.membership.members.len() <= 1;
                 if alone || timed_out {
                     if timed_out && !alone {
                         self.notice(Notice::NotRemovedInTime);
@@ -1223,15 +1240,19 @@ impl Agent {
             self.notice(Notice::Leading);
             self.nominator = Some(Nominator::with_bug(self.config.bug));
             self.fed_view = None;
-            if !self.keys_from_own {
-                self.keys_dirty = true;
-                self.decide_read();
-            }
+            // Whatever was read before (through the client, or from the own
+            // store in an earlier term) is not this term's own view.
+            self.keys_from_own = false;
+            self.keys_dirty = true;
+            self.decide_read();
         }
         if self.busy.contains(&Lane::Leader) {
             return;
         }
-        if self.bootstrap() && !self.bootstrapped {
+        if self.bootstrap()
+            && !self.bootstrapped
+            && self.bootstrap_retry_at.is_none_or(|t| t <= self.now)
+        {
             let txn = keys::bootstrap_txn(
                 &self.config.host,
                 &self.peer_urls,
@@ -1347,6 +1368,12 @@ impl Agent {
 
     /// Carries out the pending task's first step.
     fn start_task(&mut self) {
+        // A host that stopped leading (it may just have removed itself)
+        // starts nothing: its writes would be forwarded to the new leader.
+        if !self.is_leader() {
+            self.task = None;
+            return;
+        }
         let Some(task) = self.task.as_mut() else {
             return;
         };
@@ -1570,9 +1597,15 @@ impl Agent {
         if self.keys_revision < written {
             return false;
         }
+        // A value that does not parse is there (and reported): writing it
+        // again would not change what the read shows.
+        let unparsed = keys
+            .errors
+            .iter()
+            .any(|e| matches!(e, KeyError::Value { key: k, .. } if *k == key.encode()));
         match key {
-            Key::Volunteer(h) => !keys.volunteers.contains_key(h),
-            Key::Endpoints(h) => !keys.endpoints.contains_key(h),
+            Key::Volunteer(h) => !keys.volunteers.contains_key(h) && !unparsed,
+            Key::Endpoints(h) => !keys.endpoints.contains_key(h) && !unparsed,
             _ => false,
         }
     }

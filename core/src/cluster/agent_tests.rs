@@ -1151,3 +1151,87 @@ fn a_member_that_knows_no_members_says_nothing_about_removal() {
         stopped_and_discarded(Reason::Removed)
     );
 }
+
+#[test]
+fn a_failed_bootstrap_write_waits_before_the_next_attempt() {
+    let id = member_id("h1");
+    let mut a = Agent::new(config("h1", &[]), Stored::default());
+    drain(&mut a);
+    act(&mut a, 1, started("h1", id));
+    act(
+        &mut a,
+        2,
+        Input::Membership(membership(id, &[member("h1", id, false)])),
+    );
+    assert_eq!(
+        act(&mut a, 3, Input::TxnDone(Err("raft stopped".into()))),
+        vec![]
+    );
+    assert!(!a.ready());
+    assert_eq!(a.poll_timeout(), Some(Millis(3) + LEASE_RETRY));
+    assert_eq!(
+        act(&mut a, 503, Input::Tick),
+        vec![Action::Txn(keys::bootstrap_txn(
+            "h1",
+            &[peer("h1")],
+            Some(3)
+        ))]
+    );
+}
+
+#[test]
+fn a_host_that_stopped_leading_starts_no_command() {
+    let id1 = member_id("h1");
+    let id2 = incarnation_id("h2", 11);
+    // AddLearner(h2) is in flight; it ends with h1 no longer leading.
+    let mut a = leader_with(keys(
+        &["h1", "h2"],
+        &[("h1", 2), ("h2", 11)],
+        &[("h1", id1), ("h2", id2)],
+    ));
+    let deposed = membership(id2, &[member("h1", id1, false), member("h2", id2, true)]);
+    let got = act(
+        &mut a,
+        600,
+        Input::MembershipChanged {
+            result: Ok(()),
+            membership: deposed,
+        },
+    );
+    assert!(
+        !got.iter()
+            .any(|a| matches!(a, Action::Txn(_) | Action::ChangeMembership(_))),
+        "{got:?}"
+    );
+    assert!(!a.status().leader);
+}
+
+#[test]
+fn a_read_begun_before_leading_is_followed_by_one_from_the_own_store() {
+    let id1 = member_id("h1");
+    let mut a = leader();
+    // Leadership is lost, then regained while a client read is in flight.
+    act(
+        &mut a,
+        504,
+        Input::Membership(membership(99, &[member("h1", id1, false)])),
+    );
+    act(&mut a, 505, Input::KeysChanged { revision: Some(9) });
+    act(&mut a, 1_005, Input::Tick);
+    act(
+        &mut a,
+        1_006,
+        Input::Membership(membership(id1, &[member("h1", id1, false)])),
+    );
+    let got = act(
+        &mut a,
+        1_007,
+        read(9, keys(&["h1"], &[("h1", 2)], &[("h1", id1)])),
+    );
+    assert!(
+        got.contains(&Action::ReadKeys {
+            from_own_store: true
+        }),
+        "{got:?}"
+    );
+}
