@@ -280,6 +280,16 @@ fn a_new_leader_decides_on_its_own_stores_keys() {
     replay(7511);
 }
 
+/// Seed 11960: the bootstrap member restarted from state, led, removed
+/// itself, and was nominated again: its server (the hostname's ID, so one
+/// that "can be" any nomination's) took the new nomination as its own and
+/// served on outside the membership. A server its own log counts out never
+/// adopts a nomination.
+#[test]
+fn a_removed_bootstrap_member_nominated_again_starts_afresh() {
+    replay(11960);
+}
+
 /// Seeds whose schedules fail today, each a real finding of the sweep (see
 /// the merge notes of branch `simdet`); remove an entry once it passes.
 const KNOWN_FAILING: &[(u64, &str)] = &[];

@@ -1097,8 +1097,12 @@ impl Agent {
         let me = self.config.host.clone();
         let current = self.nomination();
         // A server started without a nomination (bootstrap, restart) serves for
-        // the current one if its ID can be that nomination's.
+        // the current one if its ID can be that nomination's, and it is still
+        // a member by its own log (a bootstrap member that removed itself and
+        // is nominated anew starts afresh, under the new nomination's ID).
+        let out_by_own_log = self.membership.loaded && self.membership.get(r.id).is_none();
         if r.nomination.is_none()
+            && !out_by_own_log
             && let Some(rev) = current
             && (r.id == incarnation_id(&me, rev) || r.id == member_id(&me))
             && let Server::Running(run) = &mut self.server

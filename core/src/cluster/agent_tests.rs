@@ -1235,3 +1235,45 @@ fn a_read_begun_before_leading_is_followed_by_one_from_the_own_store() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_bootstrap_server_its_own_log_counts_out_does_not_adopt_a_new_nomination() {
+    let id1 = member_id("h1");
+    let id2 = incarnation_id("h2", 11);
+    // Restarted from the state of the bootstrap member (the hostname's ID).
+    let stored = Stored {
+        has_state: true,
+        member_id: Some(id1),
+        known_members: vec![],
+    };
+    let mut a = Agent::new(config("h1", &["http://h2:2379"]), stored);
+    drain(&mut a);
+    act(&mut a, 1, started("h1", id1));
+    act(
+        &mut a,
+        2,
+        Input::Membership(membership(
+            id1,
+            &[member("h1", id1, false), member("h2", id2, false)],
+        )),
+    );
+    // It removed itself; then it is nominated anew (revision 40).
+    act(
+        &mut a,
+        3,
+        Input::Membership(membership(id2, &[member("h2", id2, false)])),
+    );
+    let got = act(
+        &mut a,
+        4,
+        read(
+            40,
+            keys(&["h1", "h2"], &[("h1", 40), ("h2", 11)], &[("h2", id2)]),
+        ),
+    );
+    assert!(
+        got.iter()
+            .any(|a| matches!(a, Action::StopServer { discard: true, .. })),
+        "{got:?}"
+    );
+}
