@@ -274,12 +274,17 @@ impl Driver {
     /// agent's other first outputs wait in the backlog for the client.
     async fn start_first_server(&mut self) -> Result<(), ClusterError> {
         let mut first: Vec<Output> = std::iter::from_fn(|| self.agent.poll_output()).collect();
-        if let Some(Output::Action(action @ Action::StartServer { .. })) = first.first().cloned() {
+        if let Some(Output::Action(Action::StartServer {
+            mode,
+            member_id,
+            discard_first,
+            reason,
+        })) = first.first().cloned()
+        {
             first.remove(0);
             self.backlog = first;
-            let (input, server) = start_server(&self.ctx(), &action)
-                .await
-                .map_err(|(e, _)| e)?;
+            let started = start_server(&self.ctx(), mode, member_id, discard_first, reason).await;
+            let (input, server) = started.map_err(|(e, _)| e)?;
             self.feed(input, server);
         } else {
             self.backlog = first;
@@ -617,8 +622,13 @@ fn log_notice(n: &Notice, client: Option<&EtcdClient>) {
 async fn execute(ctx: &Ctx, action: Action) -> (Input, Option<Arc<StoreHandle>>) {
     let input =
         match action {
-            Action::StartServer { .. } => {
-                return match start_server(ctx, &action).await {
+            Action::StartServer {
+                mode,
+                member_id,
+                discard_first,
+                reason,
+            } => {
+                return match start_server(ctx, mode, member_id, discard_first, reason).await {
                     Ok(r) => r,
                     Err((e, discarded)) => {
                         error!("cannot start the store server: {e}");
@@ -749,18 +759,12 @@ fn client(ctx: &Ctx) -> &EtcdClient {
 /// Starts the server; on failure also says whether its state was discarded.
 async fn start_server(
     ctx: &Ctx,
-    action: &Action,
+    mode: StartMode,
+    member_id: u64,
+    discard_first: bool,
+    reason: Reason,
 ) -> Result<(Input, Option<Arc<StoreHandle>>), (ClusterError, bool)> {
-    let Action::StartServer {
-        mode,
-        member_id,
-        discard_first,
-        reason,
-    } = action
-    else {
-        unreachable!("start_server is given a StartServer");
-    };
-    if *discard_first {
+    if discard_first {
         let dir = ctx
             .config
             .store
@@ -769,12 +773,12 @@ async fn start_server(
         info!("discarded stale store state in {}", dir.display());
     }
     let mut config = ctx.config.store.clone();
-    config.member_id = Some(*member_id);
+    config.member_id = Some(member_id);
     let started = match mode {
         StartMode::Bootstrap => Store::start_single(config).await,
         StartMode::Join => Store::start_join(config).await,
     };
-    let store = started.map_err(|e| (e.into(), *discard_first))?;
+    let store = started.map_err(|e| (e.into(), discard_first))?;
     let urls = store.client_urls().join(", ");
     match reason {
         Reason::Bootstrap => info!("store server started on {urls} (bootstrap)"),

@@ -220,9 +220,7 @@ impl StoreConfig {
             _ => Ok(dir),
         }
     }
-}
 
-impl StoreConfig {
     /// After [`StoreConfig::discard_data_dir`]: keep only the client URLs of
     /// the members this host knew, so that a later start finds the cluster
     /// through them ([`known_members`]).
