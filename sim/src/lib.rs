@@ -207,6 +207,12 @@ impl World {
         self.leader().map(|h| &self.hosts[h].members)
     }
 
+    /// The voter sets the leader's config has: one, or two while a change is
+    /// joint.
+    pub fn leader_voter_sets(&self) -> Option<&Vec<Vec<String>>> {
+        self.leader().map(|h| &self.hosts[h].voter_sets)
+    }
+
     /// The (first, by name) running host whose store is leader.
     pub fn leader(&self) -> Option<&String> {
         self.hosts

@@ -290,6 +290,16 @@ fn a_removed_bootstrap_member_nominated_again_starts_afresh() {
     replay(11960);
 }
 
+/// Seed 11837: h2 crashed while the leader promoted h3, so the config stayed
+/// joint ({h1,h2} and {h1,h2,h3}) with no quorum in the first set. The
+/// harness counted two live voters of three and expected h2's removal; a
+/// quorum needs a majority of each voter set, and nothing can change until h2
+/// returns (it does, in the liveness phase, and the cluster converges).
+#[test]
+fn a_crash_during_a_joint_change_leaves_the_cluster_waiting_for_quorum() {
+    replay(11837);
+}
+
 /// Seeds whose schedules fail today, each a real finding of the sweep (see
 /// the merge notes of branch `simdet`); remove an entry once it passes.
 const KNOWN_FAILING: &[(u64, &str)] = &[];

@@ -57,6 +57,9 @@ pub struct MembershipState {
     pub leader: Option<u64>,
     /// Voters and learners, by ID.
     pub members: Vec<Member>,
+    /// The voter sets of the config, by ID: one, or two while a change is
+    /// joint (a quorum then needs a majority of each).
+    pub voter_sets: Vec<Vec<u64>>,
     /// Raft has a membership config from its log or snapshot (it was
     /// initialised, or loaded, or received one from a leader). Until then
     /// `members` is empty and means nothing.
@@ -68,6 +71,13 @@ impl MembershipState {
         MembershipState {
             leader: m.current_leader,
             members: members_of(&m.membership_config),
+            voter_sets: m
+                .membership_config
+                .membership()
+                .get_joint_config()
+                .iter()
+                .map(|set| set.iter().copied().collect())
+                .collect(),
             loaded: m.membership_config.log_id().is_some(),
         }
     }

@@ -116,6 +116,8 @@ pub struct Membership {
     /// The raft leader's ID, if one is known.
     pub leader: Option<u64>,
     pub members: Vec<StoreMember>,
+    /// The voter sets by ID: one, or two while a membership change is joint.
+    pub voter_sets: Vec<Vec<u64>>,
     /// Raft has loaded (or been given) a membership config.
     pub loaded: bool,
 }
@@ -395,6 +397,9 @@ pub struct Status {
     pub done: bool,
     /// The membership as this host's store sees it: `(name, is_learner)`, sorted.
     pub members: Vec<(String, bool)>,
+    /// Its voter sets by name, each sorted: one, or two while a change is
+    /// joint (a quorum needs a majority of each).
+    pub voter_sets: Vec<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -783,6 +788,21 @@ impl Agent {
             .map(|m| (m.name.clone(), m.learner))
             .collect();
         members.sort();
+        let name_of = |id: &u64| {
+            self.membership
+                .get(*id)
+                .map_or_else(|| format!("#{id:x}"), |m| m.name.to_string())
+        };
+        let voter_sets = self
+            .membership
+            .voter_sets
+            .iter()
+            .map(|set| {
+                let mut names: Vec<String> = set.iter().map(name_of).collect();
+                names.sort();
+                names
+            })
+            .collect();
         Status {
             server: match &self.server {
                 Server::Running(r) => Some(r.client_urls.clone()),
@@ -793,6 +813,7 @@ impl Agent {
             servers_started: self.servers_started,
             done: self.finished,
             members,
+            voter_sets,
         }
     }
 

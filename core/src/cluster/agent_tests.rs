@@ -73,6 +73,13 @@ fn membership(leader: u64, members: &[StoreMember]) -> Membership {
     Membership {
         leader: Some(leader),
         members: members.to_vec(),
+        voter_sets: vec![
+            members
+                .iter()
+                .filter(|m| !m.learner)
+                .map(|m| m.id)
+                .collect(),
+        ],
         loaded: true,
     }
 }

@@ -1,7 +1,10 @@
 //! A host whose server is stopped (or crashed) is not listed as a member for
 //! long: its lease expires and the leader removes it. Only while a quorum of
 //! voters runs: a cluster that lost its quorum can change nothing (a 2-member
-//! cluster losing one is stuck until it returns), which liveness covers.
+//! cluster losing one is stuck until it returns), which liveness covers. While
+//! a change is joint the quorum needs a majority of both voter sets (a
+//! promotion begun before a crash can leave {h1,h2} and {h1,h2,h3} joint with
+//! h2 down: stuck, though two of the three listed voters run).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,9 +25,13 @@ impl StoppedNotMember {
             self.since.clear();
             return Ok(());
         };
-        let voters: Vec<&String> = members.iter().filter(|(_, l)| !l).map(|(n, _)| n).collect();
-        let live = voters.iter().filter(|n| !w.server_stopped(n)).count();
-        if live * 2 <= voters.len() {
+        let sets = w.leader_voter_sets().cloned().unwrap_or_default();
+        let quorum = !sets.is_empty()
+            && sets.iter().all(|voters| {
+                let live = voters.iter().filter(|n| !w.server_stopped(n)).count();
+                live * 2 > voters.len()
+            });
+        if !quorum {
             self.since.clear();
             return Ok(());
         }
