@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md and CI run it. On a fresh Debian machine
-# it first installs what the tests use (as root): the real etcdctl, etcd, dbus.
+# it first installs what the tests use (as root): the real etcdctl and etcd,
+# dbus, polkitd and PackageKit (the pkg tests install and remove small Debian
+# packages through it), and systemd (the svc tests boot one in namespaces of
+# its own).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
-for pkg in etcd-client etcd-server dbus procps; do
+for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,6 +19,10 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# PackageKit resolves packages from apt's lists: a fresh machine may have none.
+if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+  [ "$(id -u)" -eq 0 ] && apt-get update -qq
 fi
 # Each mgmt process under test holds one inotify instance.
 if [ "$(id -u)" -eq 0 ] && [ "$(sysctl -n fs.inotify.max_user_instances)" -lt 1024 ]; then

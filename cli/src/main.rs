@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mgmt_core::Graph;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Exit status when the input (flags or graph) is invalid.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -167,16 +167,46 @@ macro_rules! report {
     }};
 }
 
-/// Reads and compiles a graph, printing every diagnostic on failure.
+/// Reads and compiles a graph, printing every diagnostic on failure. A graph
+/// with packages is compiled again once the package manager said what they
+/// ship (package AutoEdges); the core only ever sees that as an input.
 fn load(path: &Path, max_bytes: u64) -> Result<Graph, ExitCode> {
     let text = read_graph(path, max_bytes).map_err(|e| {
         report!("error: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
-    mgmt_core::compile(&path.display().to_string(), &text).map_err(|e| {
+    let name = path.display().to_string();
+    let mut graph = mgmt_core::compile(&name, &text).map_err(|e| {
         report!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
-    })
+    })?;
+    let packages = mgmt_core::compile::packages(&graph);
+    if !packages.is_empty() {
+        let facts = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(mgmt_io::pkg::package_files(&packages)));
+        match facts {
+            Ok((files, notes)) => {
+                for note in notes {
+                    info!("{note}");
+                }
+                let opts = mgmt_core::compile::CompileOptions {
+                    package_files: files,
+                    ..Default::default()
+                };
+                graph = mgmt_core::compile::compile_with(&name, &text, &opts).map_err(|e| {
+                    report!("{e}");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                })?;
+            }
+            Err(e) => warn!("cannot list what packages ship: {e}"),
+        }
+    }
+    for w in &graph.warnings {
+        warn!("{w}");
+    }
+    Ok(graph)
 }
 
 /// The text of a graph file: a regular file of at most `max_bytes`. It is

@@ -197,6 +197,7 @@ fn graph(resources: Vec<Resource>, edges: &[(usize, usize)]) -> Graph {
             .collect(),
         collect: Vec::new(),
         notes: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 
@@ -284,7 +285,7 @@ fn passes(bencher: divan::Bencher, g: Graph) {
     bencher
         .with_inputs(|| g.clone())
         .bench_local_values(|mut g| {
-            autoedge::add_auto_edges(&mut g);
+            autoedge::add_auto_edges(&mut g, &Default::default());
             autogroup::autogroup(&mut g);
             g
         });

@@ -9,10 +9,14 @@
 //! A file proposes its ancestors one at a time, nearest first, and stops at the
 //! first match, so it depends on its *nearest* managed ancestor only.
 //!
-//! Later kinds plug in here without touching the pass: a pkg offers `Uid::Pkg`
-//! and proposes, in one batch, the paths and units it ships with
-//! [`Order::Before`] (the package comes before them); a svc proposes
-//! `/etc/systemd/system/<n>.service`, then the `/usr/lib/systemd/system/` one.
+//! A svc offers `Uid::Svc` and proposes its unit file, `/etc/systemd/system/
+//! <n>.service` first, then the packaged ones under `/usr/lib/systemd/system/`
+//! and `/lib/systemd/system/` (file -> svc). A pkg proposes, with
+//! [`Order::Before`] (the package comes before them), the services whose unit
+//! files it ships and, for every path it ships, that path or its nearest
+//! managed ancestor. What a package ships is a fact the compiler is given
+//! ([`PackageFiles`], which io reads from the package manager): a package not
+//! in it gets no edges and a note, never an error.
 //!
 //! Rules, chosen so the result is predictable:
 //! - `meta: {autoedge: false}` makes a resource invisible to AutoEdges: it
@@ -40,7 +44,21 @@ use crate::resource::{Params, Resource};
 pub enum Uid {
     /// A filesystem path as a file resource spells it: a directory ends in `/`.
     Path(String),
+    /// A systemd service by its name without `.service`.
+    Svc(String),
 }
+
+/// What each package ships (absolute paths, as the package manager lists
+/// them: directories without a trailing `/`), for the packages whose list is
+/// known.
+pub type PackageFiles = BTreeMap<String, Vec<String>>;
+
+/// Where systemd looks for a service's unit file, most specific first.
+pub const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system/",
+    "/usr/lib/systemd/system/",
+    "/lib/systemd/system/",
+];
 
 /// Which way a wanted edge points, seen from the resource that proposes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,16 +90,159 @@ pub trait AutoEdge {
 pub fn uids(r: &Resource) -> Vec<Uid> {
     match &r.params {
         Params::File(f) => vec![Uid::Path(f.path.clone())],
-        Params::Noop { .. } | Params::Exec(_) => Vec::new(),
+        Params::Svc(s) if !s.session => vec![Uid::Svc(s.name.clone())],
+        Params::Noop { .. } | Params::Exec(_) | Params::Pkg(_) | Params::Svc(_) => Vec::new(),
     }
 }
 
 /// The proposal iterator of a resource, if its kind wants automatic edges.
-/// Does not look at `meta.autoedge`; the pass does.
-pub fn auto_edge(r: &Resource) -> Option<Box<dyn AutoEdge>> {
+/// Does not look at `meta.autoedge`; the pass does. `None` for a package whose
+/// file list is not in `packages`.
+pub fn auto_edge(r: &Resource, packages: &PackageFiles) -> Option<Box<dyn AutoEdge>> {
     match &r.params {
         Params::File(f) => Some(Box::new(FileAncestors::new(&f.path))),
-        Params::Noop { .. } | Params::Exec(_) => None,
+        // A user's service has its unit files elsewhere; packages ship system units.
+        Params::Svc(s) if !s.session => Some(Box::new(UnitFiles::new(&s.name))),
+        Params::Pkg(p) => packages
+            .get(&p.name)
+            .map(|files| Box::new(PackageShips::new(files)) as Box<dyn AutoEdge>),
+        Params::Noop { .. } | Params::Exec(_) | Params::Svc(_) => None,
+    }
+}
+
+/// A service's proposals: its unit file in each of [`UNIT_DIRS`], one per
+/// batch, until one matches (the file that defines the unit comes first).
+#[derive(Clone, Debug)]
+pub struct UnitFiles {
+    next: Vec<String>,
+}
+
+impl UnitFiles {
+    pub fn new(name: &str) -> Self {
+        let mut next: Vec<String> = UNIT_DIRS
+            .iter()
+            .map(|d| format!("{d}{name}.service"))
+            .collect();
+        next.reverse();
+        UnitFiles { next }
+    }
+}
+
+impl AutoEdge for UnitFiles {
+    fn next(&mut self) -> Option<Vec<Want>> {
+        let path = self.next.pop()?;
+        Some(vec![Want {
+            uid: Uid::Path(path),
+            order: Order::After,
+        }])
+    }
+
+    fn test(&mut self, matched: &[bool]) -> bool {
+        !matched.iter().any(|&m| m) && !self.next.is_empty()
+    }
+}
+
+/// A package's proposals, all [`Order::Before`]: first the services whose
+/// unit files it ships and every path it ships (as a file and as a
+/// directory), then, for each shipped path no managed resource offered, its
+/// parent, and so on up: each shipped path ends at its nearest managed
+/// ancestor, as a file does. Each batch proposes a UID once.
+#[derive(Clone, Debug)]
+pub struct PackageShips {
+    /// Per shipped path not matched yet: what to propose next (no trailing `/`).
+    pending: Vec<String>,
+    /// The last batch's UIDs, and for each the pending entries it stood for.
+    last: Vec<(Uid, Vec<usize>)>,
+    first: bool,
+    units: Vec<String>,
+}
+
+impl PackageShips {
+    pub fn new(files: &[String]) -> Self {
+        let mut pending: Vec<String> = files
+            .iter()
+            .map(|f| f.trim_end_matches('/').to_string())
+            .filter(|f| f.starts_with('/') && f.len() > 1)
+            .collect();
+        pending.sort();
+        pending.dedup();
+        let units = pending
+            .iter()
+            .filter_map(|f| {
+                let (dir, file) = f.rsplit_once('/')?;
+                let unit = file.strip_suffix(".service")?;
+                // Templates (`x@.service`) are not a service one can manage.
+                (UNIT_DIRS[1..].contains(&format!("{dir}/").as_str())
+                    && !unit.ends_with('@')
+                    && !unit.is_empty())
+                .then(|| unit.to_string())
+            })
+            .collect();
+        PackageShips {
+            pending,
+            last: Vec::new(),
+            first: true,
+            units,
+        }
+    }
+}
+
+impl AutoEdge for PackageShips {
+    fn next(&mut self) -> Option<Vec<Want>> {
+        let mut batch: BTreeMap<Uid, Vec<usize>> = BTreeMap::new();
+        if std::mem::take(&mut self.first) {
+            for u in &self.units {
+                batch.entry(Uid::Svc(u.clone())).or_default();
+            }
+            for (i, p) in self.pending.iter().enumerate() {
+                batch.entry(Uid::Path(p.clone())).or_default().push(i);
+                batch.entry(Uid::Path(format!("{p}/"))).or_default().push(i);
+            }
+        } else {
+            for (i, p) in self.pending.iter().enumerate() {
+                if p.is_empty() {
+                    continue;
+                }
+                if let Some(cut) = p.rfind('/') {
+                    batch
+                        .entry(Uid::Path(p[..=cut].to_string()))
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        self.last = batch.into_iter().collect();
+        Some(
+            self.last
+                .iter()
+                .map(|(uid, _)| Want {
+                    uid: uid.clone(),
+                    order: Order::Before,
+                })
+                .collect(),
+        )
+    }
+
+    fn test(&mut self, matched: &[bool]) -> bool {
+        let mut done = vec![false; self.pending.len()];
+        for ((_, who), &m) in self.last.iter().zip(matched) {
+            if m {
+                for &i in who {
+                    done[i] = true;
+                }
+            }
+        }
+        // What did not match climbs one level; what did, or reached `/`, stops.
+        for (p, d) in self.pending.iter_mut().zip(done) {
+            match p.rfind('/') {
+                Some(cut) if !d && cut > 0 => p.truncate(cut),
+                _ => p.clear(),
+            }
+        }
+        self.pending.iter().any(|p| !p.is_empty())
     }
 }
 
@@ -122,10 +283,20 @@ impl AutoEdge for FileAncestors {
     }
 }
 
+/// Whether a package edge could end anywhere: at a file or a system service
+/// that takes part in AutoEdges.
+pub fn package_edges_possible(graph: &Graph) -> bool {
+    graph
+        .resources
+        .iter()
+        .any(|r| r.meta.autoedge && !uids(r).is_empty())
+}
+
 /// Adds the automatic edges of every resource whose `meta.autoedge` is on,
-/// with a note per edge added or refused. Call on an acyclic graph (after the
-/// compiler's cycle check); the graph stays acyclic and `edges` stays sorted.
-pub fn add_auto_edges(graph: &mut Graph) {
+/// with a note per edge added or refused; `packages` says what each package
+/// ships. Call on an acyclic graph (after the compiler's cycle check); the
+/// graph stays acyclic and `edges` stays sorted.
+pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
     let n = graph.resources.len();
     let mut offers: BTreeMap<Uid, Vec<ResIdx>> = BTreeMap::new();
     for (i, r) in graph.resources.iter().enumerate() {
@@ -147,11 +318,19 @@ pub fn add_auto_edges(graph: &mut Graph) {
         .map(|e| ((e.from, e.to), e.name.clone()))
         .collect();
     let mut added = Vec::new();
+    let note_unknown_packages = package_edges_possible(graph);
     for r in 0..n {
         if !graph.resources[r].meta.autoedge {
             continue;
         }
-        let Some(mut it) = auto_edge(&graph.resources[r]) else {
+        let Some(mut it) = auto_edge(&graph.resources[r], packages) else {
+            if note_unknown_packages && matches!(graph.resources[r].params, Params::Pkg(_)) {
+                graph.notes.push(format!(
+                    "AutoEdge: {}: what the package ships is not known (the package \
+                     manager could not list it): no automatic edges",
+                    graph.resources[r].id
+                ));
+            }
             continue;
         };
         while let Some(batch) = it.next() {
@@ -308,8 +487,9 @@ mod tests {
         let mut out = Vec::new();
         while let Some(batch) = it.next() {
             for w in &batch {
-                let Uid::Path(p) = &w.uid;
-                out.push(p.clone());
+                if let Uid::Path(p) = &w.uid {
+                    out.push(p.clone());
+                }
             }
             if !it.test(&vec![false; batch.len()]) {
                 break;

@@ -12,7 +12,9 @@
 //! - `file` groups with files (and directories) whose parent directory is the
 //!   same, so one directory watch can serve them all. Their `state`, content
 //!   and mode may differ: each member is still checked and applied on its own;
-//! - `exec` never groups (each command is its own unit of work);
+//! - `pkg` groups with packages of the same state and flags, so one package
+//!   manager transaction serves them all; a pinned version never groups;
+//! - `exec` and `svc` never group (each command or unit is its own unit of work);
 //! - kinds never mix, `meta: {autogroup: false}` opts a resource out, and
 //!   members must agree on `meta` retry, delay, poll and noop, because the
 //!   engine runs a group with its head's meta.
@@ -24,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use crate::graph::{Graph, Vertex, VertexId};
-use crate::resource::{Kind, Params, Resource, Retry};
+use crate::resource::{Kind, Params, PkgState, Resource, Retry};
 
 /// Resources with equal classes may share a vertex; `None` never groups.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,7 +38,8 @@ pub struct GroupClass {
     pub delay_ms: u64,
     pub poll_s: u64,
     pub noop: bool,
-    /// The kind's own key: the parent directory for a file, empty for a noop.
+    /// The kind's own key: the parent directory for a file, the state and
+    /// flags for a pkg, empty for a noop.
     pub key: String,
 }
 
@@ -48,7 +51,14 @@ pub fn group_class(r: &Resource) -> Option<GroupClass> {
     let key = match &r.params {
         Params::Noop { .. } => String::new(),
         Params::File(f) => parent_dir(&f.path)?.to_string(),
-        Params::Exec(_) => return None,
+        Params::Pkg(p) => match p.state {
+            PkgState::Version(_) => return None,
+            ref state => format!(
+                "{state} untrusted={} nonfree={} unsupported={}",
+                p.allow_untrusted, p.allow_nonfree, p.allow_unsupported
+            ),
+        },
+        Params::Exec(_) | Params::Svc(_) => return None,
     };
     Some(GroupClass {
         kind: r.kind(),

@@ -72,6 +72,9 @@ pub struct Graph {
     /// Decisions the compiler made that a user may want to see (autoedges added
     /// or refused, grouping), in order. The CLI logs them.
     pub notes: Vec<String>,
+    /// Input accepted but ignored, located like errors (a directory given
+    /// `content`, as the original allowed). The CLI logs them as warnings.
+    pub warnings: Vec<crate::compile::Diagnostic>,
 }
 
 impl Graph {
@@ -138,6 +141,8 @@ impl Graph {
             graph: String,
             vertices: Vec<JVertex>,
             edges: Vec<JEdge>,
+            /// Edges between resources, before grouping joined their ends.
+            resource_edges: Vec<JEdge>,
         }
         let vertices = self
             .vertices
@@ -165,10 +170,21 @@ impl Graph {
                 notify: e.notify,
             })
             .collect();
+        let resource_edges = self
+            .edges
+            .iter()
+            .map(|e| JEdge {
+                from: self.resources[e.from].id.to_string(),
+                to: self.resources[e.to].id.to_string(),
+                auto: e.auto,
+                notify: e.notify,
+            })
+            .collect();
         serde_json::to_value(JGraph {
             graph: self.name.clone(),
             vertices,
             edges,
+            resource_edges,
         })
         .expect("graph JSON is always serializable")
     }

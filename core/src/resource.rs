@@ -12,6 +12,8 @@ pub enum Kind {
     Exec,
     File,
     Noop,
+    Pkg,
+    Svc,
 }
 
 impl Kind {
@@ -21,6 +23,8 @@ impl Kind {
             Kind::Exec => "exec",
             Kind::File => "file",
             Kind::Noop => "noop",
+            Kind::Pkg => "pkg",
+            Kind::Svc => "svc",
         }
     }
 
@@ -30,11 +34,13 @@ impl Kind {
             "exec" => Some(Kind::Exec),
             "file" => Some(Kind::File),
             "noop" => Some(Kind::Noop),
+            "pkg" => Some(Kind::Pkg),
+            "svc" => Some(Kind::Svc),
             _ => None,
         }
     }
 
-    pub const ALL: [Kind; 3] = [Kind::Exec, Kind::File, Kind::Noop];
+    pub const ALL: [Kind; 5] = [Kind::Exec, Kind::File, Kind::Noop, Kind::Pkg, Kind::Svc];
 }
 
 impl fmt::Display for Kind {
@@ -43,6 +49,8 @@ impl fmt::Display for Kind {
             Kind::Exec => "Exec",
             Kind::File => "File",
             Kind::Noop => "Noop",
+            Kind::Pkg => "Pkg",
+            Kind::Svc => "Svc",
         })
     }
 }
@@ -166,11 +174,84 @@ pub struct ExecParams {
     pub ifcmd: Option<Command>,
 }
 
+/// What a package should be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PkgState {
+    /// Installed, any version.
+    Installed,
+    Uninstalled,
+    /// Installed, and no newer version available.
+    Newest,
+    /// Installed at exactly this version.
+    Version(String),
+}
+
+impl fmt::Display for PkgState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PkgState::Installed => f.write_str("installed"),
+            PkgState::Uninstalled => f.write_str("uninstalled"),
+            PkgState::Newest => f.write_str("newest"),
+            PkgState::Version(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// A package, managed through the system's package manager (PackageKit).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PkgParams {
+    /// The package name (the resource's name).
+    pub name: String,
+    pub state: PkgState,
+    /// Install packages from repositories that are not signed.
+    pub allow_untrusted: bool,
+    /// Install packages that are not free software.
+    pub allow_nonfree: bool,
+    /// Install packages the distribution does not support.
+    pub allow_unsupported: bool,
+}
+
+/// Whether a service should run now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SvcState {
+    Running,
+    Stopped,
+}
+
+/// Whether a service should start at boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SvcStartup {
+    Enabled,
+    Disabled,
+}
+
+/// A systemd service, `<name>.service`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SvcParams {
+    /// The unit name without `.service`.
+    pub name: String,
+    /// `None`: whether it runs is not managed.
+    pub state: Option<SvcState>,
+    /// `None`: whether it is enabled is not managed.
+    pub startup: Option<SvcStartup>,
+    /// The user's service manager rather than the system's.
+    pub session: bool,
+}
+
+impl SvcParams {
+    /// The unit's full name, `<name>.service`.
+    pub fn unit(&self) -> String {
+        format!("{}.service", self.name)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Params {
     Noop { comment: Option<String> },
     File(FileParams),
     Exec(ExecParams),
+    Pkg(PkgParams),
+    Svc(SvcParams),
 }
 
 /// A compiled, validated resource.

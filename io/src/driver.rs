@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mgmt_core::engine::{Engine, EngineConfig, Input, Output};
-use mgmt_core::resource::{FileParams, Kind, Params, ResourceId};
+use mgmt_core::resource::{FileParams, Kind, Params, PkgParams, ResourceId, SvcParams};
 use mgmt_core::{Graph, Millis, VertexId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -29,6 +29,8 @@ use tracing::{debug, error, info, warn};
 use crate::exec::{self, ExecRes};
 use crate::file;
 use crate::fswatch::FsWatch;
+use crate::pkg;
+use crate::svc;
 
 /// How to run a graph.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +60,8 @@ enum Member {
     Noop,
     File(Arc<FileParams>),
     Exec(ExecRes),
+    Pkg(Arc<PkgParams>),
+    Svc(Arc<SvcParams>),
 }
 
 /// What the watches of one vertex saw since its last CheckApply.
@@ -80,6 +84,7 @@ enum WatchSpec {
     /// A file member (by its index in the vertex) and its path.
     Path(ResourceId, usize, String),
     Lines(mgmt_core::resource::Command, Arc<AtomicBool>),
+    Unit(Arc<SvcParams>),
 }
 
 enum Event {
@@ -140,11 +145,15 @@ pub async fn run(
                     Params::Noop { .. } => Member::Noop,
                     Params::File(p) => Member::File(Arc::new(p.clone())),
                     Params::Exec(p) => Member::Exec(ExecRes::new(p.clone())),
+                    Params::Pkg(p) => Member::Pkg(Arc::new(p.clone())),
+                    Params::Svc(p) => Member::Svc(Arc::new(p.clone())),
                 })
                 .collect();
             Some(Box::new(VertexRes { ids, members }))
         })
         .collect();
+    let packages = pkg::Backend::new();
+    let services = Arc::new(svc::Backend::default());
     let specs: Vec<Vec<WatchSpec>> = slots
         .iter()
         .map(|res| {
@@ -156,6 +165,11 @@ pub async fn run(
                 .filter_map(|(i, (id, m))| match m {
                     Member::Noop => None,
                     Member::File(p) => Some(WatchSpec::Path(id.clone(), i, p.path.clone())),
+                    // Every change to the installed set rewrites dpkg's database.
+                    Member::Pkg(_) => packages
+                        .watch_path()
+                        .map(|path| WatchSpec::Path(id.clone(), i, path.to_string())),
+                    Member::Svc(p) => Some(WatchSpec::Unit(p.clone())),
                     Member::Exec(e) => e
                         .params
                         .watch
@@ -181,7 +195,7 @@ pub async fn run(
         while let Some(out) = engine.poll_output() {
             match out {
                 Output::StartWatch(v) => {
-                    start_watch(v, &specs[v], &mut fs, &tx, &mut watchers);
+                    start_watch(v, &specs[v], &mut fs, &tx, &mut watchers, &services);
                 }
                 Output::CheckApply {
                     vertex,
@@ -204,9 +218,20 @@ pub async fn run(
                     };
                     let tx = tx.clone();
                     let mut cancel = cancel_rx.clone();
+                    let backends = Backends {
+                        packages: packages.clone(),
+                        services: services.clone(),
+                    };
                     running.spawn(async move {
-                        let result =
-                            check_apply_vertex(&mut res, &which, apply, refresh, &mut cancel).await;
+                        let result = check_apply_vertex(
+                            &mut res,
+                            &which,
+                            apply,
+                            refresh,
+                            &mut cancel,
+                            &backends,
+                        )
+                        .await;
                         let _ = tx.send(Event::Done {
                             vertex,
                             res,
@@ -312,6 +337,7 @@ fn start_watch(
     fs: &mut FsWatch,
     tx: &mpsc::UnboundedSender<Event>,
     watchers: &mut BTreeMap<VertexId, Vec<JoinHandle<()>>>,
+    services: &Arc<svc::Backend>,
 ) {
     // A restart replaces whatever was there.
     fs.remove_vertex(v);
@@ -338,8 +364,26 @@ fn start_watch(
                 });
                 watchers.entry(v).or_default().push(handle);
             }
+            WatchSpec::Unit(p) => {
+                let (p, tx, services) = (p.clone(), tx.clone(), services.clone());
+                let handle = tokio::spawn(async move {
+                    let tx2 = tx.clone();
+                    let why = svc::watch(&services, &p, move || {
+                        let _ = tx2.send(Event::Watch(v));
+                    })
+                    .await;
+                    let _ = tx.send(Event::WatchFailed(v, why));
+                });
+                watchers.entry(v).or_default().push(handle);
+            }
         }
     }
+}
+
+/// The shared backends a CheckApply may need.
+struct Backends {
+    packages: Arc<pkg::Backend>,
+    services: Arc<svc::Backend>,
 }
 
 /// Runs CheckApply on the members `which` (indices, ascending) of a vertex.
@@ -352,6 +396,7 @@ async fn check_apply_vertex(
     apply: bool,
     refresh: bool,
     cancel: &mut watch::Receiver<bool>,
+    backends: &Backends,
 ) -> Result<bool, String> {
     let files: Vec<(usize, Arc<FileParams>)> = which
         .iter()
@@ -372,12 +417,27 @@ async fn check_apply_vertex(
             }
         }
     }
+    let pkgs: Vec<(usize, Arc<PkgParams>)> = which
+        .iter()
+        .filter_map(|&i| match &res.members[i] {
+            Member::Pkg(p) => Some((i, p.clone())),
+            _ => None,
+        })
+        .collect();
+    if !pkgs.is_empty() {
+        // One batch: the vertex's packages share transactions.
+        let started = Instant::now();
+        let done = pkg::check_apply(&backends.packages, &pkgs, apply).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        outcomes.extend(done.into_iter().map(|(i, r)| (i, (r, ms))));
+    }
     for &i in which {
         let started = Instant::now();
         let result = match &mut res.members[i] {
-            Member::File(_) => continue,
+            Member::File(_) | Member::Pkg(_) => continue,
             Member::Noop => Ok(Vec::new()),
             Member::Exec(e) => e.check_apply(apply, refresh, cancel).await,
+            Member::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh).await,
         };
         outcomes.insert(i, (result, started.elapsed().as_secs_f64() * 1000.0));
     }

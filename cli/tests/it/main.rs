@@ -3,6 +3,9 @@
 
 mod bad_input;
 mod cluster;
+mod pkg;
 mod run;
 mod store;
 mod support;
+mod svc;
+mod system;

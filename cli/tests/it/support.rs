@@ -29,6 +29,19 @@ pub fn run_to_end(args: &[&str]) -> Output {
     command(args).output().expect("mgmt runs")
 }
 
+/// [`run_to_end`] with more environment.
+pub fn run_to_end_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("mgmt runs")
+}
+
+/// The path of one of the repository's examples.
+pub fn example(name: &str) -> String {
+    format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -46,8 +59,14 @@ impl Agent {
 
     /// [`Agent::start`] with `RUST_LOG` set to `log`.
     pub fn start_with_log(args: &[&str], log: &str) -> Agent {
-        let mut child = command(args)
-            .env("RUST_LOG", log)
+        Agent::start_env(args, &[("RUST_LOG", log)])
+    }
+
+    /// [`Agent::start`] with more environment (`RUST_LOG` is `info` unless given).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut c = command(args);
+        c.envs(env.iter().copied());
+        let mut child = c
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

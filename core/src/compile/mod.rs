@@ -12,10 +12,10 @@ use serde_saphyr::{Location, Spanned};
 use crate::graph::{Collect, Graph, ResEdge, Vertex};
 use crate::hostname::Hostname;
 use crate::resource::{
-    Command, ExecParams, FileParams, FileState, Kind, Meta, Params, Principal, Resource,
-    ResourceId, Retry,
+    Command, ExecParams, FileParams, FileState, Kind, Meta, Params, PkgParams, PkgState, Principal,
+    Resource, ResourceId, Retry, SvcParams, SvcStartup, SvcState,
 };
-use yaml::{ExecYaml, FileYaml, GraphYaml, MetaYaml, NoopYaml, ScalarYaml};
+use yaml::{ExecYaml, FileYaml, GraphYaml, MetaYaml, NoopYaml, PkgYaml, ScalarYaml, SvcYaml};
 
 /// Where a problem is: a position in the file and/or the resource it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +67,9 @@ pub struct CompileOptions {
     pub autoedge: bool,
     /// Run AutoGroup (per-resource `meta.autogroup` still applies). Default on.
     pub autogroup: bool,
+    /// What each package ships, for package AutoEdges (io gathers it from the
+    /// package manager: [`packages`] names the packages to ask about).
+    pub package_files: crate::autoedge::PackageFiles,
 }
 
 impl Default for CompileOptions {
@@ -74,6 +77,7 @@ impl Default for CompileOptions {
         CompileOptions {
             autoedge: true,
             autogroup: true,
+            package_files: Default::default(),
         }
     }
 }
@@ -81,22 +85,66 @@ impl Default for CompileOptions {
 struct Ctx<'a> {
     file: &'a str,
     diags: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Ctx<'_> {
+    fn diagnostic(
+        &self,
+        loc: Option<Location>,
+        subject: Option<&ResourceId>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_string(),
+            line_col: loc.filter(|l| l.line() > 0).map(|l| (l.line(), l.column())),
+            subject: subject.map(|s| s.to_string()),
+            message: message.into(),
+        }
+    }
+
     fn err(
         &mut self,
         loc: Option<Location>,
         subject: Option<&ResourceId>,
         message: impl Into<String>,
     ) {
-        self.diags.push(Diagnostic {
-            file: self.file.to_string(),
-            line_col: loc.filter(|l| l.line() > 0).map(|l| (l.line(), l.column())),
-            subject: subject.map(|s| s.to_string()),
-            message: message.into(),
-        });
+        let d = self.diagnostic(loc, subject, message);
+        self.diags.push(d);
     }
+
+    fn warn(
+        &mut self,
+        loc: Option<Location>,
+        subject: Option<&ResourceId>,
+        message: impl Into<String>,
+    ) {
+        let d = self.diagnostic(loc, subject, message);
+        self.warnings.push(d);
+    }
+}
+
+/// The packages whose file lists package AutoEdges would use: those of
+/// `graph`'s pkg resources with `meta.autoedge` on, sorted; none if no file or
+/// svc resource could be the end of such an edge (asking costs a PackageKit
+/// transaction). Ask the package manager about them, then compile again with
+/// [`CompileOptions::package_files`].
+pub fn packages(graph: &Graph) -> Vec<String> {
+    if !crate::autoedge::package_edges_possible(graph) {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = graph
+        .resources
+        .iter()
+        .filter(|r| r.meta.autoedge)
+        .filter_map(|r| match &r.params {
+            Params::Pkg(p) => Some(p.name.clone()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Compiles the YAML text of a graph, with AutoEdges and AutoGroup. `file`
@@ -110,6 +158,7 @@ pub fn compile_with(file: &str, text: &str, opts: &CompileOptions) -> Result<Gra
     let mut ctx = Ctx {
         file,
         diags: Vec::new(),
+        warnings: Vec::new(),
     };
     let parsed = match parse(text) {
         Ok(p) => p,
@@ -181,6 +230,16 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 located.push(r);
             }
         }
+        for y in res.pkg.unwrap_or_default() {
+            if let Some(r) = pkg(ctx, y) {
+                located.push(r);
+            }
+        }
+        for y in res.svc.unwrap_or_default() {
+            if let Some(r) = svc(ctx, y) {
+                located.push(r);
+            }
+        }
     }
 
     // Duplicates: report the later definition, pointing at the first.
@@ -228,6 +287,7 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         resources,
         exported,
         edges: Vec::new(),
+        warnings: std::mem::take(&mut ctx.warnings),
         collect: g
             .collect
             .unwrap_or_default()
@@ -323,7 +383,7 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         // The user's edges are valid and acyclic: add the automatic ones, then
         // group. Both keep the graph acyclic and log their decisions in `notes`.
         if opts.autoedge {
-            crate::autoedge::add_auto_edges(&mut graph);
+            crate::autoedge::add_auto_edges(&mut graph, &opts.package_files);
         }
         if opts.autogroup {
             crate::autogroup::autogroup(&mut graph);
@@ -479,7 +539,7 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
         .group
         .as_ref()
         .and_then(|g| principal(ctx, &id, "group", g));
-    let params = FileParams {
+    let mut params = FileParams {
         path: normalise_path(&path),
         content: y.content,
         state,
@@ -487,11 +547,12 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
         owner,
         group,
     };
-    if params.is_dir() && params.content.is_some() {
-        ctx.err(
+    if params.is_dir() && params.content.take().is_some() {
+        // The original ignored it, and its examples rely on that.
+        ctx.warn(
             Some(path_loc),
             Some(&id),
-            "a directory (path ending in '/') cannot have content",
+            "a directory (path ending in '/') has no content: `content` is ignored",
         );
     }
     (ctx.diags.len() == before).then_some({
@@ -622,6 +683,146 @@ fn exec(ctx: &mut Ctx<'_>, y: ExecYaml) -> Option<(Resource, Location)> {
             y.name.referenced,
         )
     })
+}
+
+/// A package or unit name as package managers and systemd spell them: no
+/// whitespace, and none of the characters a PackageKit package id (`;`) or a
+/// path (`/`) gives a meaning to.
+fn valid_unit_or_package_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._:@".contains(c))
+}
+
+fn pkg(ctx: &mut Ctx<'_>, y: PkgYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Pkg, &y.name)?;
+    let before = ctx.diags.len();
+    let meta = meta(ctx, &id, y.meta);
+    if !valid_unit_or_package_name(&id.name) {
+        ctx.err(
+            Some(y.name.referenced),
+            Some(&id),
+            format!(
+                "{:?} is not a package name (letters, digits and + - . _ : @ only)",
+                id.name
+            ),
+        );
+    }
+    let state = match &y.state {
+        None => {
+            ctx.err(
+                Some(y.name.referenced),
+                Some(&id),
+                "state is required: installed, uninstalled, newest or a version",
+            );
+            PkgState::Installed
+        }
+        Some(s) => match s.value.as_str() {
+            "installed" => PkgState::Installed,
+            "uninstalled" => PkgState::Uninstalled,
+            "newest" => PkgState::Newest,
+            v if !v.is_empty() && v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+                if v.chars().any(|c| c.is_whitespace() || c == ';') {
+                    ctx.err(
+                        Some(s.referenced),
+                        Some(&id),
+                        format!("version {v:?} must not contain whitespace or ';'"),
+                    );
+                }
+                PkgState::Version(v.to_string())
+            }
+            other => {
+                ctx.err(
+                    Some(s.referenced),
+                    Some(&id),
+                    format!(
+                        "state must be installed, uninstalled, newest or a version \
+                         (starting with a digit), not {other:?}"
+                    ),
+                );
+                PkgState::Installed
+            }
+        },
+    };
+    let params = PkgParams {
+        name: id.name.clone(),
+        state,
+        allow_untrusted: y.allowuntrusted.unwrap_or(false),
+        allow_nonfree: y.allownonfree.unwrap_or(false),
+        allow_unsupported: y.allowunsupported.unwrap_or(false),
+    };
+    (ctx.diags.len() == before).then_some((
+        Resource {
+            id,
+            meta,
+            params: Params::Pkg(params),
+            exported,
+        },
+        y.name.referenced,
+    ))
+}
+
+fn svc(ctx: &mut Ctx<'_>, y: SvcYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Svc, &y.name)?;
+    let before = ctx.diags.len();
+    let meta = meta(ctx, &id, y.meta);
+    let name = id
+        .name
+        .strip_suffix(".service")
+        .unwrap_or(&id.name)
+        .to_string();
+    if !valid_unit_or_package_name(&name) {
+        ctx.err(
+            Some(y.name.referenced),
+            Some(&id),
+            format!(
+                "{:?} is not a unit name (letters, digits and + - . _ : @ only)",
+                id.name
+            ),
+        );
+    }
+    let state = y.state.as_ref().and_then(|s| match s.value.as_str() {
+        "running" => Some(SvcState::Running),
+        "stopped" => Some(SvcState::Stopped),
+        "" => None,
+        other => {
+            ctx.err(
+                Some(s.referenced),
+                Some(&id),
+                format!("state must be running or stopped, not {other:?}"),
+            );
+            None
+        }
+    });
+    let startup = y.startup.as_ref().and_then(|s| match s.value.as_str() {
+        "enabled" => Some(SvcStartup::Enabled),
+        "disabled" => Some(SvcStartup::Disabled),
+        "" => None,
+        other => {
+            ctx.err(
+                Some(s.referenced),
+                Some(&id),
+                format!("startup must be enabled or disabled, not {other:?}"),
+            );
+            None
+        }
+    });
+    let params = SvcParams {
+        name,
+        state,
+        startup,
+        session: y.session.unwrap_or(false),
+    };
+    (ctx.diags.len() == before).then_some((
+        Resource {
+            id,
+            meta,
+            params: Params::Svc(params),
+            exported,
+        },
+        y.name.referenced,
+    ))
 }
 
 #[cfg(test)]

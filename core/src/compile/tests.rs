@@ -60,6 +60,7 @@ fn graph0_compiles_to_two_vertices_and_one_edge() {
                 {"id": "Noop[noop1]", "kind": "noop", "name": "noop1", "grouped": []},
             ],
             "edges": [{"from": "Noop[noop1]", "to": "File[file1]", "auto": false}],
+            "resource_edges": [{"from": "Noop[noop1]", "to": "File[file1]", "auto": false}],
         })
     );
 }
@@ -234,10 +235,6 @@ fn invalid_values_are_errors_with_subject() {
             "File[f]: state must be",
         ),
         (
-            "file: [{name: f, path: /x/, content: hi}]",
-            "File[f]: a directory",
-        ),
-        (
             "exec: [{name: e, cmd: ''}]",
             "Exec[e]: cmd must not be empty",
         ),
@@ -363,4 +360,194 @@ fn paths_are_normalised() {
     ] {
         assert_eq!(normalise_path(raw), want, "{raw}");
     }
+}
+
+fn pkg_params(g: &Graph, name: &str) -> crate::resource::PkgParams {
+    match &g
+        .resources
+        .iter()
+        .find(|r| r.id.name == name)
+        .unwrap()
+        .params
+    {
+        Params::Pkg(p) => p.clone(),
+        other => panic!("not a pkg: {other:?}"),
+    }
+}
+
+#[test]
+fn pkg_states_and_flags_compile_as_the_original_spelled_them() {
+    let g = ok(
+        "graph: g\nresources:\n  pkg:\n  - name: a\n    state: installed\n  \
+                - name: b\n    state: uninstalled\n  - name: c\n    state: newest\n    allownonfree: true\n  \
+                - name: d\n    state: \"1:2.3-4\"\n    allowuntrusted: true\n    allowunsupported: true\n",
+    );
+    use crate::resource::PkgState;
+    assert_eq!(pkg_params(&g, "a").state, PkgState::Installed);
+    assert_eq!(pkg_params(&g, "b").state, PkgState::Uninstalled);
+    let c = pkg_params(&g, "c");
+    assert_eq!(
+        (c.state, c.allow_nonfree, c.allow_untrusted),
+        (PkgState::Newest, true, false)
+    );
+    let d = pkg_params(&g, "d");
+    assert_eq!(d.state, PkgState::Version("1:2.3-4".into()));
+    assert!(d.allow_untrusted && d.allow_unsupported);
+}
+
+#[test]
+fn bad_pkg_and_svc_input_is_located() {
+    let e = err("graph: g\nresources:\n  pkg:\n  - name: a\n");
+    assert!(
+        e.contains("g.yaml:4:") && e.contains("Pkg[a]: state is required"),
+        "{e}"
+    );
+    let e = err("graph: g\nresources:\n  pkg:\n  - name: a\n    state: present\n");
+    assert!(
+        e.contains("g.yaml:5:") && e.contains("not \"present\""),
+        "{e}"
+    );
+    let e = err("graph: g\nresources:\n  pkg:\n  - name: \"a;b\"\n    state: installed\n");
+    assert!(e.contains("is not a package name"), "{e}");
+    let e = err("graph: g\nresources:\n  svc:\n  - name: s\n    state: started\n");
+    assert!(
+        e.contains("g.yaml:5:") && e.contains("running or stopped"),
+        "{e}"
+    );
+    let e = err("graph: g\nresources:\n  svc:\n  - name: s\n    startup: yes\n");
+    assert!(e.contains("enabled or disabled"), "{e}");
+    let e = err("graph: g\nresources:\n  svc:\n  - name: s/x\n");
+    assert!(e.contains("is not a unit name"), "{e}");
+}
+
+#[test]
+fn svc_names_may_carry_their_suffix() {
+    let g = ok(
+        "graph: g\nresources:\n  svc:\n  - name: sshd.service\n    state: running\n    session: true\n",
+    );
+    let Params::Svc(s) = &g.resources[0].params else {
+        panic!()
+    };
+    assert_eq!((s.unit(), s.session), ("sshd.service".to_string(), true));
+    assert_eq!(s.state, Some(crate::resource::SvcState::Running));
+    assert_eq!(s.startup, None);
+}
+
+#[test]
+fn a_directory_with_content_is_accepted_with_a_located_warning() {
+    let g = ok("graph: g\nresources:\n  file:\n  - name: d\n    path: /t/d/\n    content: x\n");
+    let Params::File(f) = &g.resources[0].params else {
+        panic!()
+    };
+    assert_eq!(f.content, None);
+    assert_eq!(g.warnings.len(), 1);
+    let w = g.warnings[0].to_string();
+    assert!(
+        w.starts_with("g.yaml:5:") && w.contains("`content` is ignored"),
+        "{w}"
+    );
+}
+
+#[test]
+fn packages_of_one_state_group_and_pinned_versions_do_not() {
+    let g = ok(
+        "graph: g\nresources:\n  pkg:\n  - name: a\n    state: installed\n  \
+                - name: b\n    state: installed\n  - name: c\n    state: uninstalled\n  \
+                - name: d\n    state: uninstalled\n  - name: e\n    state: \"1.0\"\n  \
+                - name: f\n    state: \"1.0\"\n  - name: g\n    state: installed\n    allownonfree: true\n",
+    );
+    let groups: Vec<Vec<&str>> = g
+        .vertices
+        .iter()
+        .map(|v| {
+            v.members
+                .iter()
+                .map(|&m| g.resources[m].id.name.as_str())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            vec!["a", "b"],
+            vec!["c", "d"],
+            vec!["e"],
+            vec!["f"],
+            vec!["g"]
+        ]
+    );
+}
+
+#[test]
+fn packages_are_asked_about_only_when_an_edge_could_end_somewhere() {
+    let only_pkgs = ok("graph: g\nresources:\n  pkg:\n  - name: a\n    state: installed\n");
+    assert!(packages(&only_pkgs).is_empty());
+    assert!(
+        !only_pkgs.notes.iter().any(|n| n.contains("not known")),
+        "{:?}",
+        only_pkgs.notes
+    );
+    let with_file = ok(
+        "graph: g\nresources:\n  pkg:\n  - name: b\n    state: installed\n  \
+                        - name: a\n    state: installed\n  - name: c\n    state: installed\n    \
+                        meta: {autoedge: false}\n  file:\n  - name: /etc/x\n",
+    );
+    assert_eq!(packages(&with_file), ["a", "b"]);
+}
+
+#[test]
+fn package_autoedges_reach_shipped_files_their_nearest_managed_ancestors_and_units() {
+    let text = "graph: g\nresources:\n  pkg:\n  - name: drbd-utils\n    state: installed\n  \
+                - name: other\n    state: installed\n  file:\n  - name: conf\n    path: /etc/drbd.conf\n  \
+                - name: dir\n    path: /etc/drbd.d/\n  - name: deep\n    path: /usr/share/doc/\n  \
+                svc:\n  - name: drbd\n  - name: ssh\n";
+    let files: crate::autoedge::PackageFiles = [(
+        "drbd-utils".to_string(),
+        [
+            "/etc",
+            "/etc/drbd.conf",
+            "/etc/drbd.d",
+            "/etc/drbd.d/global_common.conf",
+            "/lib/systemd/system/drbd.service",
+            "/lib/systemd/system/drbd@.service",
+            "/usr/share/doc/drbd-utils/copyright",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )]
+    .into();
+    let opts = CompileOptions {
+        package_files: files,
+        autogroup: false,
+        ..Default::default()
+    };
+    let g = compile_with("g.yaml", text, &opts).unwrap();
+    let edges: BTreeSet<(String, String)> = g
+        .edges
+        .iter()
+        .filter(|e| e.auto)
+        .map(|e| {
+            (
+                g.resources[e.from].id.to_string(),
+                g.resources[e.to].id.to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("Pkg[drbd-utils]", "File[conf]"),
+        ("Pkg[drbd-utils]", "File[dir]"),
+        ("Pkg[drbd-utils]", "File[deep]"),
+        ("Pkg[drbd-utils]", "Svc[drbd]"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(edges, want, "notes: {:?}", g.notes);
+    assert!(
+        g.notes
+            .iter()
+            .any(|n| n.contains("Pkg[other]: what the package ships is not known")),
+        "{:?}",
+        g.notes
+    );
 }

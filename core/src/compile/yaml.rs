@@ -30,6 +30,10 @@ pub struct ResourcesYaml {
     pub file: Option<Vec<FileYaml>>,
     #[serde(default)]
     pub exec: Option<Vec<ExecYaml>>,
+    #[serde(default)]
+    pub pkg: Option<Vec<PkgYaml>>,
+    #[serde(default)]
+    pub svc: Option<Vec<SvcYaml>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +100,36 @@ pub struct ExecYaml {
     pub pollint: Option<Spanned<i64>>,
     #[serde(default)]
     pub state: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkgYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allowuntrusted: Option<bool>,
+    #[serde(default)]
+    pub allownonfree: Option<bool>,
+    #[serde(default)]
+    pub allowunsupported: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvcYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub startup: Option<Spanned<String>>,
+    #[serde(default)]
+    pub session: Option<bool>,
 }
 
 /// A string or an integer, for fields such as `mode: 0644` or `owner: 0` that

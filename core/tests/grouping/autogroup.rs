@@ -161,6 +161,7 @@ fn grouped_json_lists_members_and_dot_draws_one_node() {
                 {"id": "Noop[c]", "kind": "noop", "name": "c", "grouped": []},
             ],
             "edges": [{"from": "Noop[a]", "to": "Noop[c]", "auto": false}],
+            "resource_edges": [{"from": "Noop[a]", "to": "Noop[c]", "auto": false}],
         })
     );
     let dot = g.to_dot();
@@ -213,8 +214,8 @@ fn groupable_is_per_kind_and_meta() {
 }
 
 #[test]
-fn example_autogroup1_groups_across_the_chains() {
-    let g = ok(include_str!("../../../examples/autogroup1.yaml"));
+fn example_autogroup0_groups_across_the_chains() {
+    let g = ok(include_str!("../../../examples/autogroup0.yaml"));
     assert_eq!(
         shape(&g),
         (words("a1+b1 a2+b2 a3 solo"), words("a1>a2 a2>a3"))
