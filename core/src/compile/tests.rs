@@ -551,3 +551,35 @@ fn package_autoedges_reach_shipped_files_their_nearest_managed_ancestors_and_uni
         g.notes
     );
 }
+
+#[test]
+fn a_service_follows_its_unit_file_the_most_specific_first() {
+    let text = "graph: g\nresources:\n  file:\n  - name: /etc/systemd/system/web.service\n  \
+                - name: /lib/systemd/system/web.service\n  - name: /lib/systemd/system/db.service\n  \
+                - name: /etc/systemd/system/mine.service\n  \
+                svc:\n  - name: web\n  - name: db\n  - name: mine\n    session: true\n";
+    let opts = CompileOptions {
+        autogroup: false,
+        ..Default::default()
+    };
+    let g = compile_with("g.yaml", text, &opts).unwrap();
+    let edges: BTreeSet<(String, String)> = g
+        .edges
+        .iter()
+        .map(|e| {
+            (
+                g.resources[e.from].id.to_string(),
+                g.resources[e.to].id.to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("File[/etc/systemd/system/web.service]", "Svc[web]"),
+        ("File[/lib/systemd/system/db.service]", "Svc[db]"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    // The user's own manager reads other directories: no edge for `mine`.
+    assert_eq!(edges, want, "notes: {:?}", g.notes);
+}
