@@ -78,8 +78,8 @@ tool_cmd() { # tool scenario(one|three) -> the command
     case $tool in
     mgmt) echo "$mgmt run --file $W/$n.yaml --converged-timeout 0 --prefix $W/prefix --hostname bench" ;;
     puppet) echo "puppet apply $W/$n.pp" ;;
-    # pkcon exits 4 for "already installed": a check, to it.
-    pkcon) echo "sh -c 'pkcon -y -p install ${pk[*]}; [ \$? -eq 0 ] || [ \$? -eq 4 ]'" ;;
+    # pkcon exits 5 ("nothing useful was done") when all are installed: its check.
+    pkcon) echo "sh -c 'pkcon -y -p install ${pk[*]}; rc=\$?; [ \$rc -eq 0 ] || [ \$rc -eq 5 ]'" ;;
     apt-get) echo "apt-get install -y -qq ${pk[*]}" ;;
     esac
 }
