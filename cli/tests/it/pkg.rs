@@ -118,6 +118,28 @@ fn autogroup2_installs_three_packages_in_one_packagekit_transaction_then_changes
 }
 
 #[test]
+fn pkg1_installs_powertop_and_pkg2_removes_it_unchanged() {
+    let _cleanup = Cleanup::new(&["powertop"]);
+    let bus = PackageKitBus::start(true);
+    let env = [("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str())];
+    for (example, want) in [("pkg1.yaml", true), ("pkg2.yaml", false)] {
+        let out = run_to_end_env(
+            &[
+                "run",
+                "--file",
+                &crate::support::example(example),
+                "--converged-timeout",
+                "0",
+            ],
+            &env,
+        );
+        let err = stderr(&out);
+        assert!(out.status.success(), "{example}: {err}");
+        assert_eq!(installed("powertop"), want, "{example}: {err}");
+    }
+}
+
+#[test]
 fn noop_says_what_it_would_install_and_installs_nothing() {
     let _cleanup = Cleanup::new(&["sl"]);
     let bus = PackageKitBus::start(true);

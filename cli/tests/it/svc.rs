@@ -5,10 +5,14 @@
 use std::time::Duration;
 
 use crate::support::{Agent, example, run_to_end_env, stderr, wait_until, write};
-use crate::system::NsSystemd;
+use crate::system::{NsSystemd, UserSystemd};
 
 const SLEEPER: &str = "[Unit]\nDescription=mgmt test sleeper\n[Service]\n\
     ExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n";
+
+/// The same for a user's manager (its default target is default.target).
+const SLEEPER_USER: &str = "[Unit]\nDescription=mgmt test sleeper\n[Service]\n\
+    ExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n";
 
 fn active(sd: &NsSystemd, unit: &str) -> bool {
     sd.exec(&["systemctl", "is-active", unit]) == "active"
@@ -144,4 +148,37 @@ fn a_unit_that_does_not_exist_fails_alone_and_names_itself() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
+
+#[test]
+fn a_session_service_is_managed_in_the_users_own_manager() {
+    let sd = UserSystemd::start(&[("mgmt-sleep.service", SLEEPER_USER)]);
+    let d = tempfile::tempdir().unwrap();
+    let g = write(
+        d.path(),
+        "g.yaml",
+        "graph: g\nresources:\n  svc:\n  - name: mgmt-sleep\n    session: true\n    state: running\n    \
+         startup: enabled\n",
+    );
+    let agent = Agent::start_env(
+        &["run", "--file", &g],
+        &[("DBUS_SESSION_BUS_ADDRESS", &sd.address)],
+    );
+    agent.wait_for_line(
+        "Svc[mgmt-sleep]: CheckApply: enabled, started",
+        Duration::from_secs(30),
+    );
+    let is = |what: &str| {
+        sd.systemctl(&[what, "mgmt-sleep.service"])
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (is("is-active"), is("is-enabled")),
+        ("active".into(), "enabled".into())
+    );
+    sd.systemctl(&["stop", "mgmt-sleep.service"]);
+    let back = wait_until(Duration::from_secs(10), || is("is-active") == "active");
+    eprintln!("systemctl --user stop: running again after {back:?}");
+    assert!(back.is_some(), "not restarted in the user's manager");
+    assert!(agent.terminate().success());
 }

@@ -309,3 +309,101 @@ fn remove_cgroup_tree(dir: &Path) {
     }
     let _ = std::fs::remove_dir(dir);
 }
+
+/// A real `systemd --user` (the manager `session: true` talks to), in a
+/// cgroup and mount namespace of its own; its bus is `$XDG_RUNTIME_DIR/bus`.
+pub struct UserSystemd {
+    dir: PathBuf,
+    cgroup: PathBuf,
+    child: Child,
+    xdg: PathBuf,
+    /// The value for `DBUS_SESSION_BUS_ADDRESS`.
+    pub address: String,
+    pid1_before: String,
+}
+
+impl UserSystemd {
+    /// `units`: (file name, contents) to install as user units.
+    pub fn start(units: &[(&str, &str)]) -> UserSystemd {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("user-systemd");
+        let xdg = dir.join("xdg");
+        let unit_dir = xdg.join("systemd/user");
+        std::fs::create_dir_all(&unit_dir).unwrap();
+        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for (name, text) in units {
+            std::fs::write(unit_dir.join(name), text).unwrap();
+        }
+        let pid1_before = pid1_cgroups();
+        let cgroup = Path::new("/sys/fs/cgroup/unified").join(dir.file_name().unwrap());
+        std::fs::create_dir(&cgroup).expect("a cgroup2 hierarchy at /sys/fs/cgroup/unified");
+        // `systemd --user` refuses to run unless /run/systemd/system exists:
+        // a private /run gives it one without touching the host's.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {cg}/cgroup.procs && exec unshare --cgroup --mount --propagation private \
+                 sh -c 'umount -n -R /sys/fs/cgroup && mount -n -t cgroup2 cgroup2 /sys/fs/cgroup \
+                 && mount -n -t tmpfs tmpfs /run && mkdir -p /run/systemd/system \
+                 && XDG_RUNTIME_DIR={xdg} exec /lib/systemd/systemd --user'",
+                cg = cgroup.display(),
+                xdg = xdg.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh and unshare run");
+        let address = format!("unix:path={}/bus", xdg.display());
+        let me = UserSystemd {
+            dir,
+            cgroup,
+            child,
+            xdg,
+            address,
+            pid1_before,
+        };
+        let up = wait(Duration::from_secs(30), || {
+            me.systemctl(&["is-system-running"])
+                .is_some_and(|s| s == "running")
+        });
+        assert!(up, "systemd --user did not reach running");
+        me
+    }
+
+    /// `systemctl --user ARGS` against this manager; stdout, or `None` if it
+    /// could not run. Run in the manager's mount namespace: systemctl, like
+    /// systemd, believes only a machine with /run/systemd/system.
+    pub fn systemctl(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.child.id().to_string(),
+                "-m",
+                "--",
+                "systemctl",
+                "--user",
+            ])
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .env("XDG_RUNTIME_DIR", &self.xdg)
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for UserSystemd {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(10));
+        remove_cgroup_tree(&self.cgroup);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if !std::thread::panicking() {
+            assert_eq!(
+                pid1_cgroups(),
+                self.pid1_before,
+                "the host's PID 1 changed cgroups"
+            );
+        }
+    }
+}
