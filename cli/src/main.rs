@@ -346,6 +346,7 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let report = runtime.block_on(async {
+        let shutdown = shutdown_signal();
         // No server and no seeds: no cluster at all, just the graph.
         let cluster = if args.no_server && seeds.is_empty() {
             None
@@ -370,7 +371,7 @@ fn run(args: RunArgs) -> ExitCode {
             graph.name,
             graph.vertices.len()
         );
-        let report = mgmt_io::run(&graph, opts, shutdown_signal())
+        let report = mgmt_io::run(&graph, opts, shutdown)
             .await
             .map_err(|e| e.to_string());
         if let Some(cluster) = cluster {
@@ -397,18 +398,25 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT, as a future. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives while
+/// the store is still starting is kept for the run, which then stops cleanly
+/// at once (the default action would kill the agent mid-start).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = int.recv() => info!("SIGINT"),
+        }
     }
 }
 

@@ -64,10 +64,27 @@ impl Drop for RealEtcd {
     }
 }
 
-/// A port nobody listens on right now (the OS picks it; a tiny race remains).
+/// A loopback port nobody listens on right now, below the kernel's
+/// ephemeral range (32768 and up here): a port the OS picks with `:0` is one
+/// it may give the next outgoing connection of any process (a download, a
+/// test's client), which then holds it while a test waits to listen there.
+/// Candidates start at a point drawn from the pid and the clock, so tests
+/// running at once rarely try the same ones; a tiny race remains.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = std::process::id().wrapping_mul(7919) ^ nanos;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + start.wrapping_add(n.wrapping_mul(101)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }

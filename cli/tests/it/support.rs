@@ -123,14 +123,7 @@ impl Drop for Agent {
     }
 }
 
-/// A port nobody listens on right now (the OS picks it; a tiny race remains).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use mgmt_store::testing::free_port;
 
 /// Runs the real etcdctl against `127.0.0.1:port`; returns stdout, panics on failure.
 pub fn etcdctl(port: u16, args: &[&str]) -> String {

@@ -153,6 +153,16 @@ fn a_unit_that_does_not_exist_fails_alone_and_names_itself() {
 #[test]
 fn a_session_service_is_managed_in_the_users_own_manager() {
     let sd = UserSystemd::start(&[("mgmt-sleep.service", SLEEPER_USER)]);
+    // A user manager's first start enables and starts units by preset: undo it.
+    sd.systemctl(&["disable", "--now", "mgmt-sleep.service"]);
+    let is = |what: &str| {
+        sd.systemctl(&[what, "mgmt-sleep.service"])
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (is("is-active"), is("is-enabled")),
+        ("inactive".into(), "disabled".into())
+    );
     let d = tempfile::tempdir().unwrap();
     let g = write(
         d.path(),

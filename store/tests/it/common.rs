@@ -173,13 +173,4 @@ where
     }
 }
 
-/// A port nobody listens on right now (the OS picks it; a tiny race remains).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub use mgmt_store::testing::RealEtcd;
+pub use mgmt_store::testing::{RealEtcd, free_port};
