@@ -217,6 +217,9 @@ fn file(path: String) -> Resource {
         params: Params::File(FileParams {
             path,
             content: None,
+            source: None,
+            recurse: false,
+            force: false,
             state: FileState::Exists,
             mode: None,
             owner: None,

@@ -91,7 +91,12 @@ pub fn uids(r: &Resource) -> Vec<Uid> {
     match &r.params {
         Params::File(f) => vec![Uid::Path(f.path.clone())],
         Params::Svc(s) if !s.session => vec![Uid::Svc(s.name.clone())],
-        Params::Noop { .. } | Params::Exec(_) | Params::Pkg(_) | Params::Svc(_) => Vec::new(),
+        Params::Noop { .. }
+        | Params::Exec(_)
+        | Params::Pkg(_)
+        | Params::Svc(_)
+        | Params::Timer { .. }
+        | Params::Msg(_) => Vec::new(),
     }
 }
 
@@ -106,7 +111,11 @@ pub fn auto_edge(r: &Resource, packages: &PackageFiles) -> Option<Box<dyn AutoEd
         Params::Pkg(p) => packages
             .get(&p.name)
             .map(|files| Box::new(PackageShips::new(files)) as Box<dyn AutoEdge>),
-        Params::Noop { .. } | Params::Exec(_) | Params::Svc(_) => None,
+        Params::Noop { .. }
+        | Params::Exec(_)
+        | Params::Svc(_)
+        | Params::Timer { .. }
+        | Params::Msg(_) => None,
     }
 }
 

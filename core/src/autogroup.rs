@@ -14,7 +14,7 @@
 //!   and mode may differ: each member is still checked and applied on its own;
 //! - `pkg` groups with packages of the same state and flags, so one package
 //!   manager transaction serves them all; a pinned version never groups;
-//! - `exec` and `svc` never group (each command or unit is its own unit of work);
+//! - `exec`, `svc`, `timer` and `msg` never group (each is its own unit of work);
 //! - kinds never mix, `meta: {autogroup: false}` opts a resource out, and
 //!   members must agree on `meta` retry, delay, poll and noop, because the
 //!   engine runs a group with its head's meta.
@@ -58,7 +58,8 @@ pub fn group_class(r: &Resource) -> Option<GroupClass> {
                 p.allow_untrusted, p.allow_nonfree, p.allow_unsupported
             ),
         },
-        Params::Exec(_) | Params::Svc(_) => return None,
+        // A timer ticks on its own interval; a message is its own unit.
+        Params::Exec(_) | Params::Svc(_) | Params::Timer { .. } | Params::Msg(_) => return None,
     };
     Some(GroupClass {
         kind: r.kind(),

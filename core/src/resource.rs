@@ -14,6 +14,8 @@ pub enum Kind {
     Noop,
     Pkg,
     Svc,
+    Timer,
+    Msg,
 }
 
 impl Kind {
@@ -25,6 +27,8 @@ impl Kind {
             Kind::Noop => "noop",
             Kind::Pkg => "pkg",
             Kind::Svc => "svc",
+            Kind::Timer => "timer",
+            Kind::Msg => "msg",
         }
     }
 
@@ -36,11 +40,21 @@ impl Kind {
             "noop" => Some(Kind::Noop),
             "pkg" => Some(Kind::Pkg),
             "svc" => Some(Kind::Svc),
+            "timer" => Some(Kind::Timer),
+            "msg" => Some(Kind::Msg),
             _ => None,
         }
     }
 
-    pub const ALL: [Kind; 5] = [Kind::Exec, Kind::File, Kind::Noop, Kind::Pkg, Kind::Svc];
+    pub const ALL: [Kind; 7] = [
+        Kind::Exec,
+        Kind::File,
+        Kind::Noop,
+        Kind::Pkg,
+        Kind::Svc,
+        Kind::Timer,
+        Kind::Msg,
+    ];
 }
 
 impl fmt::Display for Kind {
@@ -51,6 +65,8 @@ impl fmt::Display for Kind {
             Kind::Noop => "Noop",
             Kind::Pkg => "Pkg",
             Kind::Svc => "Svc",
+            Kind::Timer => "Timer",
+            Kind::Msg => "Msg",
         })
     }
 }
@@ -142,6 +158,15 @@ pub struct FileParams {
     pub path: String,
     /// `None`: content is not managed.
     pub content: Option<String>,
+    /// A file or directory whose content the target takes (exclusive with
+    /// `content`); clean and absolute, a directory ends in `/` if so written.
+    pub source: Option<String>,
+    /// With a directory `source`: keep the whole tree in sync (files added,
+    /// changed and, where the source has none, removed).
+    pub recurse: bool,
+    /// Replace a directory by a file, or a file by a directory, when the
+    /// graph wants the other.
+    pub force: bool,
     pub state: FileState,
     /// Permission bits (`0o7777` at most).
     pub mode: Option<u32>,
@@ -245,13 +270,71 @@ impl SvcParams {
     }
 }
 
+/// `msg`'s severity, syslog's eight levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Emerg,
+    Alert,
+    Crit,
+    Err,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl Priority {
+    /// The syslog/journal number (0 = emerg ... 7 = debug).
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+
+    pub const ALL: [Priority; 8] = [
+        Priority::Emerg,
+        Priority::Alert,
+        Priority::Crit,
+        Priority::Err,
+        Priority::Warning,
+        Priority::Notice,
+        Priority::Info,
+        Priority::Debug,
+    ];
+
+    /// The original's spelling (`Info`), any case.
+    pub fn parse(s: &str) -> Option<Priority> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| format!("{p:?}").eq_ignore_ascii_case(s))
+    }
+}
+
+/// A message to log each time the resource runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MsgParams {
+    pub body: String,
+    pub priority: Priority,
+    /// Extra journal fields: upper-case names, as the journal wants them.
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// Also send it to the systemd journal.
+    pub journal: bool,
+    /// Also send it to syslog (`/dev/log`).
+    pub syslog: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Params {
-    Noop { comment: Option<String> },
+    Noop {
+        comment: Option<String>,
+    },
     File(FileParams),
     Exec(ExecParams),
     Pkg(PkgParams),
     Svc(SvcParams),
+    /// Refreshes its children every `interval_s` seconds.
+    Timer {
+        interval_s: u64,
+    },
+    Msg(MsgParams),
 }
 
 /// A compiled, validated resource.

@@ -29,6 +29,7 @@ use tracing::{debug, error, info, warn};
 use crate::exec::{self, ExecRes};
 use crate::file;
 use crate::fswatch::FsWatch;
+use crate::msg;
 use crate::pkg;
 use crate::svc;
 
@@ -62,6 +63,9 @@ enum Member {
     Exec(ExecRes),
     Pkg(Arc<PkgParams>),
     Svc(Arc<SvcParams>),
+    /// Its CheckApply is a tick: it reports a change, so its children refresh.
+    Timer,
+    Msg(msg::MsgRes),
 }
 
 /// What the watches of one vertex saw since its last CheckApply.
@@ -83,6 +87,8 @@ struct VertexRes {
 enum WatchSpec {
     /// A file member (by its index in the vertex) and its path.
     Path(ResourceId, usize, String),
+    /// A member syncing a whole tree: every directory at or under the path.
+    Tree(ResourceId, usize, String),
     Lines(mgmt_core::resource::Command, Arc<AtomicBool>),
     Unit(Arc<SvcParams>),
 }
@@ -147,6 +153,8 @@ pub async fn run(
                     Params::Exec(p) => Member::Exec(ExecRes::new(p.clone())),
                     Params::Pkg(p) => Member::Pkg(Arc::new(p.clone())),
                     Params::Svc(p) => Member::Svc(Arc::new(p.clone())),
+                    Params::Timer { .. } => Member::Timer,
+                    Params::Msg(p) => Member::Msg(msg::MsgRes::new(p.clone())),
                 })
                 .collect();
             Some(Box::new(VertexRes { ids, members }))
@@ -162,19 +170,36 @@ pub async fn run(
                 .iter()
                 .zip(&res.members)
                 .enumerate()
-                .filter_map(|(i, (id, m))| match m {
-                    Member::Noop => None,
-                    Member::File(p) => Some(WatchSpec::Path(id.clone(), i, p.path.clone())),
-                    // Every change to the installed set rewrites dpkg's database.
-                    Member::Pkg(_) => packages
-                        .watch_path()
-                        .map(|path| WatchSpec::Path(id.clone(), i, path.to_string())),
-                    Member::Svc(p) => Some(WatchSpec::Unit(p.clone())),
-                    Member::Exec(e) => e
-                        .params
-                        .watch
-                        .clone()
-                        .map(|c| WatchSpec::Lines(c, e.watch_fired.clone())),
+                .flat_map(|(i, (id, m))| -> Vec<WatchSpec> {
+                    match m {
+                        Member::Noop | Member::Timer | Member::Msg(_) => Vec::new(),
+                        // A copy watches its source as well as its target.
+                        Member::File(p) => match &p.source {
+                            Some(src) if p.recurse => vec![
+                                WatchSpec::Tree(id.clone(), i, p.path.clone()),
+                                WatchSpec::Tree(id.clone(), i, src.clone()),
+                            ],
+                            Some(src) => vec![
+                                WatchSpec::Path(id.clone(), i, p.path.clone()),
+                                WatchSpec::Path(id.clone(), i, src.clone()),
+                            ],
+                            None => vec![WatchSpec::Path(id.clone(), i, p.path.clone())],
+                        },
+                        // Every change to the installed set rewrites dpkg's database.
+                        Member::Pkg(_) => packages
+                            .watch_path()
+                            .map(|path| WatchSpec::Path(id.clone(), i, path.to_string()))
+                            .into_iter()
+                            .collect(),
+                        Member::Svc(p) => vec![WatchSpec::Unit(p.clone())],
+                        Member::Exec(e) => e
+                            .params
+                            .watch
+                            .clone()
+                            .map(|c| WatchSpec::Lines(c, e.watch_fired.clone()))
+                            .into_iter()
+                            .collect(),
+                    }
                 })
                 .collect()
         })
@@ -351,6 +376,11 @@ fn start_watch(
                     let _ = tx.send(Event::WatchFailed(v, format!("{id}: watch: {e}")));
                 }
             }
+            WatchSpec::Tree(id, member, path) => {
+                if let Err(e) = fs.add_tree(path, v, *member) {
+                    let _ = tx.send(Event::WatchFailed(v, format!("{id}: watch: {e}")));
+                }
+            }
             WatchSpec::Lines(cmd, fired) => {
                 let (cmd, fired, tx) = (cmd.clone(), fired.clone(), tx.clone());
                 let handle = tokio::spawn(async move {
@@ -438,6 +468,8 @@ async fn check_apply_vertex(
             Member::Noop => Ok(Vec::new()),
             Member::Exec(e) => e.check_apply(apply, refresh, cancel).await,
             Member::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh).await,
+            Member::Timer => Ok(vec!["tick".to_string()]),
+            Member::Msg(m) => m.check_apply(&res.ids[i].to_string(), apply, refresh),
         };
         outcomes.insert(i, (result, started.elapsed().as_secs_f64() * 1000.0));
     }

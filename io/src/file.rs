@@ -36,9 +36,15 @@ pub enum FileError {
     UnknownUser(String),
     #[error("unknown group {0:?}")]
     UnknownGroup(String),
+    /// A `source` that cannot be copied (missing, a link, the wrong type).
+    #[error("{0}")]
+    Source(String),
 }
 
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> FileError + 'a {
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> FileError + 'a {
     move |source| FileError::Io {
         path: path.to_path_buf(),
         op,
@@ -124,6 +130,28 @@ pub fn check_apply_with(
     apply: bool,
     durability: Durability,
 ) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
+    if let Some(source) = &p.source {
+        return crate::copy::check_apply(p, source, apply).map(|c| (c, None));
+    }
+    check_apply_bytes(
+        p,
+        p.content.as_deref().map(str::as_bytes),
+        p.mode,
+        apply,
+        durability,
+    )
+}
+
+/// The file resource's check and repair with the content given as bytes
+/// (`None`: not managed) and `mode` as the mode to manage (`None`: keep
+/// what is there; new files and directories get the defaults).
+pub fn check_apply_bytes(
+    p: &FileParams,
+    content: Option<&[u8]>,
+    mode: Option<u32>,
+    apply: bool,
+    durability: Durability,
+) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
     let path = Path::new(p.path.trim_end_matches('/'));
     let path = if path.as_os_str().is_empty() {
         Path::new("/")
@@ -131,11 +159,34 @@ pub fn check_apply_with(
         path
     };
     let mut changes = Vec::new();
-    let existing = match fs::symlink_metadata(path) {
+    let mut existing = match fs::symlink_metadata(path) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err(path, "stat")(e)),
     };
+
+    // `force`: a directory where a file should be, or the other way round, is
+    // replaced (never a link: that is refused below either way).
+    if p.force
+        && p.state == FileState::Exists
+        && let Some(m) = &existing
+        && !m.file_type().is_symlink()
+        && m.is_dir() != p.is_dir()
+    {
+        changes.push(if m.is_dir() {
+            "replaced a directory by a file".to_string()
+        } else {
+            "replaced a file by a directory".to_string()
+        });
+        if apply {
+            if m.is_dir() {
+                fs::remove_dir_all(path).map_err(io_err(path, "remove"))?;
+            } else {
+                fs::remove_file(path).map_err(io_err(path, "remove"))?;
+            }
+        }
+        existing = None;
+    }
 
     if p.state == FileState::Absent {
         if let Some(m) = existing {
@@ -185,7 +236,7 @@ pub fn check_apply_with(
                 fs::create_dir(path).map_err(io_err(path, "mkdir"))?;
                 fs::set_permissions(
                     path,
-                    fs::Permissions::from_mode(p.mode.unwrap_or(DEFAULT_DIR_MODE)),
+                    fs::Permissions::from_mode(mode.unwrap_or(DEFAULT_DIR_MODE)),
                 )
                 .map_err(io_err(path, "chmod"))?;
                 chown(path, uid, gid)?;
@@ -193,11 +244,10 @@ pub fn check_apply_with(
         } else {
             changes.push("created file".to_string());
             if apply {
-                let content = p.content.as_deref().unwrap_or("");
                 let pending = atomic_write(
                     path,
-                    content.as_bytes(),
-                    p.mode.unwrap_or(DEFAULT_FILE_MODE),
+                    content.unwrap_or(b""),
+                    mode.unwrap_or(DEFAULT_FILE_MODE),
                     uid,
                     gid,
                     durability,
@@ -216,22 +266,22 @@ pub fn check_apply_with(
     }
 
     let current_mode = meta.mode() & 0o7777;
-    if let Some(want) = &p.content {
+    if let Some(want) = content {
         let same = meta.len() == want.len() as u64
-            && fs::read(path).map_err(io_err(path, "read"))? == want.as_bytes();
+            && fs::read(path).map_err(io_err(path, "read"))? == want;
         if !same {
             changes.push("changed content".to_string());
             if apply {
                 // Keep what the graph does not manage: mode and ownership.
-                let mode = p.mode.unwrap_or(current_mode);
+                let mode = mode.unwrap_or(current_mode);
                 let uid = uid.or(Some(meta.uid()));
                 let gid = gid.or(Some(meta.gid()));
-                let pending = atomic_write(path, want.as_bytes(), mode, uid, gid, durability)?;
+                let pending = atomic_write(path, want, mode, uid, gid, durability)?;
                 return Ok((changes, pending));
             }
         }
     }
-    if let Some(mode) = p.mode
+    if let Some(mode) = mode
         && mode != current_mode
     {
         changes.push(format!("changed mode {current_mode:04o} -> {mode:04o}"));
@@ -348,6 +398,18 @@ pub fn remove_stale_temp_files<'a>(
         }
     }
     found
+}
+
+/// Writes `content` to `path` atomically with `mode` (owner: ours), as
+/// [`atomic_write`] does: `Batched` returns the temp file for the caller to
+/// sync and commit.
+pub fn write_atomically(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> Result<Option<PendingWrite>, FileError> {
+    atomic_write(path, content, mode, None, None, durability)
 }
 
 /// Writes `content` to `path` through a temp file and a rename. `PerFile`
@@ -482,6 +544,9 @@ mod tests {
         FileParams {
             path: path.to_string_lossy().into_owned(),
             content: content.map(str::to_string),
+            source: None,
+            recurse: false,
+            force: false,
             state: FileState::Exists,
             mode: None,
             owner: None,

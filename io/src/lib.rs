@@ -1,14 +1,16 @@
-//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc) and the async
+//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc, timer, msg) and the async
 //! driver that runs the pure `mgmt-core` engine against them.
 //!
 //! Nothing here makes scheduling decisions: the engine decides, the driver
 //! does. See ARCHITECTURE.md for the flow of one event.
 
+pub mod copy;
 pub mod dpkg;
 pub mod driver;
 pub mod exec;
 pub mod file;
 pub mod fswatch;
+pub mod msg;
 pub mod packagekit;
 pub mod pkg;
 pub mod svc;

@@ -323,7 +323,7 @@ fn every_example_compiles() {
 }
 
 /// Inotify watches a process holds, from /proc/PID/fdinfo.
-fn inotify_watches(pid: i32) -> usize {
+pub fn inotify_watches(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())

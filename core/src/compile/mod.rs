@@ -12,10 +12,13 @@ use serde_saphyr::{Location, Spanned};
 use crate::graph::{Collect, Graph, ResEdge, Vertex};
 use crate::hostname::Hostname;
 use crate::resource::{
-    Command, ExecParams, FileParams, FileState, Kind, Meta, Params, PkgParams, PkgState, Principal,
-    Resource, ResourceId, Retry, SvcParams, SvcStartup, SvcState,
+    Command, ExecParams, FileParams, FileState, Kind, Meta, MsgParams, Params, PkgParams, PkgState,
+    Principal, Priority, Resource, ResourceId, Retry, SvcParams, SvcStartup, SvcState,
 };
-use yaml::{ExecYaml, FileYaml, GraphYaml, MetaYaml, NoopYaml, PkgYaml, ScalarYaml, SvcYaml};
+use yaml::{
+    ExecYaml, FileYaml, GraphYaml, MetaYaml, MsgYaml, NoopYaml, PkgYaml, ScalarYaml, SvcYaml,
+    TimerYaml,
+};
 
 /// Where a problem is: a position in the file and/or the resource it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,6 +243,16 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 located.push(r);
             }
         }
+        for y in res.timer.unwrap_or_default() {
+            if let Some(r) = timer(ctx, y) {
+                located.push(r);
+            }
+        }
+        for y in res.msg.unwrap_or_default() {
+            if let Some(r) = msg(ctx, y) {
+                located.push(r);
+            }
+        }
     }
 
     // Duplicates: report the later definition, pointing at the first.
@@ -267,6 +280,31 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 let msg = format!("path {:?} is also managed by {first}", f.path);
                 ctx.err(None, Some(&r.id), msg);
             }
+        }
+    }
+
+    // A synced tree owns everything under it: another resource there would be
+    // deleted by the sync or fight it; and a tree copied into itself never ends.
+    let trees: Vec<(&str, &ResourceId)> = resources
+        .iter()
+        .filter_map(|r| match &r.params {
+            Params::File(f) if f.recurse => Some((f.path.as_str(), &r.id)),
+            _ => None,
+        })
+        .collect();
+    for r in &resources {
+        let Params::File(f) = &r.params else { continue };
+        for (tree, owner) in &trees {
+            if *owner != &r.id && is_under(&f.path, tree) {
+                let msg = format!("path {:?} is inside {owner}'s synced tree {tree:?}", f.path);
+                ctx.err(None, Some(&r.id), msg);
+            }
+        }
+        if let Some(src) = &f.source
+            && (is_under(&f.path, src) || is_under(src, &f.path))
+        {
+            let msg = format!("path {:?} and its source {src:?} overlap", f.path);
+            ctx.err(None, Some(&r.id), msg);
         }
     }
 
@@ -359,6 +397,12 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         }
     }
     drop(index);
+    // A timer's whole job is to refresh what follows it, notify or not.
+    for e in &mut edges {
+        if graph.resources[e.from].kind() == Kind::Timer {
+            e.notify = true;
+        }
+    }
     graph.edges = edges;
     graph.edges.sort();
 
@@ -539,14 +583,46 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
         .group
         .as_ref()
         .and_then(|g| principal(ctx, &id, "group", g));
+    let source = y.source.as_ref().and_then(|src| {
+        let v = &src.value;
+        if !v.starts_with('/') || v.contains('\0') || v.split('/').any(|c| c == "..") {
+            ctx.err(
+                Some(src.referenced),
+                Some(&id),
+                format!("source {v:?} must be an absolute path without NUL or '..'"),
+            );
+            return None;
+        }
+        Some(normalise_path(v))
+    });
+    if source.is_some() && y.content.is_some() {
+        let loc = y.source.as_ref().map(|s| s.referenced);
+        ctx.err(loc, Some(&id), "give either content or source, not both");
+    }
+    let recurse = y.recurse.as_ref().is_some_and(|r| r.value);
+    if recurse && source.is_none() {
+        let loc = y.recurse.as_ref().map(|r| r.referenced);
+        ctx.err(loc, Some(&id), "recurse: true needs a source to copy");
+    }
     let mut params = FileParams {
         path: normalise_path(&path),
         content: y.content,
+        source,
+        recurse,
+        force: y.force.unwrap_or(false),
         state,
         mode,
         owner,
         group,
     };
+    if recurse && !params.is_dir() {
+        let loc = y.recurse.as_ref().map(|r| r.referenced);
+        ctx.err(
+            loc,
+            Some(&id),
+            "recurse: true syncs a directory: end the path in '/'",
+        );
+    }
     if params.is_dir() && params.content.take().is_some() {
         // The original ignored it, and its examples rely on that.
         ctx.warn(
@@ -683,6 +759,110 @@ fn exec(ctx: &mut Ctx<'_>, y: ExecYaml) -> Option<(Resource, Location)> {
             y.name.referenced,
         )
     })
+}
+
+/// `path` is `dir` or below it (both as the compiler spells paths).
+fn is_under(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    let path = path.trim_end_matches('/');
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/') || dir.is_empty())
+}
+
+fn timer(ctx: &mut Ctx<'_>, y: TimerYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Timer, &y.name)?;
+    let before = ctx.diags.len();
+    let mut meta = meta(ctx, &id, y.meta);
+    let interval_s = match u64::try_from(y.interval.value) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            ctx.err(
+                Some(y.interval.referenced),
+                Some(&id),
+                format!(
+                    "interval must be a number of seconds > 0, not {}",
+                    y.interval.value
+                ),
+            );
+            1
+        }
+    };
+    // The engine's poll timer is the tick.
+    meta.poll_s = interval_s;
+    (ctx.diags.len() == before).then_some((
+        Resource {
+            id,
+            meta,
+            params: Params::Timer { interval_s },
+            exported,
+        },
+        y.name.referenced,
+    ))
+}
+
+fn msg(ctx: &mut Ctx<'_>, y: MsgYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Msg, &y.name)?;
+    let before = ctx.diags.len();
+    let meta = meta(ctx, &id, y.meta);
+    let priority = match &y.priority {
+        None => Priority::Info,
+        Some(p) if p.value.is_empty() => Priority::Info,
+        Some(p) => Priority::parse(&p.value).unwrap_or_else(|| {
+            ctx.err(
+                Some(p.referenced),
+                Some(&id),
+                format!(
+                    "priority must be one of Emerg, Alert, Crit, Err, Warning, Notice, Info, \
+                     Debug, not {:?}",
+                    p.value
+                ),
+            );
+            Priority::Info
+        }),
+    };
+    let fields = y
+        .fields
+        .as_ref()
+        .map(|f| f.value.clone())
+        .unwrap_or_default();
+    for name in fields.keys() {
+        // The journal's own rule for field names.
+        let ok = !name.is_empty()
+            && !name.starts_with('_')
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            let loc = y.fields.as_ref().map(|f| f.referenced);
+            ctx.err(
+                loc,
+                Some(&id),
+                format!(
+                    "field name {name:?} must be upper-case letters, digits and '_', not \
+                     starting with '_' or a digit"
+                ),
+            );
+        }
+    }
+    let params = MsgParams {
+        body: y.body.unwrap_or_default(),
+        priority,
+        fields,
+        journal: y.journal.unwrap_or(false),
+        syslog: y.syslog.unwrap_or(false),
+    };
+    (ctx.diags.len() == before).then_some((
+        Resource {
+            id,
+            meta,
+            params: Params::Msg(params),
+            exported,
+        },
+        y.name.referenced,
+    ))
 }
 
 /// A package or unit name as package managers and systemd spell them: no

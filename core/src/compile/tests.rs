@@ -583,3 +583,86 @@ fn a_service_follows_its_unit_file_the_most_specific_first() {
     // The user's own manager reads other directories: no edge for `mine`.
     assert_eq!(edges, want, "notes: {:?}", g.notes);
 }
+
+#[test]
+fn source_recurse_and_force_compile_and_their_misuse_is_located() {
+    let g = ok(
+        "graph: g\nresources:\n  file:\n  - name: t\n    path: /srv/app/\n    \
+                source: /var/lib/mgmt/files/app/\n    recurse: true\n    force: true\n",
+    );
+    let Params::File(f) = &g.resources[0].params else {
+        panic!()
+    };
+    assert_eq!(f.source.as_deref(), Some("/var/lib/mgmt/files/app/"));
+    assert!(f.recurse && f.force);
+    for (res, want) in [
+        (
+            "{name: t, path: /a, source: /b, content: x}",
+            "either content or source",
+        ),
+        (
+            "{name: t, path: /a/, recurse: true}",
+            "recurse: true needs a source",
+        ),
+        (
+            "{name: t, path: /a, source: /b/, recurse: true}",
+            "end the path in '/'",
+        ),
+        (
+            "{name: t, path: /a/, source: rel/}",
+            "must be an absolute path",
+        ),
+        (
+            "{name: t, path: /a/b/, source: /a/, recurse: true}",
+            "overlap",
+        ),
+        ("{name: t, path: /a/, source: /a/b/}", "overlap"),
+    ] {
+        let e = err(&format!("graph: g\nresources:\n  file:\n  - {res}\n"));
+        assert!(e.contains(want), "{res}: {e}");
+    }
+    let e = err(
+        "graph: g\nresources:\n  file:\n  - {name: t, path: /srv/, source: /x/, recurse: true}\n  \
+                 - {name: /srv/inside, content: x}\n",
+    );
+    assert!(
+        e.contains("File[/srv/inside]: path \"/srv/inside\" is inside File[t]'s synced tree"),
+        "{e}"
+    );
+}
+
+#[test]
+fn timer_and_msg_params_compile_and_bad_ones_are_located() {
+    let g = ok(
+        "graph: g\nresources:\n  timer:\n  - {name: t, interval: 30}\n  msg:\n  \
+                - name: m\n    body: hi\n    priority: Warning\n    journal: true\n    fields: {APP: web}\n",
+    );
+    let t = g
+        .resources
+        .iter()
+        .find(|r| r.id.kind == Kind::Timer)
+        .unwrap();
+    assert_eq!(t.params, Params::Timer { interval_s: 30 });
+    assert_eq!(t.meta.poll_s, 30);
+    let Params::Msg(m) = &g
+        .resources
+        .iter()
+        .find(|r| r.id.kind == Kind::Msg)
+        .unwrap()
+        .params
+    else {
+        panic!()
+    };
+    assert_eq!(m.priority, crate::resource::Priority::Warning);
+    assert!(m.journal && !m.syslog);
+    assert_eq!(m.fields["APP"], "web");
+    let e = err("graph: g\nresources:\n  timer:\n  - {name: t, interval: 0}\n");
+    assert!(
+        e.contains("g.yaml:4:") && e.contains("interval must be"),
+        "{e}"
+    );
+    let e = err("graph: g\nresources:\n  msg:\n  - {name: m, priority: Loud}\n");
+    assert!(e.contains("priority must be one of"), "{e}");
+    let e = err("graph: g\nresources:\n  msg:\n  - {name: m, fields: {_X: y}}\n");
+    assert!(e.contains("field name \"_X\""), "{e}");
+}

@@ -34,6 +34,10 @@ pub struct ResourcesYaml {
     pub pkg: Option<Vec<PkgYaml>>,
     #[serde(default)]
     pub svc: Option<Vec<SvcYaml>>,
+    #[serde(default)]
+    pub timer: Option<Vec<TimerYaml>>,
+    #[serde(default)]
+    pub msg: Option<Vec<MsgYaml>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +71,12 @@ pub struct FileYaml {
     pub path: Option<Spanned<String>>,
     #[serde(default)]
     pub content: Option<String>,
+    #[serde(default)]
+    pub source: Option<Spanned<String>>,
+    #[serde(default)]
+    pub recurse: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub force: Option<bool>,
     #[serde(default)]
     pub state: Option<Spanned<String>>,
     #[serde(default)]
@@ -130,6 +140,33 @@ pub struct SvcYaml {
     pub startup: Option<Spanned<String>>,
     #[serde(default)]
     pub session: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimerYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    pub interval: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MsgYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub priority: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fields: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    #[serde(default)]
+    pub journal: Option<bool>,
+    #[serde(default)]
+    pub syslog: Option<bool>,
 }
 
 /// A string or an integer, for fields such as `mode: 0644` or `owner: 0` that

@@ -128,6 +128,9 @@ struct VConf {
     delay: Millis,
     poll: Option<Millis>,
     noop: bool,
+    /// A timer: its ticks are not activity, so a timer alone never holds
+    /// off convergence (what its refreshes make others change still counts).
+    ticks: bool,
 }
 
 /// The scheduling state machine. See the module docs.
@@ -170,6 +173,10 @@ impl Engine {
                     delay: Millis(meta.delay_ms),
                     poll: (meta.poll_s > 0).then(|| Millis(meta.poll_s.saturating_mul(1000))),
                     noop: v.members.iter().any(|&m| graph.resources[m].meta.noop),
+                    ticks: v
+                        .members
+                        .iter()
+                        .all(|&m| graph.resources[m].kind() == crate::resource::Kind::Timer),
                 }
             })
             .collect();
@@ -368,7 +375,7 @@ impl Engine {
                 } else {
                     Health::Ok
                 };
-                if changed {
+                if changed && !self.conf[v].ticks {
                     self.activity();
                 }
                 for i in 0..self.conf[v].children.len() {

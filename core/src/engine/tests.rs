@@ -873,3 +873,58 @@ fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
         }]
     );
 }
+
+/// A timer (id 1, every 2 s) refreshing a noop (id 0). Its ticks refresh the
+/// noop each interval, but a tick is not activity: a quiet noop lets the run
+/// converge between ticks.
+#[test]
+fn a_timer_refreshes_its_child_each_interval_and_alone_never_holds_off_convergence() {
+    let g = graph(
+        "graph: g\nresources:\n  noop: [{name: n}]\n  timer: [{name: t, interval: 2}]\n\
+         edges:\n- {name: e, from: {kind: timer, name: t}, to: {kind: noop, name: n}}\n",
+    );
+    assert!(g.edges[0].notify, "a timer's edges always refresh");
+    let mut e = Engine::new(
+        &g,
+        EngineConfig {
+            noop: false,
+            converged_timeout: Some(Millis(1000)),
+        },
+    );
+    // The timer ticks at `at`: the noop is refreshed.
+    let tick = |e: &mut Engine, at: u64| {
+        e.handle(
+            Millis(at),
+            Input::CheckApplyDone {
+                vertex: 1,
+                result: Ok(true),
+            },
+        );
+        let out = drain(e);
+        let refreshed = Output::CheckApply {
+            vertex: 0,
+            apply: true,
+            refresh: true,
+            full: true,
+        };
+        assert!(out.contains(&refreshed), "tick at {at}: {out:?}");
+    };
+    e.handle(Millis(0), Input::Start);
+    assert_eq!(check_applies(&drain(&mut e)), [1], "the timer runs first");
+    tick(&mut e, 1);
+    e.handle(
+        Millis(2),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    drain(&mut e);
+    // Activity ended at the start (t=0): converged at 1 000 ms, before the
+    // next tick at 2 000 ms.
+    e.handle(Millis(1000), Input::Tick);
+    assert_eq!(drain(&mut e), vec![Output::Converged { failed: vec![] }]);
+    e.handle(Millis(2000), Input::Tick);
+    assert_eq!(check_applies(&drain(&mut e)), [1], "the next tick");
+    tick(&mut e, 2001);
+}
