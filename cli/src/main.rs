@@ -100,7 +100,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Graph(args) => match load(&args.file, args.max_graph_bytes) {
-            Ok(graph) => {
+            Ok((_, graph)) => {
                 use std::io::Write as _;
                 let json = serde_json::to_string_pretty(&graph.to_json()).expect("JSON");
                 // A reader that stopped early (`| head`) is not an error of ours.
@@ -167,19 +167,26 @@ macro_rules! report {
     }};
 }
 
-/// Reads and compiles a graph, printing every diagnostic on failure. A graph
-/// with packages is compiled again once the package manager said what they
-/// ship (package AutoEdges); the core only ever sees that as an input.
-fn load(path: &Path, max_bytes: u64) -> Result<Graph, ExitCode> {
+/// Reads and compiles a graph, printing every diagnostic on failure.
+fn load(path: &Path, max_bytes: u64) -> Result<(String, Graph), ExitCode> {
     let text = read_graph(path, max_bytes).map_err(|e| {
         report!("error: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
-    let name = path.display().to_string();
-    let mut graph = mgmt_core::compile(&name, &text).map_err(|e| {
+    let graph = compile_text(path, &text).map_err(|e| {
         report!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
+    Ok((text, graph))
+}
+
+/// Compiles a graph's text; the diagnostics on failure. A graph with
+/// packages is compiled again once the package manager said what they ship
+/// (package AutoEdges); the core only ever sees that as an input. Blocking,
+/// and never on an async runtime's thread (it may start one of its own).
+fn compile_text(path: &Path, text: &str) -> Result<Graph, String> {
+    let name = path.display().to_string();
+    let mut graph = mgmt_core::compile(&name, text).map_err(|e| e.to_string())?;
     let packages = mgmt_core::compile::packages(&graph);
     if !packages.is_empty() {
         let facts = tokio::runtime::Builder::new_current_thread()
@@ -195,10 +202,8 @@ fn load(path: &Path, max_bytes: u64) -> Result<Graph, ExitCode> {
                     package_files: files,
                     ..Default::default()
                 };
-                graph = mgmt_core::compile::compile_with(&name, &text, &opts).map_err(|e| {
-                    report!("{e}");
-                    ExitCode::from(EXIT_BAD_INPUT)
-                })?;
+                graph = mgmt_core::compile::compile_with(&name, text, &opts)
+                    .map_err(|e| e.to_string())?;
             }
             Err(e) => warn!("cannot list what packages ship: {e}"),
         }
@@ -207,6 +212,41 @@ fn load(path: &Path, max_bytes: u64) -> Result<Graph, ExitCode> {
         warn!("{w}");
     }
     Ok(graph)
+}
+
+/// What `mgmt run` does when its graph file changes: read it again, and if
+/// its text changed and it compiles for this host, hand it over.
+fn reloader(path: PathBuf, max_bytes: u64, text: String, hostname: String) -> mgmt_io::Reload {
+    let mut current = text;
+    let file = path.clone();
+    mgmt_io::Reload {
+        path,
+        compile: Box::new(move || {
+            let text = read_graph(&file, max_bytes)
+                .map_err(|e| format!("error: {}: {e}", file.display()))?;
+            if text == current {
+                return Ok(None);
+            }
+            // On a thread of its own: the driver calls this from its runtime.
+            let (f, t) = (file.clone(), text.clone());
+            let graph = std::thread::spawn(move || compile_text(&f, &t))
+                .join()
+                .map_err(|_| "error: the compiler panicked".to_string())??;
+            if let Some(want) = &graph.hostname
+                && want.as_str() != hostname
+            {
+                return Err(format!(
+                    "error: {}: graph is for host {want:?}, this is {hostname:?}",
+                    file.display()
+                ));
+            }
+            current = text;
+            for note in &graph.notes {
+                info!("{note}");
+            }
+            Ok(Some(graph))
+        }),
+    }
 }
 
 /// The text of a graph file: a regular file of at most `max_bytes`. It is
@@ -270,7 +310,7 @@ fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let graph = match load(&args.file, args.max_graph_bytes) {
+    let (text, graph) = match load(&args.file, args.max_graph_bytes) {
         Ok(g) => g,
         Err(code) => return code,
     };
@@ -371,7 +411,13 @@ fn run(args: RunArgs) -> ExitCode {
             graph.name,
             graph.vertices.len()
         );
-        let report = mgmt_io::run(&graph, opts, shutdown)
+        let reload = reloader(
+            args.file.clone(),
+            args.max_graph_bytes,
+            text,
+            hostname.clone(),
+        );
+        let report = mgmt_io::run(graph, opts, Some(reload), shutdown)
             .await
             .map_err(|e| e.to_string());
         if let Some(cluster) = cluster {

@@ -10,6 +10,7 @@
 pub mod algo;
 pub mod autoedge;
 pub mod autogroup;
+pub mod changeover;
 pub mod cluster;
 pub mod compile;
 pub mod engine;
@@ -20,7 +21,7 @@ pub mod resource;
 pub mod time;
 
 pub use compile::{CompileError, Diagnostic, compile};
-pub use engine::{Engine, EngineConfig, Input, Output};
+pub use engine::{Carried, Engine, EngineConfig, Input, Output};
 pub use graph::{Graph, VertexId};
 pub use hostname::{Hostname, HostnameError};
 pub use resource::{Kind, Resource, ResourceId};

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use mgmt_core::engine::{Engine, EngineConfig, Input, Output};
 use mgmt_core::resource::{FileParams, Kind, Params, PkgParams, ResourceId, SvcParams};
 use mgmt_core::{Graph, Millis, VertexId};
+use notify::RecommendedWatcher;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
@@ -93,9 +94,11 @@ enum WatchSpec {
     Unit(Arc<SvcParams>),
 }
 
+/// `Watch` and `WatchFailed` carry the generation of the graph whose watch
+/// sent them.
 enum Event {
-    Watch(VertexId),
-    WatchFailed(VertexId, String),
+    Watch(u64, VertexId),
+    WatchFailed(u64, VertexId, String),
     Done {
         vertex: VertexId,
         res: Box<VertexRes>,
@@ -121,21 +124,23 @@ fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
     }
 }
 
-/// Runs `graph` until it converges (if a converged timeout is set) or until
-/// `shutdown` completes. On return, no command it started is still running.
-pub async fn run(
-    graph: &Graph,
-    opts: RunOptions,
-    shutdown: impl Future<Output = ()>,
-) -> Result<RunReport, DriverError> {
-    let epoch = Instant::now();
-    let now = || Millis(epoch.elapsed().as_millis() as u64);
-    let config = EngineConfig {
-        noop: opts.noop,
-        converged_timeout: opts.converged_timeout.map(|d| Millis(d.as_millis() as u64)),
-    };
-    let mut engine = Engine::new(graph, config);
-    let mut slots: Vec<Option<Box<VertexRes>>> = graph
+/// How a running graph is replaced when its file changes (or on SIGHUP).
+pub struct Reload {
+    /// The graph file: its directory is watched for writes and renames.
+    pub path: PathBuf,
+    /// Reads and compiles the file again: `Ok(None)` if its text is what
+    /// runs now, `Err` with the located diagnostics if it does not compile
+    /// (the running graph then goes on as it is).
+    pub compile: Box<dyn FnMut() -> Result<Option<Graph>, String> + Send>,
+}
+
+/// Quiet time after the last event on the graph file before it is read:
+/// an editor's save is several events, a half-written file is not a graph.
+const RELOAD_SETTLE: Duration = Duration::from_millis(50);
+
+/// The members of each vertex, built from the graph's parameters.
+fn build_slots(graph: &Graph) -> Vec<Option<Box<VertexRes>>> {
+    graph
         .vertices
         .iter()
         .map(|v| {
@@ -147,22 +152,29 @@ pub async fn run(
             let members = v
                 .members
                 .iter()
-                .map(|&m| match &graph.resources[m].params {
-                    Params::Noop { .. } => Member::Noop,
-                    Params::File(p) => Member::File(Arc::new(p.clone())),
-                    Params::Exec(p) => Member::Exec(ExecRes::new(p.clone())),
-                    Params::Pkg(p) => Member::Pkg(Arc::new(p.clone())),
-                    Params::Svc(p) => Member::Svc(Arc::new(p.clone())),
-                    Params::Timer { .. } => Member::Timer,
-                    Params::Msg(p) => Member::Msg(msg::MsgRes::new(p.clone())),
-                })
+                .map(|&m| new_member(&graph.resources[m].params))
                 .collect();
             Some(Box::new(VertexRes { ids, members }))
         })
-        .collect();
-    let packages = pkg::Backend::new();
-    let services = Arc::new(svc::Backend::default());
-    let specs: Vec<Vec<WatchSpec>> = slots
+        .collect()
+}
+
+fn new_member(params: &Params) -> Member {
+    match params {
+        Params::Noop { .. } => Member::Noop,
+        Params::File(p) => Member::File(Arc::new(p.clone())),
+        Params::Exec(p) => Member::Exec(ExecRes::new(p.clone())),
+        Params::Pkg(p) => Member::Pkg(Arc::new(p.clone())),
+        Params::Svc(p) => Member::Svc(Arc::new(p.clone())),
+        Params::Timer { .. } => Member::Timer,
+        Params::Msg(p) => Member::Msg(msg::MsgRes::new(p.clone())),
+    }
+}
+
+/// What to watch for each vertex, fixed when its graph starts so a watch can
+/// restart while its resources are out running a CheckApply.
+fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec<Vec<WatchSpec>> {
+    slots
         .iter()
         .map(|res| {
             let res = res.as_deref().expect("all resources are home before start");
@@ -203,16 +215,108 @@ pub async fn run(
                 })
                 .collect()
         })
-        .collect();
-    clean_up_after_a_killed_run(graph, opts.noop);
-    let (fs, mut fs_events) = FsWatch::new()?;
-    let mut fs = fs;
+        .collect()
+}
+
+/// Watches the graph file's directory; sends on `tx` for every event that
+/// names the file (a write, or an editor's rename of a temp file over it).
+fn watch_graph_file(
+    path: &Path,
+    tx: mpsc::UnboundedSender<()>,
+) -> notify::Result<RecommendedWatcher> {
+    use notify::Watcher as _;
+    let file = path.to_path_buf();
+    let name = file.file_name().map(|n| n.to_os_string());
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        use notify::event::{AccessKind, AccessMode, EventKind};
+        let ours = match &ev {
+            // Reading the file (as a reload does) is no change: only writes,
+            // creations, renames and removals are.
+            Ok(ev) => {
+                let change = match ev.kind {
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                    EventKind::Access(_) => false,
+                    _ => true,
+                };
+                change
+                    && ev
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            }
+            Err(_) => true,
+        };
+        if ours {
+            let _ = tx.send(());
+        }
+    })?;
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    w.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(w)
+}
+
+/// Runs `graph` until it converges (if a converged timeout is set) or until
+/// `shutdown` completes. With `reload`, a change to the graph file (or a
+/// SIGHUP) changes the graph over while it runs: see [`changeover`]. On
+/// return, no command it started is still running.
+pub async fn run(
+    graph: Graph,
+    opts: RunOptions,
+    reload: Option<Reload>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, DriverError> {
+    let mut graph = graph;
+    let epoch = Instant::now();
+    let now = || Millis(epoch.elapsed().as_millis() as u64);
+    let config = EngineConfig {
+        noop: opts.noop,
+        converged_timeout: opts.converged_timeout.map(|d| Millis(d.as_millis() as u64)),
+    };
+    let mut engine = Engine::new(&graph, config.clone());
+    let mut slots = build_slots(&graph);
+    let packages = pkg::Backend::new();
+    let services = Arc::new(svc::Backend::default());
+    let mut specs = watch_specs(&slots, &packages);
+    clean_up_after_a_killed_run(&graph, opts.noop);
+    let (mut fs, mut fs_events) = FsWatch::new()?;
+    // The previous graph's watcher, kept until the new one has armed its
+    // watches, so no change falls between the two.
+    let mut retired_fs: Option<FsWatch> = None;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut running: JoinSet<()> = JoinSet::new();
     let mut watchers: BTreeMap<VertexId, Vec<JoinHandle<()>>> = BTreeMap::new();
     let mut converged = None;
     let mut touched: Vec<Touched> = (0..slots.len()).map(|_| Touched::default()).collect();
+    // Which graph an event belongs to: a watch of a replaced graph may have
+    // sent one just before it was stopped.
+    let mut generation: u64 = 0;
+    // A single pass watches nothing, its graph file included.
+    let single_pass = config.converged_timeout == Some(Millis(0));
+    let mut reload = reload.filter(|_| !single_pass);
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<()>();
+    let _graph_watch = match &reload {
+        Some(r) => match watch_graph_file(&r.path, reload_tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(
+                    "cannot watch {}: {e}; SIGHUP still reloads it",
+                    r.path.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let mut hangup = match &reload {
+        Some(_) => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        None => None,
+    };
+    let mut reload_at: Option<Instant> = None;
+    let mut pending: Option<Graph> = None;
     tokio::pin!(shutdown);
 
     engine.handle(now(), Input::Start);
@@ -220,7 +324,15 @@ pub async fn run(
         while let Some(out) = engine.poll_output() {
             match out {
                 Output::StartWatch(v) => {
-                    start_watch(v, &specs[v], &mut fs, &tx, &mut watchers, &services);
+                    start_watch(
+                        v,
+                        &specs[v],
+                        &mut fs,
+                        &tx,
+                        &mut watchers,
+                        &services,
+                        generation,
+                    );
                 }
                 Output::CheckApply {
                     vertex,
@@ -285,8 +397,46 @@ pub async fn run(
                 }
             }
         }
+        // The new graph's watches are armed: the old watcher may go.
+        drop(retired_fs.take());
         if converged.is_some() {
             break;
+        }
+        // A new graph waits for every CheckApply in flight to come home.
+        if pending.is_some() && slots.iter().all(Option::is_some) {
+            let new = pending.take().expect("checked");
+            for (_, handles) in std::mem::take(&mut watchers) {
+                for h in handles {
+                    h.abort();
+                }
+            }
+            generation += 1;
+            let plan = mgmt_core::changeover::plan(&graph, &new, |v| engine.settled(v));
+            info!(
+                "changeover to graph {:?}: {} resources kept, {} started, {} stopped",
+                new.name,
+                plan.kept.iter().flatten().count(),
+                plan.started.len(),
+                plan.stopped.len()
+            );
+            slots = carry_members(&graph, std::mem::take(&mut slots), &new, &plan);
+            specs = watch_specs(&slots, &packages);
+            touched = (0..slots.len()).map(|_| Touched::default()).collect();
+            for (v, vertex) in new.vertices.iter().enumerate() {
+                if plan.carried[v] == mgmt_core::Carried::Partly {
+                    touched[v].members = (0..vertex.members.len())
+                        .filter(|&k| plan.kept[vertex.members[k]].is_none())
+                        .collect();
+                }
+            }
+            let (new_fs, new_events) = FsWatch::new()?;
+            retired_fs = Some(std::mem::replace(&mut fs, new_fs));
+            fs_events = new_events;
+            clean_up_after_a_killed_run(&new, opts.noop);
+            engine = Engine::resume(&new, config.clone(), &plan.carried);
+            graph = new;
+            engine.handle(now(), Input::Start);
+            continue;
         }
         let deadline = engine
             .poll_timeout()
@@ -297,13 +447,28 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let reload_due = async {
+            match reload_at {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let hup = async {
+            match &mut hangup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             Some(ev) = rx.recv() => match ev {
-                Event::Watch(v) => {
+                Event::Watch(g, v) if g == generation => {
                     touched[v].all = true;
                     engine.handle(now(), Input::WatchEvent(v));
                 }
-                Event::WatchFailed(v, error) => engine.handle(now(), Input::WatchFailed { vertex: v, error }),
+                Event::WatchFailed(g, v, error) if g == generation => {
+                    engine.handle(now(), Input::WatchFailed { vertex: v, error })
+                }
+                Event::Watch(..) | Event::WatchFailed(..) => {}
                 Event::Done { vertex, res, result } => {
                     slots[vertex] = Some(res);
                     engine.handle(now(), Input::CheckApplyDone { vertex, result });
@@ -321,6 +486,23 @@ pub async fn run(
                     }
                 }
             }
+            Some(()) = reload_rx.recv() => {
+                reload_at = Some(Instant::now() + RELOAD_SETTLE);
+            }
+            Some(()) = hup => {
+                info!("SIGHUP: reloading the graph");
+                reload_at = Some(Instant::now());
+            }
+            () = reload_due => {
+                reload_at = None;
+                if let Some(r) = &mut reload {
+                    match (r.compile)() {
+                        Ok(Some(new)) => pending = Some(new),
+                        Ok(None) => debug!("{}: unchanged", r.path.display()),
+                        Err(e) => error!("{e}\nthe running graph goes on unchanged"),
+                    }
+                }
+            }
             () = sleep => engine.handle(now(), Input::Tick),
             () = &mut shutdown => {
                 info!("shutting down");
@@ -328,6 +510,7 @@ pub async fn run(
             }
         }
     }
+    drop(retired_fs);
 
     // Stop watches (their drop kills watch commands), end running commands,
     // and let in-flight file writes finish: they are short and atomic.
@@ -356,6 +539,44 @@ pub async fn run(
     })
 }
 
+/// The new graph's members: a kept resource brings its live member (what a
+/// command or a message remembers) from wherever it was grouped before; the
+/// others are built afresh.
+fn carry_members(
+    old: &Graph,
+    old_slots: Vec<Option<Box<VertexRes>>>,
+    new: &Graph,
+    plan: &mgmt_core::changeover::Plan,
+) -> Vec<Option<Box<VertexRes>>> {
+    let mut by_resource: Vec<Option<Member>> = (0..old.resources.len()).map(|_| None).collect();
+    for (v, slot) in old_slots.into_iter().enumerate() {
+        let Some(res) = slot else { continue };
+        for (k, member) in res.members.into_iter().enumerate() {
+            by_resource[old.vertices[v].members[k]] = Some(member);
+        }
+    }
+    new.vertices
+        .iter()
+        .map(|v| {
+            let ids = v
+                .members
+                .iter()
+                .map(|&m| new.resources[m].id.clone())
+                .collect();
+            let members = v
+                .members
+                .iter()
+                .map(|&m| {
+                    plan.kept[m]
+                        .and_then(|o| by_resource[o].take())
+                        .unwrap_or_else(|| new_member(&new.resources[m].params))
+                })
+                .collect();
+            Some(Box::new(VertexRes { ids, members }))
+        })
+        .collect()
+}
+
 fn start_watch(
     v: VertexId,
     specs: &[WatchSpec],
@@ -363,7 +584,9 @@ fn start_watch(
     tx: &mpsc::UnboundedSender<Event>,
     watchers: &mut BTreeMap<VertexId, Vec<JoinHandle<()>>>,
     services: &Arc<svc::Backend>,
+    generation: u64,
 ) {
+    let g = generation;
     // A restart replaces whatever was there.
     fs.remove_vertex(v);
     for h in watchers.remove(&v).unwrap_or_default() {
@@ -373,12 +596,12 @@ fn start_watch(
         match spec {
             WatchSpec::Path(id, member, path) => {
                 if let Err(e) = fs.add(path, v, *member) {
-                    let _ = tx.send(Event::WatchFailed(v, format!("{id}: watch: {e}")));
+                    let _ = tx.send(Event::WatchFailed(g, v, format!("{id}: watch: {e}")));
                 }
             }
             WatchSpec::Tree(id, member, path) => {
                 if let Err(e) = fs.add_tree(path, v, *member) {
-                    let _ = tx.send(Event::WatchFailed(v, format!("{id}: watch: {e}")));
+                    let _ = tx.send(Event::WatchFailed(g, v, format!("{id}: watch: {e}")));
                 }
             }
             WatchSpec::Lines(cmd, fired) => {
@@ -387,10 +610,10 @@ fn start_watch(
                     let tx2 = tx.clone();
                     let why = exec::watch_lines(&cmd, move || {
                         fired.store(true, Ordering::SeqCst);
-                        let _ = tx2.send(Event::Watch(v));
+                        let _ = tx2.send(Event::Watch(g, v));
                     })
                     .await;
-                    let _ = tx.send(Event::WatchFailed(v, why));
+                    let _ = tx.send(Event::WatchFailed(g, v, why));
                 });
                 watchers.entry(v).or_default().push(handle);
             }
@@ -399,10 +622,10 @@ fn start_watch(
                 let handle = tokio::spawn(async move {
                     let tx2 = tx.clone();
                     let why = svc::watch(&services, &p, move || {
-                        let _ = tx2.send(Event::Watch(v));
+                        let _ = tx2.send(Event::Watch(g, v));
                     })
                     .await;
-                    let _ = tx.send(Event::WatchFailed(v, why));
+                    let _ = tx.send(Event::WatchFailed(g, v, why));
                 });
                 watchers.entry(v).or_default().push(handle);
             }

@@ -2,6 +2,7 @@
 //! inotify. One test binary (modules below) keeps link time down.
 
 mod bad_input;
+mod changeover;
 mod cluster;
 mod pkg;
 mod run;

@@ -119,6 +119,20 @@ pub struct EngineConfig {
     pub converged_timeout: Option<Millis>,
 }
 
+/// What a vertex of a new graph brings from the graph it replaces
+/// ([`Engine::resume`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carried {
+    /// New, or changed: checked in full, as at a start.
+    Fresh,
+    /// Every member was in the old graph, unchanged, and had settled there:
+    /// no CheckApply until something happens to it.
+    Settled,
+    /// Some members settled unchanged, others new: one CheckApply, of the
+    /// new ones only (`full: false`; the driver knows which).
+    Partly,
+}
+
 /// Per-vertex settings derived from the graph.
 #[derive(Clone, Debug)]
 struct VConf {
@@ -213,6 +227,34 @@ impl Engine {
             running: 0,
             busy_timers: 0,
         }
+    }
+
+    /// An engine for a graph that replaces a running one (a changeover):
+    /// `carried` says, per vertex of `graph`, what it brings from the old
+    /// one. Settled vertices start healthy and clean, so they run again only
+    /// on their own events or a change upstream. Then [`Input::Start`], at
+    /// the changeover's time.
+    pub fn resume(graph: &Graph, config: EngineConfig, carried: &[Carried]) -> Self {
+        let mut e = Engine::new(graph, config);
+        for (s, c) in e.state.iter_mut().zip(carried) {
+            match c {
+                Carried::Fresh => {}
+                Carried::Settled => {
+                    s.dirty = false;
+                    s.full = false;
+                    s.health = Health::Ok;
+                }
+                Carried::Partly => s.full = false,
+            }
+        }
+        e
+    }
+
+    /// Whether vertex `v` has settled: its last CheckApply succeeded and
+    /// nothing has asked for another (nor is one running or due).
+    pub fn settled(&self, v: VertexId) -> bool {
+        let s = &self.state[v];
+        s.health == Health::Ok && !s.dirty && !s.running && s.retry_at.is_none()
     }
 
     /// Feeds one input at time `now` (monotonic; earlier values are treated as `now`).
