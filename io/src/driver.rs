@@ -138,8 +138,9 @@ pub struct Reload {
 /// an editor's save is several events, a half-written file is not a graph.
 const RELOAD_SETTLE: Duration = Duration::from_millis(50);
 
-/// The members of each vertex, built from the graph's parameters.
-fn build_slots(graph: &Graph) -> Vec<Option<Box<VertexRes>>> {
+/// The members of each vertex of `graph`, each made by `member` from its
+/// resource's index.
+fn slots_of(graph: &Graph, mut member: impl FnMut(usize) -> Member) -> Vec<Option<Box<VertexRes>>> {
     graph
         .vertices
         .iter()
@@ -149,14 +150,15 @@ fn build_slots(graph: &Graph) -> Vec<Option<Box<VertexRes>>> {
                 .iter()
                 .map(|&m| graph.resources[m].id.clone())
                 .collect();
-            let members = v
-                .members
-                .iter()
-                .map(|&m| new_member(&graph.resources[m].params))
-                .collect();
+            let members = v.members.iter().map(|&m| member(m)).collect();
             Some(Box::new(VertexRes { ids, members }))
         })
         .collect()
+}
+
+/// The members of each vertex, built from the graph's parameters.
+fn build_slots(graph: &Graph) -> Vec<Option<Box<VertexRes>>> {
+    slots_of(graph, |m| new_member(&graph.resources[m].params))
 }
 
 fn new_member(params: &Params) -> Member {
@@ -555,26 +557,11 @@ fn carry_members(
             by_resource[old.vertices[v].members[k]] = Some(member);
         }
     }
-    new.vertices
-        .iter()
-        .map(|v| {
-            let ids = v
-                .members
-                .iter()
-                .map(|&m| new.resources[m].id.clone())
-                .collect();
-            let members = v
-                .members
-                .iter()
-                .map(|&m| {
-                    plan.kept[m]
-                        .and_then(|o| by_resource[o].take())
-                        .unwrap_or_else(|| new_member(&new.resources[m].params))
-                })
-                .collect();
-            Some(Box::new(VertexRes { ids, members }))
-        })
-        .collect()
+    slots_of(new, |m| {
+        plan.kept[m]
+            .and_then(|o| by_resource[o].take())
+            .unwrap_or_else(|| new_member(&new.resources[m].params))
+    })
 }
 
 fn start_watch(
