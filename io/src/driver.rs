@@ -134,9 +134,9 @@ pub struct Reload {
     pub compile: Box<dyn FnMut() -> Result<Option<Graph>, String> + Send>,
 }
 
-/// Quiet time after the last event on the graph file before it is read:
-/// an editor's save is several events, a half-written file is not a graph.
-const RELOAD_SETTLE: Duration = Duration::from_millis(50);
+/// Quiet time after the last finished write or rename of the graph file
+/// before it is read: an editor's save may be several.
+const RELOAD_SETTLE: Duration = Duration::from_millis(10);
 
 /// The members of each vertex of `graph`, each made by `member` from its
 /// resource's index.
@@ -235,9 +235,12 @@ fn watch_graph_file(
             // Reading the file (as a reload does) is no change: only writes,
             // creations, renames and removals are.
             Ok(ev) => {
+                // A finished write (close after writing), a rename, a
+                // removal: not each write(2) of a save in progress.
                 let change = match ev.kind {
                     EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                    EventKind::Access(_) => false,
+                    EventKind::Access(_) | EventKind::Create(_) => false,
+                    EventKind::Modify(notify::event::ModifyKind::Data(_)) => false,
                     _ => true,
                 };
                 change

@@ -87,7 +87,11 @@ impl PendingWrite {
     /// Renames the temp file over the target. Call only after
     /// [`PendingWrite::sync`] succeeded, or a crash could leave an empty file.
     pub fn commit(mut self) -> Result<(), FileError> {
-        fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path, "rename"))?;
+        crate::fswatch::expect_own_rename(&self.path);
+        fs::rename(&self.tmp, &self.path).map_err(|e| {
+            crate::fswatch::own_rename_failed(&self.path);
+            io_err(&self.path, "rename")(e)
+        })?;
         self.committed = true;
         Ok(())
     }
@@ -464,7 +468,11 @@ fn atomic_write(
     }
     f.sync_data().map_err(io_err(&tmp, "fsync"))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(io_err(path, "rename"))?;
+    crate::fswatch::expect_own_rename(path);
+    fs::rename(&tmp, path).map_err(|e| {
+        crate::fswatch::own_rename_failed(path);
+        io_err(path, "rename")(e)
+    })?;
     std::mem::forget(guard);
     Ok(None)
 }

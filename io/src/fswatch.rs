@@ -27,6 +27,53 @@ use tokio::sync::mpsc;
 
 pub type RawEvent = notify::Result<notify::Event>;
 
+/// Renames this process is about to make over managed paths (its atomic
+/// writes), each seen once by the watch and not taken for drift: a write of
+/// ours costs one CheckApply, not one more for its own echo. An expectation
+/// lasts [`OWN_RENAME_TTL`] at most, so one whose event never came cannot
+/// hide a later rename by someone else.
+static OWN_RENAMES: std::sync::Mutex<BTreeMap<PathBuf, Vec<std::time::Instant>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+const OWN_RENAME_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Call just before renaming a temp file over `path` (and [`own_rename_failed`]
+/// if the rename then fails).
+pub fn expect_own_rename(path: &Path) {
+    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
+    m.entry(path.to_path_buf())
+        .or_default()
+        .push(std::time::Instant::now());
+}
+
+pub fn own_rename_failed(path: &Path) {
+    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = m.get_mut(path) {
+        v.pop();
+        if v.is_empty() {
+            m.remove(path);
+        }
+    }
+}
+
+/// Whether a rename onto `path` is the echo of one of ours (used up if so).
+fn take_own_rename(path: &Path) -> bool {
+    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(v) = m.get_mut(path) else {
+        return false;
+    };
+    let now = std::time::Instant::now();
+    v.retain(|t| now.duration_since(*t) < OWN_RENAME_TTL);
+    let ours = !v.is_empty();
+    if ours {
+        v.remove(0);
+    }
+    if v.is_empty() {
+        m.remove(path);
+    }
+    ours
+}
+
 /// A resource inside a vertex: the vertex and the member's index in it.
 pub type MemberRef = (VertexId, usize);
 
@@ -297,12 +344,31 @@ impl FsWatch {
         if matches!(ev.kind, EventKind::Access(_)) {
             return hit;
         }
+        use notify::event::{ModifyKind, RenameMode};
+        // notify reports a rename as `From` and `To`, then once more as
+        // `Both`: the first two say everything.
+        if matches!(
+            ev.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+        ) {
+            return hit;
+        }
+        let renamed_to = matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::To)));
         for p in &ev.paths {
-            if let Some(vs) = self.targets.get(p.as_os_str()) {
+            let echo = renamed_to && take_own_rename(p);
+            if let Some(vs) = self.targets.get(p.as_os_str())
+                && !echo
+            {
                 hit.extend(vs.iter().copied());
             }
             if !self.trees.is_empty() {
-                hit.extend(self.tree_members_for(p));
+                let members = self.tree_members_for(p);
+                if !echo {
+                    hit.extend(members);
+                }
+            }
+            if echo {
+                continue;
             }
             // Something at or above managed paths appeared, vanished or moved:
             // those paths may have too, and their watches may need to move.

@@ -83,9 +83,9 @@ fn an_edit_of_one_resource_in_a_running_1000_resource_graph_checks_only_that_one
             runs.push(l);
         }
     }
-    let others: Vec<&String> = runs.iter().filter(|l| !l.contains("File[f123]")).collect();
     eprintln!("CheckApplies after the changeover: {}", runs.len());
-    assert!(others.is_empty(), "other resources ran: {others:?}");
+    // One: the change itself (the echo of its own write is not drift).
+    assert_eq!(runs.len(), 1, "{runs:?}");
     assert!(agent.terminate().success());
 }
 

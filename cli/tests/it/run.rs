@@ -608,3 +608,36 @@ fn a_chain_of_150_000_noops_compiles_in_bounded_memory() {
     assert_eq!(json["vertices"].as_array().unwrap().len(), n);
     assert_eq!(json["edges"].as_array().unwrap().len(), n - 1);
 }
+
+/// mgmt's own atomic writes are not taken for drift (one CheckApply per
+/// change, not one more for its echo), but a rename over a managed file by
+/// anyone else, right after one of ours, is.
+#[test]
+fn a_rename_over_a_managed_file_is_drift_even_right_after_our_own_write() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("f");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file:\n  - {{name: f, path: {}, content: \"ours\\n\"}}\n",
+            f.display()
+        ),
+    );
+    let agent = Agent::start(&["run", "--file", &g]);
+    agent.wait_for_line("File[f]: CheckApply: created file", Duration::from_secs(20));
+    for round in 0..3 {
+        let tmp = d.path().join(format!("theirs{round}"));
+        std::fs::write(&tmp, "theirs\n").unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        let took = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&f).is_ok_and(|s| s == "ours\n")
+        });
+        eprintln!("rename over the file, round {round}: repaired after {took:?}");
+        assert!(
+            took.is_some(),
+            "round {round}: a rename by someone else was not repaired"
+        );
+    }
+    assert!(agent.terminate().success());
+}
