@@ -227,11 +227,8 @@ fn reloader(path: PathBuf, max_bytes: u64, text: String, hostname: String) -> mg
             if text == current {
                 return Ok(None);
             }
-            // On a thread of its own: the driver calls this from its runtime.
-            let (f, t) = (file.clone(), text.clone());
-            let graph = std::thread::spawn(move || compile_text(&f, &t))
-                .join()
-                .map_err(|_| "error: the compiler panicked".to_string())??;
+            // The driver calls this on a blocking thread, never on its runtime.
+            let graph = compile_text(&file, &text)?;
             if let Some(want) = &graph.hostname
                 && want.as_str() != hostname
             {

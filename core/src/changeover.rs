@@ -16,6 +16,9 @@ use crate::resource::ResourceId;
 pub struct Plan {
     /// Per resource of the new graph: the unchanged old resource it keeps.
     pub kept: Vec<Option<ResIdx>>,
+    /// Per resource of the new graph: it must be checked (new, changed, or
+    /// kept from a vertex that had not settled).
+    pub needs_check: Vec<bool>,
     /// Per vertex of the new graph: what it brings (for [`crate::Engine::resume`]).
     pub carried: Vec<Carried>,
     /// Old resources the new graph drops or changes: stopped.
@@ -44,15 +47,15 @@ pub fn plan(old: &Graph, new: &Graph, settled: impl Fn(VertexId) -> bool) -> Pla
                 .filter(|&i| old.resources[i] == *r)
         })
         .collect();
+    let needs_check: Vec<bool> = kept
+        .iter()
+        .map(|k| !k.is_some_and(|o| settled(old_vertex[o])))
+        .collect();
     let carried = new
         .vertices
         .iter()
         .map(|v| {
-            let settled_members = v
-                .members
-                .iter()
-                .filter(|&&m| kept[m].is_some_and(|o| settled(old_vertex[o])))
-                .count();
+            let settled_members = v.members.iter().filter(|&&m| !needs_check[m]).count();
             if settled_members == v.members.len() {
                 Carried::Settled
             } else if settled_members > 0 {
@@ -82,6 +85,7 @@ pub fn plan(old: &Graph, new: &Graph, settled: impl Fn(VertexId) -> bool) -> Pla
         .collect();
     Plan {
         kept,
+        needs_check,
         carried,
         stopped,
         started,

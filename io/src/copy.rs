@@ -19,6 +19,11 @@ use mgmt_core::resource::FileParams;
 
 use crate::file::{self, Durability, FileError, io_err};
 
+/// The mode bits a copy keeps: not setuid or setgid, since a copy belongs to
+/// the agent's user (root, often), not to the source's owner: a user's own
+/// setuid binary in a source tree must not become a root one.
+const COPIED_MODE_BITS: u32 = 0o1777;
+
 /// From this many copies in one run, they are written first and synced once.
 const BATCH_MIN_FILES: usize = 8;
 
@@ -62,7 +67,7 @@ pub fn check_apply(p: &FileParams, source: &str, apply: bool) -> Result<Vec<Stri
         let (changes, _) = file::check_apply_bytes(
             p,
             Some(&bytes),
-            p.mode.or(Some(meta.mode() & 0o7777)),
+            p.mode.or(Some(meta.mode() & COPIED_MODE_BITS)),
             apply,
             Durability::PerFile,
         )?;
@@ -84,7 +89,7 @@ pub fn check_apply(p: &FileParams, source: &str, apply: bool) -> Result<Vec<Stri
     let (mut changes, _) = file::check_apply_bytes(
         p,
         None,
-        p.mode.or(Some(meta.mode() & 0o7777)),
+        p.mode.or(Some(meta.mode() & COPIED_MODE_BITS)),
         apply,
         Durability::PerFile,
     )?;
@@ -127,10 +132,10 @@ fn list_source(root: &Path) -> Result<Listing, FileError> {
                     path.display()
                 )));
             } else if m.is_dir() {
-                out.dirs.push((rel.clone(), m.mode() & 0o7777));
+                out.dirs.push((rel.clone(), m.mode() & COPIED_MODE_BITS));
                 stack.push(rel);
             } else if m.is_file() {
-                out.files.push((rel, m.mode() & 0o7777, m.len()));
+                out.files.push((rel, m.mode() & COPIED_MODE_BITS, m.len()));
             } else {
                 return Err(source_err(format!(
                     "source {} is neither a file nor a directory",
@@ -170,10 +175,15 @@ fn sync_tree(src: &Path, dst: &Path, force: bool, apply: bool) -> Result<Vec<Str
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
             let dir = dst.join(&rel);
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
+            // A directory that cannot be read could hide extras: say so,
+            // rather than report the tree in sync.
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir, "read directory")(e)),
             };
-            for e in entries.flatten() {
+            for e in entries {
+                let e = e.map_err(io_err(&dir, "read directory"))?;
                 let rel = rel.join(e.file_name());
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
                 if !wanted.contains(rel.as_path()) {
@@ -267,7 +277,7 @@ fn compare_all(
             .collect();
         parts
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
@@ -320,6 +330,34 @@ fn describe(plan: &Plan) -> Vec<String> {
     .collect()
 }
 
+/// Makes the directories above `rel` in `dst` that are missing, each with its
+/// source directory's mode.
+fn recreate_parents(src: &Path, dst: &Path, rel: &Path) -> Result<(), FileError> {
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    if parent.as_os_str().is_empty() || dst.join(parent).is_dir() {
+        return Ok(());
+    }
+    let mut missing: Vec<&Path> = parent
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty() && !dst.join(a).is_dir())
+        .collect();
+    missing.reverse();
+    for a in missing {
+        let t = dst.join(a);
+        let mode = fs::symlink_metadata(src.join(a)).map_or(0o755, |m| m.mode() & COPIED_MODE_BITS);
+        match fs::create_dir(&t) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io_err(&t, "mkdir")(e));
+            }
+            _ => {}
+        }
+        fs::set_permissions(&t, fs::Permissions::from_mode(mode)).map_err(io_err(&t, "chmod"))?;
+    }
+    Ok(())
+}
+
 fn carry_out(src: &Path, dst: &Path, plan: &Plan) -> Result<(), FileError> {
     for rel in &plan.removals {
         let t = dst.join(rel);
@@ -344,6 +382,8 @@ fn carry_out(src: &Path, dst: &Path, plan: &Plan) -> Result<(), FileError> {
         let from = src.join(rel);
         let bytes = fs::read(&from).map_err(io_err(&from, "read"))?;
         let t = dst.join(rel);
+        // Someone may have removed its directory since the plan was made.
+        recreate_parents(src, dst, rel)?;
         if let Some(w) = file::write_atomically(&t, &bytes, *mode, durability)? {
             pending.push(w);
         }

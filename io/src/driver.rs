@@ -301,27 +301,34 @@ pub async fn run(
     let mut generation: u64 = 0;
     // A single pass watches nothing, its graph file included.
     let single_pass = config.converged_timeout == Some(Millis(0));
-    let mut reload = reload.filter(|_| !single_pass);
+    let reload = reload.filter(|_| !single_pass);
+    let reload_path = reload.as_ref().map(|r| r.path.clone());
+    // Compiling may take a while (package file lists): off the loop, on a
+    // blocking thread, one at a time.
+    let compiler = reload.map(|r| Arc::new(std::sync::Mutex::new(r.compile)));
+    let mut compiling: Option<JoinHandle<Result<Option<Graph>, String>>> = None;
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<()>();
-    let _graph_watch = match &reload {
-        Some(r) => match watch_graph_file(&r.path, reload_tx.clone()) {
+    let _graph_watch = match &reload_path {
+        Some(path) => match watch_graph_file(path, reload_tx.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 warn!(
                     "cannot watch {}: {e}; SIGHUP still reloads it",
-                    r.path.display()
+                    path.display()
                 );
                 None
             }
         },
         None => None,
     };
-    let mut hangup = match &reload {
+    let mut hangup = match &reload_path {
         Some(_) => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         None => None,
     };
     let mut reload_at: Option<Instant> = None;
     let mut pending: Option<Graph> = None;
+    // Vertices whose CheckApply was held back for a waiting changeover.
+    let mut deferred: BTreeSet<VertexId> = BTreeSet::new();
     tokio::pin!(shutdown);
 
     engine.handle(now(), Input::Start);
@@ -345,6 +352,21 @@ pub async fn run(
                     refresh,
                     full,
                 } => {
+                    // A new graph is waiting: start nothing more, so what is in
+                    // flight can come home. The engine is told the vertex ran
+                    // (and is replaced right after); the plan counts it as
+                    // not settled, so the new graph checks it.
+                    if pending.is_some() {
+                        deferred.insert(vertex);
+                        engine.handle(
+                            now(),
+                            Input::CheckApplyDone {
+                                vertex,
+                                result: Ok(false),
+                            },
+                        );
+                        continue;
+                    }
                     let Some(mut res) = slots[vertex].take() else {
                         error!(
                             "{}: CheckApply requested while already running",
@@ -410,13 +432,37 @@ pub async fn run(
         // A new graph waits for every CheckApply in flight to come home.
         if pending.is_some() && slots.iter().all(Option::is_some) {
             let new = pending.take().expect("checked");
+            // A fresh watcher first: without one the running graph goes on.
+            let (new_fs, new_events) = match FsWatch::new() {
+                Ok(w) => w,
+                Err(e) => {
+                    error!(
+                        "cannot start a watcher for the new graph: {e}; the running graph goes on"
+                    );
+                    // What was held back for the changeover runs after all.
+                    for v in std::mem::take(&mut deferred) {
+                        engine.handle(now(), Input::WatchEvent(v));
+                    }
+                    continue;
+                }
+            };
+            // Drift already seen but not yet handed to the engine: a vertex it
+            // touches has not settled.
+            while let Ok(raw) = fs_events.try_recv() {
+                for (v, _) in fs.members_for(raw) {
+                    deferred.insert(v);
+                }
+            }
             for (_, handles) in std::mem::take(&mut watchers) {
                 for h in handles {
                     h.abort();
                 }
             }
             generation += 1;
-            let plan = mgmt_core::changeover::plan(&graph, &new, |v| engine.settled(v));
+            let plan = mgmt_core::changeover::plan(&graph, &new, |v| {
+                engine.settled(v) && !deferred.contains(&v)
+            });
+            deferred.clear();
             info!(
                 "changeover to graph {:?}: {} resources kept, {} started, {} stopped",
                 new.name,
@@ -430,11 +476,10 @@ pub async fn run(
             for (v, vertex) in new.vertices.iter().enumerate() {
                 if plan.carried[v] == mgmt_core::Carried::Partly {
                     touched[v].members = (0..vertex.members.len())
-                        .filter(|&k| plan.kept[vertex.members[k]].is_none())
+                        .filter(|&k| plan.needs_check[vertex.members[k]])
                         .collect();
                 }
             }
-            let (new_fs, new_events) = FsWatch::new()?;
             retired_fs = Some(std::mem::replace(&mut fs, new_fs));
             fs_events = new_events;
             clean_up_after_a_killed_run(&new, opts.noop);
@@ -452,9 +497,16 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let busy = compiling.is_some();
         let reload_due = async {
             match reload_at {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
+                Some(t) if !busy => tokio::time::sleep_until(t.into()).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let compiled = async {
+            match &mut compiling {
+                Some(h) => h.await,
                 None => std::future::pending().await,
             }
         };
@@ -500,12 +552,22 @@ pub async fn run(
             }
             () = reload_due => {
                 reload_at = None;
-                if let Some(r) = &mut reload {
-                    match (r.compile)() {
-                        Ok(Some(new)) => pending = Some(new),
-                        Ok(None) => debug!("{}: unchanged", r.path.display()),
-                        Err(e) => error!("{e}\nthe running graph goes on unchanged"),
-                    }
+                if let Some(c) = &compiler {
+                    let c = c.clone();
+                    compiling = Some(tokio::task::spawn_blocking(move || {
+                        let mut compile = c.lock().unwrap_or_else(|e| e.into_inner());
+                        compile()
+                    }));
+                }
+            }
+            r = compiled => {
+                compiling = None;
+                let path = reload_path.as_deref().unwrap_or(Path::new("the graph"));
+                match r {
+                    Ok(Ok(Some(new))) => pending = Some(new),
+                    Ok(Ok(None)) => debug!("{}: unchanged", path.display()),
+                    Ok(Err(e)) => error!("{e}\nthe running graph goes on unchanged"),
+                    Err(e) => error!("{}: the reload failed: {e}; the running graph goes on", path.display()),
                 }
             }
             () = sleep => engine.handle(now(), Input::Tick),

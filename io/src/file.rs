@@ -319,6 +319,14 @@ fn temp_name(base: &str, pid: u32) -> String {
 
 /// The managed name and the writer's pid of a [`temp_name`], if it is
 /// exactly one (`007` or `+7` are not pids we write).
+/// Whether `path` names a temp file of this process's atomic writes.
+pub(crate) fn is_own_temp(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_temp_name)
+        .is_some_and(|(_, pid)| pid == std::process::id())
+}
+
 fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
     let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
     let (base, pid) = inner.rsplit_once(".mgmt-")?;

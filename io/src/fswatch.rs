@@ -41,6 +41,12 @@ const OWN_RENAME_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 /// if the rename then fails).
 pub fn expect_own_rename(path: &Path) {
     let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
+    // Expectations whose event never came (an unwatched path) expire here.
+    let now = std::time::Instant::now();
+    m.retain(|_, v| {
+        v.retain(|t| now.duration_since(*t) < OWN_RENAME_TTL);
+        !v.is_empty()
+    });
     m.entry(path.to_path_buf())
         .or_default()
         .push(std::time::Instant::now());
@@ -200,8 +206,10 @@ impl FsWatch {
     }
 
     /// The members of trees that `p` is in, arming directories that appeared
-    /// in them and releasing those that went.
-    fn tree_members_for(&mut self, p: &Path) -> Vec<MemberRef> {
+    /// in them and releasing those that went. `dead`: the event removed or
+    /// renamed `p`, so watches at or under it are dead (or point elsewhere)
+    /// whatever is at that path now.
+    fn tree_members_for(&mut self, p: &Path, dead: bool) -> Vec<MemberRef> {
         let roots: Vec<OsString> = self
             .trees
             .keys()
@@ -214,7 +222,7 @@ impl FsWatch {
                 Some(t) => t
                     .dirs
                     .iter()
-                    .filter(|d| d.starts_with(p) && !fs_is_dir(d))
+                    .filter(|d| d.starts_with(p) && (dead || !fs_is_dir(d)))
                     .cloned()
                     .collect(),
                 None => continue,
@@ -354,21 +362,24 @@ impl FsWatch {
             return hit;
         }
         let renamed_to = matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::To)));
-        for p in &ev.paths {
-            let echo = renamed_to && take_own_rename(p);
-            if let Some(vs) = self.targets.get(p.as_os_str())
-                && !echo
-            {
-                hit.extend(vs.iter().copied());
-            }
-            if !self.trees.is_empty() {
-                let members = self.tree_members_for(p);
-                if !echo {
-                    hit.extend(members);
-                }
-            }
-            if echo {
+        // inotify watches inodes: once a watched directory is removed or
+        // renamed, its watch is dead even if a new directory takes its path.
+        let watch_dead = matches!(
+            ev.kind,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+        );
+        // The echo of our own rename, and our own temp files, are not drift.
+        let ours: Vec<bool> = ev
+            .paths
+            .iter()
+            .map(|p| (renamed_to && take_own_rename(p)) || crate::file::is_own_temp(p))
+            .collect();
+        for (p, &ours) in ev.paths.iter().zip(&ours) {
+            if ours {
                 continue;
+            }
+            if let Some(vs) = self.targets.get(p.as_os_str()) {
+                hit.extend(vs.iter().copied());
             }
             // Something at or above managed paths appeared, vanished or moved:
             // those paths may have too, and their watches may need to move.
@@ -386,21 +397,27 @@ impl FsWatch {
             if below.is_empty() {
                 continue;
             }
-            // inotify watches inodes: once a watched directory is removed or
-            // renamed, its watch is dead even if a new directory takes its path.
-            let watch_dead = matches!(
-                ev.kind,
-                EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
-            );
             if watch_dead && self.dirs.remove(p).is_some() {
                 let _ = self.watcher.unwatch(p);
                 for dirs in self.via.values_mut() {
                     dirs.retain(|d| d != p);
                 }
+                // Its share in trees went with it.
+                for t in self.trees.values_mut() {
+                    t.dirs.remove(p);
+                }
             }
             for t in below {
                 let _ = self.arm(&t);
                 hit.extend(self.targets[&t].iter().copied());
+            }
+        }
+        if !self.trees.is_empty() {
+            for (p, &ours) in ev.paths.iter().zip(&ours) {
+                let members = self.tree_members_for(p, watch_dead);
+                if !ours {
+                    hit.extend(members);
+                }
             }
         }
         hit

@@ -121,6 +121,8 @@ fn send(socket: &Path, bytes: &[u8]) -> Result<(), String> {
         ));
     }
     let s = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+    // A stalled log daemon (its queue full) must not block the agent.
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
     s.send_to(bytes, socket)
         .map(|_| ())
         .map_err(|e| format!("{}: {e}", socket.display()))

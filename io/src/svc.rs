@@ -112,7 +112,13 @@ impl Observed {
         matches!(self.active.as_str(), "active" | "reloading" | "activating")
     }
 
+    /// Enabled for good (`enabled-runtime` lasts until the next boot only).
     fn enabled(&self) -> bool {
+        self.file == "enabled"
+    }
+
+    /// Enabled at all: something a `startup: disabled` must undo.
+    fn enabled_now(&self) -> bool {
         matches!(self.file.as_str(), "enabled" | "enabled-runtime")
     }
 }
@@ -182,9 +188,9 @@ pub async fn check_apply(
     refresh: bool,
 ) -> Result<Vec<String>, String> {
     let r = check_apply_on(backend, p, apply, refresh).await;
-    if let Err(e) = &r
-        && e.contains("cannot connect")
-    {
+    // Any failure may be a connection gone bad: the next check connects
+    // afresh (cheap) rather than fail on a dead one for ever.
+    if r.is_err() {
         backend.forget(p.session).await;
     }
     r
@@ -202,7 +208,7 @@ async fn check_apply_on(
     let mut changes = Vec::new();
     let startup_change = match p.startup {
         Some(SvcStartup::Enabled) if !seen.enabled() => Some("enable"),
-        Some(SvcStartup::Disabled) if seen.enabled() => Some("disable"),
+        Some(SvcStartup::Disabled) if seen.enabled_now() => Some("disable"),
         _ => None,
     };
     let state_change = match p.state {
@@ -223,20 +229,36 @@ async fn check_apply_on(
     let manager = bounded("systemd", ManagerProxy::new(&conn)).await?;
     match startup_change {
         Some("enable") => {
-            bounded(
+            let (_, done) = bounded(
                 &format!("EnableUnitFiles {unit}"),
                 manager.enable_unit_files(&[&unit], false, true),
             )
             .await?;
+            // Nothing to link (a static unit, no [Install] section): saying
+            // "enabled" would only make the next check try again, forever.
+            if done.is_empty() {
+                return Err(format!(
+                    "unit {unit} cannot be enabled (its unit file state is {:?}: it has no \
+                     [Install] section to enable)",
+                    seen.file
+                ));
+            }
             bounded("Reload", manager.reload()).await?;
             changes.push("enabled".to_string());
         }
         Some(_) => {
-            bounded(
+            let runtime = seen.file == "enabled-runtime";
+            let done = bounded(
                 &format!("DisableUnitFiles {unit}"),
-                manager.disable_unit_files(&[&unit], false),
+                manager.disable_unit_files(&[&unit], runtime),
             )
             .await?;
+            if done.is_empty() {
+                return Err(format!(
+                    "unit {unit} cannot be disabled (its unit file state is {:?})",
+                    seen.file
+                ));
+            }
             bounded("Reload", manager.reload()).await?;
             changes.push("disabled".to_string());
         }
@@ -378,5 +400,7 @@ mod tests {
         assert!(!o("failed", "disabled").running());
         assert!(o("inactive", "enabled").enabled());
         assert!(!o("inactive", "static").enabled());
+        assert!(!o("inactive", "enabled-runtime").enabled());
+        assert!(o("inactive", "enabled-runtime").enabled_now());
     }
 }

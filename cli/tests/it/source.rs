@@ -166,3 +166,32 @@ fn file2_runs_unchanged_on_a_source_tree_and_a_symlink_in_the_source_is_refused(
     assert!(err.contains("link is a symbolic link"), "{err}");
     assert!(!dst.join("link").exists());
 }
+
+#[test]
+fn a_copy_never_keeps_setuid_or_setgid_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let tool = src.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file:\n  - name: tree\n    path: {}/\n    source: {}/\n    recurse: true\n  \
+             - name: one\n    path: {}/one\n    source: {}\n",
+            dst.display(),
+            src.display(),
+            d.path().display(),
+            tool.display()
+        ),
+    );
+    let out = run_to_end(&["run", "--file", &g, "--converged-timeout", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for copy in [dst.join("tool"), d.path().join("one")] {
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "{}", copy.display());
+    }
+}

@@ -192,3 +192,33 @@ fn a_session_service_is_managed_in_the_users_own_manager() {
     assert!(back.is_some(), "not restarted in the user's manager");
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_unit_that_cannot_be_enabled_fails_once_and_does_not_loop() {
+    // No [Install] section: `systemctl enable` has nothing to link.
+    let sd = NsSystemd::start(&[(
+        "mgmt-static.service",
+        "[Unit]\nDescription=static\n[Service]\nExecStart=/bin/sleep infinity\n",
+    )]);
+    let d = tempfile::tempdir().unwrap();
+    let g = write(
+        d.path(),
+        "g.yaml",
+        "graph: g\nresources:\n  svc:\n  - name: mgmt-static\n    startup: enabled\n",
+    );
+    let out = run_to_end_env(
+        &["run", "--file", &g, "--converged-timeout", "2"],
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &sd.address)],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("unit mgmt-static.service cannot be enabled"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("cannot be enabled").count(),
+        1,
+        "it looped:\n{err}"
+    );
+}

@@ -599,6 +599,14 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
         let loc = y.source.as_ref().map(|s| s.referenced);
         ctx.err(loc, Some(&id), "give either content or source, not both");
     }
+    if source.is_some() && state == FileState::Absent {
+        let loc = y.source.as_ref().map(|s| s.referenced);
+        ctx.err(
+            loc,
+            Some(&id),
+            "state: absent removes the path: it takes no source",
+        );
+    }
     let recurse = y.recurse.as_ref().is_some_and(|r| r.value);
     if recurse && source.is_none() {
         let loc = y.recurse.as_ref().map(|r| r.referenced);

@@ -617,6 +617,10 @@ fn source_recurse_and_force_compile_and_their_misuse_is_located() {
             "overlap",
         ),
         ("{name: t, path: /a/, source: /a/b/}", "overlap"),
+        (
+            "{name: t, path: /a/, source: /b/, recurse: true, state: absent}",
+            "takes no source",
+        ),
     ] {
         let e = err(&format!("graph: g\nresources:\n  file:\n  - {res}\n"));
         assert!(e.contains(want), "{res}: {e}");

@@ -97,6 +97,12 @@ struct VState {
     watch_failures: u32,
     /// The watch failed more often than `retry` allows: no events will come.
     watch_dead: bool,
+    /// Its watch fired while its CheckApply ran: what it checked may have
+    /// changed under it.
+    poked_while_running: bool,
+    /// The one extra try a failure gets for such an event has been used
+    /// (until the next success).
+    second_chance_used: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -210,6 +216,8 @@ impl Engine {
                 watch_retry_at: None,
                 watch_failures: 0,
                 watch_dead: false,
+                poked_while_running: false,
+                second_chance_used: false,
             };
             n
         ];
@@ -367,6 +375,7 @@ impl Engine {
     fn poke(&mut self, v: VertexId) {
         let s = &mut self.state[v];
         s.dirty = true;
+        s.poked_while_running |= s.running;
         if s.health == Health::Permanent {
             s.health = Health::Failing { retries_used: 0 };
             s.full = true;
@@ -407,9 +416,11 @@ impl Engine {
         self.state[v].running = false;
         self.running -= 1;
         self.candidates.insert(v);
+        let poked = std::mem::take(&mut self.state[v].poked_while_running);
         match result {
             Ok(changed) => {
                 let s = &mut self.state[v];
+                s.second_chance_used = false;
                 // A CheckApply that was running when the watch died for good
                 // does not bring the vertex back.
                 s.health = if s.watch_dead {
@@ -442,8 +453,17 @@ impl Engine {
                 };
                 s.dirty = true;
                 s.full = true;
-                if retry_allowed(self.conf[v].retry, used) {
-                    let at = self.now + self.conf[v].delay;
+                // A failure its own watch saw the world change under (say a
+                // directory removed mid-copy) gets one more try, after a
+                // pause: no later event may come to give it one.
+                let normal = retry_allowed(self.conf[v].retry, used);
+                let second_chance = !normal && poked && !s.second_chance_used;
+                if normal || second_chance {
+                    let mut at = self.now + self.conf[v].delay;
+                    if second_chance {
+                        s.second_chance_used = true;
+                        at = self.now + self.conf[v].delay.max(MIN_WATCH_RESTART);
+                    }
                     self.state[v].health = Health::Failing { retries_used: used };
                     self.set_timer(v, Timer::Retry, at);
                     self.outputs.push_back(Output::WillRetry {

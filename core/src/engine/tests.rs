@@ -928,3 +928,53 @@ fn a_timer_refreshes_its_child_each_interval_and_alone_never_holds_off_convergen
     assert_eq!(check_applies(&drain(&mut e)), [1], "the next tick");
     tick(&mut e, 2001);
 }
+
+/// A CheckApply that fails for good while its own watch saw a change (a
+/// directory removed mid-copy, say) gets one more try after a pause, since
+/// no later event may come to give it one; a second such failure is final.
+#[test]
+fn a_failure_under_a_changing_world_gets_one_more_try() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    assert_eq!(check_applies(&drain(&mut e)), [0]);
+    let fail = |e: &mut Engine, at: u64| {
+        e.handle(Millis(at), Input::WatchEvent(0));
+        e.handle(
+            Millis(at + 1),
+            Input::CheckApplyDone {
+                vertex: 0,
+                result: Err("gone".into()),
+            },
+        );
+        drain(e)
+    };
+    let out = fail(&mut e, 10);
+    let retry_at = match out.as_slice() {
+        [Output::WillRetry { retry_at, .. }] => *retry_at,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(retry_at, Millis(11) + MIN_WATCH_RESTART);
+    e.handle(retry_at, Input::Tick);
+    assert_eq!(check_applies(&drain(&mut e)), [0]);
+    let out = fail(&mut e, retry_at.0 + 10);
+    assert!(
+        matches!(out.as_slice(), [Output::FailedPermanently { .. }]),
+        "{out:?}"
+    );
+    // Without an event during the run, a failure with `retry: 0` is final at once.
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    e.handle(
+        Millis(1),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Err("no".into()),
+        },
+    );
+    assert!(matches!(
+        drain(&mut e).as_slice(),
+        [Output::FailedPermanently { .. }]
+    ));
+}
