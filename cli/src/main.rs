@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod exports;
+
 use clap::{Args, Parser, Subcommand};
 use mgmt_core::Graph;
 use tracing::{error, info, warn};
@@ -173,7 +175,7 @@ fn load(path: &Path, max_bytes: u64) -> Result<(String, Graph), ExitCode> {
         report!("error: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
-    let graph = compile_text(path, &text).map_err(|e| {
+    let graph = compile_text(path, &text, &[]).map_err(|e| {
         report!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
@@ -184,10 +186,16 @@ fn load(path: &Path, max_bytes: u64) -> Result<(String, Graph), ExitCode> {
 /// packages is compiled again once the package manager said what they ship
 /// (package AutoEdges); the core only ever sees that as an input. Blocking,
 /// and never on an async runtime's thread (it may start one of its own).
-fn compile_text(path: &Path, text: &str) -> Result<Graph, String> {
+fn compile_text(
+    path: &Path,
+    text: &str,
+    exports: &[mgmt_core::export::Exported],
+) -> Result<Graph, String> {
     let name = path.display().to_string();
-    let mut graph = mgmt_core::compile(&name, text).map_err(|e| e.to_string())?;
-    let packages = mgmt_core::compile::packages(&graph);
+    let first = mgmt_core::compile(&name, text).map_err(|e| e.to_string())?;
+    let collected = exports::collected(&first, exports);
+    let packages = mgmt_core::compile::packages(&first);
+    let mut package_files = Default::default();
     if !packages.is_empty() {
         let facts = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -198,48 +206,86 @@ fn compile_text(path: &Path, text: &str) -> Result<Graph, String> {
                 for note in notes {
                     info!("{note}");
                 }
-                let opts = mgmt_core::compile::CompileOptions {
-                    package_files: files,
-                    ..Default::default()
-                };
-                graph = mgmt_core::compile::compile_with(&name, text, &opts)
-                    .map_err(|e| e.to_string())?;
+                package_files = files;
             }
             Err(e) => warn!("cannot list what packages ship: {e}"),
         }
     }
+    let graph = if collected.is_empty() && package_files.is_empty() {
+        first
+    } else {
+        let opts = mgmt_core::compile::CompileOptions {
+            package_files,
+            collected,
+            ..Default::default()
+        };
+        mgmt_core::compile::compile_with(&name, text, &opts).map_err(|e| e.to_string())?
+    };
     for w in &graph.warnings {
         warn!("{w}");
     }
     Ok(graph)
 }
 
-/// What `mgmt run` does when its graph file changes: read it again, and if
-/// its text changed and it compiles for this host, hand it over.
-fn reloader(path: PathBuf, max_bytes: u64, text: String, hostname: String) -> mgmt_io::Reload {
-    let mut current = text;
-    let file = path.clone();
+/// Where the running graph comes from, and what a new one is published to.
+struct Sources {
+    path: PathBuf,
+    max_bytes: u64,
+    hostname: String,
+    /// Every host's exports, kept current by [`exports::follow`] (empty
+    /// without a store).
+    exports: exports::Shared,
+    /// Where this host publishes its own exports (none without a store).
+    store: Option<(mgmt_store::client::EtcdClient, tokio::runtime::Handle)>,
+}
+
+/// What `mgmt run` does when its graph file or the collected exports change:
+/// read and compile again, and if the text or the collected set changed and
+/// it compiles for this host, hand it over (and publish its exports).
+fn reloader(
+    src: Sources,
+    text: String,
+    trigger: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+) -> mgmt_io::Reload {
+    let mut current = (text, Vec::new());
+    let path = src.path.clone();
     mgmt_io::Reload {
         path,
+        trigger,
         compile: Box::new(move || {
-            let text = read_graph(&file, max_bytes)
+            let file = &src.path;
+            let text = read_graph(file, src.max_bytes)
                 .map_err(|e| format!("error: {}: {e}", file.display()))?;
-            if text == current {
+            let exports = src
+                .exports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if text == current.0 && exports == current.1 {
                 return Ok(None);
             }
             // The driver calls this on a blocking thread, never on its runtime.
-            let graph = compile_text(&file, &text)?;
+            let graph = compile_text(file, &text, &exports)?;
             if let Some(want) = &graph.hostname
-                && want.as_str() != hostname
+                && want.as_str() != src.hostname
             {
                 return Err(format!(
-                    "error: {}: graph is for host {want:?}, this is {hostname:?}",
-                    file.display()
+                    "error: {}: graph is for host {want:?}, this is {:?}",
+                    file.display(),
+                    src.hostname
                 ));
             }
-            current = text;
+            current = (text, exports);
             for note in &graph.notes {
                 info!("{note}");
+            }
+            if let Some((client, rt)) = &src.store {
+                let (client, host, g) = (client.clone(), src.hostname.clone(), graph.clone());
+                rt.spawn(async move {
+                    if let Err(e) = exports::publish(&client, &host, &g).await {
+                        warn!("exports: cannot publish: {e}");
+                    }
+                });
             }
             Ok(Some(graph))
         }),
@@ -408,11 +454,28 @@ fn run(args: RunArgs) -> ExitCode {
             graph.name,
             graph.vertices.len()
         );
+        // Exports and collection need a store.
+        let shared: exports::Shared = Default::default();
+        let (poke_tx, poke_rx) = tokio::sync::mpsc::unbounded_channel();
+        let store = cluster.as_ref().map(|c| (c.client(), tokio::runtime::Handle::current()));
+        if let Some((client, _)) = &store {
+            if let Err(e) = exports::publish(client, &hostname, &graph).await {
+                warn!("exports: cannot publish: {e}");
+            }
+            tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx));
+        } else if !graph.exported.is_empty() || !graph.collect.is_empty() {
+            warn!("exported (@@) resources and collect: need a store (drop --no-server, or give --seeds)");
+        }
         let reload = reloader(
-            args.file.clone(),
-            args.max_graph_bytes,
+            Sources {
+                path: args.file.clone(),
+                max_bytes: args.max_graph_bytes,
+                hostname: hostname.clone(),
+                exports: shared,
+                store,
+            },
             text,
-            hostname.clone(),
+            Some(poke_rx),
         );
         let report = mgmt_io::run(graph, opts, Some(reload), shutdown)
             .await

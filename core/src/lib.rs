@@ -14,6 +14,7 @@ pub mod changeover;
 pub mod cluster;
 pub mod compile;
 pub mod engine;
+pub mod export;
 pub mod graph;
 pub mod hostname;
 pub mod kv;

@@ -132,6 +132,9 @@ pub struct Reload {
     /// runs now, `Err` with the located diagnostics if it does not compile
     /// (the running graph then goes on as it is).
     pub compile: Box<dyn FnMut() -> Result<Option<Graph>, String> + Send>,
+    /// Something else the graph is compiled from changed (collected exports):
+    /// compile again now.
+    pub trigger: Option<mpsc::UnboundedReceiver<()>>,
 }
 
 /// Quiet time after the last finished write or rename of the graph file
@@ -301,8 +304,9 @@ pub async fn run(
     let mut generation: u64 = 0;
     // A single pass watches nothing, its graph file included.
     let single_pass = config.converged_timeout == Some(Millis(0));
-    let reload = reload.filter(|_| !single_pass);
+    let mut reload = reload.filter(|_| !single_pass);
     let reload_path = reload.as_ref().map(|r| r.path.clone());
+    let mut trigger = reload.as_mut().and_then(|r| r.trigger.take());
     // Compiling may take a while (package file lists): off the loop, on a
     // blocking thread, one at a time.
     let compiler = reload.map(|r| Arc::new(std::sync::Mutex::new(r.compile)));
@@ -510,6 +514,12 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let poked = async {
+            match &mut trigger {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let hup = async {
             match &mut hangup {
                 Some(h) => h.recv().await,
@@ -545,6 +555,9 @@ pub async fn run(
             }
             Some(()) = reload_rx.recv() => {
                 reload_at = Some(Instant::now() + RELOAD_SETTLE);
+            }
+            Some(()) = poked => {
+                reload_at = Some(Instant::now());
             }
             Some(()) = hup => {
                 info!("SIGHUP: reloading the graph");

@@ -4,6 +4,7 @@
 mod bad_input;
 mod changeover;
 mod cluster;
+mod exports;
 mod pkg;
 mod run;
 mod source;

@@ -73,6 +73,11 @@ pub struct CompileOptions {
     /// What each package ships, for package AutoEdges (io gathers it from the
     /// package manager: [`packages`] names the packages to ask about).
     pub package_files: crate::autoedge::PackageFiles,
+    /// Resources collected from other hosts' exports (compiled on their own
+    /// by [`crate::export::compile_collected`]), each with where it came from
+    /// for messages. One that clashes with a local resource (same `Kind[name]`
+    /// or the same path) is dropped with a warning: the local one wins.
+    pub collected: Vec<(Resource, String)>,
 }
 
 impl Default for CompileOptions {
@@ -81,6 +86,7 @@ impl Default for CompileOptions {
             autoedge: true,
             autogroup: true,
             package_files: Default::default(),
+            collected: Vec::new(),
         }
     }
 }
@@ -269,6 +275,32 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         unique.push(r);
     }
     let (exported, mut resources): (Vec<_>, Vec<_>) = unique.into_iter().partition(|r| r.exported);
+    let mut taken_ids: BTreeSet<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
+    let mut taken_paths: BTreeSet<String> = resources
+        .iter()
+        .filter_map(|r| match &r.params {
+            Params::File(f) => Some(f.path.trim_end_matches('/').to_string()),
+            _ => None,
+        })
+        .collect();
+    for (r, from) in &opts.collected {
+        let path = match &r.params {
+            Params::File(f) => Some(f.path.trim_end_matches('/').to_string()),
+            _ => None,
+        };
+        if taken_ids.contains(&r.id) || path.as_ref().is_some_and(|p| taken_paths.contains(p)) {
+            let w = ctx.diagnostic(
+                None,
+                Some(&r.id),
+                format!("collected from {from}, but this graph already has it (or its path): the local one wins"),
+            );
+            ctx.warnings.push(w);
+            continue;
+        }
+        taken_ids.insert(r.id.clone());
+        taken_paths.extend(path);
+        resources.push(r.clone());
+    }
     resources.sort_by(|a, b| a.id.cmp(&b.id));
 
     // Two resources managing one path would undo each other forever.
