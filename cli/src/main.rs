@@ -282,7 +282,7 @@ fn reloader(
             if let Some((client, rt)) = &src.store {
                 let (client, host, g) = (client.clone(), src.hostname.clone(), graph.clone());
                 rt.spawn(async move {
-                    if let Err(e) = exports::publish(&client, &host, &g).await {
+                    if let Err(e) = exports::publish(&client, &host, &g.exported).await {
                         warn!("exports: cannot publish: {e}");
                     }
                 });
@@ -459,7 +459,7 @@ fn run(args: RunArgs) -> ExitCode {
         let (poke_tx, poke_rx) = tokio::sync::mpsc::unbounded_channel();
         let store = cluster.as_ref().map(|c| (c.client(), tokio::runtime::Handle::current()));
         if let Some((client, _)) = &store {
-            if let Err(e) = exports::publish(client, &hostname, &graph).await {
+            if let Err(e) = exports::publish(client, &hostname, &graph.exported).await {
                 warn!("exports: cannot publish: {e}");
             }
             tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx));

@@ -163,6 +163,11 @@ pub struct World {
     pub faults_active: bool,
     /// Events in simulated time order (see [`Report::trace`]).
     pub trace: Vec<String>,
+    /// What each host's agent follows of every host's exports
+    /// (`mgmt_store::exports::follow`), while it runs.
+    pub collected: BTreeMap<String, mgmt_store::exports::Shared>,
+    /// The exports the store holds, as the operator last read them.
+    pub exports_in_store: Option<BTreeSet<(String, String)>>,
 }
 
 /// How long the leader may still act on an ideal size that was replaced
@@ -245,6 +250,8 @@ enum Ctl {
     SetIdeal(usize, u32),
     Write(u64),
     Verify,
+    /// Read every host's exports, into `World::exports_in_store`.
+    ReadExports,
 }
 
 /// The outcome of a run.
@@ -365,6 +372,36 @@ async fn host_main(
         }
         world.lock().unwrap().log(format!("{name} agent starts"));
         let cluster = Cluster::start(cfg.clone()).await?;
+        // Each host exports one resource and follows everyone's, as an
+        // agent with `@@` resources and `collect:` does.
+        let exporting = {
+            let client = cluster.client();
+            let host = name.clone();
+            tokio::spawn(async move {
+                let mine = [mgmt_core::Resource {
+                    id: mgmt_core::ResourceId::new(mgmt_core::Kind::Noop, "present"),
+                    meta: Default::default(),
+                    params: mgmt_core::resource::Params::Noop { comment: None },
+                    exported: true,
+                }];
+                // Until it lands: the cluster may have no quorum yet.
+                while mgmt_store::exports::publish(&client, &host, &mine)
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        let view: mgmt_store::exports::Shared = Default::default();
+        world
+            .lock()
+            .unwrap()
+            .collected
+            .insert(name.clone(), view.clone());
+        let (poke, mut pokes) = mpsc::unbounded_channel();
+        let following = tokio::spawn(mgmt_store::exports::follow(cluster.client(), view, poke));
+        let draining = tokio::spawn(async move { while pokes.recv().await.is_some() {} });
         let mut rx = cluster.status();
         let leave = loop {
             let st = rx.borrow_and_update().clone();
@@ -384,6 +421,10 @@ async fn host_main(
                 Wake::Closed => break false,
             }
         };
+        for t in [&exporting, &following, &draining] {
+            t.abort();
+        }
+        world.lock().unwrap().collected.remove(&name);
         if !leave {
             drop(cluster);
             return Ok(());
@@ -472,6 +513,13 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
                             w.log(format!("ctl put {k} ok={}", r.is_ok()));
                             if r.is_ok() {
                                 w.acked.insert(k, v);
+                            }
+                        }
+                        Some(Ctl::ReadExports) => {
+                            let r = mgmt_store::exports::read_all(&client).await;
+                            let mut w = world.lock().unwrap();
+                            if let Ok((_, all)) = r {
+                                w.exports_in_store = Some(all.into_iter().map(|e| (e.host, e.name)).collect());
                             }
                         }
                         Some(Ctl::Verify) => {
@@ -610,6 +658,48 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     // Every acknowledged write is still there.
     let _ = ctl_tx.send(Ctl::Verify);
     step_for(&mut sim, Duration::from_secs(5), &mut bound, &mut stopped)?;
+    // Every member's agent follows exactly the exports the store holds. (Only
+    // members: a host seeded only with hosts that no longer serve never finds
+    // the cluster, which no invariant here is about.)
+    let deadline = sim.elapsed() + Duration::from_secs(30);
+    loop {
+        let _ = ctl_tx.send(Ctl::ReadExports);
+        step_for(&mut sim, Duration::from_secs(1), &mut bound, &mut stopped)?;
+        let w = world.lock().unwrap();
+        let Some(truth) = w.exports_in_store.clone() else {
+            continue;
+        };
+        let members: BTreeSet<String> = w
+            .leader_members()
+            .map(|m| m.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        let behind: Vec<String> = w
+            .collected
+            .iter()
+            .filter(|(h, _)| members.contains(*h))
+            .filter_map(|(h, view)| {
+                let seen: BTreeSet<(String, String)> = view
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.host.clone(), e.name.clone()))
+                    .collect();
+                if !truth.contains(&(h.clone(), "present".to_string())) {
+                    return Some(format!("{h}'s own export is not in the store"));
+                }
+                (seen != truth).then(|| format!("{h} follows {seen:?}"))
+            })
+            .collect();
+        if behind.is_empty() && !truth.is_empty() {
+            break;
+        }
+        if sim.elapsed() > deadline {
+            return Err(format!(
+                "exports: the store holds {truth:?}, but {}",
+                behind.join("; ")
+            ));
+        }
+    }
     drop(ctl_tx);
     let trace = std::mem::take(&mut world.lock().unwrap().trace);
     Ok(Report {

@@ -300,6 +300,17 @@ fn a_crash_during_a_joint_change_leaves_the_cluster_waiting_for_quorum() {
     replay(11837);
 }
 
+/// Seed 5265 (found once hosts exported and followed resources, which moved
+/// the timing): h4 got the leader's final config without itself, uncommitted,
+/// the leader (h3) crashed before it was durable there, and h4 took its own
+/// log for proof it was removed and discarded its state; h3 came back with
+/// the joint config and could never reach a quorum again. A config only in a
+/// host's log proves nothing until it is applied there (committed).
+#[test]
+fn an_uncommitted_config_without_a_host_never_makes_it_discard_its_state() {
+    replay(5265);
+}
+
 /// Seeds whose schedules fail today, each a real finding of the sweep (see
 /// the merge notes of branch `simdet`); remove an entry once it passes.
 const KNOWN_FAILING: &[(u64, &str)] = &[];

@@ -571,6 +571,7 @@ fn membership(m: MembershipState) -> agent::Membership {
     agent::Membership {
         leader: m.leader,
         loaded: m.loaded,
+        committed: m.committed,
         voter_sets: m.voter_sets,
         members: m
             .members

@@ -48,6 +48,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod exports;
 mod in_flight;
 mod log_store;
 mod membership;
@@ -715,7 +716,14 @@ impl StoreHandle {
 
     /// This member's view of the membership and the leader.
     pub fn membership(&self) -> MembershipState {
-        MembershipState::of(&self.node.raft.server_metrics().borrow())
+        let applied = self
+            .node
+            .raft
+            .data_metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index);
+        MembershipState::of(&self.node.raft.server_metrics().borrow(), applied)
     }
 
     /// A watch that wakes when [`StoreHandle::membership`] may have changed
@@ -723,7 +731,9 @@ impl StoreHandle {
     pub fn membership_changes(&self) -> MembershipWatch {
         MembershipWatch {
             rx: self.node.raft.server_metrics(),
+            data: self.node.raft.data_metrics(),
             stop: self.stop.subscribe(),
+            committed: self.membership().committed,
         }
     }
 

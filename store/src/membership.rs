@@ -64,11 +64,16 @@ pub struct MembershipState {
     /// initialised, or loaded, or received one from a leader). Until then
     /// `members` is empty and means nothing.
     pub loaded: bool,
+    /// This member has applied the config (so a quorum committed it). A
+    /// config that is only in its log may yet be lost: a leader that sent it
+    /// and crashed before it was durable on a quorum restarts without it.
+    pub committed: bool,
 }
 
 impl MembershipState {
-    pub(crate) fn of(m: &RaftServerMetrics<NodeId, MemberNode>) -> Self {
+    pub(crate) fn of(m: &RaftServerMetrics<NodeId, MemberNode>, last_applied: Option<u64>) -> Self {
         MembershipState {
+            committed: config_committed(m, last_applied),
             leader: m.current_leader,
             members: members_of(&m.membership_config),
             voter_sets: m
@@ -104,25 +109,53 @@ pub(crate) fn members_of(m: &StoredMembership<NodeId, MemberNode>) -> Vec<Member
 /// waiting on it costs nothing while the cluster is stable.
 pub struct MembershipWatch {
     pub(crate) rx: watch::Receiver<RaftServerMetrics<NodeId, MemberNode>>,
+    /// For when the config becomes committed (its index applied).
+    pub(crate) data: watch::Receiver<RaftDataMetrics<NodeId>>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// `committed` as last reported by [`MembershipWatch::state`].
+    pub(crate) committed: bool,
+}
+
+/// Whether the config in `m` has been applied here (`None`: no config came
+/// from the log, nothing can be lost).
+fn config_committed(m: &RaftServerMetrics<NodeId, MemberNode>, last_applied: Option<u64>) -> bool {
+    match m.membership_config.log_id() {
+        None => true,
+        Some(l) => last_applied.is_some_and(|a| l.index <= a),
+    }
 }
 
 impl MembershipWatch {
     /// Waits for the next change (any change since this watch last returned or
-    /// was made); false once the store stopped.
+    /// was made, a config becoming committed included; not each write); false
+    /// once the store stopped.
     pub async fn changed(&mut self) -> bool {
         if *self.stop.borrow() {
             return false;
         }
-        tokio::select! {
-            r = self.rx.changed() => r.is_ok(),
-            () = stopped(&mut self.stop) => false,
+        loop {
+            tokio::select! {
+                r = self.rx.changed() => return r.is_ok(),
+                r = self.data.changed() => {
+                    if r.is_err() {
+                        return false;
+                    }
+                    let applied = self.data.borrow_and_update().last_applied.map(|l| l.index);
+                    if config_committed(&self.rx.borrow(), applied) != self.committed {
+                        return true;
+                    }
+                }
+                () = stopped(&mut self.stop) => return false,
+            }
         }
     }
 
     /// The membership now (what [`crate::StoreHandle::membership`] returns).
     pub fn state(&mut self) -> MembershipState {
-        MembershipState::of(&self.rx.borrow_and_update())
+        let applied = self.data.borrow_and_update().last_applied.map(|l| l.index);
+        let state = MembershipState::of(&self.rx.borrow_and_update(), applied);
+        self.committed = state.committed;
+        state
     }
 }
 

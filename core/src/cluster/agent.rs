@@ -120,6 +120,10 @@ pub struct Membership {
     pub voter_sets: Vec<Vec<u64>>,
     /// Raft has loaded (or been given) a membership config.
     pub loaded: bool,
+    /// This host has applied that config: a quorum committed it. One only in
+    /// its log may still be lost (its leader crashed before a quorum had it),
+    /// so it alone never proves this host removed.
+    pub committed: bool,
 }
 
 impl Membership {
@@ -881,6 +885,11 @@ impl Agent {
 
     /// `lists`: what each member asked answered (none: no answer). A server
     /// that is not a member yet knows no members: an empty list says nothing.
+    /// This host's own log says server `id` is out, in a committed config.
+    fn out_by_own_log(&self, id: u64) -> bool {
+        self.membership.loaded && self.membership.committed && self.membership.get(id).is_none()
+    }
+
     fn member_list(&mut self, lists: Vec<Vec<u64>>) {
         let lists: Vec<Vec<u64>> = lists.into_iter().filter(|l| !l.is_empty()).collect();
         match self.query.take() {
@@ -1121,7 +1130,7 @@ impl Agent {
         // the current one if its ID can be that nomination's, and it is still
         // a member by its own log (a bootstrap member that removed itself and
         // is nominated anew starts afresh, under the new nomination's ID).
-        let out_by_own_log = self.membership.loaded && self.membership.get(r.id).is_none();
+        let out_by_own_log = self.out_by_own_log(r.id);
         if r.nomination.is_none()
             && !out_by_own_log
             && let Some(rev) = current
@@ -1141,7 +1150,7 @@ impl Agent {
         // fresh keys (a leader that removed itself cannot read them from its
         // own store any more). A nominee's own log is no proof: it replays
         // membership configs from before it was added.
-        if self.membership.loaded && self.membership.get(r.id).is_none() {
+        if self.out_by_own_log(r.id) {
             return self.stop_removed(Reason::Removed);
         }
         if !self.keys_fresh {

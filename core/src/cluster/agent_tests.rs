@@ -81,6 +81,7 @@ fn membership(leader: u64, members: &[StoreMember]) -> Membership {
                 .collect(),
         ],
         loaded: true,
+        committed: true,
     }
 }
 
