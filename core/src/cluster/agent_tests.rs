@@ -511,6 +511,33 @@ fn a_member_its_own_store_no_longer_lists_stops_at_once() {
     assert_eq!(got, stopped_and_discarded(Reason::Removed));
 }
 
+/// Seed 5265: a config without it that is only in its own log (the leader
+/// that sent it may crash before a quorum has it) is no proof of removal; the
+/// same config once applied is.
+#[test]
+fn a_member_its_own_log_drops_waits_until_that_config_is_committed() {
+    let (mut a, id) = running_member();
+    act(
+        &mut a,
+        20,
+        read(
+            50,
+            keys(&["h1", "h2"], &[("h1", 1)], &[("h1", 11), ("h2", id)]),
+        ),
+    );
+    act(&mut a, 21, Input::MemberList(vec![]));
+    let mut pending = membership(11, &[member("h1", 11, false)]);
+    pending.committed = false;
+    let got = act(&mut a, 22, Input::Membership(pending.clone()));
+    assert!(
+        !got.iter().any(|x| matches!(x, Action::StopServer { .. })),
+        "stopped on an uncommitted config: {got:?}"
+    );
+    pending.committed = true;
+    let got = act(&mut a, 23, Input::Membership(pending));
+    assert_eq!(got, stopped_and_discarded(Reason::Removed));
+}
+
 #[test]
 fn a_host_that_rejoins_on_the_same_urls_serves_under_a_new_member_id() {
     // The articles' address reuse: h2 left (state discarded) and comes back
