@@ -272,6 +272,9 @@ impl PackageKit {
             match member.as_str() {
                 "Package" => {
                     if let Ok((info, id, _summary)) = body.deserialize::<(u32, String, String)>() {
+                        // Newer PackageKit packs an update's severity into the
+                        // upper 16 bits; the info enum is the lower ones.
+                        let info = info & 0xFFFF;
                         out.packages.push(Package { info, id });
                     }
                 }
