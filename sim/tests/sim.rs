@@ -313,7 +313,13 @@ fn an_uncommitted_config_without_a_host_never_makes_it_discard_its_state() {
 
 /// Seeds whose schedules fail today, each a real finding of the sweep (see
 /// the merge notes of branch `simdet`); remove an entry once it passes.
-const KNOWN_FAILING: &[(u64, &str)] = &[];
+const KNOWN_FAILING: &[(u64, &str)] = &[(
+    7689,
+    "liveness: after h1 (the leader) crashed and the leader h2 removed itself, \
+     the new leader h3 nominates and un-nominates h1 in a loop and the cluster \
+     stays at 1 member (ideal 4); it appeared with the rule that a host's own \
+     log proves its removal only once committed (seed 5265), and passes without it",
+)];
 
 /// Proptest-chosen schedules, one per seed from `SIM_SEED` (default 1) on;
 /// `SIM_SEEDS` of them (default 3, or 1 when `SIM_SEED` is set). A failure
