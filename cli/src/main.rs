@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Graph(args) => match load(&args.file, args.max_graph_bytes) {
-            Ok((_, graph)) => {
+            Ok((_, graph, _)) => {
                 use std::io::Write as _;
                 let json = serde_json::to_string_pretty(&graph.to_json()).expect("JSON");
                 // A reader that stopped early (`| head`) is not an error of ours.
@@ -170,33 +170,44 @@ macro_rules! report {
 }
 
 /// Reads and compiles a graph, printing every diagnostic on failure.
-fn load(path: &Path, max_bytes: u64) -> Result<(String, Graph), ExitCode> {
+fn load(path: &Path, max_bytes: u64) -> Result<(String, Graph, PackageFacts), ExitCode> {
     let text = read_graph(path, max_bytes).map_err(|e| {
         report!("error: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
-    let graph = compile_text(path, &text, &[]).map_err(|e| {
+    let mut known = None;
+    let graph = compile_text(path, &text, &[], &mut known).map_err(|e| {
         report!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
-    Ok((text, graph))
+    Ok((text, graph, known))
 }
 
 /// Compiles a graph's text; the diagnostics on failure. A graph with
 /// packages is compiled again once the package manager said what they ship
 /// (package AutoEdges); the core only ever sees that as an input. Blocking,
 /// and never on an async runtime's thread (it may start one of its own).
+/// What the package manager said the graph's packages ship, for the
+/// packages it was asked about: a reload with the same packages asks again
+/// for nothing (it may take a PackageKit transaction and a download).
+type PackageFacts = Option<(Vec<String>, mgmt_core::autoedge::PackageFiles)>;
+
 fn compile_text(
     path: &Path,
     text: &str,
     exports: &[mgmt_core::export::Exported],
+    known: &mut PackageFacts,
 ) -> Result<Graph, String> {
     let name = path.display().to_string();
     let first = mgmt_core::compile(&name, text).map_err(|e| e.to_string())?;
     let collected = exports::collected(&first, exports);
     let packages = mgmt_core::compile::packages(&first);
     let mut package_files = Default::default();
-    if !packages.is_empty() {
+    if let Some((names, files)) = known.as_ref()
+        && *names == packages
+    {
+        package_files = files.clone();
+    } else if !packages.is_empty() {
         let facts = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -206,6 +217,7 @@ fn compile_text(
                 for note in notes {
                     info!("{note}");
                 }
+                *known = Some((packages.clone(), files.clone()));
                 package_files = files;
             }
             Err(e) => warn!("cannot list what packages ship: {e}"),
@@ -245,9 +257,11 @@ struct Sources {
 fn reloader(
     src: Sources,
     text: String,
+    known: PackageFacts,
     trigger: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 ) -> mgmt_io::Reload {
     let mut current = (text, Vec::new());
+    let mut known = known;
     let path = src.path.clone();
     mgmt_io::Reload {
         path,
@@ -265,7 +279,7 @@ fn reloader(
                 return Ok(None);
             }
             // The driver calls this on a blocking thread, never on its runtime.
-            let graph = compile_text(file, &text, &exports)?;
+            let graph = compile_text(file, &text, &exports, &mut known)?;
             if let Some(want) = &graph.hostname
                 && want.as_str() != src.hostname
             {
@@ -353,7 +367,7 @@ fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let (text, graph) = match load(&args.file, args.max_graph_bytes) {
+    let (text, graph, known) = match load(&args.file, args.max_graph_bytes) {
         Ok(g) => g,
         Err(code) => return code,
     };
@@ -475,6 +489,7 @@ fn run(args: RunArgs) -> ExitCode {
                 store,
             },
             text,
+            known,
             Some(poke_rx),
         );
         let report = mgmt_io::run(graph, opts, Some(reload), shutdown)

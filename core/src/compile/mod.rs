@@ -224,41 +224,48 @@ fn tidy_parse_message(raw: &str) -> String {
 fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     let mut located: Vec<(Resource, Location)> = Vec::new();
     if let Some(res) = g.resources {
-        for y in res.noop.unwrap_or_default() {
-            if let Some(r) = noop(ctx, y) {
-                located.push(r);
-            }
-        }
-        for y in res.file.unwrap_or_default() {
-            if let Some(r) = file(ctx, y) {
-                located.push(r);
-            }
-        }
-        for y in res.exec.unwrap_or_default() {
-            if let Some(r) = exec(ctx, y) {
-                located.push(r);
-            }
-        }
-        for y in res.pkg.unwrap_or_default() {
-            if let Some(r) = pkg(ctx, y) {
-                located.push(r);
-            }
-        }
-        for y in res.svc.unwrap_or_default() {
-            if let Some(r) = svc(ctx, y) {
-                located.push(r);
-            }
-        }
-        for y in res.timer.unwrap_or_default() {
-            if let Some(r) = timer(ctx, y) {
-                located.push(r);
-            }
-        }
-        for y in res.msg.unwrap_or_default() {
-            if let Some(r) = msg(ctx, y) {
-                located.push(r);
-            }
-        }
+        located.extend(
+            res.noop
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| noop(ctx, y)),
+        );
+        located.extend(
+            res.file
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| file(ctx, y)),
+        );
+        located.extend(
+            res.exec
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| exec(ctx, y)),
+        );
+        located.extend(
+            res.pkg
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| pkg(ctx, y)),
+        );
+        located.extend(
+            res.svc
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| svc(ctx, y)),
+        );
+        located.extend(
+            res.timer
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| timer(ctx, y)),
+        );
+        located.extend(
+            res.msg
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| msg(ctx, y)),
+        );
     }
 
     // Duplicates: report the later definition, pointing at the first.
@@ -278,16 +285,10 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     let mut taken_ids: BTreeSet<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
     let mut taken_paths: BTreeSet<String> = resources
         .iter()
-        .filter_map(|r| match &r.params {
-            Params::File(f) => Some(f.path.trim_end_matches('/').to_string()),
-            _ => None,
-        })
+        .filter_map(|r| path_key(r).map(str::to_string))
         .collect();
     for (r, from) in &opts.collected {
-        let path = match &r.params {
-            Params::File(f) => Some(f.path.trim_end_matches('/').to_string()),
-            _ => None,
-        };
+        let path = path_key(r).map(str::to_string);
         if taken_ids.contains(&r.id) || path.as_ref().is_some_and(|p| taken_paths.contains(p)) {
             let w = ctx.diagnostic(
                 None,
@@ -306,12 +307,11 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     // Two resources managing one path would undo each other forever.
     let mut paths: BTreeMap<&str, &ResourceId> = BTreeMap::new();
     for r in &resources {
-        if let Params::File(f) = &r.params {
-            let key = f.path.trim_end_matches('/');
-            if let Some(first) = paths.insert(key, &r.id) {
-                let msg = format!("path {:?} is also managed by {first}", f.path);
-                ctx.err(None, Some(&r.id), msg);
-            }
+        if let (Some(key), Params::File(f)) = (path_key(r), &r.params)
+            && let Some(first) = paths.insert(key, &r.id)
+        {
+            let msg = format!("path {:?} is also managed by {first}", f.path);
+            ctx.err(None, Some(&r.id), msg);
         }
     }
 
@@ -466,6 +466,15 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         }
     }
     graph
+}
+
+/// The path a file resource manages, as clashes are judged (a directory's
+/// trailing `/` does not make it another path).
+fn path_key(r: &Resource) -> Option<&str> {
+    match &r.params {
+        Params::File(f) => Some(f.path.trim_end_matches('/')),
+        _ => None,
+    }
 }
 
 fn resource_id(kind: Kind, name: &Spanned<String>) -> (ResourceId, bool) {
