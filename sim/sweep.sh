@@ -31,6 +31,9 @@ if [ -z "$bin" ]; then
     echo "sweep: cannot build the simulator" >&2
     exit 2
 fi
+# A copy: a build during the sweep replaces the binary in target/.
+cp "$bin" "$logs/sim-under-sweep"
+bin="$logs/sim-under-sweep"
 
 replay() {
     echo "  replay: RUSTFLAGS=\"--cfg tokio_unstable\" SIM_SEED=$1 SIM_SHRINK=0 cargo test --profile sim -p sim --test sim seeded_schedules -- --nocapture"

@@ -311,15 +311,21 @@ fn an_uncommitted_config_without_a_host_never_makes_it_discard_its_state() {
     replay(5265);
 }
 
-/// Seeds whose schedules fail today, each a real finding of the sweep (see
-/// the merge notes of branch `simdet`); remove an entry once it passes.
-const KNOWN_FAILING: &[(u64, &str)] = &[(
-    7689,
-    "liveness: after h1 (the leader) crashed and the leader h2 removed itself, \
-     the new leader h3 nominates and un-nominates h1 in a loop and the cluster \
-     stays at 1 member (ideal 4); it appeared with the rule that a host's own \
-     log proves its removal only once committed (seed 5265), and passes without it",
-)];
+/// Seed 7689: h1 (the leader) crashed and came back from a log whose config
+/// was {h1, h3}; meanwhile h3 had become the only member. h1's view of the
+/// keys was stale (read through its own server, which no longer heard of any
+/// change), so it asked only h2, which was down, whether it was still a member,
+/// forever; h3 nominated and withdrew h1 in a loop. A host that may have been
+/// removed now also asks the members its own log lists, and reads the keys
+/// again when no one answers.
+#[test]
+fn a_stale_member_asks_the_members_its_own_log_lists() {
+    replay(7689);
+}
+
+/// Seeds whose schedules fail today, each a real finding of the sweep; remove
+/// an entry once it passes.
+const KNOWN_FAILING: &[(u64, &str)] = &[];
 
 /// Proptest-chosen schedules, one per seed from `SIM_SEED` (default 1) on;
 /// `SIM_SEEDS` of them (default 3, or 1 when `SIM_SEED` is set). A failure

@@ -24,8 +24,10 @@
 //!   A running server holds `endpoints/<host>` (with its member ID) on the lease.
 //! - **Removal**: a server that is not nominated, or runs for an earlier
 //!   nomination, asks the other members (its own view may be stale once it is
-//!   out) whether its ID is still a member, every [`REMOVAL_RECHECK`]; once it is
-//!   not, it stops and discards its state.
+//!   out: the hosts the keys show serving, the members its own log lists, its
+//!   seeds) whether its ID is still a member, every [`REMOVAL_RECHECK`], and
+//!   reads the keys again when no one answers; once it is not, it stops and
+//!   discards its state.
 //! - **Lease**: granted when there is a key to hold, kept alive every third of
 //!   its TTL, granted anew when it expired; keys are rewritten when they change
 //!   or when a read after the write no longer shows them.
@@ -917,6 +919,11 @@ impl Agent {
             }
             Some(Query::Removal { .. }) => {
                 self.removal_recheck_at = Some(self.now + REMOVAL_RECHECK);
+                // No one answered: whom to ask may have changed since the
+                // keys were read.
+                if lists.is_empty() {
+                    self.keys_dirty = true;
+                }
             }
             None => {}
         }
@@ -1159,6 +1166,9 @@ impl Agent {
         if self.removal_recheck_at.is_some_and(|t| t > self.now) {
             return;
         }
+        // Whom to ask: the hosts serving by the keys, the other members its
+        // own log lists (the keys may be a stale view, read through this very
+        // server), and the seeds.
         let mut others: Vec<String> = self
             .keys
             .iter()
@@ -1166,13 +1176,12 @@ impl Agent {
             .filter(|(h, _)| **h != me)
             .flat_map(|(_, e)| e.client_urls.iter().cloned())
             .collect();
-        others.extend(
-            self.config
-                .seeds
-                .iter()
-                .filter(|u| !r.client_urls.contains(u))
-                .cloned(),
-        );
+        let listed = self.membership.members.iter().filter(|m| m.id != r.id);
+        others.extend(listed.flat_map(|m| m.client_urls.iter().cloned()));
+        others.extend(self.config.seeds.iter().cloned());
+        others.retain(|u| !r.client_urls.contains(u));
+        let mut seen = BTreeSet::new();
+        others.retain(|u| seen.insert(u.clone()));
         if others.is_empty() {
             self.removal_recheck_at = Some(self.now + REMOVAL_RECHECK);
             return;

@@ -511,6 +511,33 @@ fn a_member_its_own_store_no_longer_lists_stops_at_once() {
     assert_eq!(got, stopped_and_discarded(Reason::Removed));
 }
 
+/// Seed 7689: keys read through its own (stale) server show no other host
+/// serving; its own log still lists h3, which is asked too. With no answer at
+/// all, it reads the keys again before the next try.
+#[test]
+fn a_member_that_may_be_removed_also_asks_the_members_its_own_log_lists() {
+    let (mut a, id) = running_member();
+    let m = membership(
+        11,
+        &[member("h1", 11, false), member("h2", id, false), member("h3", 13, false)],
+    );
+    act(&mut a, 15, Input::Membership(m));
+    let got = act(&mut a, 20, read(50, keys(&["h2"], &[("h1", 1)], &[("h2", id)])));
+    assert_eq!(
+        got,
+        vec![Action::ListMembers {
+            via: Some(vec![client("h1"), client("h3"), "http://seed:2379".into()])
+        }]
+    );
+    let got = act(&mut a, 21, Input::MemberList(vec![]));
+    assert_eq!(
+        got,
+        vec![Action::ReadKeys {
+            from_own_store: false
+        }]
+    );
+}
+
 /// Seed 5265: a config without it that is only in its own log (the leader
 /// that sent it may crash before a quorum has it) is no proof of removal; the
 /// same config once applied is.
