@@ -34,6 +34,22 @@ enum Command {
     Run(RunArgs),
     /// Compile a graph and print it as JSON, without running anything.
     Graph(GraphArgs),
+    /// Put a file of `etcdctl snapshot save` into this host's empty store
+    /// directory: the next `mgmt run` here without --seeds starts a new
+    /// cluster holding its keys.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The snapshot file.
+    file: PathBuf,
+    /// This host's name (default: the machine's), as `mgmt run` will be given.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// As `mgmt run` will be given.
+    #[arg(long, default_value = "/var/lib/mgmt/")]
+    prefix: PathBuf,
 }
 
 #[derive(Args)]
@@ -95,6 +111,17 @@ struct RunArgs {
     /// change it live with etcdctl.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     ideal_cluster_size: Option<u32>,
+    /// The store refuses a put, txn or delete larger than this (etcd's flag).
+    #[arg(long, default_value_t = mgmt_store::Limits::default().max_request_bytes)]
+    max_request_bytes: usize,
+    /// The most compares, or operations of one branch, in a txn (etcd's flag).
+    #[arg(long, default_value_t = mgmt_store::Limits::default().max_txn_ops)]
+    max_txn_ops: usize,
+    /// Once the store would outgrow this many bytes (history included) it raises
+    /// the NOSPACE alarm and refuses writes that grow it, as etcd does: compact,
+    /// delete, then `etcdctl alarm disarm`.
+    #[arg(long, default_value_t = mgmt_store::Limits::default().quota_backend_bytes)]
+    quota_backend_bytes: u64,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +139,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run(args),
+        Command::Restore(args) => restore(args),
     }
 }
 
@@ -451,6 +479,11 @@ fn run(args: RunArgs) -> ExitCode {
             let mut store = mgmt_store::StoreConfig::new(hostname.clone(), args.prefix.clone());
             store.client_urls = client_urls;
             store.peer_urls = peer_urls;
+            store.limits = mgmt_store::Limits {
+                max_request_bytes: args.max_request_bytes,
+                max_txn_ops: args.max_txn_ops,
+                quota_backend_bytes: args.quota_backend_bytes,
+            };
             let mut config = mgmt_store::cluster::ClusterConfig::new(store);
             config.server = !args.no_server;
             config.seeds = seeds;
@@ -537,6 +570,25 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM"),
             _ = int.recv() => info!("SIGINT"),
+        }
+    }
+}
+
+fn restore(args: RestoreArgs) -> ExitCode {
+    let hostname = args.hostname.unwrap_or_else(machine_hostname);
+    let config = mgmt_store::StoreConfig::new(hostname, args.prefix);
+    match mgmt_store::restore_snapshot(&config, &args.file) {
+        Ok(dir) => {
+            info!(
+                "restored {} into {}: `mgmt run` here without --seeds starts a new cluster from it",
+                args.file.display(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -46,6 +46,7 @@
 //! etcdctl 3.4 note: use scheme-less endpoints (`--endpoints 127.0.0.1:2379`); with
 //! `http://` its `endpoint status` sends an authority the HTTP/2 server rejects.
 
+mod authority;
 pub mod client;
 pub mod cluster;
 pub mod exports;
@@ -67,7 +68,7 @@ mod types;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +85,7 @@ pub use membership::{
     ReplicationWatch,
 };
 pub use net::Env;
+
 pub use node::Member;
 pub use types::{MemberNode, member_id};
 
@@ -110,6 +112,8 @@ pub enum StoreError {
     UnsafeDataDir { dir: PathBuf, reason: String },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("cannot restore {file}: {reason}")]
+    Restore { file: PathBuf, reason: String },
     #[error("membership change failed: {0}")]
     Membership(String),
     #[error("etcdserver: no leader")]
@@ -147,7 +151,37 @@ pub struct StoreConfig {
     /// joins again under a new ID (the clustering driver derives one per
     /// nomination, see `cluster::incarnation_id`).
     pub member_id: Option<u64>,
+    /// etcd's request limits and space quota.
+    pub limits: Limits,
 }
+
+/// etcd's request limits and space quota, with etcd's flag names and defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-request-bytes`: a larger put, txn or delete is refused.
+    pub max_request_bytes: usize,
+    /// `--max-txn-ops`: most compares, or operations of one branch, in a txn.
+    pub max_txn_ops: usize,
+    /// `--quota-backend-bytes`: once the store would outgrow it, the member
+    /// raises the `NOSPACE` alarm and writes that grow the store are refused
+    /// until an operator makes room and disarms it.
+    pub quota_backend_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 1_572_864,
+            max_txn_ops: 128,
+            quota_backend_bytes: 2 << 30,
+        }
+    }
+}
+
+/// gRPC framing beyond a request's own bytes that the server still accepts
+/// (etcd's `grpcOverheadBytes`), so a request just over the limit gets etcd's
+/// error rather than a transport one.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 impl StoreConfig {
     /// Defaults: client `http://127.0.0.1:2379`, peer `http://127.0.0.1:2380`.
@@ -163,6 +197,7 @@ impl StoreConfig {
             log_kept_after_snapshot: 1000,
             env: Env::tokio(),
             member_id: None,
+            limits: Limits::default(),
         }
     }
 
@@ -352,6 +387,63 @@ enum Mode {
     Join,
 }
 
+/// A snapshot waiting in a data directory for the member that starts a new
+/// cluster there ([`restore_snapshot`]).
+const RESTORE_FILE: &str = "restore.snapshot";
+
+/// Puts a file of `etcdctl snapshot save` (from this store) into the empty
+/// data directory of `config`, checked: the next start of that member without
+/// seeds forms a new one-member cluster holding its keys, leases and
+/// revisions (as `etcdctl snapshot restore` then `etcd` do). Its `/_mgmt/`
+/// membership keys are dropped: the new cluster grows by its own nominations.
+pub fn restore_snapshot(config: &StoreConfig, file: &Path) -> Result<PathBuf, StoreError> {
+    let refuse = |reason: String| StoreError::Restore {
+        file: file.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(file).map_err(|e| refuse(e.to_string()))?;
+    state_machine::read_snapshot_file(&bytes).map_err(|e| refuse(e.to_string()))?;
+    let dir = config.data_dir()?;
+    let has_state = std::fs::metadata(dir.join(log_store::LOG_FILE)).is_ok_and(|m| m.len() > 0);
+    if has_state {
+        return Err(refuse(format!(
+            "{} already holds store state; a restore starts a new cluster in an empty one",
+            dir.display()
+        )));
+    }
+    let storage = |source| StoreError::Storage {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(storage)?;
+    log_store::write_atomic(&dir, RESTORE_FILE, &bytes).map_err(storage)?;
+    Ok(dir)
+}
+
+/// The restored state machine waiting in `dir`, made ready to start a new
+/// cluster: no log position, no membership, no old `/_mgmt/` members.
+fn take_restore(dir: &Path, now_ms: u64) -> io::Result<Option<state_machine::SmData>> {
+    let bytes = match std::fs::read(dir.join(RESTORE_FILE)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut data = state_machine::read_snapshot_file(&bytes)?;
+    data.last_applied = None;
+    data.membership = Default::default();
+    for part in ["volunteers/", "nominated/", "endpoints/"] {
+        let key = format!("{}{part}", mgmt_core::cluster::keys::PREFIX).into_bytes();
+        let range_end = mgmt_core::kv::prefix_end(&key);
+        let command = Command::DeleteRange(mgmt_core::kv::DeleteRangeRequest {
+            key,
+            range_end,
+            prev_kv: false,
+        });
+        data.kv.apply(&mgmt_core::kv::Timed { now_ms, command });
+    }
+    Ok(Some(data))
+}
+
 impl Store {
     /// Start a member that forms a one-member cluster if its data directory has no
     /// state, or restarts from that state.
@@ -423,6 +515,20 @@ impl Store {
         .map_err(|e| StoreError::Raft(e.to_string()))?;
         let channels = Channels::new(config.env.clone());
         let has_state = log.last_index().is_some();
+        let restored = match mode {
+            Mode::Single if !has_state => {
+                take_restore(&dir, config.env.now_ms()).map_err(|e| StoreError::Restore {
+                    file: dir.join(RESTORE_FILE),
+                    reason: e.to_string(),
+                })?
+            }
+            _ => None,
+        };
+        let restored = restored.map(|data| {
+            let revision = data.kv.revision();
+            shared.lock().data = data;
+            revision
+        });
         let raft = openraft::Raft::new(
             id,
             Arc::new(raft_config),
@@ -441,6 +547,8 @@ impl Store {
             sm: shared,
             channels,
             env: config.env.clone(),
+            limits: config.limits,
+            transferring: Default::default(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -471,18 +579,34 @@ impl Store {
             });
         }
         for (_, listener) in clients {
-            let listener = net::cuttable(listener, cut.clone());
+            let listener = authority::lenient(net::cuttable(listener, cut.clone()));
             let etcd = Etcd { node: node.clone() };
             let mut stop = stop_rx.clone();
             let counted = CountInFlight(in_flight.clone());
+            let max = config.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
             tasks.spawn(async move {
                 let res = tonic::transport::Server::builder()
                     .layer(counted)
-                    .add_service(epb::kv_server::KvServer::new(etcd.clone()))
-                    .add_service(epb::watch_server::WatchServer::new(etcd.clone()))
-                    .add_service(epb::lease_server::LeaseServer::new(etcd.clone()))
-                    .add_service(epb::cluster_server::ClusterServer::new(etcd.clone()))
-                    .add_service(epb::maintenance_server::MaintenanceServer::new(etcd))
+                    .add_service(
+                        epb::kv_server::KvServer::new(etcd.clone()).max_decoding_message_size(max),
+                    )
+                    .add_service(
+                        epb::watch_server::WatchServer::new(etcd.clone())
+                            .max_decoding_message_size(max),
+                    )
+                    .add_service(
+                        epb::lease_server::LeaseServer::new(etcd.clone())
+                            .max_decoding_message_size(max),
+                    )
+                    .add_service(
+                        epb::cluster_server::ClusterServer::new(etcd.clone())
+                            .max_decoding_message_size(max),
+                    )
+                    .add_service(
+                        epb::maintenance_server::MaintenanceServer::new(etcd)
+                            .max_decoding_message_size(max)
+                            .max_encoding_message_size(max),
+                    )
                     .serve_with_incoming_shutdown(listener, async move {
                         stopped(&mut stop).await;
                     })
@@ -534,6 +658,10 @@ impl Store {
                 .initialize(members)
                 .await
                 .map_err(|e| StoreError::Raft(e.to_string()))?;
+            if let Some(revision) = restored {
+                settle_restore(&node, &dir).await?;
+                tracing::info!(revision, "store restored from a snapshot");
+            }
         } else if has_state {
             // The only voter of its membership, restarting, would sit out an
             // election timeout for the one vote it casts itself: a one-shot
@@ -605,6 +733,42 @@ impl Store {
             torn_tail,
         })
     }
+}
+
+/// Makes a restore durable: the restored keys are in no log entry, so a
+/// snapshot is taken and the log behind it purged (a joining member then gets
+/// the snapshot, never a log without those keys); then the restore file goes.
+async fn settle_restore(node: &Node, dir: &Path) -> Result<(), StoreError> {
+    let raft_err = |e: &dyn std::fmt::Display| StoreError::Raft(e.to_string());
+    let applied = node
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.last_applied.is_some(), "initial membership applied")
+        .await
+        .map_err(|e| raft_err(&e))?;
+    let upto = applied.last_applied.map_or(0, |l| l.index);
+    node.raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| raft_err(&e))?;
+    node.raft
+        .wait(Some(Duration::from_secs(60)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= upto),
+            "restored snapshot taken",
+        )
+        .await
+        .map_err(|e| raft_err(&e))?;
+    node.raft
+        .trigger()
+        .purge_log(upto)
+        .await
+        .map_err(|e| raft_err(&e))?;
+    std::fs::remove_file(dir.join(RESTORE_FILE)).map_err(|source| StoreError::Storage {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// A running member. Call [`StoreHandle::shutdown`] to stop it (dropping it stops

@@ -26,6 +26,8 @@ use crate::types::{MemberNode, NodeId, Raft, TypeConfig};
 
 /// How long a client request may wait for a leader and its commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long each step of a leader transfer may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A member as listed by MemberList.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +63,31 @@ pub enum FwdError {
 /// Membership change, run on the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminOp {
-    AddLearner { id: NodeId, node: MemberNode },
-    Promote { id: NodeId },
-    Remove { id: NodeId },
+    AddLearner {
+        id: NodeId,
+        node: MemberNode,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Remove {
+        id: NodeId,
+    },
+    /// Sent by the leader to the member it hands leadership to: campaign now.
+    Campaign,
+}
+
+/// Why [`Node::move_leader`] failed, with etcd's texts.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveLeaderError {
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    Timeout,
+    #[error("{0}")]
+    Other(String),
 }
 
 pub struct Node {
@@ -76,6 +100,9 @@ pub struct Node {
     pub channels: Channels,
     /// Network and clock.
     pub env: Env,
+    pub limits: crate::Limits,
+    /// Set while this leader hands leadership over: new proposals wait.
+    pub transferring: std::sync::atomic::AtomicBool,
 }
 
 /// How long to wait before asking the leader again after a retryable failure.
@@ -174,6 +201,13 @@ impl Node {
     }
 
     async fn write_local(&self, command: Command) -> Result<Option<Applied>, FwdError> {
+        // A leader handing over proposes nothing: a write would reach the
+        // voters and renew the lease that keeps them from electing the new one.
+        let held = Instant::now() + TRANSFER_TIMEOUT;
+        while self.transferring.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < held
+        {
+            tokio::time::sleep(LEADER_PAUSE).await;
+        }
         let timed = Timed {
             now_ms: self.env.now_ms(),
             command,
@@ -276,8 +310,87 @@ impl Node {
         res.map(|_| ()).map_err(membership_error)
     }
 
+    /// etcd's MoveLeader, run on the leader. openraft 0.9 has no leadership
+    /// transfer (etcd's `TimeoutNow`), and a voter that heard from its leader
+    /// within the leader lease (`election_timeout_max`) refuses to vote. So
+    /// this leader holds new proposals and stops its heartbeats, waits until
+    /// the target has its whole log, lets the lease run out, and asks the
+    /// target to campaign: writes pause for about one election timeout.
+    pub async fn move_leader(&self, target: NodeId) -> Result<(), MoveLeaderError> {
+        use std::sync::atomic::Ordering;
+        if self.leader() != Some(self.id) {
+            return Err(MoveLeaderError::NotLeader);
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        let voter = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == target)
+        };
+        let url = self.peer_url(target).filter(|_| voter);
+        let Some(url) = url else {
+            return Err(MoveLeaderError::BadTransferee);
+        };
+        if self.transferring.swap(true, Ordering::AcqRel) {
+            return Err(MoveLeaderError::Other(
+                "etcdserver: leader transfer in progress".into(),
+            ));
+        }
+        self.raft.runtime_config().heartbeat(false);
+        let result = self.hand_over(target, &url).await;
+        self.raft.runtime_config().heartbeat(true);
+        self.transferring.store(false, Ordering::Release);
+        result
+    }
+
+    async fn hand_over(&self, target: NodeId, url: &str) -> Result<(), MoveLeaderError> {
+        let caught_up = self
+            .raft
+            .wait(Some(TRANSFER_TIMEOUT))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index;
+                    let matched = m.replication.as_ref().and_then(|r| r.get(&target).copied());
+                    matched.flatten().map(|l| l.index) == last
+                },
+                "transferee caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(MoveLeaderError::Timeout);
+        }
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        tokio::time::sleep(lease + LEADER_PAUSE).await;
+        let mut peer = self
+            .channels
+            .get(url)
+            .map_err(|e| MoveLeaderError::Other(e.to_string()))?;
+        let asked = peer
+            .admin(request(encode(&AdminOp::Campaign), TRANSFER_TIMEOUT))
+            .await
+            .map_err(|e| MoveLeaderError::Other(e.message().to_string()))?;
+        if let Ok(Err(FwdError::Other(e))) = decode::<Result<(), FwdError>>(asked.get_ref()) {
+            return Err(MoveLeaderError::Other(e));
+        }
+        self.raft
+            .wait(Some(TRANSFER_TIMEOUT))
+            .metrics(|m| m.current_leader == Some(target), "new leader")
+            .await
+            .map(|_| ())
+            .map_err(|_| MoveLeaderError::Timeout)
+    }
+
     pub(crate) async fn admin_local(&self, op: &AdminOp) -> Result<(), FwdError> {
         let change = match op.clone() {
+            AdminOp::Campaign => {
+                return (self.raft.trigger().elect().await)
+                    .map_err(|e| FwdError::Other(e.to_string()));
+            }
             AdminOp::AddLearner { id, node } => {
                 MembershipChange::AddLearner(MemberSpec { id, node })
             }

@@ -48,6 +48,45 @@ fn kv_status(e: KvError) -> Status {
         KvError::KeyNotFound | KvError::EmptyKey | KvError::DuplicateKey => {
             Status::invalid_argument(msg)
         }
+        KvError::NoSpace => Status::resource_exhausted(msg),
+    }
+}
+
+/// etcd's answer to a request over `--max-request-bytes`.
+fn too_large() -> Status {
+    Status::invalid_argument("etcdserver: request is too large")
+}
+
+/// The bytes a write adds to the store, as the quota counts them.
+fn growth(cmd: &Command) -> u64 {
+    fn put_cost(p: &kv::PutRequest) -> u64 {
+        (p.key.len() + p.value.len()) as u64 + kv::RECORD_OVERHEAD
+    }
+    fn txn_cost(t: &kv::TxnRequest) -> u64 {
+        // Only one branch runs: the costlier one is what it may add.
+        let branch = |ops: &[kv::RequestOp]| -> u64 {
+            ops.iter()
+                .map(|op| match op {
+                    kv::RequestOp::Put(p) => put_cost(p),
+                    kv::RequestOp::Txn(t) => txn_cost(t),
+                    kv::RequestOp::Range(_) | kv::RequestOp::DeleteRange(_) => 0,
+                })
+                .sum()
+        };
+        branch(&t.success).max(branch(&t.failure))
+    }
+    match cmd {
+        Command::Put(p) => put_cost(p),
+        Command::Txn(t) => txn_cost(t),
+        Command::LeaseGrant { .. } => kv::RECORD_OVERHEAD,
+        _ => 0,
+    }
+}
+
+fn alarm_of(a: kv::Alarm) -> pb::AlarmType {
+    match a {
+        kv::Alarm::NoSpace => pb::AlarmType::Nospace,
+        kv::Alarm::Corrupt => pb::AlarmType::Corrupt,
     }
 }
 
@@ -246,6 +285,34 @@ impl Etcd {
     }
 
     async fn write(&self, cmd: Command) -> Result<(Output, pb::ResponseHeader), Status> {
+        self.check_quota(&cmd).await?;
+        self.write_unchecked(cmd).await
+    }
+
+    async fn check_quota(&self, cmd: &Command) -> Result<(), Status> {
+        let cost = growth(cmd);
+        if cost > 0 {
+            let size = self.node.sm.lock().data.kv.size_bytes();
+            if size.saturating_add(cost) > self.node.limits.quota_backend_bytes {
+                // etcd's quota check: raise NOSPACE for this member, refuse.
+                tracing::warn!(
+                    size,
+                    quota = self.node.limits.quota_backend_bytes,
+                    "store space quota exhausted: raising the NOSPACE alarm"
+                );
+                let raise = Command::Alarm {
+                    activate: true,
+                    member_id: self.node.id,
+                    alarm: kv::Alarm::NoSpace,
+                };
+                self.node.write(raise).await.map_err(status)?;
+                return Err(kv_status(KvError::NoSpace));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_unchecked(&self, cmd: Command) -> Result<(Output, pb::ResponseHeader), Status> {
         let Applied {
             revision, result, ..
         } = self.node.write(cmd).await.map_err(status)?;
@@ -275,7 +342,11 @@ impl pb::kv_server::Kv for Etcd {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let (out, header) = self.write(Command::Put(from_put(req.into_inner()))).await?;
+        let req = req.into_inner();
+        if prost::Message::encoded_len(&req) > self.node.limits.max_request_bytes {
+            return Err(too_large());
+        }
+        let (out, header) = self.write(Command::Put(from_put(req))).await?;
         let Output::Put(p) = out else {
             return Err(Status::internal("unexpected output"));
         };
@@ -289,9 +360,11 @@ impl pb::kv_server::Kv for Etcd {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let (out, header) = self
-            .write(Command::DeleteRange(from_delete(req.into_inner())))
-            .await?;
+        let req = req.into_inner();
+        if prost::Message::encoded_len(&req) > self.node.limits.max_request_bytes {
+            return Err(too_large());
+        }
+        let (out, header) = self.write(Command::DeleteRange(from_delete(req))).await?;
         let Output::DeleteRange(d) = out else {
             return Err(Status::internal("unexpected output"));
         };
@@ -303,7 +376,18 @@ impl pb::kv_server::Kv for Etcd {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let txn = txn_from_pb(req.into_inner())?;
+        let req = req.into_inner();
+        let max_ops = self.node.limits.max_txn_ops;
+        if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops
+        {
+            return Err(Status::invalid_argument(
+                "etcdserver: too many operations in txn request",
+            ));
+        }
+        if prost::Message::encoded_len(&req) > self.node.limits.max_request_bytes {
+            return Err(too_large());
+        }
+        let txn = txn_from_pb(req)?;
         let (out, header) = self.write(Command::Txn(txn)).await?;
         let Output::Txn(t) = out else {
             return Err(Status::internal("unexpected output"));
@@ -625,8 +709,10 @@ impl pb::lease_server::Lease for Etcd {
 }
 
 fn membership_unsupported(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "mgmt: {what} through the etcd API is not supported; mgmt manages membership itself"
+    Status::failed_precondition(format!(
+        "mgmt: {what} refused: membership follows /_mgmt/idealClusterSize \
+         (set it with `etcdctl put /_mgmt/idealClusterSize N`; the leader nominates \
+         and removes members to match)"
     ))
 }
 
@@ -671,8 +757,55 @@ impl pb::cluster_server::Cluster for Etcd {
     }
 }
 
+/// Bytes per message of a Maintenance.Snapshot stream.
+const SNAPSHOT_CHUNK: usize = 64 * 1024;
+
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for Etcd {
+    async fn alarm(
+        &self,
+        req: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        let r = req.into_inner();
+        let member = |(member_id, a): (u64, kv::Alarm)| pb::AlarmMember {
+            member_id,
+            alarm: alarm_of(a) as i32,
+        };
+        let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
+        let alarm = match pb::AlarmType::try_from(r.alarm) {
+            Ok(pb::AlarmType::Nospace) => Some(kv::Alarm::NoSpace),
+            Ok(pb::AlarmType::Corrupt) => Some(kv::Alarm::Corrupt),
+            _ => None,
+        };
+        let (alarms, header) = match (action, alarm) {
+            (AlarmAction::Get, _) => {
+                self.node.read_barrier().await.map_err(status)?;
+                let alarms = self.node.sm.lock().data.kv.alarms();
+                (alarms, self.current_header())
+            }
+            (_, None) => return Err(Status::invalid_argument("etcdserver: unknown alarm type")),
+            (AlarmAction::Activate | AlarmAction::Deactivate, Some(alarm)) => {
+                let activate = action == AlarmAction::Activate;
+                let key = (r.member_id, alarm);
+                let before = self.node.sm.lock().data.kv.alarms().contains(&key);
+                let cmd = Command::Alarm {
+                    activate,
+                    member_id: r.member_id,
+                    alarm,
+                };
+                let (_, header) = self.write_unchecked(cmd).await?;
+                // etcd answers the alarm it raised, or the one it cleared.
+                let answered = (activate || before).then_some(key);
+                (answered.into_iter().collect(), header)
+            }
+        };
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(header),
+            alarms: alarms.into_iter().map(member).collect(),
+        }))
+    }
+
     async fn status(
         &self,
         _req: Request<pb::StatusRequest>,
@@ -683,8 +816,14 @@ impl pb::maintenance_server::Maintenance for Etcd {
             .members()
             .iter()
             .any(|x| x.id == self.node.id && x.is_learner);
-        let db_size =
-            serde_json::to_vec(&self.node.sm.lock().data.kv).map_or(0, |v| v.len() as i64);
+        let (db_size, alarms) = {
+            let g = self.node.sm.lock();
+            (g.data.kv.size_bytes() as i64, g.data.kv.alarms())
+        };
+        let errors = alarms
+            .iter()
+            .map(|(id, a)| format!("memberID:{id} alarm:{}", alarm_of(*a).as_str_name()))
+            .collect();
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.current_header()),
             version: API_VERSION.into(),
@@ -693,9 +832,107 @@ impl pb::maintenance_server::Maintenance for Etcd {
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map_or(0, |l| l.index),
-            errors: Vec::new(),
+            errors,
             db_size_in_use: db_size,
             is_learner,
         }))
+    }
+
+    /// The store keeps no free pages to give back: what etcd's defragment
+    /// reclaims, compaction already freed. A snapshot is taken, so the raft
+    /// log behind it can be purged.
+    async fn defragment(
+        &self,
+        _req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.current_header()),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _req: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, rev) = {
+            let g = self.node.sm.lock();
+            let (hash, _) = g.data.kv.hash_kv(0).map_err(kv_status)?;
+            (hash, g.data.kv.revision())
+        };
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.header(rev)),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let revision = req.into_inner().revision;
+        let (hash, compact_revision, rev) = {
+            let g = self.node.sm.lock();
+            let (hash, compact) = g.data.kv.hash_kv(revision).map_err(kv_status)?;
+            (hash, compact, g.data.kv.revision())
+        };
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.header(rev)),
+            hash,
+            compact_revision,
+        }))
+    }
+
+    type SnapshotStream = BoxStream<pb::SnapshotResponse>;
+
+    /// This member's state machine, in the format of the store's own snapshots
+    /// (`mgmt run --restore FILE` starts a new cluster from it).
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (bytes, rev) = {
+            let g = self.node.sm.lock();
+            let bytes = crate::state_machine::snapshot_file(&g.data)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            (bytes, g.data.kv.revision())
+        };
+        let header = self.header(rev);
+        let total = bytes.len();
+        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = bytes
+            .chunks(SNAPSHOT_CHUNK)
+            .enumerate()
+            .map(|(i, blob)| {
+                let sent = (i * SNAPSHOT_CHUNK + blob.len()) as u64;
+                Ok(pb::SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: total as u64 - sent,
+                    blob: blob.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        use crate::node::MoveLeaderError as E;
+        let target = req.into_inner().target_id;
+        match self.node.move_leader(target).await {
+            Ok(()) => Ok(Response::new(pb::MoveLeaderResponse {
+                header: Some(self.current_header()),
+            })),
+            Err(e @ E::NotLeader) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ E::BadTransferee) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ E::Timeout) => Err(Status::unavailable(e.to_string())),
+            Err(e @ E::Other(_)) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }

@@ -148,7 +148,7 @@ impl StateMachine {
         std::fs::create_dir_all(dir)?;
         let stored: Option<StoredSnapshot> = read_json(&dir.join(SNAPSHOT_FILE))?;
         let data = match &stored {
-            Some(s) => serde_json::from_slice(&s.data).map_err(io::Error::other)?,
+            Some(s) => decode_data(&s.data)?,
             None => SmData::default(),
         };
         let lease_deadline = watch::Sender::new(data.kv.next_lease_deadline_ms());
@@ -168,6 +168,56 @@ impl StateMachine {
     }
 }
 
+/// The state machine as snapshot bytes: the one place their format is chosen.
+pub fn encode_data(data: &SmData) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(data).map_err(io::Error::other)
+}
+
+/// Snapshot bytes back into a state machine.
+pub fn decode_data(bytes: &[u8]) -> io::Result<SmData> {
+    let mut data: SmData = serde_json::from_slice(bytes).map_err(io::Error::other)?;
+    data.kv = std::mem::take(&mut data.kv).recount();
+    Ok(data)
+}
+
+/// First bytes of a file written by `etcdctl snapshot save` from this store.
+const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"MGMTSNP1";
+
+/// The state machine as the file `etcdctl snapshot save` writes: magic, the
+/// length, the snapshot bytes, zeros up to a multiple of 512 bytes, and the
+/// SHA-256 of all that. etcdctl only keeps a file whose size is a multiple of
+/// 512 plus 32 (etcd's bbolt pages, then their checksum).
+pub fn snapshot_file(data: &SmData) -> io::Result<Vec<u8>> {
+    use sha2::Digest;
+    let body = encode_data(data)?;
+    let mut out = Vec::with_capacity(body.len() + 1024);
+    out.extend_from_slice(SNAPSHOT_FILE_MAGIC);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    let sum = sha2::Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    Ok(out)
+}
+
+/// A file made by [`snapshot_file`], checked and decoded.
+pub fn read_snapshot_file(bytes: &[u8]) -> io::Result<SmData> {
+    use sha2::Digest;
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let (content, sum) = bytes
+        .split_at_checked(bytes.len().saturating_sub(32))
+        .filter(|(c, _)| c.len() >= 16 && c.starts_with(SNAPSHOT_FILE_MAGIC))
+        .ok_or_else(|| bad("not a snapshot of an mgmt store"))?;
+    if sha2::Sha256::digest(content).as_slice() != sum {
+        return Err(bad("snapshot checksum mismatch: the file is damaged"));
+    }
+    let len = u64::from_le_bytes(content[8..16].try_into().expect("8 bytes")) as usize;
+    let body = content
+        .get(16..16 + len)
+        .ok_or_else(|| bad("snapshot shorter than it says"))?;
+    decode_data(body)
+}
+
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
@@ -176,7 +226,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (meta, data) = {
             let mut g = self.shared.lock();
-            let data = serde_json::to_vec(&g.data).map_err(sm_err)?;
+            let data = encode_data(&g.data).map_err(sm_err)?;
             g.snapshot_seq += 1;
             let meta = SnapshotMeta {
                 last_log_id: g.data.last_applied,
@@ -255,7 +305,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SmData = serde_json::from_slice(&bytes)
+        let data = decode_data(&bytes)
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),

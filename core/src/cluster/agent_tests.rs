@@ -519,10 +519,18 @@ fn a_member_that_may_be_removed_also_asks_the_members_its_own_log_lists() {
     let (mut a, id) = running_member();
     let m = membership(
         11,
-        &[member("h1", 11, false), member("h2", id, false), member("h3", 13, false)],
+        &[
+            member("h1", 11, false),
+            member("h2", id, false),
+            member("h3", 13, false),
+        ],
     );
     act(&mut a, 15, Input::Membership(m));
-    let got = act(&mut a, 20, read(50, keys(&["h2"], &[("h1", 1)], &[("h2", id)])));
+    let got = act(
+        &mut a,
+        20,
+        read(50, keys(&["h2"], &[("h1", 1)], &[("h2", id)])),
+    );
     assert_eq!(
         got,
         vec![Action::ListMembers {

@@ -50,7 +50,13 @@ pub enum KvError {
     EmptyKey,
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
 }
+
+/// What one stored version costs in [`KvStore::size_bytes`] beyond its key and
+/// value (revision, versions, lease), as a B-tree node and a `Vec` slot hold it.
+pub const RECORD_OVERHEAD: u64 = 48;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Rev {
@@ -108,6 +114,13 @@ pub struct KvStore {
     leases: BTreeMap<i64, Lease>,
     lease_seq: u64,
     cluster_id: u64,
+    /// Raised alarms: (member ID, alarm).
+    #[serde(default)]
+    alarms: BTreeSet<(u64, Alarm)>,
+    /// Bytes of every stored version (history included): the quota's measure.
+    /// Snapshots from before it was kept lack it: [`KvStore::recount`].
+    #[serde(default)]
+    size_bytes: u64,
 }
 
 impl Default for KvStore {
@@ -176,6 +189,37 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// What a stored version counts for in [`KvStore::size_bytes`].
+fn record_size(key: &[u8], r: &Record) -> u64 {
+    (key.len() + r.value.len()) as u64 + RECORD_OVERHEAD
+}
+
+/// Does the txn put anything, on either branch (a nested txn included)?
+pub fn txn_writes(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match op {
+        RequestOp::Put(_) => true,
+        RequestOp::Txn(t) => txn_writes(t),
+        RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+    })
+}
+
+/// 32-bit FNV-1a: a stable hash that needs no dependency.
+struct Fnv1a(u32);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Fnv1a(0x811c_9dc5)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    fn finish(&self) -> u32 {
+        self.0
+    }
+}
+
 /// A write in progress: all changes of one command share `main`.
 struct Tx {
     main: i64,
@@ -204,7 +248,60 @@ impl KvStore {
             leases: BTreeMap::new(),
             lease_seq: 0,
             cluster_id: 0,
+            alarms: BTreeSet::new(),
+            size_bytes: 0,
         }
+    }
+
+    /// Bytes of every stored version, history included (what compaction frees
+    /// and what `--quota-backend-bytes` limits); kept current by every write.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Counts [`KvStore::size_bytes`] again: for a store just deserialized.
+    pub fn recount(mut self) -> Self {
+        self.size_bytes = (self.keys.iter())
+            .flat_map(|(k, rs)| rs.iter().map(move |r| record_size(k, r)))
+            .sum();
+        self
+    }
+
+    /// Raised alarms: (member ID, alarm), ascending.
+    pub fn alarms(&self) -> Vec<(u64, Alarm)> {
+        self.alarms.iter().copied().collect()
+    }
+
+    /// A hash of every version at or below `revision` (0: the current one) and
+    /// the compaction revision: equal on every replica that applied the same
+    /// log, whatever its history of snapshots (etcd's `HashKV`). FNV-1a.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), KvError> {
+        let at = if revision <= 0 {
+            self.revision
+        } else {
+            revision
+        };
+        if at > self.revision {
+            return Err(KvError::FutureRevision);
+        }
+        if at < self.compact_revision {
+            return Err(KvError::Compacted {
+                compact_revision: self.compact_revision,
+            });
+        }
+        let mut h = Fnv1a::new();
+        for (key, records) in &self.keys {
+            for r in records.iter().filter(|r| r.rev.main <= at) {
+                h.write(&(key.len() as u64).to_le_bytes());
+                h.write(key);
+                h.write(&r.rev.main.to_le_bytes());
+                h.write(&r.rev.sub.to_le_bytes());
+                h.write(&[u8::from(r.tombstone)]);
+                h.write(&(r.value.len() as u64).to_le_bytes());
+                h.write(&r.value);
+            }
+        }
+        Ok((h.finish(), self.compact_revision))
     }
 
     /// The current revision.
@@ -390,16 +487,21 @@ impl KvStore {
         if revision > self.revision {
             return Err(KvError::FutureRevision);
         }
-        self.keys.retain(|_, records| {
+        let mut freed = 0;
+        self.keys.retain(|key, records| {
             // Keep the newest record at or below `revision` (what a read there sees),
             // unless it is a tombstone from before `revision`.
             if let Some(idx) = records.iter().rposition(|r| r.rev.main <= revision) {
                 let drop_it = records[idx].tombstone && records[idx].rev.main < revision;
                 let cut = if drop_it { idx + 1 } else { idx };
-                records.drain(..cut);
+                freed += records
+                    .drain(..cut)
+                    .map(|r| record_size(key, &r))
+                    .sum::<u64>();
             }
             !records.is_empty()
         });
+        self.size_bytes = self.size_bytes.saturating_sub(freed);
         self.compact_revision = revision;
         Ok(())
     }
@@ -434,6 +536,7 @@ impl KvStore {
     ) -> Result<Output, KvError> {
         match cmd {
             Command::Put(req) => {
+                self.check_space()?;
                 self.check_put(req)?;
                 Ok(Output::Put(self.put(tx, req)))
             }
@@ -444,6 +547,9 @@ impl KvStore {
                 Ok(Output::DeleteRange(self.delete_range(tx, req)))
             }
             Command::Txn(req) => {
+                if txn_writes(req) {
+                    self.check_space()?;
+                }
                 self.check_txn(req)?;
                 Ok(Output::Txn(self.txn(tx, req)))
             }
@@ -452,6 +558,7 @@ impl KvStore {
                 Ok(Output::Compact)
             }
             Command::LeaseGrant { id, ttl } => {
+                self.check_space()?;
                 if *ttl > MAX_LEASE_TTL {
                     return Err(KvError::LeaseTtlTooLarge);
                 }
@@ -498,6 +605,28 @@ impl KvStore {
                 self.cluster_id = *cluster_id;
                 Ok(Output::SetClusterId)
             }
+            Command::Alarm {
+                activate,
+                member_id,
+                alarm,
+            } => {
+                if *activate {
+                    self.alarms.insert((*member_id, *alarm));
+                } else {
+                    self.alarms.remove(&(*member_id, *alarm));
+                }
+                Ok(Output::Alarm {
+                    alarms: self.alarms(),
+                })
+            }
+        }
+    }
+
+    /// etcd's capped applier: nothing grows the store while `NOSPACE` is raised.
+    fn check_space(&self) -> Result<(), KvError> {
+        match self.alarms.iter().any(|(_, a)| *a == Alarm::NoSpace) {
+            true => Err(KvError::NoSpace),
+            false => Ok(()),
         }
     }
 
@@ -582,6 +711,7 @@ impl KvStore {
         let prev_kv = prev.map(|p| p.to_kv(&req.key));
         tx.events
             .push(Self::event_of(&req.key, &rec, prev_kv.clone()));
+        self.size_bytes += record_size(&req.key, &rec);
         self.keys.entry(req.key.clone()).or_default().push(rec);
         PutResponse {
             prev_kv: if req.prev_kv { prev_kv } else { None },
@@ -606,6 +736,7 @@ impl KvStore {
         let prev_kv = prev.to_kv(key);
         tx.events
             .push(Self::event_of(key, &rec, Some(prev_kv.clone())));
+        self.size_bytes += record_size(key, &rec);
         self.keys.entry(key.to_vec()).or_default().push(rec);
         Some(prev_kv)
     }

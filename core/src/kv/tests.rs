@@ -404,3 +404,68 @@ proptest! {
         prop_assert_eq!(back, s);
     }
 }
+
+#[test]
+fn size_counts_history_and_compaction_frees_it() {
+    let mut s = KvStore::new();
+    put(&mut s, "k", "0123456789");
+    put(&mut s, "k", "0123456789");
+    let one = 1 + 10 + RECORD_OVERHEAD;
+    assert_eq!(s.size_bytes(), 2 * one);
+    let rev = s.revision();
+    s.apply(&at(0, Command::Compact { revision: rev }));
+    assert_eq!(s.size_bytes(), one);
+    // A store read back from a snapshot counts the same.
+    let copy = s.clone().recount();
+    assert_eq!(copy.size_bytes(), s.size_bytes());
+}
+
+#[test]
+fn nospace_refuses_growth_but_not_deletes_until_disarmed() {
+    let mut s = KvStore::new();
+    put(&mut s, "a", "1");
+    let raise = |activate| Command::Alarm {
+        activate,
+        member_id: 7,
+        alarm: Alarm::NoSpace,
+    };
+    let out = s.apply(&at(0, raise(true)));
+    assert_eq!(
+        out.result,
+        Ok(Output::Alarm {
+            alarms: vec![(7, Alarm::NoSpace)]
+        })
+    );
+    assert_eq!(put(&mut s, "b", "2").result, Err(KvError::NoSpace));
+    let grant = s.apply(&at(0, Command::LeaseGrant { id: 0, ttl: 5 }));
+    assert_eq!(grant.result, Err(KvError::NoSpace));
+    let del = s.apply(&at(
+        0,
+        Command::DeleteRange(DeleteRangeRequest {
+            key: "a".into(),
+            ..Default::default()
+        }),
+    ));
+    assert!(del.result.is_ok());
+    s.apply(&at(0, raise(false)));
+    assert!(s.alarms().is_empty());
+    assert!(put(&mut s, "b", "2").result.is_ok());
+}
+
+#[test]
+fn hash_kv_is_the_same_for_the_same_log_and_differs_after_a_write() {
+    let mut a = KvStore::new();
+    let mut b = KvStore::new();
+    for s in [&mut a, &mut b] {
+        put(s, "x", "1");
+        put(s, "y", "2");
+    }
+    let (ha, _) = a.hash_kv(0).unwrap();
+    assert_eq!(b.hash_kv(0).unwrap().0, ha);
+    let rev = a.revision();
+    put(&mut a, "x", "3");
+    assert_ne!(a.hash_kv(0).unwrap().0, ha);
+    // At the earlier revision the history hashes as before.
+    assert_eq!(a.hash_kv(rev).unwrap().0, ha);
+    assert_eq!(a.hash_kv(rev + 5), Err(KvError::FutureRevision));
+}

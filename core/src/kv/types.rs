@@ -204,6 +204,21 @@ pub enum Command {
     SetClusterId {
         cluster_id: u64,
     },
+    /// Raise or clear an alarm (etcd's `Alarm` with `ACTIVATE` or `DEACTIVATE`).
+    Alarm {
+        activate: bool,
+        member_id: u64,
+        alarm: Alarm,
+    },
+}
+
+/// etcd's alarm types. While `NoSpace` is raised anywhere, writes that would
+/// grow the store are refused ([`super::KvError::NoSpace`]); deletes and
+/// compaction still work, so an operator can make room and disarm it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Alarm {
+    NoSpace,
+    Corrupt,
 }
 
 /// A command with the time at which the leader proposed it. Lease deadlines are
@@ -221,9 +236,21 @@ pub enum Output {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact,
-    LeaseGrant { id: i64, ttl: i64 },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
     LeaseRevoke,
-    LeaseKeepAlive { id: i64, ttl: i64 },
-    ExpireLeases { revoked: Vec<i64> },
+    LeaseKeepAlive {
+        id: i64,
+        ttl: i64,
+    },
+    ExpireLeases {
+        revoked: Vec<i64>,
+    },
     SetClusterId,
+    /// The alarms raised after the command: (member ID, alarm).
+    Alarm {
+        alarms: Vec<(u64, Alarm)>,
+    },
 }

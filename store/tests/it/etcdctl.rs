@@ -203,11 +203,159 @@ async fn etcdctl_member_list_endpoint_status_and_health() {
     )
     .await;
     assert!(
-        !out.ok && out.stderr.contains("not supported"),
+        !out.ok
+            && out
+                .stderr
+                .contains("membership follows /_mgmt/idealClusterSize"),
         "{}",
         out.stderr
     );
     h.shutdown().await;
+}
+
+/// etcdctl dials `--cluster` endpoints by their advertised URLs, scheme and
+/// all, and sends that as the HTTP/2 `:authority`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_endpoints_with_a_scheme_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_single("myhost", dir.path()).await;
+    let url = h.client_urls()[0].clone();
+    assert!(url.starts_with("http://"), "{url}");
+    etcdctl_ok(&url, &["put", "a", "1"]).await;
+    assert_eq!(
+        etcdctl_ok(&url, &["get", "--print-value-only", "a"]).await,
+        "1\n"
+    );
+    let out = etcdctl_ok(&endpoint(&h), &["endpoint", "status", "--cluster"]).await;
+    assert!(out.starts_with(&format!("{url}, {:x}, ", h.id())), "{out}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcds_request_limits_hold_with_etcds_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_single("myhost", dir.path()).await;
+    let ep = endpoint(&h);
+    // 1.5 MiB is the default limit: 1 MiB passes.
+    let big = |n: usize| "v".repeat(n);
+    // The value on stdin: one argument may not exceed 128 KiB.
+    let out = etcdctl(&ep, &["put", "k"], Some(&big(1 << 20))).await;
+    assert!(out.ok, "{}", out.stderr);
+    // 1.8 MiB: over the server's limit, under etcdctl's own 2 MiB.
+    let out = etcdctl(&ep, &["put", "k"], Some(&big(1_887_436))).await;
+    assert!(
+        !out.ok && out.stderr.contains("etcdserver: request is too large"),
+        "{}",
+        out.stderr
+    );
+    // A txn of 129 puts: one over etcd's --max-txn-ops.
+    let ops: String = (0..129).map(|i| format!("put k{i} v\n")).collect();
+    let out = etcdctl(&ep, &["txn"], Some(&format!("\n{ops}\n\n"))).await;
+    assert!(
+        !out.ok && out.stderr.contains("too many operations in txn request"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let ops: String = (0..128).map(|i| format!("put k{i} v\n")).collect();
+    let out = etcdctl(&ep, &["txn"], Some(&format!("\n{ops}\n\n"))).await;
+    assert!(
+        out.ok && out.stdout.starts_with("SUCCESS"),
+        "{}",
+        out.stderr
+    );
+    h.shutdown().await;
+}
+
+/// etcd's quota: once full, the member raises NOSPACE; puts fail, deletes
+/// and compaction work; `alarm disarm` lets writes in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_raises_nospace_until_compacted_and_disarmed() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("myhost", dir.path());
+    c.limits.quota_backend_bytes = 64 * 1024;
+    let h = mgmt_store::Store::start_single(c).await.unwrap();
+    h.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let ep = endpoint(&h);
+    assert_eq!(etcdctl_ok(&ep, &["alarm", "list"]).await, "");
+    let value = "x".repeat(10_000);
+    let mut refused = None;
+    for i in 0..20 {
+        let out = etcdctl(&ep, &["put", "k", &value], None).await;
+        if !out.ok {
+            refused = Some((i, out.stderr));
+            break;
+        }
+    }
+    let (i, err) = refused.expect("the quota is reached");
+    assert!(i >= 4, "refused after {i} puts");
+    assert!(
+        err.contains("etcdserver: mvcc: database space exceeded"),
+        "{err}"
+    );
+    let alarm = format!("memberID:{} alarm:NOSPACE \n", h.id());
+    assert_eq!(etcdctl_ok(&ep, &["alarm", "list"]).await, alarm);
+    let status = etcdctl_ok(&ep, &["endpoint", "status"]).await;
+    assert!(status.contains("alarm:NOSPACE"), "{status}");
+    // Still refused while armed, even with room made.
+    let rev: serde_json::Value =
+        serde_json::from_str(&etcdctl_ok(&ep, &["get", "k", "-w", "json"]).await).unwrap();
+    let rev = rev["header"]["revision"].as_i64().unwrap().to_string();
+    etcdctl_ok(&ep, &["compact", &rev]).await;
+    assert!(!etcdctl(&ep, &["put", "small", "1"], None).await.ok);
+    assert_eq!(etcdctl_ok(&ep, &["alarm", "disarm"]).await, alarm);
+    assert_eq!(etcdctl_ok(&ep, &["alarm", "list"]).await, "");
+    etcdctl_ok(&ep, &["put", "small", "1"]).await;
+    h.shutdown().await;
+}
+
+/// `etcdctl snapshot save`, then `mgmt restore` (the store's
+/// `restore_snapshot`): a new member starts a new cluster with the keys and
+/// revisions of the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_snapshot_restores_into_a_new_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_single("old", dir.path()).await;
+    let ep = endpoint(&h);
+    etcdctl_ok(&ep, &["put", "k1", "v1"]).await;
+    etcdctl_ok(&ep, &["put", "k2", "v2"]).await;
+    let before = etcdctl_ok(&ep, &["get", "--prefix", "k", "-w", "fields"]).await;
+    let file = dir.path().join("snap.db");
+    let out = etcdctl_ok(&ep, &["snapshot", "save", file.to_str().unwrap()]).await;
+    assert!(out.contains("Snapshot saved at"), "{out}");
+    h.shutdown().await;
+
+    let fresh = config("new", &dir.path().join("restored"));
+    mgmt_store::restore_snapshot(&fresh, &file).expect("restores");
+    // A second restore over the state it made is refused.
+    let h = mgmt_store::Store::start_single(fresh.clone())
+        .await
+        .unwrap();
+    h.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let ep = endpoint(&h);
+    let after = etcdctl_ok(&ep, &["get", "--prefix", "k", "-w", "fields"]).await;
+    let kvs = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("\"ClusterID\"") && !l.starts_with("\"MemberID\""))
+            .filter(|l| !l.starts_with("\"Revision\"") && !l.starts_with("\"RaftTerm\""))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(kvs(&after), kvs(&before));
+    h.shutdown().await;
+    let err = mgmt_store::restore_snapshot(&fresh, &file).unwrap_err();
+    assert!(
+        err.to_string().contains("already holds store state"),
+        "{err}"
+    );
+    // A damaged file is refused before anything is written.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let other = config("other", &dir.path().join("other"));
+    let err = mgmt_store::restore_snapshot(&other, &file).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
