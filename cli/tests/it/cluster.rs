@@ -123,6 +123,111 @@ fn four_agents_cluster_grow_shrink_regrow() {
     }
 }
 
+/// Stock etcdctl's maintenance commands against three agents.
+#[test]
+fn stock_etcdctl_maintenance_works_against_three_agents() {
+    let d = tempfile::tempdir().unwrap();
+    let h1 = start(d.path(), "h1", &["--ideal-cluster-size".into(), "3".into()]);
+    h1.agent.wait_for_line("running graph", T);
+    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
+    let h2 = start(d.path(), "h2", &seeds);
+    let h3 = start(d.path(), "h3", &seeds);
+    let all = [&h1, &h2, &h3];
+    wait_members(&all, 3);
+    let endpoints: Vec<String> = all
+        .iter()
+        .map(|h| format!("127.0.0.1:{}", h.client))
+        .collect();
+    let endpoints = endpoints.join(",");
+    let run = |args: &[&str]| -> (bool, String) {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(&endpoints)
+            .arg("--command-timeout=15s")
+            .args(args)
+            .output()
+            .expect("etcdctl is installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let ok = |args: &[&str]| -> String {
+        let (ok, text) = run(args);
+        assert!(ok, "etcdctl {args:?}: {text}");
+        text
+    };
+
+    // endpoint status --cluster dials the advertised URLs, scheme and all.
+    let status = ok(&["endpoint", "status", "--cluster"]);
+    let lines: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("http://"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{status}");
+    let leaders: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains(", true, false, "))
+        .copied()
+        .collect();
+    assert_eq!(leaders.len(), 1, "{status}");
+    let id_of = |line: &str| line.split(", ").nth(1).unwrap().to_string();
+    let leader = id_of(leaders[0]);
+    let follower = lines
+        .iter()
+        .map(|l| id_of(l))
+        .find(|id| *id != leader)
+        .unwrap();
+
+    // Equal hashes on every member (the revision may move between asks: the
+    // agents write their keys now and then).
+    let equal = wait_until(T, || {
+        let (ok, out) = run(&["endpoint", "hashkv", "--cluster"]);
+        let hashes: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("http://"))
+            .filter_map(|l| l.split(", ").nth(1))
+            .collect();
+        ok && hashes.len() == 3 && hashes.iter().all(|h| *h == hashes[0])
+    });
+    assert!(equal.is_some(), "hashes never equal");
+
+    assert_eq!(ok(&["alarm", "list"]), "");
+    let file = d.path().join("snap.db");
+    // From one member, as etcdctl insists.
+    let out = etcdctl(h2.client, &["snapshot", "save", file.to_str().unwrap()]);
+    assert!(out.contains("Snapshot saved at"), "{out}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len() % 512, 32);
+    let out = ok(&["defrag", "--cluster"]);
+    assert_eq!(
+        out.matches("Finished defragmenting etcd member").count(),
+        3,
+        "{out}"
+    );
+
+    let out = ok(&["move-leader", &follower]);
+    assert!(
+        out.contains(&format!(
+            "Leadership transferred from {leader} to {follower}"
+        )),
+        "{out}"
+    );
+    let status = ok(&["endpoint", "status", "--cluster"]);
+    let now: Vec<String> = status
+        .lines()
+        .filter(|l| l.contains(", true, false, "))
+        .map(id_of)
+        .collect();
+    assert_eq!(now, [follower.clone()], "{status}");
+
+    let (removed, out) = run(&["member", "remove", &leader]);
+    assert!(
+        !removed && out.contains("membership follows /_mgmt/idealClusterSize"),
+        "{out}"
+    );
+    assert_eq!(wait_members(&all, 3).len(), 3);
+}
+
 #[test]
 fn no_server_agent_runs_a_graph_against_a_real_etcd() {
     let (_etcd, etcd_port) = real_etcd();
