@@ -228,6 +228,96 @@ fn stock_etcdctl_maintenance_works_against_three_agents() {
     assert_eq!(wait_members(&all, 3).len(), 3);
 }
 
+/// kill -9 of the leader while clients write: every write etcdctl saw
+/// acknowledged is still there afterwards.
+#[test]
+fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let d = tempfile::tempdir().unwrap();
+    let h1 = start(d.path(), "h1", &["--ideal-cluster-size".into(), "3".into()]);
+    h1.agent.wait_for_line("running graph", T);
+    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
+    let h2 = start(d.path(), "h2", &seeds);
+    let h3 = start(d.path(), "h3", &seeds);
+    let mut hosts = vec![h1, h2, h3];
+    wait_members(&hosts.iter().collect::<Vec<_>>(), 3);
+    let endpoints: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("127.0.0.1:{}", h.client))
+        .collect();
+    let endpoints = endpoints.join(",");
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop, endpoints) = (acked.clone(), stop.clone(), endpoints.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w/{w}/{i}");
+                    let ok = std::process::Command::new("etcdctl")
+                        .env("ETCDCTL_API", "3")
+                        .args(["--endpoints", &endpoints, "--command-timeout=3s"])
+                        .args(["put", &key, "v"])
+                        .output()
+                        .is_ok_and(|o| o.status.success());
+                    if ok {
+                        acked.lock().unwrap().push(key);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let count = || acked.lock().unwrap().len();
+    assert!(
+        wait_until(T, || count() >= 40).is_some(),
+        "writes never flowed"
+    );
+
+    let status = etcdctl(hosts[0].client, &["endpoint", "status", "--cluster"]);
+    let leader_url = status
+        .lines()
+        .find(|l| l.contains(", true, false, "))
+        .and_then(|l| l.split(", ").next())
+        .expect("a leader")
+        .to_string();
+    let at = hosts
+        .iter()
+        .position(|h| leader_url.ends_with(&format!(":{}", h.client)))
+        .expect("the leader is one of ours");
+    let mut leader = hosts.remove(at);
+    leader.agent.child.kill().unwrap();
+    leader.agent.child.wait().unwrap();
+    let before = count();
+    assert!(
+        wait_until(T, || count() >= before + 40).is_some(),
+        "writes never resumed after the leader died"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+
+    let survivor = hosts[0].client;
+    let stored = etcdctl(survivor, &["get", "--prefix", "w/", "--keys-only"]);
+    let stored: std::collections::BTreeSet<&str> =
+        stored.lines().filter(|l| !l.is_empty()).collect();
+    let acked = acked.lock().unwrap();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !stored.contains(k.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+}
+
 #[test]
 fn no_server_agent_runs_a_graph_against_a_real_etcd() {
     let (_etcd, etcd_port) = real_etcd();
