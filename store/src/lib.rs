@@ -9,9 +9,13 @@
 //! * Replication is openraft 0.9 (`storage-v2`). The log is an append-only file of
 //!   CRC-framed entries, `fsync`ed before openraft is told an entry is durable; on open
 //!   a torn or corrupt tail is reported (a `tracing` warning and
-//!   [`StoreHandle::torn_tail`]) and cut. The vote is replaced atomically
-//!   (temp + fsync + rename); state-machine snapshots are `snapshot.json`. All of it
-//!   lives in `<prefix>/<hostname>/`.
+//!   [`StoreHandle::torn_tail`]) and cut. Only the newest entries stay in memory.
+//!   The vote is replaced atomically (temp + fsync + rename); state-machine snapshots
+//!   are `snapshot.bin`. Entries, snapshots and peer messages share one binary
+//!   encoding (`codec`). All of it lives in `<prefix>/<hostname>/`.
+//! * openraft 0.9 syncs each log append before it takes the next, so concurrent
+//!   writes are proposed together as one entry (`Command::Batch`, `node::batcher`):
+//!   they share one fsync, as etcd's proposals do.
 //! * Peers talk gRPC (`mgmtpeer.Peer`) over HTTP/2 on their peer URLs, each RPC with
 //!   a deadline. Writes on a follower are forwarded to the leader; reads are
 //!   linearizable (the leader confirms leadership and names a read index) unless the
@@ -49,6 +53,7 @@
 mod authority;
 pub mod client;
 pub mod cluster;
+mod codec;
 pub mod exports;
 mod in_flight;
 mod log_store;
@@ -540,6 +545,7 @@ impl Store {
         )
         .await
         .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let (proposals, proposed) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Node {
             id,
             own: self_node.clone(),
@@ -549,12 +555,18 @@ impl Store {
             env: config.env.clone(),
             limits: config.limits,
             transferring: Default::default(),
+            proposals,
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let cut = tokio_util::sync::CancellationToken::new();
         let in_flight = Arc::new(InFlight::default());
         let mut tasks = JoinSet::new();
+        tasks.spawn(node::batcher(
+            node.raft.clone(),
+            config.env.clone(),
+            proposed,
+        ));
         for (_, listener) in peers {
             let listener = net::cuttable(listener, cut.clone());
             let svc = crate::pb::mgmtpeer::peer_server::PeerServer::new(PeerService {

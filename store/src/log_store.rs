@@ -1,8 +1,8 @@
 //! Persistent raft log: one append-only file of CRC-framed entries, plus the vote and
 //! the purge point in small files replaced atomically.
 //!
-//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` where the payload is the
-//! JSON of one `Entry`. `append` writes the frames and hands openraft's callback to a
+//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` where the payload is one
+//! `Entry` in the store's binary encoding (`codec`; logs of JSON frames still read). `append` writes the frames and hands openraft's callback to a
 //! flusher thread, which `fdatasync`s and only then tells openraft the entries are
 //! durable. Appends that arrive while a sync runs share the next one (group commit),
 //! so throughput is not bounded by one fsync per write. On open, frames are read until the first one that is short
@@ -37,12 +37,31 @@ pub struct TornTail {
     pub reason: String,
 }
 
+/// Where one entry's frame is in the file.
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    offset: u64,
+    /// The whole frame, header included.
+    len: u64,
+    log_id: LogId,
+}
+
+/// Most bytes of recent entries kept decoded in memory: replication and the
+/// state machine read an entry right after it is appended; older ones are
+/// read back from the file (the page cache, mostly) when a slow follower
+/// needs them.
+const CACHE_BYTES: u64 = 32 << 20;
+
 struct Inner {
     dir: PathBuf,
     file: File,
     file_len: u64,
-    /// index -> (file offset of its frame, entry)
-    entries: BTreeMap<u64, (u64, Entry)>,
+    /// index -> where its frame is. Entries themselves are not kept: memory
+    /// follows the cache, not the log.
+    entries: BTreeMap<u64, Placed>,
+    /// The newest entries, decoded, at most [`CACHE_BYTES`] of frames.
+    cache: BTreeMap<u64, Entry>,
+    cache_bytes: u64,
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     /// Bytes of frames at or below the purge point still in the file.
@@ -125,7 +144,7 @@ fn valid_frame_at(bytes: &[u8], pos: usize) -> bool {
 }
 
 fn frame(entry: &Entry) -> io::Result<Vec<u8>> {
-    let payload = serde_json::to_vec(entry).map_err(io::Error::other)?;
+    let payload = crate::codec::encode(entry)?;
     let mut buf = Vec::with_capacity(payload.len() + 8);
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -195,7 +214,7 @@ impl LogStore {
                 torn = Some(bad("CRC mismatch"));
                 break;
             }
-            let entry: Entry = match serde_json::from_slice(payload) {
+            let entry: Entry = match crate::codec::decode(payload) {
                 Ok(e) => e,
                 Err(e) => {
                     torn = Some(bad(&format!("undecodable entry: {e}")));
@@ -213,7 +232,12 @@ impl LogStore {
                     break;
                 }
                 expect = Some(index + 1);
-                entries.insert(index, (pos as u64, entry));
+                let placed = Placed {
+                    offset: pos as u64,
+                    len: (len + 8) as u64,
+                    log_id: entry.log_id,
+                };
+                entries.insert(index, placed);
             }
             pos += 8 + len;
         }
@@ -234,6 +258,8 @@ impl LogStore {
             file,
             file_len,
             entries,
+            cache: BTreeMap::new(),
+            cache_bytes: 0,
             last_purged,
             vote,
             dead_bytes,
@@ -265,6 +291,55 @@ impl LogStore {
 }
 
 impl Inner {
+    /// The bytes of one frame, header included.
+    fn read_frame(&self, placed: &Placed) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; placed.len as usize];
+        self.file.read_exact_at(&mut buf, placed.offset)?;
+        Ok(buf)
+    }
+
+    fn entry(&self, index: u64) -> io::Result<Option<Entry>> {
+        if let Some(e) = self.cache.get(&index) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(placed) = self.entries.get(&index) else {
+            return Ok(None);
+        };
+        let frame = self.read_frame(placed)?;
+        let payload = &frame[8..];
+        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+        if crc32fast::hash(payload) != crc {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("raft log entry {index}: CRC mismatch on read"),
+            ));
+        }
+        Ok(Some(crate::codec::decode(payload)?))
+    }
+
+    fn cache(&mut self, index: u64, entry: Entry, len: u64) {
+        self.cache.insert(index, entry);
+        self.cache_bytes += len;
+        while self.cache_bytes > CACHE_BYTES {
+            let Some((old, _)) = self.cache.pop_first() else {
+                break;
+            };
+            let len = self.entries.get(&old).map_or(0, |p| p.len);
+            self.cache_bytes = self.cache_bytes.saturating_sub(len);
+        }
+    }
+
+    /// Forget the cached entries whose index `keep` refuses.
+    fn uncache(&mut self, keep: impl Fn(u64) -> bool) {
+        let gone: Vec<u64> = self.cache.keys().copied().filter(|i| !keep(*i)).collect();
+        for i in gone {
+            self.cache.remove(&i);
+            let len = self.entries.get(&i).map_or(0, |p| p.len);
+            self.cache_bytes = self.cache_bytes.saturating_sub(len);
+        }
+    }
+
     /// Rewrite the file without the purged frames once they are most of it.
     fn maybe_compact_file(&mut self) -> io::Result<()> {
         if self.dead_bytes < 4 << 20 || self.dead_bytes * 2 < self.file_len {
@@ -274,10 +349,10 @@ impl Inner {
         let mut out = File::create(&tmp)?;
         let mut offset = 0u64;
         let mut new_entries = BTreeMap::new();
-        for (index, (_, entry)) in std::mem::take(&mut self.entries) {
-            let buf = frame(&entry)?;
+        for (index, placed) in std::mem::take(&mut self.entries) {
+            let buf = self.read_frame(&placed)?;
             out.write_all(&buf)?;
-            new_entries.insert(index, (offset, entry));
+            new_entries.insert(index, Placed { offset, ..placed });
             offset += buf.len() as u64;
         }
         out.sync_all()?;
@@ -309,10 +384,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let g = self.lock();
-        Ok(g.entries
-            .range(range)
-            .map(|(_, (_, e))| e.clone())
-            .collect())
+        let indexes: Vec<u64> = g.entries.range(range).map(|(i, _)| *i).collect();
+        let mut out = Vec::with_capacity(indexes.len());
+        for i in indexes {
+            match g.entry(i) {
+                Ok(Some(e)) => out.push(e),
+                Ok(None) => break,
+                Err(e) => return Err(StorageIOError::read_logs(&e).into()),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -325,7 +406,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .entries
             .values()
             .next_back()
-            .map(|(_, e)| e.log_id)
+            .map(|p| p.log_id)
             .or(g.last_purged);
         Ok(LogState {
             last_purged_log_id: g.last_purged,
@@ -364,13 +445,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let offset = g.file_len + buf.len() as u64;
             buf.extend_from_slice(&frame(&entry).map_err(write_err)?);
-            placed.push((offset, entry));
+            let len = g.file_len + buf.len() as u64 - offset;
+            placed.push((
+                Placed {
+                    offset,
+                    len,
+                    log_id: entry.log_id,
+                },
+                entry,
+            ));
         }
         match g.file.write_all(&buf) {
             Ok(()) => {
                 g.file_len += buf.len() as u64;
-                for (offset, entry) in placed {
-                    g.entries.insert(entry.log_id.index, (offset, entry));
+                for (p, entry) in placed {
+                    let index = p.log_id.index;
+                    g.entries.insert(index, p);
+                    g.cache(index, entry, p.len);
                 }
                 g.unsynced.push(callback);
                 drop(g);
@@ -396,7 +487,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut g = self.lock();
-        let Some((offset, _)) = g.entries.get(&log_id.index).map(|(o, e)| (*o, e.log_id)) else {
+        let Some(offset) = g.entries.get(&log_id.index).map(|p| p.offset) else {
             return Ok(());
         };
         g.file
@@ -404,6 +495,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .and_then(|_| g.file.sync_all())
             .map_err(write_err)?;
         g.file_len = offset;
+        g.uncache(|i| i < log_id.index);
         g.entries.split_off(&log_id.index);
         Ok(())
     }
@@ -412,13 +504,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut g = self.lock();
         write_atomic(&g.dir, PURGED_FILE, &json(&log_id)).map_err(write_err)?;
         g.last_purged = Some(log_id);
+        g.uncache(|i| i > log_id.index);
         let keep = g.entries.split_off(&(log_id.index + 1));
         let gone = std::mem::replace(&mut g.entries, keep);
-        let mut dead = 0u64;
-        for (_, (_, e)) in gone {
-            dead += frame(&e).map_or(0, |f| f.len() as u64);
-        }
-        g.dead_bytes += dead;
+        g.dead_bytes += gone.values().map(|p| p.len).sum::<u64>();
         g.maybe_compact_file().map_err(write_err)?;
         Ok(())
     }

@@ -51,12 +51,12 @@ impl Channels {
 
 pub fn encode<T: Serialize>(v: &T) -> Blob {
     Blob {
-        data: serde_json::to_vec(v).expect("peer message serializes"),
+        data: crate::codec::encode(v).expect("peer message serializes"),
     }
 }
 
 pub fn decode<T: DeserializeOwned>(b: &Blob) -> Result<T, tonic::Status> {
-    serde_json::from_slice(&b.data)
+    crate::codec::decode(&b.data)
         .map_err(|e| tonic::Status::invalid_argument(format!("bad peer message: {e}")))
 }
 
@@ -132,7 +132,7 @@ impl PeerConn {
                 });
             }
         };
-        let res: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&blob.data)
+        let res: Result<Resp, RaftError<NodeId, E>> = crate::codec::decode(&blob.data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

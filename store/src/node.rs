@@ -28,6 +28,75 @@ use crate::types::{MemberNode, NodeId, Raft, TypeConfig};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long each step of a leader transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most commands, and (roughly) bytes, in one batched raft entry.
+const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// A write waiting for [`batcher`] to propose it.
+pub(crate) struct Proposal {
+    command: Command,
+    reply: tokio::sync::oneshot::Sender<Result<Option<Applied>, FwdError>>,
+}
+
+/// Proposes the writes that arrive together as one raft entry. openraft 0.9
+/// makes each entry durable (its fsync) before it takes the next, so entries
+/// of one write each would cost a sync apiece: batched, concurrent writes
+/// share one, as etcd's do. One batch is in flight at a time; what arrives
+/// meanwhile is the next batch. A lone write goes as it is, with no wait.
+pub(crate) async fn batcher(
+    raft: Raft,
+    env: Env,
+    mut proposals: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+) {
+    while let Some(first) = proposals.recv().await {
+        let mut bytes = approx_size(&first.command);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            let Ok(p) = proposals.try_recv() else { break };
+            bytes += approx_size(&p.command);
+            batch.push(p);
+        }
+        let (mut commands, replies): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let command = match commands.len() {
+            1 => commands.pop().expect("one command"),
+            _ => Command::Batch(commands),
+        };
+        let now_ms = env.now_ms();
+        match propose(&raft, Timed { now_ms, command }).await {
+            Ok(Some(Applied {
+                result: Ok(mgmt_core::kv::Output::Batch(each)),
+                ..
+            })) => {
+                for (reply, applied) in replies.into_iter().zip(each) {
+                    let _ = reply.send(Ok(Some(applied)));
+                }
+            }
+            result => {
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        }
+    }
+}
+
+fn approx_size(command: &Command) -> usize {
+    match command {
+        Command::Put(p) => p.key.len() + p.value.len(),
+        _ => 64,
+    }
+}
+
+async fn propose(raft: &Raft, timed: Timed) -> Result<Option<Applied>, FwdError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, raft.client_write(timed)).await {
+        Ok(Ok(r)) => Ok(r.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(FwdError::NotLeader(f.leader_id))
+        }
+        Ok(Err(e)) => Err(FwdError::Other(e.to_string())),
+        Err(_) => Err(FwdError::Other("etcdserver: request timed out".into())),
+    }
+}
 
 /// A member as listed by MemberList.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +172,8 @@ pub struct Node {
     pub limits: crate::Limits,
     /// Set while this leader hands leadership over: new proposals wait.
     pub transferring: std::sync::atomic::AtomicBool,
+    /// Writes for [`batcher`] to propose.
+    pub(crate) proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
 }
 
 /// How long to wait before asking the leader again after a retryable failure.
@@ -208,18 +279,13 @@ impl Node {
         {
             tokio::time::sleep(LEADER_PAUSE).await;
         }
-        let timed = Timed {
-            now_ms: self.env.now_ms(),
-            command,
-        };
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.raft.client_write(timed)).await {
-            Ok(Ok(r)) => Ok(r.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(FwdError::NotLeader(f.leader_id))
-            }
-            Ok(Err(e)) => Err(FwdError::Other(e.to_string())),
-            Err(_) => Err(FwdError::Other("etcdserver: request timed out".into())),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.proposals.send(Proposal { command, reply }).is_err() {
+            return Err(FwdError::Other("the store is stopping".into()));
         }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(FwdError::Other("the store is stopping".into())))
     }
 
     /// Replicate a command and return its result (run on the leader, forwarded there

@@ -1,7 +1,9 @@
 //! The raft state machine: the pure [`KvStore`] plus what raft needs (last applied log
 //! ID, membership) and the watch hub that fans applied events out to watchers.
 //!
-//! Snapshots are the JSON of [`SmData`], written to `snapshot.json` atomically.
+//! A snapshot is [`SmData`] in the store's binary encoding (`codec`), kept on
+//! disk only, in `snapshot.bin` with its metadata, replaced atomically (a
+//! `snapshot.json` of an older version is still read).
 
 use std::collections::BTreeMap;
 use std::io::{self, Cursor};
@@ -17,7 +19,8 @@ use tokio::sync::{mpsc, watch};
 use crate::log_store::{read_json, write_atomic};
 use crate::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
 
-const SNAPSHOT_FILE: &str = "snapshot.json";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+const LEGACY_SNAPSHOT_FILE: &str = "snapshot.json";
 
 /// The replicated state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -30,7 +33,28 @@ pub struct SmData {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, MemberNode>,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
+}
+
+impl StoredSnapshot {
+    fn read(dir: &Path) -> io::Result<Option<StoredSnapshot>> {
+        match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => Ok(Some(crate::codec::decode(&bytes)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                read_json(&dir.join(LEGACY_SNAPSHOT_FILE))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, dir: &Path) -> io::Result<()> {
+        write_atomic(dir, SNAPSHOT_FILE, &crate::codec::encode(self)?)?;
+        match std::fs::remove_file(dir.join(LEGACY_SNAPSHOT_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Events for one watcher, from one applied command (or from history on creation).
@@ -94,7 +118,8 @@ pub struct SmState {
     pub data: SmData,
     pub watchers: BTreeMap<u64, Watcher>,
     next_watcher: u64,
-    snapshot: Option<StoredSnapshot>,
+    /// The last snapshot's metadata; its data is read from disk when asked.
+    snapshot: Option<SnapshotMeta<NodeId, MemberNode>>,
     snapshot_seq: u64,
 }
 
@@ -146,11 +171,12 @@ impl StateMachine {
     /// Load the last snapshot from `dir`, if any.
     pub fn open(dir: &Path) -> io::Result<StateMachine> {
         std::fs::create_dir_all(dir)?;
-        let stored: Option<StoredSnapshot> = read_json(&dir.join(SNAPSHOT_FILE))?;
+        let stored = StoredSnapshot::read(dir)?;
         let data = match &stored {
             Some(s) => decode_data(&s.data)?,
             None => SmData::default(),
         };
+        let stored = stored.map(|s| s.meta);
         let lease_deadline = watch::Sender::new(data.kv.next_lease_deadline_ms());
         Ok(StateMachine {
             shared: Arc::new(Shared {
@@ -170,12 +196,12 @@ impl StateMachine {
 
 /// The state machine as snapshot bytes: the one place their format is chosen.
 pub fn encode_data(data: &SmData) -> io::Result<Vec<u8>> {
-    serde_json::to_vec(data).map_err(io::Error::other)
+    Ok(crate::codec::encode(data)?)
 }
 
 /// Snapshot bytes back into a state machine.
 pub fn decode_data(bytes: &[u8]) -> io::Result<SmData> {
-    let mut data: SmData = serde_json::from_slice(bytes).map_err(io::Error::other)?;
+    let mut data: SmData = crate::codec::decode(bytes)?;
     data.kv = std::mem::take(&mut data.kv).recount();
     Ok(data)
 }
@@ -218,6 +244,18 @@ pub fn read_snapshot_file(bytes: &[u8]) -> io::Result<SmData> {
     decode_data(body)
 }
 
+/// Hands the events of one applied command (each of a batch's, in order) to
+/// the watchers that want them.
+fn notify_watchers(g: &mut SmState, applied: &Applied) {
+    if let Ok(mgmt_core::kv::Output::Batch(each)) = &applied.result {
+        return each.iter().for_each(|a| notify_watchers(g, a));
+    }
+    if !applied.events.is_empty() {
+        let revision = applied.revision;
+        g.watchers.retain(|_, w| w.send(revision, &applied.events));
+    }
+}
+
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
@@ -241,15 +279,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: data.clone(),
+            data,
         };
-        let bytes = serde_json::to_vec(&stored).map_err(sm_err)?;
-        write_atomic(&self.shared.dir, SNAPSHOT_FILE, &bytes)
+        stored
+            .write(&self.shared.dir)
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
-        self.shared.lock().snapshot = Some(stored);
+        self.shared.lock().snapshot = Some(meta.clone());
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(stored.data)),
         })
     }
 }
@@ -279,10 +317,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(cmd) => {
                     let applied = g.data.kv.apply(&cmd);
-                    if !applied.events.is_empty() {
-                        let revision = applied.revision;
-                        g.watchers.retain(|_, w| w.send(revision, &applied.events));
-                    }
+                    notify_watchers(&mut g, &applied);
                     out.push(Some(applied));
                 }
             }
@@ -311,12 +346,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: bytes,
         };
-        let file = serde_json::to_vec(&stored).map_err(sm_err)?;
-        write_atomic(&self.shared.dir, SNAPSHOT_FILE, &file)
+        stored
+            .write(&self.shared.dir)
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
         let mut g = self.shared.lock();
         g.data = data;
-        g.snapshot = Some(stored);
+        g.snapshot = Some(stored.meta);
         self.shared.publish_lease_deadline(&g);
         // Watchers cannot be told what changed across a snapshot: end them, clients
         // re-watch from a revision they know.
@@ -337,10 +372,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let g = self.shared.lock();
-        Ok(g.snapshot.as_ref().map(|s| Snapshot {
-            meta: s.meta.clone(),
-            snapshot: Box::new(Cursor::new(s.data.clone())),
+        if self.shared.lock().snapshot.is_none() {
+            return Ok(None);
+        }
+        let stored = StoredSnapshot::read(&self.shared.dir)
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
         }))
     }
 }

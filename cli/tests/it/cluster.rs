@@ -218,7 +218,7 @@ fn stock_etcdctl_maintenance_works_against_three_agents() {
         .filter(|l| l.contains(", true, false, "))
         .map(id_of)
         .collect();
-    assert_eq!(now, [follower.clone()], "{status}");
+    assert_eq!(now, std::slice::from_ref(&follower), "{status}");
 
     let (removed, out) = run(&["member", "remove", &leader]);
     assert!(

@@ -69,6 +69,7 @@ struct Record {
     rev: Rev,
     create_revision: i64,
     version: i64,
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
     lease: i64,
     tombstone: bool,
@@ -509,12 +510,24 @@ impl KvStore {
     /// Apply one committed command. Deterministic: the same sequence of commands gives
     /// the same store and the same results on every replica.
     pub fn apply(&mut self, cmd: &Timed) -> Applied {
+        self.apply_at(&cmd.command, cmd.now_ms)
+    }
+
+    fn apply_at(&mut self, command: &Command, now_ms: u64) -> Applied {
+        if let Command::Batch(commands) = command {
+            let each = commands.iter().map(|c| self.apply_at(c, now_ms)).collect();
+            return Applied {
+                revision: self.revision,
+                result: Ok(Output::Batch(each)),
+                events: Vec::new(),
+            };
+        }
         let mut tx = Tx {
             main: self.revision + 1,
             sub: 0,
             events: Vec::new(),
         };
-        let result = self.apply_command(&mut tx, &cmd.command, cmd.now_ms);
+        let result = self.apply_command(&mut tx, command, now_ms);
         if result.is_ok() && tx.sub > 0 {
             self.revision = tx.main;
         } else if result.is_err() && tx.sub > 0 {
@@ -605,6 +618,7 @@ impl KvStore {
                 self.cluster_id = *cluster_id;
                 Ok(Output::SetClusterId)
             }
+            Command::Batch(_) => unreachable!("a batch applies in apply_at"),
             Command::Alarm {
                 activate,
                 member_id,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// One key with its metadata, as etcd's `mvccpb.KeyValue`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Revision of the put that created the key (since its last delete).
     pub create_revision: i64,
@@ -13,6 +14,7 @@ pub struct KeyValue {
     pub mod_revision: i64,
     /// Number of puts since the key was (re)created; 1 after creation.
     pub version: i64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Lease the key is attached to, 0 for none.
     pub lease: i64,
@@ -83,7 +85,9 @@ pub struct RangeResponse {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub lease: i64,
     pub prev_kv: bool,
@@ -204,6 +208,10 @@ pub enum Command {
     SetClusterId {
         cluster_id: u64,
     },
+    /// Several clients' commands proposed as one raft entry (the store batches
+    /// writes that arrive together): each applies in order, as if alone, with
+    /// its own revision and result ([`Output::Batch`]).
+    Batch(Vec<Command>),
     /// Raise or clear an alarm (etcd's `Alarm` with `ACTIVATE` or `DEACTIVATE`).
     Alarm {
         activate: bool,
@@ -253,4 +261,6 @@ pub enum Output {
     Alarm {
         alarms: Vec<(u64, Alarm)>,
     },
+    /// What each command of a [`Command::Batch`] gave, in order.
+    Batch(Vec<super::Applied>),
 }

@@ -130,7 +130,7 @@ async fn snapshots_purge_the_log_restart_and_seed_a_new_member() {
     for i in 0..40 {
         n1.put(format!("/s/{i:02}").as_bytes(), b"v").await.unwrap();
     }
-    let snap = dir.path().join("snap1").join("snapshot.json");
+    let snap = dir.path().join("snap1").join("snapshot.bin");
     eventually(T, || async { snap.exists().then_some(()) }).await;
     let purged = dir.path().join("snap1").join("purged.json");
     eventually(T, || async { purged.exists().then_some(()) }).await;
