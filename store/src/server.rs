@@ -407,32 +407,51 @@ impl pb::kv_server::Kv for Etcd {
     }
 }
 
+/// Responses a watch stream holds for a client that does not read them; once
+/// full, the stream stops taking events and its watchers fall behind.
+const WATCH_OUT_BUFFER: usize = 16;
+
+type WatchReply = Result<pb::WatchResponse, Status>;
+
 /// Per-stream watch state: the hub keys of this stream's watchers.
 struct WatchStream {
     etcd: Etcd,
-    tx: mpsc::UnboundedSender<WatchMsg>,
-    out: mpsc::UnboundedSender<Result<pb::WatchResponse, Status>>,
+    tx: mpsc::Sender<WatchMsg>,
     hub_keys: std::collections::BTreeMap<i64, u64>,
     next_id: i64,
 }
 
 impl WatchStream {
-    fn create(&mut self, c: pb::WatchCreateRequest) {
+    fn canceled(&self, header: pb::ResponseHeader, watch_id: i64, e: KvError) -> WatchReply {
+        let compact_revision = match e {
+            KvError::Compacted { compact_revision } => compact_revision,
+            _ => 0,
+        };
+        Ok(pb::WatchResponse {
+            header: Some(header),
+            watch_id,
+            canceled: true,
+            compact_revision,
+            cancel_reason: format!("etcdserver: {e}"),
+            ..Default::default()
+        })
+    }
+
+    fn create(&mut self, c: pb::WatchCreateRequest) -> Vec<WatchReply> {
         let watch_id = if c.watch_id != 0 {
             c.watch_id
         } else {
             self.next_id
         };
         if self.hub_keys.contains_key(&watch_id) {
-            let _ = self.out.send(Ok(pb::WatchResponse {
+            return vec![Ok(pb::WatchResponse {
                 header: Some(self.etcd.current_header()),
                 watch_id,
                 created: true,
                 canceled: true,
                 cancel_reason: "etcdserver: duplicate watch ID".into(),
                 ..Default::default()
-            }));
-            return;
+            })];
         }
         self.next_id = self.next_id.max(watch_id + 1);
         use pb::watch_create_request::FilterType;
@@ -444,62 +463,117 @@ impl WatchStream {
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
             tx: self.tx.clone(),
+            behind: None,
         };
-        // Under the state-machine lock: answer "created", replay history, register.
-        // Applies take the same lock, so no event falls between history and live.
+        // Under the state-machine lock: answer "created", take the history,
+        // register. Applies take the same lock, so no event falls between
+        // history and live.
         let term = self.etcd.node.raft.metrics().borrow().current_term;
         let mut g = self.etcd.node.sm.lock();
+        let revision = g.data.kv.revision();
         let header = pb::ResponseHeader {
             cluster_id: g.data.kv.cluster_id(),
             member_id: self.etcd.node.id,
-            revision: g.data.kv.revision(),
+            revision,
             raft_term: term,
         };
-        let _ = self.out.send(Ok(pb::WatchResponse {
+        let mut out = vec![Ok(pb::WatchResponse {
             header: Some(header),
             watch_id,
             created: true,
             ..Default::default()
-        }));
-        if c.start_revision > 0 && c.start_revision <= g.data.kv.revision() {
+        })];
+        if c.start_revision > 0 && c.start_revision <= revision {
             match g
                 .data
                 .kv
                 .events_since(&c.key, &c.range_end, c.start_revision)
             {
                 Ok(events) => {
-                    watcher.send(g.data.kv.revision(), &events);
+                    let events = watcher.mine(&events);
+                    if !events.is_empty() {
+                        out.push(Ok(events_response(header, watch_id, events)));
+                    }
                 }
-                Err(KvError::Compacted { compact_revision }) => {
-                    let _ = self.out.send(Ok(pb::WatchResponse {
-                        header: Some(header),
-                        watch_id,
-                        canceled: true,
-                        compact_revision,
-                        cancel_reason: "etcdserver: mvcc: required revision has been compacted"
-                            .into(),
-                        ..Default::default()
-                    }));
-                    return;
+                Err(e) => {
+                    out.push(self.canceled(header, watch_id, e));
+                    return out;
                 }
-                Err(_) => return,
             }
         }
         let key = g.add_watcher(watcher);
         drop(g);
         self.hub_keys.insert(watch_id, key);
+        out
     }
 
-    fn cancel(&mut self, watch_id: i64) {
-        if let Some(key) = self.hub_keys.remove(&watch_id) {
-            self.etcd.node.sm.lock().watchers.remove(&key);
-            let _ = self.out.send(Ok(pb::WatchResponse {
-                header: Some(self.etcd.current_header()),
-                watch_id,
-                canceled: true,
-                ..Default::default()
-            }));
+    fn cancel(&mut self, watch_id: i64) -> Vec<WatchReply> {
+        let Some(key) = self.hub_keys.remove(&watch_id) else {
+            return Vec::new();
+        };
+        self.etcd.node.sm.lock().watchers.remove(&key);
+        vec![Ok(pb::WatchResponse {
+            header: Some(self.etcd.current_header()),
+            watch_id,
+            canceled: true,
+            ..Default::default()
+        })]
+    }
+
+    /// Once the queue is drained: the history each watcher that fell behind
+    /// missed, read from the key space, and that watcher is live again (or,
+    /// if that history was compacted, canceled as etcd does).
+    fn catch_up(&mut self) -> Vec<WatchReply> {
+        let mut out = Vec::new();
+        let header = self.etcd.current_header();
+        let mut g = self.etcd.node.sm.lock();
+        let revision = g.data.kv.revision();
+        let header = pb::ResponseHeader { revision, ..header };
+        let mut gone = Vec::new();
+        for (&watch_id, key) in &self.hub_keys {
+            let Some(w) = g.watchers.get(key) else {
+                // Ended by the store (a snapshot installed) without word.
+                let compact_revision = g.data.kv.compact_revision();
+                out.push(self.canceled(header, watch_id, KvError::Compacted { compact_revision }));
+                gone.push(watch_id);
+                continue;
+            };
+            let Some(from) = w.behind else { continue };
+            match g.data.kv.events_since(&w.key, &w.range_end, from) {
+                Ok(events) => {
+                    let events = w.mine(&events);
+                    if !events.is_empty() {
+                        out.push(Ok(events_response(header, watch_id, events)));
+                    }
+                    if let Some(w) = g.watchers.get_mut(key) {
+                        w.behind = None;
+                    }
+                }
+                Err(e) => {
+                    g.watchers.remove(key);
+                    out.push(self.canceled(header, watch_id, e));
+                    gone.push(watch_id);
+                }
+            }
         }
+        drop(g);
+        for id in gone {
+            self.hub_keys.remove(&id);
+        }
+        out
+    }
+}
+
+fn events_response(
+    header: pb::ResponseHeader,
+    watch_id: i64,
+    events: Vec<kv::Event>,
+) -> pb::WatchResponse {
+    pb::WatchResponse {
+        header: Some(header),
+        watch_id,
+        events: events.into_iter().map(to_event).collect(),
+        ..Default::default()
     }
 }
 
@@ -512,10 +586,24 @@ impl Drop for WatchStream {
     }
 }
 
+/// Sends replies in order; false once the client is gone.
+async fn send_all(out: &mpsc::Sender<WatchReply>, replies: Vec<WatchReply>) -> bool {
+    for r in replies {
+        if out.send(r).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 #[tonic::async_trait]
 impl pb::watch_server::Watch for Etcd {
     type WatchStream = BoxStream<pb::WatchResponse>;
 
+    /// Memory per stream is bounded: [`WATCH_OUT_BUFFER`] responses for the
+    /// client and [`crate::state_machine::WATCH_BUFFER`] messages of events;
+    /// a client that reads slower than the store changes gets the rest from
+    /// history once it catches up, or a compacted cancel.
     async fn watch(
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
@@ -532,12 +620,11 @@ impl pb::watch_server::Watch for Etcd {
             return Err(Status::unavailable("etcdserver: no leader"));
         }
         let mut input = req.into_inner();
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<WatchMsg>();
+        let (out_tx, out_rx) = mpsc::channel(WATCH_OUT_BUFFER);
+        let (ev_tx, mut ev_rx) = mpsc::channel::<WatchMsg>(crate::state_machine::WATCH_BUFFER);
         let mut ws = WatchStream {
             etcd: self.clone(),
             tx: ev_tx,
-            out: out_tx.clone(),
             hub_keys: Default::default(),
             next_id: 0,
         };
@@ -545,47 +632,50 @@ impl pb::watch_server::Watch for Etcd {
         // Ends when the client closes its side or drops the response stream.
         tokio::spawn(async move {
             loop {
-                tokio::select! {
+                let replies = tokio::select! {
                     msg = input.next() => {
                         use pb::watch_request::RequestUnion as U;
                         match msg {
                             Some(Ok(pb::WatchRequest { request_union: Some(U::CreateRequest(c)) })) => ws.create(c),
                             Some(Ok(pb::WatchRequest { request_union: Some(U::CancelRequest(c)) })) => ws.cancel(c.watch_id),
                             Some(Ok(pb::WatchRequest { request_union: Some(U::ProgressRequest(_)) })) => {
-                                let _ = out_tx.send(Ok(pb::WatchResponse { header: Some(etcd.current_header()), watch_id: -1, ..Default::default() }));
+                                vec![Ok(pb::WatchResponse { header: Some(etcd.current_header()), watch_id: -1, ..Default::default() })]
                             }
-                            Some(Ok(_)) => {}
+                            Some(Ok(_)) => Vec::new(),
                             Some(Err(_)) | None => break,
                         }
                     }
                     ev = ev_rx.recv() => {
                         let Some(ev) = ev else { break };
-                        if let Some(reason) = ev.canceled {
+                        let mut replies = if let Some(reason) = ev.canceled {
                             ws.hub_keys.remove(&ev.watch_id);
-                            let _ = out_tx.send(Ok(pb::WatchResponse { header: Some(etcd.header(ev.revision)), watch_id: ev.watch_id, canceled: true, cancel_reason: reason, ..Default::default() }));
-                            continue;
-                        }
-                        let resp = pb::WatchResponse {
-                            header: Some(etcd.header(ev.revision)),
-                            watch_id: ev.watch_id,
-                            events: ev.events.into_iter().map(to_event).collect(),
-                            ..Default::default()
+                            vec![Ok(pb::WatchResponse { header: Some(etcd.header(ev.revision)), watch_id: ev.watch_id, canceled: true, cancel_reason: reason, ..Default::default() })]
+                        } else {
+                            vec![Ok(events_response(etcd.header(ev.revision), ev.watch_id, ev.events))]
                         };
-                        if out_tx.send(Ok(resp)).is_err() { break; }
+                        // Drained: what a watcher missed while the queue was full.
+                        if ev_rx.is_empty() {
+                            replies.extend(ws.catch_up());
+                        }
+                        replies
                     }
                     r = leader.changed(), if needs_leader => {
                         if r.is_err() || leader.borrow_and_update().current_leader.is_none() {
-                            let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader")));
+                            let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader"))).await;
                             break;
                         }
+                        Vec::new()
                     }
                     _ = out_tx.closed() => break,
+                };
+                if !send_all(&out_tx, replies).await {
+                    break;
                 }
             }
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
-            out_rx,
-        ))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
     }
 }
 

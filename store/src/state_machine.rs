@@ -67,6 +67,9 @@ pub struct WatchMsg {
     pub canceled: Option<String>,
 }
 
+/// Messages a watch stream may have queued before its watchers fall behind.
+pub const WATCH_BUFFER: usize = 128;
+
 pub struct Watcher {
     pub watch_id: i64,
     pub key: Vec<u8>,
@@ -74,7 +77,12 @@ pub struct Watcher {
     pub prev_kv: bool,
     pub no_put: bool,
     pub no_delete: bool,
-    pub tx: mpsc::UnboundedSender<WatchMsg>,
+    /// The stream's queue, [`WATCH_BUFFER`] deep.
+    pub tx: mpsc::Sender<WatchMsg>,
+    /// Set when the queue was full: the first revision it has not been sent.
+    /// Nothing more is queued for it until its stream catches it up from the
+    /// key space's history (etcd's unsynced watchers).
+    pub behind: Option<i64>,
 }
 
 impl Watcher {
@@ -92,25 +100,40 @@ impl Watcher {
             && !(self.no_delete && e.kind == EventKind::Delete)
     }
 
-    /// Send the events this watcher wants; false if its stream is gone.
-    pub fn send(&self, revision: i64, events: &[Event]) -> bool {
+    /// The events of `events` this watcher is to be sent, as it is to see them.
+    pub fn mine(&self, events: &[Event]) -> Vec<Event> {
         let mut mine: Vec<Event> = events.iter().filter(|e| self.wants(e)).cloned().collect();
-        if mine.is_empty() {
-            return !self.tx.is_closed();
-        }
         if !self.prev_kv {
             for e in &mut mine {
                 e.prev_kv = None;
             }
         }
-        self.tx
-            .send(WatchMsg {
-                watch_id: self.watch_id,
-                revision,
-                events: mine,
-                canceled: None,
-            })
-            .is_ok()
+        mine
+    }
+
+    /// Queue the events this watcher wants; false if its stream is gone.
+    pub fn send(&mut self, revision: i64, events: &[Event]) -> bool {
+        if self.behind.is_some() {
+            return !self.tx.is_closed();
+        }
+        let mine = self.mine(events);
+        if mine.is_empty() {
+            return !self.tx.is_closed();
+        }
+        let msg = WatchMsg {
+            watch_id: self.watch_id,
+            revision,
+            events: mine,
+            canceled: None,
+        };
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.behind = Some(revision);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 
@@ -356,7 +379,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Watchers cannot be told what changed across a snapshot: end them, clients
         // re-watch from a revision they know.
         for (_, w) in std::mem::take(&mut g.watchers) {
-            let _ = w.tx.send(WatchMsg {
+            let _ = w.tx.try_send(WatchMsg {
                 watch_id: w.watch_id,
                 revision: g.data.kv.revision(),
                 events: Vec::new(),

@@ -9,3 +9,4 @@ mod data_dir;
 mod etcdctl;
 mod membership;
 mod persistence;
+mod watch;
