@@ -143,8 +143,10 @@ pub struct StoreConfig {
     pub peer_urls: Vec<String>,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
-    /// Build a snapshot (and purge the log) after this many applied entries.
+    /// Build a snapshot (and purge the log) after this many applied entries,
     pub snapshot_every: u64,
+    /// or once this many bytes were appended to the log since its last purge.
+    pub snapshot_log_bytes: u64,
     /// Log entries kept behind the last snapshot (for slow followers).
     pub log_kept_after_snapshot: u64,
     /// Network and clock ([`Env::tokio`] unless simulated).
@@ -199,6 +201,7 @@ impl StoreConfig {
             heartbeat_ms: 100,
             election_timeout_ms: (500, 1000),
             snapshot_every: 10_000,
+            snapshot_log_bytes: 64 << 20,
             log_kept_after_snapshot: 1000,
             env: Env::tokio(),
             member_id: None,
@@ -482,7 +485,10 @@ impl Store {
             source,
         };
         let (log, torn_tail) =
-            LogStore::open(&dir, config.env.allows_threads()).map_err(storage)?;
+            LogStore::open(&dir, config.env.allows_threads(), config.snapshot_log_bytes)
+                .map_err(storage)?;
+        let wants_snapshot = log.wants_snapshot();
+        let log_for_purge = log.clone();
         let sm = StateMachine::open(&dir).map_err(storage)?;
         let shared = sm.shared.clone();
         let id = match stored_member_id(&dir) {
@@ -546,6 +552,7 @@ impl Store {
         .await
         .map_err(|e| StoreError::Raft(e.to_string()))?;
         let (proposals, proposed) = tokio::sync::mpsc::unbounded_channel();
+        let (reads, to_confirm) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Node {
             id,
             own: self_node.clone(),
@@ -556,6 +563,7 @@ impl Store {
             limits: config.limits,
             transferring: Default::default(),
             proposals,
+            reads,
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -567,6 +575,32 @@ impl Store {
             config.env.clone(),
             proposed,
         ));
+        tasks.spawn(node::read_indexer(node.raft.clone(), to_confirm));
+        // Log size by bytes, not only by entries: once `snapshot_log_bytes`
+        // were appended, a snapshot, then a purge that keeps at most that
+        // many bytes of the newest entries (openraft's own purge counts
+        // entries, whatever their size).
+        {
+            let node = node.clone();
+            let mut stop = stop_rx.clone();
+            let keep = config.snapshot_log_bytes;
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = wants_snapshot.notified() => {}
+                        _ = stopped(&mut stop) => break,
+                    }
+                    if let Err(e) = node.snapshot_now().await {
+                        tracing::warn!(error = %e, "snapshot for the log's size failed");
+                        continue;
+                    }
+                    let snapshot = node.raft.metrics().borrow().snapshot.map_or(0, |s| s.index);
+                    if let Some(upto) = log_for_purge.purge_point(keep) {
+                        let _ = node.raft.trigger().purge_log(upto.min(snapshot)).await;
+                    }
+                }
+            });
+        }
         for (_, listener) in peers {
             let listener = net::cuttable(listener, cut.clone());
             let svc = crate::pb::mgmtpeer::peer_server::PeerServer::new(PeerService {
@@ -911,6 +945,12 @@ impl StoreHandle {
             stop: self.stop.subscribe(),
             committed: self.membership().committed,
         }
+    }
+
+    /// Take a snapshot of everything applied now and wait until it is on disk
+    /// (what `Defragment` does; the log behind it can then be purged).
+    pub async fn snapshot(&self) -> Result<(), StoreError> {
+        self.node.snapshot_now().await
     }
 
     /// The leader's replication progress: what a learner has matched, to decide

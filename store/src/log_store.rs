@@ -50,7 +50,7 @@ struct Placed {
 /// state machine read an entry right after it is appended; older ones are
 /// read back from the file (the page cache, mostly) when a slow follower
 /// needs them.
-const CACHE_BYTES: u64 = 32 << 20;
+const CACHE_BYTES: u64 = 16 << 20;
 
 struct Inner {
     dir: PathBuf,
@@ -68,6 +68,10 @@ struct Inner {
     dead_bytes: u64,
     /// Callbacks of appends written but not yet synced.
     unsynced: Vec<LogFlushed<TypeConfig>>,
+    /// Bytes appended since the last purge, and how many ask for a snapshot.
+    appended: u64,
+    snapshot_after: u64,
+    wants_snapshot: Arc<tokio::sync::Notify>,
 }
 
 /// The log storage handed to openraft; cheap to clone (the reader is a clone).
@@ -156,7 +160,11 @@ impl LogStore {
     /// Open (or create) the log in `dir`. Returns the torn tail it cut, if any.
     /// Without `flusher_thread`, each append syncs before it returns (no group
     /// commit), for runtimes where OS threads would escape a simulated clock.
-    pub fn open(dir: &Path, flusher_thread: bool) -> io::Result<(LogStore, Option<TornTail>)> {
+    pub fn open(
+        dir: &Path,
+        flusher_thread: bool,
+        snapshot_after: u64,
+    ) -> io::Result<(LogStore, Option<TornTail>)> {
         fs::create_dir_all(dir)?;
         // A restarted member does not know how far its old term committed: load the
         // vote as not committed, so it rejoins as a follower and a leader is elected
@@ -264,6 +272,9 @@ impl LogStore {
             vote,
             dead_bytes,
             unsynced: Vec::new(),
+            appended: 0,
+            snapshot_after,
+            wants_snapshot: Arc::new(tokio::sync::Notify::new()),
         }));
         let (flush, wake) = mpsc::channel();
         if flusher_thread {
@@ -277,6 +288,28 @@ impl LogStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notified once `snapshot_after` bytes were appended since the last
+    /// purge: a snapshot (and the purge after it) keeps the log's size, on
+    /// disk, bounded by bytes written, whatever the entries' sizes.
+    pub fn wants_snapshot(&self) -> Arc<tokio::sync::Notify> {
+        self.lock().wants_snapshot.clone()
+    }
+
+    /// The highest index the log may be purged up to and still hold, after
+    /// it, at most `bytes` of frames (for followers that lag a little); none
+    /// if all of it fits.
+    pub fn purge_point(&self, bytes: u64) -> Option<u64> {
+        let g = self.lock();
+        let mut kept = 0;
+        for (index, placed) in g.entries.iter().rev() {
+            kept += placed.len;
+            if kept > bytes {
+                return Some(*index);
+            }
+        }
+        None
     }
 
     /// Index of the last entry in the log, if any.
@@ -458,6 +491,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match g.file.write_all(&buf) {
             Ok(()) => {
                 g.file_len += buf.len() as u64;
+                let before = g.appended;
+                g.appended += buf.len() as u64;
+                if before < g.snapshot_after && g.appended >= g.snapshot_after {
+                    g.wants_snapshot.notify_one();
+                }
                 for (p, entry) in placed {
                     let index = p.log_id.index;
                     g.entries.insert(index, p);
@@ -504,6 +542,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut g = self.lock();
         write_atomic(&g.dir, PURGED_FILE, &json(&log_id)).map_err(write_err)?;
         g.last_purged = Some(log_id);
+        g.appended = 0;
         g.uncache(|i| i > log_id.index);
         let keep = g.entries.split_off(&(log_id.index + 1));
         let gone = std::mem::replace(&mut g.entries, keep);

@@ -80,6 +80,35 @@ pub(crate) async fn batcher(
     }
 }
 
+type ReadReply = tokio::sync::oneshot::Sender<Result<u64, FwdError>>;
+
+/// Confirms leadership once for every linearizable read waiting when a round
+/// starts (etcd's batched ReadIndex): a read that arrives during a round
+/// waits for the next one, whose index covers every write acknowledged
+/// before it arrived.
+pub(crate) async fn read_indexer(
+    raft: Raft,
+    mut reads: tokio::sync::mpsc::UnboundedReceiver<ReadReply>,
+) {
+    while let Some(first) = reads.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(r) = reads.try_recv() {
+            waiting.push(r);
+        }
+        let index = match tokio::time::timeout(REQUEST_TIMEOUT, raft.ensure_linearizable()).await {
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(FwdError::NotLeader(f.leader_id))
+            }
+            Ok(Err(e)) => Err(FwdError::Other(e.to_string())),
+            Err(_) => Err(FwdError::Other("etcdserver: request timed out".into())),
+        };
+        for reply in waiting {
+            let _ = reply.send(index.clone());
+        }
+    }
+}
+
 fn approx_size(command: &Command) -> usize {
     match command {
         Command::Put(p) => p.key.len() + p.value.len(),
@@ -174,6 +203,8 @@ pub struct Node {
     pub transferring: std::sync::atomic::AtomicBool,
     /// Writes for [`batcher`] to propose.
     pub(crate) proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+    /// Linearizable reads for [`read_indexer`] to confirm.
+    pub(crate) reads: tokio::sync::mpsc::UnboundedSender<ReadReply>,
 }
 
 /// How long to wait before asking the leader again after a retryable failure.
@@ -307,14 +338,13 @@ impl Node {
     }
 
     async fn read_index_local(&self) -> Result<u64, FwdError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.raft.ensure_linearizable()).await {
-            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(FwdError::NotLeader(f.leader_id))
-            }
-            Ok(Err(e)) => Err(FwdError::Other(e.to_string())),
-            Err(_) => Err(FwdError::Other("etcdserver: request timed out".into())),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.reads.send(reply).is_err() {
+            return Err(FwdError::Other("the store is stopping".into()));
         }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(FwdError::Other("the store is stopping".into())))
     }
 
     /// Make the local state machine current enough for a linearizable read: the leader
@@ -374,6 +404,26 @@ impl Node {
             }
         };
         res.map(|_| ()).map_err(membership_error)
+    }
+
+    /// Take a snapshot of everything applied now; wait until it is on disk.
+    pub async fn snapshot_now(&self) -> Result<(), StoreError> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        (self.raft.trigger().snapshot().await).map_err(|e| StoreError::Raft(e.to_string()))?;
+        self.raft
+            .wait(Some(REQUEST_TIMEOUT * 6))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot taken",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::Timeout)
     }
 
     /// etcd's MoveLeader, run on the leader. openraft 0.9 has no leadership

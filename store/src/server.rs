@@ -935,12 +935,7 @@ impl pb::maintenance_server::Maintenance for Etcd {
         &self,
         _req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        self.node
-            .raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.node.snapshot_now().await.map_err(status)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.current_header()),
         }))

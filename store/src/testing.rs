@@ -53,6 +53,19 @@ impl RealEtcd {
         }
         etcd
     }
+
+    /// Process IDs of the members, in order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(c, _)| c.id()).collect()
+    }
+
+    /// Data directories of the members, in order.
+    pub fn data_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.children
+            .iter()
+            .map(|(_, d)| d.path().to_path_buf())
+            .collect()
+    }
 }
 
 impl Drop for RealEtcd {
