@@ -301,7 +301,14 @@ async fn big() {
     const KEYS: usize = 1_000_000;
     println!("big: 64 clients, 128-byte values, at 0 and at {KEYS} keys");
     let dir = tempfile::tempdir().unwrap();
-    let stores = start_stores(dir.path(), 1, |_| {}).await;
+    let no_snapshots = std::env::var("BENCH_NO_SNAPSHOTS").is_ok();
+    let stores = start_stores(dir.path(), 1, |c| {
+        if no_snapshots {
+            c.snapshot_every = u64::MAX / 2;
+            c.snapshot_log_bytes = u64::MAX / 2;
+        }
+    })
+    .await;
     let url = stores[0].client_urls()[0].clone();
     bench("mgmt-store 0", &url, 64, KEYS).await;
     let t = Instant::now();
@@ -311,6 +318,9 @@ async fn big() {
         t.elapsed().as_secs_f64()
     );
     bench("mgmt-store 1M", &url, 64, KEYS).await;
+    // Again once the fill's last snapshot is written.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bench("mgmt-store 1M+5s", &url, 64, KEYS).await;
     // Snapshot on disk next to the live data (keys and values).
     let live = KEYS as u64 * (14 + 128);
     let snap = dir.path().join("1").join("bench1").join("snapshot.bin");
@@ -334,6 +344,9 @@ async fn big() {
         t.elapsed().as_secs_f64()
     );
     bench("etcd 3.4 1M", &url, 64, KEYS).await;
+    // Again once the fill's last snapshot is written.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bench("etcd 3.4 1M+5s", &url, 64, KEYS).await;
     drop(etcd);
 }
 
