@@ -981,12 +981,11 @@ impl pb::maintenance_server::Maintenance for Etcd {
         &self,
         _req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let (bytes, rev) = {
-            let g = self.node.sm.lock();
-            let bytes = crate::state_machine::snapshot_file(&g.data)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            (bytes, g.data.kv.revision())
-        };
+        let (_, _, body) =
+            (self.node.sm.snapshot_bytes().await).map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = crate::state_machine::snapshot_file(&body)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let rev = self.node.sm.lock().data.kv.revision();
         let header = self.header(rev);
         let total = bytes.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = bytes

@@ -144,6 +144,9 @@ pub struct SmState {
     /// The last snapshot's metadata; its data is read from disk when asked.
     snapshot: Option<SnapshotMeta<NodeId, MemberNode>>,
     snapshot_seq: u64,
+    /// Counts installed snapshots: a snapshot being read in slices started
+    /// from data that one replaced must start again.
+    generation: u64,
 }
 
 impl SmState {
@@ -163,6 +166,8 @@ pub struct Shared {
     /// The earliest lease deadline (`now_ms` of the leader's clock), kept
     /// current after every apply: the expiry timer sleeps until it.
     lease_deadline: watch::Sender<Option<u64>>,
+    /// Held while a snapshot is read in slices: one at a time.
+    building: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -211,22 +216,114 @@ impl StateMachine {
                     next_watcher: 0,
                     snapshot: stored,
                     snapshot_seq: 0,
+                    generation: 0,
                 }),
+                building: tokio::sync::Mutex::new(()),
             }),
         })
     }
 }
 
-/// The state machine as snapshot bytes: the one place their format is chosen.
-pub fn encode_data(data: &SmData) -> io::Result<Vec<u8>> {
-    Ok(crate::codec::encode(data)?)
+/// First byte of snapshot bytes read in slices (others are one `codec` value).
+const SLICED: u8 = 2;
+
+/// Keys per slice: the lock is held for one slice at a time.
+const SLICE_KEYS: usize = 4096;
+
+/// The head of sliced snapshot bytes; the slices of keys follow it.
+#[derive(Serialize, Deserialize)]
+struct SlicedHead {
+    kv: mgmt_core::kv::KvHead,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// Appends one length-prefixed `codec` value.
+fn push_part<T: Serialize>(out: &mut Vec<u8>, v: &T) -> io::Result<()> {
+    let bytes = crate::codec::encode(v)?;
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+impl Shared {
+    /// The state machine as snapshot bytes, read a slice of keys at a time
+    /// under the lock ([`KvStore::begin_snapshot`]): applies go on between
+    /// slices, so a large key space never holds writes up for long.
+    ///
+    /// [`KvStore::begin_snapshot`]: mgmt_core::kv::KvStore::begin_snapshot
+    pub async fn snapshot_bytes(&self) -> io::Result<(Option<LogId>, StoredMembership, Vec<u8>)> {
+        let _one = self.building.lock().await;
+        'again: loop {
+            let (head, generation, last_applied, membership) = {
+                let mut g = self.lock();
+                let head = g.data.kv.begin_snapshot();
+                let d = &g.data;
+                (head, g.generation, d.last_applied, d.membership.clone())
+            };
+            let mut out = vec![SLICED];
+            let sliced = SlicedHead {
+                kv: head.clone(),
+                last_applied,
+                membership: membership.clone(),
+            };
+            push_part(&mut out, &sliced)?;
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let slice = {
+                    let g = self.lock();
+                    if g.generation != generation {
+                        continue 'again;
+                    }
+                    g.data
+                        .kv
+                        .snapshot_slice(&head, after.as_deref(), SLICE_KEYS)
+                };
+                let Some(last) = slice.last() else { break };
+                after = Some(last.key().to_vec());
+                push_part(&mut out, &slice)?;
+                tokio::task::yield_now().await;
+            }
+            let mut g = self.lock();
+            if g.generation != generation {
+                continue 'again;
+            }
+            g.data.kv.end_snapshot();
+            return Ok((last_applied, membership, out));
+        }
+    }
 }
 
 /// Snapshot bytes back into a state machine.
 pub fn decode_data(bytes: &[u8]) -> io::Result<SmData> {
-    let mut data: SmData = crate::codec::decode(bytes)?;
-    data.kv = std::mem::take(&mut data.kv).recount();
-    Ok(data)
+    if bytes.first() != Some(&SLICED) {
+        let mut data: SmData = crate::codec::decode(bytes)?;
+        data.kv = std::mem::take(&mut data.kv).recount();
+        return Ok(data);
+    }
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "snapshot cut short");
+    let mut parts = &bytes[1..];
+    let mut next = || -> io::Result<Option<&[u8]>> {
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let len = parts.get(..4).ok_or_else(bad)?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let part = parts.get(4..4 + len).ok_or_else(bad)?;
+        parts = &parts[4 + len..];
+        Ok(Some(part))
+    };
+    let head: SlicedHead = crate::codec::decode(next()?.ok_or_else(bad)?)?;
+    let mut keys = Vec::new();
+    while let Some(part) = next()? {
+        let slice: Vec<mgmt_core::kv::KeyHistory> = crate::codec::decode(part)?;
+        keys.extend(slice);
+    }
+    Ok(SmData {
+        kv: mgmt_core::kv::KvStore::from_snapshot(head.kv, keys),
+        last_applied: head.last_applied,
+        membership: head.membership,
+    })
 }
 
 /// First bytes of a file written by `etcdctl snapshot save` from this store.
@@ -236,13 +333,12 @@ const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"MGMTSNP1";
 /// length, the snapshot bytes, zeros up to a multiple of 512 bytes, and the
 /// SHA-256 of all that. etcdctl only keeps a file whose size is a multiple of
 /// 512 plus 32 (etcd's bbolt pages, then their checksum).
-pub fn snapshot_file(data: &SmData) -> io::Result<Vec<u8>> {
+pub fn snapshot_file(body: &[u8]) -> io::Result<Vec<u8>> {
     use sha2::Digest;
-    let body = encode_data(data)?;
     let mut out = Vec::with_capacity(body.len() + 1024);
     out.extend_from_slice(SNAPSHOT_FILE_MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out.resize(out.len().div_ceil(512) * 512, 0);
     let sum = sha2::Sha256::digest(&out);
     out.extend_from_slice(&sum);
@@ -285,20 +381,16 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = {
+        let (last_applied, membership, data) =
+            self.shared.snapshot_bytes().await.map_err(sm_err)?;
+        let meta = {
             let mut g = self.shared.lock();
-            let data = encode_data(&g.data).map_err(sm_err)?;
             g.snapshot_seq += 1;
-            let meta = SnapshotMeta {
-                last_log_id: g.data.last_applied,
-                last_membership: g.data.membership.clone(),
-                snapshot_id: format!(
-                    "{}-{}",
-                    g.data.last_applied.map_or(0, |l| l.index),
-                    g.snapshot_seq
-                ),
-            };
-            (meta, data)
+            SnapshotMeta {
+                last_log_id: last_applied,
+                last_membership: membership,
+                snapshot_id: format!("{}-{}", last_applied.map_or(0, |l| l.index), g.snapshot_seq),
+            }
         };
         let stored = StoredSnapshot {
             meta: meta.clone(),
@@ -374,6 +466,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
         let mut g = self.shared.lock();
         g.data = data;
+        g.generation += 1;
         g.snapshot = Some(stored.meta);
         self.shared.publish_lease_deadline(&g);
         // Watchers cannot be told what changed across a snapshot: end them, clients

@@ -122,6 +122,53 @@ pub struct KvStore {
     /// Snapshots from before it was kept lack it: [`KvStore::recount`].
     #[serde(default)]
     size_bytes: u64,
+    /// While a snapshot as of this revision is being taken
+    /// ([`KvStore::begin_snapshot`]), compaction keeps every version at or
+    /// below it in place (hidden: nothing reads below the compaction
+    /// revision), so the snapshot can be read in slices without the lock.
+    #[serde(skip)]
+    hold: Option<i64>,
+    /// Compaction left versions in place for the hold: prune them after it.
+    #[serde(skip)]
+    held_back: bool,
+}
+
+/// Everything of a [`KvStore`] but its keys, as of one revision: the head of
+/// a snapshot taken in slices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvHead {
+    revision: i64,
+    compact_revision: i64,
+    leases: BTreeMap<i64, Lease>,
+    lease_seq: u64,
+    cluster_id: u64,
+    alarms: BTreeSet<(u64, Alarm)>,
+}
+
+/// One key's stored versions, as a snapshot carries them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyHistory {
+    #[serde(with = "serde_bytes")]
+    key: Vec<u8>,
+    records: Vec<Record>,
+}
+
+impl KeyHistory {
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+/// Index of the first version of `records` still there after a compaction at
+/// `compact_revision`: the newest at or below it (what a read there sees),
+/// or past it if that is a tombstone from before it. Versions before it are
+/// gone, or only held for a snapshot.
+fn live_from(records: &[Record], compact_revision: i64) -> usize {
+    match records.iter().rposition(|r| r.rev.main <= compact_revision) {
+        Some(idx) if records[idx].tombstone && records[idx].rev.main < compact_revision => idx + 1,
+        Some(idx) => idx,
+        None => 0,
+    }
 }
 
 impl Default for KvStore {
@@ -251,7 +298,80 @@ impl KvStore {
             cluster_id: 0,
             alarms: BTreeSet::new(),
             size_bytes: 0,
+            hold: None,
+            held_back: false,
         }
+    }
+
+    /// Starts a snapshot as of the current revision: its head, and from now
+    /// until [`KvStore::end_snapshot`] compaction keeps every version at or
+    /// below that revision, so [`KvStore::snapshot_slice`] reads it as it is
+    /// now, whatever is applied in between. One snapshot at a time.
+    pub fn begin_snapshot(&mut self) -> KvHead {
+        self.hold = Some(self.revision);
+        KvHead {
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            leases: self.leases.clone(),
+            lease_seq: self.lease_seq,
+            cluster_id: self.cluster_id,
+            alarms: self.alarms.clone(),
+        }
+    }
+
+    /// Up to `max` keys after `after` (from the first when `None`), each with
+    /// its versions as of `head` (the revision [`KvStore::begin_snapshot`]
+    /// gave); keys that did not exist then are skipped.
+    pub fn snapshot_slice(
+        &self,
+        head: &KvHead,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Vec<KeyHistory> {
+        let from = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        self.keys
+            .range::<[u8], _>((from, Bound::Unbounded))
+            .filter_map(|(key, records)| {
+                let upto = records.partition_point(|r| r.rev.main <= head.revision);
+                let then = &records[..upto];
+                let then = &then[live_from(then, head.compact_revision)..];
+                (!then.is_empty()).then(|| KeyHistory {
+                    key: key.clone(),
+                    records: then.to_vec(),
+                })
+            })
+            .take(max)
+            .collect()
+    }
+
+    /// Ends the snapshot [`KvStore::begin_snapshot`] started: versions that
+    /// compaction left in place for it go now.
+    pub fn end_snapshot(&mut self) {
+        self.hold = None;
+        if std::mem::take(&mut self.held_back) {
+            let revision = self.compact_revision;
+            self.prune(revision);
+        }
+    }
+
+    /// The store a snapshot's head and keys describe.
+    pub fn from_snapshot(head: KvHead, keys: impl IntoIterator<Item = KeyHistory>) -> KvStore {
+        KvStore {
+            revision: head.revision,
+            compact_revision: head.compact_revision,
+            keys: keys.into_iter().map(|k| (k.key, k.records)).collect(),
+            leases: head.leases,
+            lease_seq: head.lease_seq,
+            cluster_id: head.cluster_id,
+            alarms: head.alarms,
+            size_bytes: 0,
+            hold: None,
+            held_back: false,
+        }
+        .recount()
     }
 
     /// Bytes of every stored version, history included (what compaction frees
@@ -292,7 +412,8 @@ impl KvStore {
         }
         let mut h = Fnv1a::new();
         for (key, records) in &self.keys {
-            for r in records.iter().filter(|r| r.rev.main <= at) {
+            let live = &records[live_from(records, self.compact_revision)..];
+            for r in live.iter().filter(|r| r.rev.main <= at) {
                 h.write(&(key.len() as u64).to_le_bytes());
                 h.write(key);
                 h.write(&r.rev.main.to_le_bytes());
@@ -442,6 +563,7 @@ impl KvStore {
         }
         let mut out: Vec<(Rev, Event)> = Vec::new();
         for (k, records) in self.keys.range::<[u8], _>(bounds(key, range_end)) {
+            let records = &records[live_from(records, self.compact_revision)..];
             for (i, rec) in records.iter().enumerate() {
                 if rec.rev.main < start_revision {
                     continue;
@@ -488,23 +610,35 @@ impl KvStore {
         if revision > self.revision {
             return Err(KvError::FutureRevision);
         }
+        self.compact_revision = revision;
+        self.prune(revision);
+        Ok(())
+    }
+
+    /// Drops the versions a compaction at `revision` ends (see [`live_from`]),
+    /// but for those a snapshot in progress holds.
+    fn prune(&mut self, revision: i64) {
         let mut freed = 0;
+        let hold = self.hold;
+        let mut held_back = false;
         self.keys.retain(|key, records| {
-            // Keep the newest record at or below `revision` (what a read there sees),
-            // unless it is a tombstone from before `revision`.
-            if let Some(idx) = records.iter().rposition(|r| r.rev.main <= revision) {
-                let drop_it = records[idx].tombstone && records[idx].rev.main < revision;
-                let cut = if drop_it { idx + 1 } else { idx };
-                freed += records
-                    .drain(..cut)
-                    .map(|r| record_size(key, &r))
-                    .sum::<u64>();
+            let mut cut = live_from(records, revision);
+            if let Some(h) = hold {
+                // Versions at or below the hold are a prefix: keep them all.
+                let held = records[..cut].partition_point(|r| r.rev.main <= h);
+                held_back |= held > 0;
+                if held > 0 {
+                    cut = 0;
+                }
             }
+            freed += records
+                .drain(..cut)
+                .map(|r| record_size(key, &r))
+                .sum::<u64>();
             !records.is_empty()
         });
+        self.held_back |= held_back;
         self.size_bytes = self.size_bytes.saturating_sub(freed);
-        self.compact_revision = revision;
-        Ok(())
     }
 
     /// Apply one committed command. Deterministic: the same sequence of commands gives

@@ -469,3 +469,68 @@ fn hash_kv_is_the_same_for_the_same_log_and_differs_after_a_write() {
     assert_eq!(a.hash_kv(rev).unwrap().0, ha);
     assert_eq!(a.hash_kv(rev + 5), Err(KvError::FutureRevision));
 }
+
+/// Applies `op` as a command (reads do nothing here).
+fn apply_op(s: &mut KvStore, op: &Op) {
+    let command = match op {
+        Op::Put(k, v) => Command::Put(PutRequest {
+            key: key(*k),
+            value: vec![*v],
+            ..Default::default()
+        }),
+        Op::Delete(k, n) => {
+            let (key, range_end) = range_of(*k, *n);
+            Command::DeleteRange(DeleteRangeRequest {
+                key,
+                range_end,
+                prev_kv: false,
+            })
+        }
+        Op::Compact(rev) => Command::Compact { revision: *rev },
+        Op::Range(..) | Op::CasVersion(..) => return,
+    };
+    s.apply(&at(0, command));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// A snapshot read in slices while commands (compactions included) go on
+    /// is the store as it was when it began; once it ends, the store is the
+    /// one that took no snapshot at all, to the byte.
+    #[test]
+    fn a_sliced_snapshot_is_the_store_as_of_its_start(
+        before in prop::collection::vec(op(), 0..40),
+        during in prop::collection::vec((op(), 1usize..4), 0..30),
+    ) {
+        let mut s = KvStore::new();
+        for op in &before {
+            apply_op(&mut s, op);
+        }
+        let then = s.clone();
+        let mut twin = s.clone();
+        let head = s.begin_snapshot();
+        let mut keys = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        let mut during = during.into_iter();
+        loop {
+            // A slice, then some commands before the next one.
+            let (op, size) = during.next().unwrap_or((Op::Range(0, 0, 0), 2));
+            let slice = s.snapshot_slice(&head, after.as_deref(), size);
+            apply_op(&mut s, &op);
+            apply_op(&mut twin, &op);
+            let Some(last) = slice.last() else { break };
+            after = Some(last.key().to_vec());
+            keys.extend(slice);
+        }
+        for (op, _) in during {
+            apply_op(&mut s, &op);
+            apply_op(&mut twin, &op);
+        }
+        prop_assert_eq!(KvStore::from_snapshot(head, keys), then);
+        // Versions held for it are hidden from every read meanwhile...
+        prop_assert_eq!(s.hash_kv(0), twin.hash_kv(0));
+        s.end_snapshot();
+        // ...and gone after it.
+        prop_assert_eq!(s, twin);
+    }
+}
