@@ -79,8 +79,11 @@ async fn connect(endpoint: &str) -> KvClient<Channel> {
 }
 
 async fn bench(name: &str, endpoint: &str, conc: usize, keys: usize) {
+    bench_ops(name, endpoint, conc, keys, (conc * 250).clamp(2000, 8000)).await
+}
+
+async fn bench_ops(name: &str, endpoint: &str, conc: usize, keys: usize, ops: usize) {
     let client = connect(endpoint).await;
-    let ops = (conc * 250).clamp(2000, 8000);
     for (what, put) in [("put", true), ("range", false)] {
         let s = run(client.clone(), ops, conc, put, keys).await;
         println!(
@@ -299,6 +302,8 @@ async fn fill(endpoint: &str, keys: usize) {
 
 async fn big() {
     const KEYS: usize = 1_000_000;
+    // Long enough phases (2-3 s) that a snapshot's share shows, and noise does not.
+    const BIG_OPS: usize = 60_000;
     println!("big: 64 clients, 128-byte values, at 0 and at {KEYS} keys");
     let dir = tempfile::tempdir().unwrap();
     let no_snapshots = std::env::var("BENCH_NO_SNAPSHOTS").is_ok();
@@ -310,17 +315,17 @@ async fn big() {
     })
     .await;
     let url = stores[0].client_urls()[0].clone();
-    bench("mgmt-store 0", &url, 64, KEYS).await;
+    bench_ops("mgmt-store 0", &url, 64, KEYS, BIG_OPS).await;
     let t = Instant::now();
     fill(&url, KEYS).await;
     println!(
         "mgmt-store: {KEYS} keys written in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    bench("mgmt-store 1M", &url, 64, KEYS).await;
+    bench_ops("mgmt-store 1M", &url, 64, KEYS, BIG_OPS).await;
     // Again once the fill's last snapshot is written.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    bench("mgmt-store 1M+5s", &url, 64, KEYS).await;
+    bench_ops("mgmt-store 1M+5s", &url, 64, KEYS, BIG_OPS).await;
     // Snapshot on disk next to the live data (keys and values).
     let live = KEYS as u64 * (14 + 128);
     let snap = dir.path().join("1").join("bench1").join("snapshot.bin");
@@ -336,17 +341,17 @@ async fn big() {
         s.shutdown().await;
     }
     let (etcd, url) = start_etcds(1).await;
-    bench("etcd 3.4 0", &url, 64, KEYS).await;
+    bench_ops("etcd 3.4 0", &url, 64, KEYS, BIG_OPS).await;
     let t = Instant::now();
     fill(&url, KEYS).await;
     println!(
         "etcd 3.4: {KEYS} keys written in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    bench("etcd 3.4 1M", &url, 64, KEYS).await;
+    bench_ops("etcd 3.4 1M", &url, 64, KEYS, BIG_OPS).await;
     // Again once the fill's last snapshot is written.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    bench("etcd 3.4 1M+5s", &url, 64, KEYS).await;
+    bench_ops("etcd 3.4 1M+5s", &url, 64, KEYS, BIG_OPS).await;
     drop(etcd);
 }
 
