@@ -551,3 +551,50 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgmt_core::kv::{Command, PutRequest, Timed};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 7), index),
+            payload: EntryPayload::Normal(Timed {
+                now_ms: index,
+                command: Command::Put(PutRequest {
+                    key: format!("k{index}").into_bytes(),
+                    value: vec![index as u8; 300],
+                    ..Default::default()
+                }),
+            }),
+        }
+    }
+
+    /// A log written before the binary encoding (JSON frames) opens and reads
+    /// back whole; entries appended after it are binary, in the same file.
+    #[tokio::test]
+    async fn a_log_of_json_frames_from_an_older_version_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for i in 1..=3 {
+            let payload = serde_json::to_vec(&entry(i)).unwrap();
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        let (mut log, torn) = LogStore::open(dir.path(), false, 64 << 20).unwrap();
+        assert_eq!(torn, None);
+        let got = log.try_get_log_entries(1..=3).await.unwrap();
+        assert_eq!(got, vec![entry(1), entry(2), entry(3)]);
+        // Read back from the file, not a cache.
+        let (mut again, _) = LogStore::open(dir.path(), false, 64 << 20).unwrap();
+        assert_eq!(
+            again.try_get_log_entries(2..=2).await.unwrap(),
+            vec![entry(2)]
+        );
+        assert_eq!(again.last_index(), Some(3));
+    }
+}
