@@ -498,7 +498,14 @@ impl KvStore {
             });
         }
         let mut kvs = Vec::new();
-        for (key, records) in self.keys.range::<[u8], _>(bounds(&req.key, &req.range_end)) {
+        // One key (the common get): one descent of the tree, not a range's two.
+        let found: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<Record>)>> = if req.range_end.is_empty()
+        {
+            Box::new(self.keys.get_key_value(req.key.as_slice()).into_iter())
+        } else {
+            Box::new(self.keys.range::<[u8], _>(bounds(&req.key, &req.range_end)))
+        };
+        for (key, records) in found {
             let Some(rec) = records.iter().rev().find(|r| r.rev.main <= at) else {
                 continue;
             };
