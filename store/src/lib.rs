@@ -47,8 +47,8 @@
 //! a member of the cluster then calls `add_learner` with its [`MemberSpec`] and
 //! `promote` once it has caught up.
 //!
-//! etcdctl 3.4 note: use scheme-less endpoints (`--endpoints 127.0.0.1:2379`); with
-//! `http://` its `endpoint status` sends an authority the HTTP/2 server rejects.
+//! etcdctl 3.4 works with endpoints with or without their scheme: with one it
+//! sends the whole URL as `:authority`, which `authority` accepts.
 
 mod authority;
 pub mod client;
@@ -90,7 +90,6 @@ pub use membership::{
     ReplicationWatch,
 };
 pub use net::Env;
-
 pub use node::Member;
 pub use types::{MemberNode, member_id};
 
@@ -412,8 +411,7 @@ pub fn restore_snapshot(config: &StoreConfig, file: &Path) -> Result<PathBuf, St
     let bytes = std::fs::read(file).map_err(|e| refuse(e.to_string()))?;
     state_machine::read_snapshot_file(&bytes).map_err(|e| refuse(e.to_string()))?;
     let dir = config.data_dir()?;
-    let has_state = std::fs::metadata(dir.join(log_store::LOG_FILE)).is_ok_and(|m| m.len() > 0);
-    if has_state {
+    if has_store_state(&dir) {
         return Err(refuse(format!(
             "{} already holds store state; a restore starts a new cluster in an empty one",
             dir.display()
@@ -561,7 +559,7 @@ impl Store {
             channels,
             env: config.env.clone(),
             limits: config.limits,
-            transferring: Default::default(),
+            transferring: watch::channel(false).0,
             proposals,
             reads,
         });
@@ -786,26 +784,13 @@ impl Store {
 /// the snapshot, never a log without those keys); then the restore file goes.
 async fn settle_restore(node: &Node, dir: &Path) -> Result<(), StoreError> {
     let raft_err = |e: &dyn std::fmt::Display| StoreError::Raft(e.to_string());
-    let applied = node
-        .raft
+    node.raft
         .wait(Some(Duration::from_secs(10)))
         .metrics(|m| m.last_applied.is_some(), "initial membership applied")
         .await
         .map_err(|e| raft_err(&e))?;
-    let upto = applied.last_applied.map_or(0, |l| l.index);
-    node.raft
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| raft_err(&e))?;
-    node.raft
-        .wait(Some(Duration::from_secs(60)))
-        .metrics(
-            |m| m.snapshot.is_some_and(|s| s.index >= upto),
-            "restored snapshot taken",
-        )
-        .await
-        .map_err(|e| raft_err(&e))?;
+    node.snapshot_now().await?;
+    let upto = node.raft.metrics().borrow().snapshot.map_or(0, |s| s.index);
     node.raft
         .trigger()
         .purge_log(upto)

@@ -2,7 +2,8 @@
 //! the purge point in small files replaced atomically.
 //!
 //! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` where the payload is one
-//! `Entry` in the store's binary encoding (`codec`; logs of JSON frames still read). `append` writes the frames and hands openraft's callback to a
+//! `Entry` in the store's binary encoding (`codec`; logs of JSON frames still
+//! read). `append` writes the frames and hands openraft's callback to a
 //! flusher thread, which `fdatasync`s and only then tells openraft the entries are
 //! durable. Appends that arrive while a sync runs share the next one (group commit),
 //! so throughput is not bounded by one fsync per write. On open, frames are read until the first one that is short

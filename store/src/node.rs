@@ -109,6 +109,11 @@ pub(crate) async fn read_indexer(
     }
 }
 
+/// The batcher or read indexer is gone: the store is shutting down.
+fn stopping() -> FwdError {
+    FwdError::Other("the store is stopping".into())
+}
+
 fn approx_size(command: &Command) -> usize {
     match command {
         Command::Put(p) => p.key.len() + p.value.len(),
@@ -199,8 +204,8 @@ pub struct Node {
     /// Network and clock.
     pub env: Env,
     pub limits: crate::Limits,
-    /// Set while this leader hands leadership over: new proposals wait.
-    pub transferring: std::sync::atomic::AtomicBool,
+    /// True while this leader hands leadership over: new proposals wait.
+    pub transferring: tokio::sync::watch::Sender<bool>,
     /// Writes for [`batcher`] to propose.
     pub(crate) proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// Linearizable reads for [`read_indexer`] to confirm.
@@ -305,18 +310,13 @@ impl Node {
     async fn write_local(&self, command: Command) -> Result<Option<Applied>, FwdError> {
         // A leader handing over proposes nothing: a write would reach the
         // voters and renew the lease that keeps them from electing the new one.
-        let held = Instant::now() + TRANSFER_TIMEOUT;
-        while self.transferring.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < held
-        {
-            tokio::time::sleep(LEADER_PAUSE).await;
-        }
+        let mut transferring = self.transferring.subscribe();
+        let _ = tokio::time::timeout(TRANSFER_TIMEOUT, transferring.wait_for(|t| !t)).await;
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self.proposals.send(Proposal { command, reply }).is_err() {
-            return Err(FwdError::Other("the store is stopping".into()));
+            return Err(stopping());
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(FwdError::Other("the store is stopping".into())))
+        answer.await.unwrap_or_else(|_| Err(stopping()))
     }
 
     /// Replicate a command and return its result (run on the leader, forwarded there
@@ -340,11 +340,9 @@ impl Node {
     async fn read_index_local(&self) -> Result<u64, FwdError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self.reads.send(reply).is_err() {
-            return Err(FwdError::Other("the store is stopping".into()));
+            return Err(stopping());
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(FwdError::Other("the store is stopping".into())))
+        answer.await.unwrap_or_else(|_| Err(stopping()))
     }
 
     /// Make the local state machine current enough for a linearizable read: the leader
@@ -433,7 +431,6 @@ impl Node {
     /// the target has its whole log, lets the lease run out, and asks the
     /// target to campaign: writes pause for about one election timeout.
     pub async fn move_leader(&self, target: NodeId) -> Result<(), MoveLeaderError> {
-        use std::sync::atomic::Ordering;
         if self.leader() != Some(self.id) {
             return Err(MoveLeaderError::NotLeader);
         }
@@ -452,7 +449,7 @@ impl Node {
         let Some(url) = url else {
             return Err(MoveLeaderError::BadTransferee);
         };
-        if self.transferring.swap(true, Ordering::AcqRel) {
+        if self.transferring.send_replace(true) {
             return Err(MoveLeaderError::Other(
                 "etcdserver: leader transfer in progress".into(),
             ));
@@ -460,7 +457,7 @@ impl Node {
         self.raft.runtime_config().heartbeat(false);
         let result = self.hand_over(target, &url).await;
         self.raft.runtime_config().heartbeat(true);
-        self.transferring.store(false, Ordering::Release);
+        self.transferring.send_replace(false);
         result
     }
 

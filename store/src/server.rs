@@ -53,8 +53,11 @@ fn kv_status(e: KvError) -> Status {
 }
 
 /// etcd's answer to a request over `--max-request-bytes`.
-fn too_large() -> Status {
-    Status::invalid_argument("etcdserver: request is too large")
+fn check_size(req: &impl prost::Message, limits: &crate::Limits) -> Result<(), Status> {
+    match req.encoded_len() > limits.max_request_bytes {
+        true => Err(Status::invalid_argument("etcdserver: request is too large")),
+        false => Ok(()),
+    }
 }
 
 /// The bytes a write adds to the store, as the quota counts them.
@@ -343,9 +346,7 @@ impl pb::kv_server::Kv for Etcd {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let req = req.into_inner();
-        if prost::Message::encoded_len(&req) > self.node.limits.max_request_bytes {
-            return Err(too_large());
-        }
+        check_size(&req, &self.node.limits)?;
         let (out, header) = self.write(Command::Put(from_put(req))).await?;
         let Output::Put(p) = out else {
             return Err(Status::internal("unexpected output"));
@@ -361,9 +362,7 @@ impl pb::kv_server::Kv for Etcd {
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let req = req.into_inner();
-        if prost::Message::encoded_len(&req) > self.node.limits.max_request_bytes {
-            return Err(too_large());
-        }
+        check_size(&req, &self.node.limits)?;
         let (out, header) = self.write(Command::DeleteRange(from_delete(req))).await?;
         let Output::DeleteRange(d) = out else {
             return Err(Status::internal("unexpected output"));
@@ -384,9 +383,7 @@ impl pb::kv_server::Kv for Etcd {
                 "etcdserver: too many operations in txn request",
             ));
         }
-        if prost::Message::encoded_len(&req) > self.node.limits.max_request_bytes {
-            return Err(too_large());
-        }
+        check_size(&req, &self.node.limits)?;
         let txn = txn_from_pb(req)?;
         let (out, header) = self.write(Command::Txn(txn)).await?;
         let Output::Txn(t) = out else {
@@ -417,6 +414,8 @@ type WatchReply = Result<pb::WatchResponse, Status>;
 struct WatchStream {
     etcd: Etcd,
     tx: mpsc::Sender<WatchMsg>,
+    /// Set by the hub when a watcher of this stream fell behind.
+    lagging: Arc<std::sync::atomic::AtomicBool>,
     hub_keys: std::collections::BTreeMap<i64, u64>,
     next_id: i64,
 }
@@ -464,6 +463,7 @@ impl WatchStream {
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
             tx: self.tx.clone(),
             behind: None,
+            lagging: self.lagging.clone(),
         };
         // Under the state-machine lock: answer "created", take the history,
         // register. Applies take the same lock, so no event falls between
@@ -625,6 +625,7 @@ impl pb::watch_server::Watch for Etcd {
         let mut ws = WatchStream {
             etcd: self.clone(),
             tx: ev_tx,
+            lagging: Default::default(),
             hub_keys: Default::default(),
             next_id: 0,
         };
@@ -654,7 +655,7 @@ impl pb::watch_server::Watch for Etcd {
                             vec![Ok(events_response(etcd.header(ev.revision), ev.watch_id, ev.events))]
                         };
                         // Drained: what a watcher missed while the queue was full.
-                        if ev_rx.is_empty() {
+                        if ev_rx.is_empty() && ws.lagging.swap(false, std::sync::atomic::Ordering::AcqRel) {
                             replies.extend(ws.catch_up());
                         }
                         replies
@@ -983,8 +984,7 @@ impl pb::maintenance_server::Maintenance for Etcd {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let (_, _, body) =
             (self.node.sm.snapshot_bytes().await).map_err(|e| Status::internal(e.to_string()))?;
-        let bytes = crate::state_machine::snapshot_file(&body)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = crate::state_machine::snapshot_file(&body);
         let rev = self.node.sm.lock().data.kv.revision();
         let header = self.header(rev);
         let total = bytes.len();

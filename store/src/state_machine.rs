@@ -83,6 +83,9 @@ pub struct Watcher {
     /// Nothing more is queued for it until its stream catches it up from the
     /// key space's history (etcd's unsynced watchers).
     pub behind: Option<i64>,
+    /// Shared by the watchers of one stream: set when one of them fell behind
+    /// (or was ended without word), so the stream catches up only then.
+    pub lagging: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Watcher {
@@ -130,6 +133,8 @@ impl Watcher {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.behind = Some(revision);
+                self.lagging
+                    .store(true, std::sync::atomic::Ordering::Release);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -333,7 +338,7 @@ const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"MGMTSNP1";
 /// length, the snapshot bytes, zeros up to a multiple of 512 bytes, and the
 /// SHA-256 of all that. etcdctl only keeps a file whose size is a multiple of
 /// 512 plus 32 (etcd's bbolt pages, then their checksum).
-pub fn snapshot_file(body: &[u8]) -> io::Result<Vec<u8>> {
+pub fn snapshot_file(body: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     let mut out = Vec::with_capacity(body.len() + 1024);
     out.extend_from_slice(SNAPSHOT_FILE_MAGIC);
@@ -342,7 +347,7 @@ pub fn snapshot_file(body: &[u8]) -> io::Result<Vec<u8>> {
     out.resize(out.len().div_ceil(512) * 512, 0);
     let sum = sha2::Sha256::digest(&out);
     out.extend_from_slice(&sum);
-    Ok(out)
+    out
 }
 
 /// A file made by [`snapshot_file`], checked and decoded.
@@ -472,7 +477,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Watchers cannot be told what changed across a snapshot: end them, clients
         // re-watch from a revision they know.
         for (_, w) in std::mem::take(&mut g.watchers) {
-            let _ = w.tx.try_send(WatchMsg {
+            let told = w.tx.try_send(WatchMsg {
                 watch_id: w.watch_id,
                 revision: g.data.kv.revision(),
                 events: Vec::new(),
@@ -483,6 +488,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .to_string(),
                 ),
             });
+            if told.is_err() {
+                // Its stream finds it gone when it catches up.
+                w.lagging.store(true, std::sync::atomic::Ordering::Release);
+            }
         }
         Ok(())
     }
@@ -557,7 +566,7 @@ mod tests {
         assert_eq!(applied, data().last_applied);
         let back = decode_data(&bytes).unwrap();
         assert_eq!(back.kv, data().kv);
-        let file = read_snapshot_file(&snapshot_file(&bytes).unwrap()).unwrap();
+        let file = read_snapshot_file(&snapshot_file(&bytes)).unwrap();
         assert_eq!(file.kv, data().kv);
     }
 }

@@ -46,6 +46,28 @@ fn start(dir: &std::path::Path, name: &str, extra: &[String]) -> H {
     }
 }
 
+/// The articles' agents h1..hN: h1 starts the cluster with an ideal size of
+/// 3, the others join through it.
+fn agents<const N: usize>(dir: &std::path::Path) -> [H; N] {
+    let h1 = start(dir, "h1", &["--ideal-cluster-size".into(), "3".into()]);
+    h1.agent.wait_for_line("running graph", T);
+    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
+    let mut hosts = vec![h1];
+    for i in 2..=N {
+        hosts.push(start(dir, &format!("h{i}"), &seeds));
+    }
+    hosts.try_into().unwrap_or_else(|_| unreachable!("N hosts"))
+}
+
+/// `127.0.0.1:PORT,...` of every host's client URL, as etcdctl takes them.
+fn client_endpoints(hosts: &[&H]) -> String {
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("127.0.0.1:{}", h.client))
+        .collect();
+    urls.join(",")
+}
+
 /// `name -> started voter` lines of `etcdctl member list` on `port`.
 fn members(port: u16) -> Option<Vec<String>> {
     let out = try_etcdctl(port, &["member", "list"])?;
@@ -90,12 +112,7 @@ fn wait_members(hosts: &[&H], n: usize) -> Vec<String> {
 #[test]
 fn four_agents_cluster_grow_shrink_regrow() {
     let d = tempfile::tempdir().unwrap();
-    let h1 = start(d.path(), "h1", &["--ideal-cluster-size".into(), "3".into()]);
-    h1.agent.wait_for_line("running graph", T);
-    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
-    let h2 = start(d.path(), "h2", &seeds);
-    let h3 = start(d.path(), "h3", &seeds);
-    let h4 = start(d.path(), "h4", &seeds);
+    let [h1, h2, h3, h4] = agents(d.path());
     let all = [&h1, &h2, &h3, &h4];
 
     let three = wait_members(&all, 3);
@@ -127,18 +144,10 @@ fn four_agents_cluster_grow_shrink_regrow() {
 #[test]
 fn stock_etcdctl_maintenance_works_against_three_agents() {
     let d = tempfile::tempdir().unwrap();
-    let h1 = start(d.path(), "h1", &["--ideal-cluster-size".into(), "3".into()]);
-    h1.agent.wait_for_line("running graph", T);
-    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
-    let h2 = start(d.path(), "h2", &seeds);
-    let h3 = start(d.path(), "h3", &seeds);
+    let [h1, h2, h3] = agents(d.path());
     let all = [&h1, &h2, &h3];
     wait_members(&all, 3);
-    let endpoints: Vec<String> = all
-        .iter()
-        .map(|h| format!("127.0.0.1:{}", h.client))
-        .collect();
-    let endpoints = endpoints.join(",");
+    let endpoints = client_endpoints(&all);
     let run = |args: &[&str]| -> (bool, String) {
         let out = std::process::Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
@@ -235,18 +244,10 @@ fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let d = tempfile::tempdir().unwrap();
-    let h1 = start(d.path(), "h1", &["--ideal-cluster-size".into(), "3".into()]);
-    h1.agent.wait_for_line("running graph", T);
-    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
-    let h2 = start(d.path(), "h2", &seeds);
-    let h3 = start(d.path(), "h3", &seeds);
-    let mut hosts = vec![h1, h2, h3];
-    wait_members(&hosts.iter().collect::<Vec<_>>(), 3);
-    let endpoints: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("127.0.0.1:{}", h.client))
-        .collect();
-    let endpoints = endpoints.join(",");
+    let mut hosts = Vec::from(agents::<3>(d.path()));
+    let all: Vec<&H> = hosts.iter().collect();
+    wait_members(&all, 3);
+    let endpoints = client_endpoints(&all);
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
