@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod allocator;
 mod exports;
 
 use clap::{Args, Parser, Subcommand};
@@ -125,6 +126,7 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     let cli = Cli::parse();
     init_logging();
     match cli.command {

@@ -13,6 +13,10 @@
 
 use std::time::{Duration, Instant};
 
+/// The allocator `mgmt` runs with, so the store here costs what it costs there.
+#[path = "../../cli/src/allocator.rs"]
+mod allocator;
+
 use mgmt_store::pb::etcdserverpb::{
     self as pb, PutRequest, RangeRequest, kv_client::KvClient, watch_client::WatchClient,
 };
@@ -93,8 +97,14 @@ async fn bench_ops(name: &str, endpoint: &str, conc: usize, keys: usize, ops: us
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    allocator::configure();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(run_phases());
+}
+
+async fn run_phases() {
     let phase = std::env::args().nth(1).unwrap_or_default();
     let all = phase.is_empty();
     if all || phase == "throughput" {
