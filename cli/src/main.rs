@@ -8,6 +8,7 @@ use std::time::Duration;
 
 mod allocator;
 mod exports;
+mod tls;
 
 use clap::{Args, Parser, Subcommand};
 use mgmt_core::Graph;
@@ -32,13 +33,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compile a graph and keep this machine in the state it describes.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compile a graph and print it as JSON, without running anything.
     Graph(GraphArgs),
     /// Put a file of `etcdctl snapshot save` into this host's empty store
     /// directory: the next `mgmt run` here without --seeds starts a new
     /// cluster holding its keys.
     Restore(RestoreArgs),
+    /// Certificates for TLS on both links: `mgmt tls init DIR --hosts h1,h2,h3`.
+    Tls(tls::TlsCommand),
 }
 
 #[derive(Args)]
@@ -123,6 +126,8 @@ struct RunArgs {
     /// delete, then `etcdctl alarm disarm`.
     #[arg(long, default_value_t = mgmt_store::Limits::default().quota_backend_bytes)]
     quota_backend_bytes: u64,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -140,8 +145,18 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Restore(args) => restore(args),
+        Command::Tls(cmd) => match tls::command(cmd) {
+            Ok(done) => {
+                info!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("{e}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
     }
 }
 
@@ -472,6 +487,14 @@ fn run(args: RunArgs) -> ExitCode {
         report!("error: --seeds needs at least one URL");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
+    let serving = !args.no_server;
+    let tls = match tls::links(&args.tls, serving, &client_urls, &peer_urls, &seeds) {
+        Ok(links) => links,
+        Err(e) => {
+            report!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     let report = runtime.block_on(async {
         let shutdown = shutdown_signal();
         // No server and no seeds: no cluster at all, just the graph.
@@ -481,6 +504,7 @@ fn run(args: RunArgs) -> ExitCode {
             let mut store = mgmt_store::StoreConfig::new(hostname.clone(), args.prefix.clone());
             store.client_urls = client_urls;
             store.peer_urls = peer_urls;
+            store.env = mgmt_store::Env::tokio().with_tls(tls);
             store.limits = mgmt_store::Limits {
                 max_request_bytes: args.max_request_bytes,
                 max_txn_ops: args.max_txn_ops,

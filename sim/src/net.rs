@@ -19,7 +19,10 @@ impl Net for TurmoilNet {
             let listener = turmoil::net::TcpListener::bind(any).await?;
             let port = listener.local_addr()?.port();
             let incoming = futures::stream::unfold(listener, |l| async move {
-                let r = l.accept().await.map(|(s, _)| Conn::new(s));
+                let r = l
+                    .accept()
+                    .await
+                    .map(|(s, remote)| Conn::accepted(s, remote));
                 Some((r, l))
             });
             Ok((

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::net::{Conn, Incoming};
+use crate::net::Incoming;
 
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
@@ -34,7 +34,7 @@ const MAX_FRAME: usize = 16_384;
 /// Every connection of `incoming` with a lenient `:authority`.
 pub(crate) fn lenient(incoming: Incoming) -> Incoming {
     use futures::StreamExt;
-    Box::pin(incoming.map(|r| r.map(|io| Conn::new(LenientAuthority::new(io)))))
+    Box::pin(incoming.map(|r| r.map(|io| io.layered(LenientAuthority::new))))
 }
 
 enum Mode {

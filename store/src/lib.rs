@@ -51,6 +51,7 @@
 //! sends the whole URL as `:authority`, which `authority` accepts.
 
 mod authority;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 mod codec;
@@ -68,6 +69,7 @@ mod server;
 mod state_machine;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod tls;
 mod types;
 
 use std::collections::BTreeMap;
@@ -327,27 +329,51 @@ pub(crate) fn socket_addr(url: &str) -> Result<SocketAddr, StoreError> {
     };
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("only http:// and https:// URLs are supported"))?;
     let hostport = rest.trim_end_matches('/');
     let hostport = if let Some(port) = hostport.strip_prefix("localhost:") {
         format!("127.0.0.1:{port}")
     } else {
         hostport.to_string()
     };
-    hostport.parse().map_err(|_| bad("expected http://IP:PORT"))
+    hostport
+        .parse()
+        .map_err(|_| bad("expected http://IP:PORT or https://IP:PORT"))
 }
 
-/// Bind every URL; fail on the first that cannot be bound, naming it. Returns the
-/// listeners and the URLs with their actual ports.
-async fn bind_all(env: &Env, urls: &[String]) -> Result<Vec<(String, Incoming)>, StoreError> {
+/// Bind every URL of one link; fail on the first that cannot be bound, naming
+/// it, or that is `https://` where the link has no certificate to serve.
+/// Returns the listeners (TLS taken care of) and the URLs with their actual
+/// ports.
+async fn bind_all(
+    env: &Env,
+    urls: &[String],
+    link: tls::Link,
+) -> Result<Vec<(String, Incoming)>, StoreError> {
     let mut out = Vec::new();
     for url in urls {
         let addr = socket_addr(url)?;
+        let https = url.starts_with("https://");
+        let serving = env.tls().get(link).filter(|t| t.serves());
+        if https && serving.is_none() {
+            return Err(StoreError::InvalidUrl {
+                url: url.clone(),
+                reason: format!("https, but no certificate is configured for {link} links"),
+            });
+        }
         let (actual, incoming) = env.listen(addr).await.map_err(|source| StoreError::Bind {
             url: url.clone(),
             source,
         })?;
-        out.push((format!("http://{actual}"), incoming));
+        let (scheme, incoming) = match serving {
+            Some(config) if https => {
+                let url = format!("https://{actual}");
+                ("https", tls::accept(incoming, config, link, url))
+            }
+            _ => ("http", incoming),
+        };
+        out.push((format!("{scheme}://{actual}"), incoming));
     }
     Ok(out)
 }
@@ -472,8 +498,8 @@ impl Store {
             });
         }
         // Bind everything first: a port in use fails before anything runs.
-        let clients = bind_all(&config.env, &config.client_urls).await?;
-        let peers = bind_all(&config.env, &config.peer_urls).await?;
+        let clients = bind_all(&config.env, &config.client_urls, tls::Link::Client).await?;
+        let peers = bind_all(&config.env, &config.peer_urls, tls::Link::Peer).await?;
         let client_urls: Vec<String> = clients.iter().map(|(u, _)| u.clone()).collect();
         let peer_urls: Vec<String> = peers.iter().map(|(u, _)| u.clone()).collect();
 

@@ -18,16 +18,67 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls::{Link, Links};
+
 /// A byte stream: what a listener accepts and a dialer returns.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// One connection, type-erased so servers and channels stay concrete.
-pub struct Conn(Pin<Box<dyn Io>>);
+/// One connection, type-erased so servers and channels stay concrete, with
+/// what is known of the other end.
+pub struct Conn {
+    io: Pin<Box<dyn Io>>,
+    info: ConnInfo,
+}
+
+/// What a server knows of a connection's other end: handed to every request
+/// on it (tonic puts it in the request's extensions).
+#[derive(Clone, Debug, Default)]
+pub struct ConnInfo {
+    /// The remote address, where the transport knows it.
+    pub remote: Option<SocketAddr>,
+    /// The certificate chain the client presented over TLS (leaf first).
+    pub peer_certificates: Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
+}
 
 impl Conn {
     pub fn new(io: impl Io) -> Self {
-        Conn(Box::pin(io))
+        Conn {
+            io: Box::pin(io),
+            info: ConnInfo::default(),
+        }
+    }
+
+    /// A connection accepted from `remote`.
+    pub fn accepted(io: impl Io, remote: SocketAddr) -> Self {
+        Conn {
+            io: Box::pin(io),
+            info: ConnInfo {
+                remote: Some(remote),
+                peer_certificates: None,
+            },
+        }
+    }
+
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// This connection seen through a layer (TLS, a header rewrite, a cut
+    /// switch) that keeps what is known of the other end.
+    pub(crate) fn layered<T: Io>(self, layer: impl FnOnce(Conn) -> T) -> Conn {
+        let info = self.info.clone();
+        Conn {
+            io: Box::pin(layer(self)),
+            info,
+        }
+    }
+
+    pub(crate) fn with_info(io: impl Io, info: ConnInfo) -> Conn {
+        Conn {
+            io: Box::pin(io),
+            info,
+        }
     }
 }
 
@@ -37,7 +88,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.0.as_mut().poll_read(cx, buf)
+        self.io.as_mut().poll_read(cx, buf)
     }
 }
 
@@ -47,19 +98,21 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.0.as_mut().poll_write(cx, buf)
+        self.io.as_mut().poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.as_mut().poll_flush(cx)
+        self.io.as_mut().poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.as_mut().poll_shutdown(cx)
+        self.io.as_mut().poll_shutdown(cx)
     }
 }
 
 impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
 }
 
 /// Accepted connections of one listener; dropping it closes the listener.
@@ -80,9 +133,12 @@ pub trait Net: Send + Sync + 'static {
     }
 }
 
-/// A shared [`Net`].
+/// A shared [`Net`], and the TLS its `https://` URLs use.
 #[derive(Clone)]
-pub struct Env(Arc<dyn Net>);
+pub struct Env {
+    net: Arc<dyn Net>,
+    tls: Arc<Links>,
+}
 
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,7 +154,20 @@ impl Default for Env {
 
 impl Env {
     pub fn new(net: impl Net) -> Self {
-        Env(Arc::new(net))
+        Env {
+            net: Arc::new(net),
+            tls: Arc::default(),
+        }
+    }
+
+    /// The same network, with `tls` for `https://` URLs.
+    pub fn with_tls(mut self, tls: Links) -> Self {
+        self.tls = Arc::new(tls);
+        self
+    }
+
+    pub fn tls(&self) -> &Links {
+        &self.tls
     }
 
     /// Real TCP (tokio) and the system clock.
@@ -107,26 +176,49 @@ impl Env {
     }
 
     pub fn allows_threads(&self) -> bool {
-        self.0.allows_threads()
+        self.net.allows_threads()
     }
 
     pub fn now_ms(&self) -> u64 {
-        self.0.now_ms()
+        self.net.now_ms()
     }
 
     pub async fn listen(&self, addr: SocketAddr) -> io::Result<(SocketAddr, Incoming)> {
-        self.0.listen(addr).await
+        self.net.listen(addr).await
     }
 
-    /// A lazily connected HTTP/2 channel to `url` (`http://IP:PORT`) with
-    /// keepalive, so a dead peer or a wedged connection is noticed and redialed.
+    /// A lazily connected HTTP/2 channel to a client URL (`http://IP:PORT`, or
+    /// `https://` over the client link's TLS) with keepalive, so a dead member
+    /// or a wedged connection is noticed and redialed.
     pub fn channel(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
-        let net = self.0.clone();
+        self.dial(url, Link::Client)
+    }
+
+    /// [`Env::channel`] to a peer URL, over the peer link's TLS if `https://`.
+    pub fn peer_channel(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
+        self.dial(url, Link::Peer)
+    }
+
+    fn dial(&self, url: &str, link: Link) -> Result<Channel, tonic::transport::Error> {
+        let (net, tls) = (self.net.clone(), self.tls.clone());
         let connector = tower::service_fn(move |uri: http::Uri| {
-            let net = net.clone();
+            let (net, tls) = (net.clone(), tls.clone());
             async move {
                 let addr = uri_addr(&uri)?;
+                let https = uri.scheme_str() == Some("https");
                 let conn = net.connect(addr).await?;
+                let conn = match (https, tls.get(link)) {
+                    (false, _) => conn,
+                    (true, Some(config)) => {
+                        crate::tls::connect(config, uri.host().unwrap_or_default(), conn).await?
+                    }
+                    (true, None) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("{uri}: https, but no TLS is configured for {link} links"),
+                        ));
+                    }
+                };
                 Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(conn))
             }
         });
@@ -146,7 +238,13 @@ fn uri_addr(uri: &http::Uri) -> io::Result<SocketAddr> {
     } else {
         host
     };
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     format!("{host}:{port}")
         .parse()
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {uri}")))
@@ -160,9 +258,9 @@ impl Net for TokioNet {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
             let incoming = futures::stream::unfold(listener, |l| async move {
-                let r = l.accept().await.map(|(s, _)| {
+                let r = l.accept().await.map(|(s, remote)| {
                     let _ = s.set_nodelay(true);
-                    Conn::new(s)
+                    Conn::accepted(s, remote)
                 });
                 Some((r, l))
             });
@@ -239,7 +337,7 @@ pub(crate) fn cuttable(incoming: Incoming, cut: tokio_util::sync::CancellationTo
     use futures::StreamExt;
     Box::pin(incoming.map(move |r| {
         r.map(|io| {
-            Conn::new(Cuttable {
+            io.layered(|io| Cuttable {
                 io,
                 cut: Box::pin(cut.clone().cancelled_owned()),
             })

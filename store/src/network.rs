@@ -41,7 +41,7 @@ impl Channels {
         if let Some(ch) = map.get(url) {
             return Ok(PeerClient::new(ch.clone()));
         }
-        let ch = self.env.channel(url)?;
+        let ch = self.env.peer_channel(url)?;
         map.insert(url.to_string(), ch.clone());
         Ok(PeerClient::new(ch)
             .max_decoding_message_size(256 << 20)

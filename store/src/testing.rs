@@ -21,6 +21,22 @@ impl RealEtcd {
 
     /// `members` members forming one cluster.
     pub fn start_cluster(members: usize) -> RealEtcd {
+        Self::start_with(members, None)
+    }
+
+    /// One member serving its client URL over TLS with `cert` and `key`,
+    /// asking clients for a certificate signed by `ca` (etcd's
+    /// `--client-cert-auth`).
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> RealEtcd {
+        Self::start_with(1, Some([cert, key, ca]))
+    }
+
+    fn start_with(members: usize, tls: Option<[&std::path::Path; 3]>) -> RealEtcd {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
         let cluster = ports
             .iter()
@@ -34,9 +50,19 @@ impl RealEtcd {
         };
         for (i, (client, peer)) in ports.into_iter().enumerate() {
             let dir = tempfile::tempdir().expect("temp dir");
-            let client_url = format!("http://127.0.0.1:{client}");
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
-            let child = Command::new("/usr/bin/etcd")
+            let mut cmd = Command::new("/usr/bin/etcd");
+            if let Some([cert, key, ca]) = tls {
+                cmd.arg("--cert-file")
+                    .arg(cert)
+                    .arg("--key-file")
+                    .arg(key)
+                    .arg("--trusted-ca-file")
+                    .arg(ca)
+                    .arg("--client-cert-auth");
+            }
+            let child = cmd
                 .args(["--name", &format!("e{i}"), "--data-dir"])
                 .arg(dir.path())
                 .args(["--listen-client-urls", &client_url])

@@ -235,3 +235,125 @@ fn a_graph_over_the_size_cap_is_refused() {
     let out = with_cap("1000");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// TLS flags that do not fit the URLs: exit 2 with a message, before the
+/// graph runs or anything listens.
+#[test]
+fn tls_flags_that_do_not_fit_the_urls_are_refused() {
+    let top = tempfile::tempdir().unwrap();
+    let pki = top.path().join("pki");
+    let init = run_to_end(&["tls", "init", pki.to_str().unwrap(), "--hosts", "h1"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let f = |name: &str| pki.join(name).to_string_lossy().into_owned();
+    let (cert, key, ca) = (f("h1.crt"), f("h1.key"), f("ca.crt"));
+    let target = top.path().join("made");
+    let g = write(
+        top.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file: [{{name: {}, content: x}}]\n",
+            target.display()
+        ),
+    );
+    let (c, p) = (free_port(), free_port());
+    let http_c = format!("http://127.0.0.1:{c}");
+    let https_c = format!("https://127.0.0.1:{c}");
+    let https_p = format!("https://127.0.0.1:{p}");
+    let http_p = format!("http://127.0.0.1:{p}");
+    let mixed = format!("{http_c},https://127.0.0.1:{}", free_port());
+    let missing = top.path().join("nope.crt").to_string_lossy().into_owned();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--client-urls", &mixed],
+            "--client-urls mixes http:// and https://",
+        ),
+        (
+            vec![
+                "--client-urls",
+                &http_c,
+                "--cert-file",
+                &cert,
+                "--key-file",
+                &key,
+            ],
+            "apply to https:// client URLs",
+        ),
+        (
+            vec!["--client-urls", &https_c, "--trusted-ca-file", &ca],
+            "need --cert-file and --key-file",
+        ),
+        (
+            vec![
+                "--client-urls",
+                &https_c,
+                "--cert-file",
+                &cert,
+                "--key-file",
+                &key,
+            ],
+            "need --trusted-ca-file",
+        ),
+        (
+            vec![
+                "--client-urls",
+                &https_c,
+                "--cert-file",
+                &missing,
+                "--key-file",
+                &key,
+                "--trusted-ca-file",
+                &ca,
+            ],
+            "nope.crt",
+        ),
+        (
+            vec!["--server-urls", &http_p, "--peer-cert-file", &cert],
+            "apply to https:// --server-urls",
+        ),
+        (
+            vec![
+                "--server-urls",
+                &https_p,
+                "--peer-cert-file",
+                &cert,
+                "--peer-key-file",
+                &key,
+            ],
+            "--peer-trusted-ca-file",
+        ),
+        (
+            vec!["--no-server", "--seeds", &https_c],
+            "https:// seeds need --trusted-ca-file",
+        ),
+    ];
+    let prefix = top.path().join("prefix");
+    for (flags, message) in cases {
+        let mut args = vec![
+            "run",
+            "--file",
+            &g,
+            "--converged-timeout",
+            "0",
+            "--hostname",
+            "h1",
+            "--prefix",
+            prefix.to_str().unwrap(),
+        ];
+        if !flags.contains(&"--client-urls") {
+            args.extend(["--client-urls", &http_c]);
+        }
+        if !flags.contains(&"--server-urls") {
+            args.extend(["--server-urls", &http_p]);
+        }
+        args.extend(flags.iter().copied());
+        let out = run_to_end(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(
+            err.contains(message),
+            "{flags:?}: wanted {message:?} in {err}"
+        );
+        assert!(!target.exists(), "{flags:?}: the graph ran");
+        assert!(!prefix.exists(), "{flags:?}: the store started");
+    }
+}

@@ -11,6 +11,112 @@ const T: Duration = Duration::from_secs(60);
 struct H {
     agent: Agent,
     client: u16,
+    peer: u16,
+    /// The directory of `mgmt tls init` when the host runs TLS on both links.
+    tls: Option<std::path::PathBuf>,
+}
+
+impl H {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    fn client_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client)
+    }
+
+    /// etcdctl's arguments to reach this host as the operator (root's
+    /// certificate when TLS is on).
+    fn ctl_args(&self) -> Vec<String> {
+        let mut v = vec!["--endpoints".to_string(), self.client_url()];
+        if let Some(dir) = &self.tls {
+            v.extend(operator_tls(dir));
+        }
+        v
+    }
+
+    /// etcdctl on this host; `None` if it fails.
+    fn try_ctl(&self, args: &[&str]) -> Option<String> {
+        let out = ctl_command(&self.ctl_args(), args)
+            .arg("--dial-timeout=2s")
+            .arg("--command-timeout=3s")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .expect("etcdctl is installed");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// etcdctl on this host, which must succeed.
+    fn ctl(&self, args: &[&str]) -> String {
+        let out = ctl_command(&self.ctl_args(), args)
+            .arg("--command-timeout=5s")
+            .output()
+            .expect("etcdctl is installed");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// `--cacert --cert --key` of the operator's certificate in a `tls init` directory.
+fn operator_tls(dir: &std::path::Path) -> Vec<String> {
+    let f = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    vec![
+        "--cacert".into(),
+        f("ca.crt"),
+        "--cert".into(),
+        f("root.crt"),
+        "--key".into(),
+        f("root.key"),
+    ]
+}
+
+/// `mgmt tls init DIR --hosts HOSTS`; returns DIR.
+fn tls_init(top: &std::path::Path, name: &str, hosts: &str) -> std::path::PathBuf {
+    let dir = top.join(name);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mgmt"))
+        .args(["tls", "init", dir.to_str().unwrap(), "--hosts", hosts])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+fn ctl_command(global: &[String], args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3").args(global).args(args);
+    cmd
+}
+
+/// The agent flags for TLS on both links with host `name`'s files in `dir`.
+fn agent_tls(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let f = |file: String| dir.join(file).to_string_lossy().into_owned();
+    let (cert, key, ca) = (
+        f(format!("{name}.crt")),
+        f(format!("{name}.key")),
+        f("ca.crt".into()),
+    );
+    [
+        ("--cert-file", &cert),
+        ("--key-file", &key),
+        ("--trusted-ca-file", &ca),
+        ("--peer-cert-file", &cert),
+        ("--peer-key-file", &key),
+        ("--peer-trusted-ca-file", &ca),
+    ]
+    .into_iter()
+    .flat_map(|(flag, v)| [flag.to_string(), v.clone()])
+    .chain(["--client-cert-auth".to_string()])
+    .collect()
 }
 
 fn graph(dir: &std::path::Path, name: &str) -> String {
@@ -21,8 +127,9 @@ fn graph(dir: &std::path::Path, name: &str) -> String {
     )
 }
 
-fn start(dir: &std::path::Path, name: &str, extra: &[String]) -> H {
+fn start(dir: &std::path::Path, name: &str, extra: &[String], tls: Option<&std::path::Path>) -> H {
     let (client, peer) = (free_port(), free_port());
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let g = graph(dir, name);
     let prefix = dir.join("prefix").join(name);
     let mut args: Vec<String> = vec![
@@ -34,27 +141,38 @@ fn start(dir: &std::path::Path, name: &str, extra: &[String]) -> H {
         "--prefix".into(),
         prefix.to_string_lossy().into_owned(),
         "--client-urls".into(),
-        format!("http://127.0.0.1:{client}"),
+        format!("{scheme}://127.0.0.1:{client}"),
         "--server-urls".into(),
-        format!("http://127.0.0.1:{peer}"),
+        format!("{scheme}://127.0.0.1:{peer}"),
     ];
+    if let Some(tls) = tls {
+        args.extend(agent_tls(tls, name));
+    }
     args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     H {
         agent: Agent::start(&args),
         client,
+        peer,
+        tls: tls.map(std::path::Path::to_path_buf),
     }
 }
 
 /// The articles' agents h1..hN: h1 starts the cluster with an ideal size of
 /// 3, the others join through it.
 fn agents<const N: usize>(dir: &std::path::Path) -> [H; N] {
-    let h1 = start(dir, "h1", &["--ideal-cluster-size".into(), "3".into()]);
+    agents_with(dir, None)
+}
+
+/// [`agents`], with TLS on both links from a `mgmt tls init` directory.
+fn agents_with<const N: usize>(dir: &std::path::Path, tls: Option<&std::path::Path>) -> [H; N] {
+    let ideal = ["--ideal-cluster-size".into(), "3".into()];
+    let h1 = start(dir, "h1", &ideal, tls);
     h1.agent.wait_for_line("running graph", T);
-    let seeds = vec!["--seeds".into(), format!("http://127.0.0.1:{}", h1.client)];
+    let seeds = vec!["--seeds".into(), h1.client_url()];
     let mut hosts = vec![h1];
     for i in 2..=N {
-        hosts.push(start(dir, &format!("h{i}"), &seeds));
+        hosts.push(start(dir, &format!("h{i}"), &seeds, tls));
     }
     hosts.try_into().unwrap_or_else(|_| unreachable!("N hosts"))
 }
@@ -69,8 +187,8 @@ fn client_endpoints(hosts: &[&H]) -> String {
 }
 
 /// `name -> started voter` lines of `etcdctl member list` on `port`.
-fn members(port: u16) -> Option<Vec<String>> {
-    let out = try_etcdctl(port, &["member", "list"])?;
+fn members(h: &H) -> Option<Vec<String>> {
+    let out = h.try_ctl(&["member", "list"])?;
     let mut names = Vec::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split(", ").collect();
@@ -90,7 +208,7 @@ fn wait_members(hosts: &[&H], n: usize) -> Vec<String> {
     let mut last = None;
     let ok = wait_until(T, || {
         for h in hosts {
-            let Some(m) = members(h.client) else { continue };
+            let Some(m) = members(h) else { continue };
             if m.len() != n {
                 last = Some(m);
                 return false;
@@ -98,7 +216,7 @@ fn wait_members(hosts: &[&H], n: usize) -> Vec<String> {
             // Every member agrees.
             let all = m.iter().all(|name| {
                 let idx: usize = name[1..].parse().unwrap();
-                members(hosts[idx - 1].client).as_ref() == Some(&m)
+                members(hosts[idx - 1]).as_ref() == Some(&m)
             });
             last = Some(m);
             return all;
@@ -112,32 +230,101 @@ fn wait_members(hosts: &[&H], n: usize) -> Vec<String> {
 #[test]
 fn four_agents_cluster_grow_shrink_regrow() {
     let d = tempfile::tempdir().unwrap();
-    let [h1, h2, h3, h4] = agents(d.path());
-    let all = [&h1, &h2, &h3, &h4];
+    grow_shrink_regrow(d.path(), None);
+}
 
-    let three = wait_members(&all, 3);
-    assert!(three.contains(&"h1".to_string()), "{three:?}");
+/// The articles' example with TLS on both links, certificates from `mgmt tls
+/// init`, etcdctl as the operator's certificate.
+#[test]
+fn four_agents_with_tls_cluster_grow_shrink_regrow() {
+    let d = tempfile::tempdir().unwrap();
+    let pki = tls_init(d.path(), "pki", "h1,h2,h3,h4");
+    let all = grow_shrink_regrow(d.path(), Some(&pki));
+    // Plaintext, and another CA's certificate, on the client and the peer
+    // port of a member: refused, nothing served, and the log says why and
+    // from where.
+    let other = tls_init(d.path(), "other", "x");
+    let survivor = all
+        .iter()
+        .find(|h| members(h).is_some_and(|m| m.len() == 3))
+        .expect("a member");
+    // The write an intruder would send: shrink the cluster to one.
+    let shrinks = |global: &[String]| {
+        let args = [
+            "--command-timeout=2s",
+            "put",
+            "/_mgmt/idealClusterSize",
+            "1",
+        ];
+        ctl_command(global, &args)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    for port in [survivor.client, survivor.peer] {
+        let plain = ["--endpoints".into(), format!("http://127.0.0.1:{port}")];
+        assert!(!shrinks(&plain), "plaintext to port {port} was served");
+        let url = format!("url=https://127.0.0.1:{port} from=127.0.0.1:");
+        let line = survivor.agent.wait_for_line(&url, T);
+        assert!(line.contains("reason=not a TLS client"), "{line}");
+        // Trusting our CA, presenting another's certificate.
+        let mut stranger = vec!["--endpoints".into(), format!("https://127.0.0.1:{port}")];
+        stranger.extend(operator_tls(&other));
+        stranger[3] = pki.join("ca.crt").to_string_lossy().into_owned();
+        assert!(
+            !shrinks(&stranger),
+            "another CA's certificate was served on {port}"
+        );
+        let line = survivor
+            .agent
+            .wait_for_line("reason=certificate not signed by the trusted CA", T);
+        assert!(line.contains(&url), "{line}");
+    }
+    assert_eq!(
+        survivor
+            .ctl(&["get", "/_mgmt/idealClusterSize", "--print-value-only"])
+            .trim(),
+        "3"
+    );
+    assert_eq!(members(survivor).map(|m| m.len()), Some(3));
+}
 
-    // Grow to 5: only four hosts exist, so h4 starts a server too.
-    etcdctl(h1.client, &["put", "/_mgmt/idealClusterSize", "5"]);
-    assert_eq!(wait_members(&all, 4), ["h1", "h2", "h3", "h4"]);
+/// Starts the articles' four agents, grows to five (four members), shrinks to
+/// one and regrows to three; returns the agents.
+fn grow_shrink_regrow(dir: &std::path::Path, tls: Option<&std::path::Path>) -> [H; 4] {
+    let hosts: [H; 4] = agents_with(dir, tls);
+    {
+        let [h1, h2, h3, h4] = &hosts;
+        let all = [h1, h2, h3, h4];
 
-    // Shrink to one member, then regrow to three on the same URLs.
-    etcdctl(h1.client, &["put", "/_mgmt/idealClusterSize", "1"]);
-    let one = wait_members(&all, 1);
-    let survivor = all[one[0][1..].parse::<usize>().unwrap() - 1];
-    etcdctl(survivor.client, &["put", "/_mgmt/idealClusterSize", "3"]);
-    wait_members(&all, 3);
+        let three = wait_members(&all, 3);
+        assert!(three.contains(&"h1".to_string()), "{three:?}");
 
-    for h in all {
-        let lines: Vec<String> = h.agent.lines.try_iter().collect();
-        for l in &lines {
-            assert!(
-                !l.contains("address already in use") && !l.contains("cannot start the store"),
-                "{l}"
-            );
+        // Grow to 5: only four hosts exist, so h4 starts a server too.
+        h1.ctl(&["put", "/_mgmt/idealClusterSize", "5"]);
+        assert_eq!(wait_members(&all, 4), ["h1", "h2", "h3", "h4"]);
+
+        // Shrink to one member, then regrow to three on the same URLs.
+        h1.ctl(&["put", "/_mgmt/idealClusterSize", "1"]);
+        let one = wait_members(&all, 1);
+        let survivor = all[one[0][1..].parse::<usize>().unwrap() - 1];
+        survivor.ctl(&["put", "/_mgmt/idealClusterSize", "3"]);
+        wait_members(&all, 3);
+
+        for h in all {
+            let lines: Vec<String> = h.agent.lines.try_iter().collect();
+            for l in &lines {
+                assert!(
+                    !l.contains("address already in use")
+                        && !l.contains("cannot start the store")
+                        && !l.contains("TLS connection refused"),
+                    "{l}"
+                );
+            }
         }
     }
+    hosts
 }
 
 /// Stock etcdctl's maintenance commands against three agents.
@@ -204,7 +391,7 @@ fn stock_etcdctl_maintenance_works_against_three_agents() {
     assert_eq!(ok(&["alarm", "list"]), "");
     let file = d.path().join("snap.db");
     // From one member, as etcdctl insists.
-    let out = etcdctl(h2.client, &["snapshot", "save", file.to_str().unwrap()]);
+    let out = h2.ctl(&["snapshot", "save", file.to_str().unwrap()]);
     assert!(out.contains("Snapshot saved at"), "{out}");
     assert_eq!(std::fs::metadata(&file).unwrap().len() % 512, 32);
     let out = ok(&["defrag", "--cluster"]);
@@ -278,7 +465,7 @@ fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
         "writes never flowed"
     );
 
-    let status = etcdctl(hosts[0].client, &["endpoint", "status", "--cluster"]);
+    let status = hosts[0].ctl(&["endpoint", "status", "--cluster"]);
     let leader_url = status
         .lines()
         .find(|l| l.contains(", true, false, "))
@@ -302,8 +489,7 @@ fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
         w.join().unwrap();
     }
 
-    let survivor = hosts[0].client;
-    let stored = etcdctl(survivor, &["get", "--prefix", "w/", "--keys-only"]);
+    let stored = hosts[0].ctl(&["get", "--prefix", "w/", "--keys-only"]);
     let stored: std::collections::BTreeSet<&str> =
         stored.lines().filter(|l| !l.is_empty()).collect();
     let acked = acked.lock().unwrap();
@@ -323,38 +509,93 @@ fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
 fn no_server_agent_runs_a_graph_against_a_real_etcd() {
     let (_etcd, etcd_port) = real_etcd();
     let d = tempfile::tempdir().unwrap();
-    let target = d.path().join("f1");
+    let seeds = format!("http://127.0.0.1:{}", etcd_port);
+    let agent = client_only_agent(d.path(), &seeds, &[]);
+    // A client-only agent does not volunteer.
+    let vols = etcdctl(etcd_port, &["get", "--prefix", "/_mgmt/volunteers/"]);
+    assert!(vols.is_empty(), "{vols}");
+    assert!(agent.terminate().success());
+}
+
+/// A `--no-server --seeds SEEDS` agent, once it read the cluster's keys
+/// through a seed and its graph (one file) ran.
+fn client_only_agent(dir: &std::path::Path, seeds: &str, extra: &[&str]) -> Agent {
+    let target = dir.join("f1");
     let g = write(
-        d.path(),
+        dir,
         "g.yaml",
         &format!(
             "graph: g\nresources:\n  file: [{{name: f1, path: {}, content: hi}}]\n",
             target.display()
         ),
     );
-    let seeds = format!("http://127.0.0.1:{}", etcd_port);
-    let prefix = d.path().join("prefix");
-    let agent = Agent::start(&[
+    let prefix = dir.join("prefix").to_string_lossy().into_owned();
+    let mut args = vec![
         "run",
         "--file",
         &g,
         "--hostname",
         "c1",
         "--prefix",
-        &prefix.to_string_lossy(),
+        &prefix,
         "--no-server",
         "--seeds",
-        &seeds,
-    ]);
-    agent.wait_for_line("connected to the cluster via", T);
+        seeds,
+    ];
+    args.extend(extra);
+    let agent = Agent::start(&args);
+    let line = agent.wait_for_line("connected to the cluster via", T);
+    assert!(line.contains(seeds), "{line}");
     assert!(
         wait_until(T, || std::fs::read_to_string(&target)
             .is_ok_and(|c| c == "hi"))
         .is_some(),
         "the graph ran"
     );
-    // A client-only agent does not volunteer.
-    let vols = etcdctl(etcd_port, &["get", "--prefix", "/_mgmt/volunteers/"]);
-    assert!(vols.is_empty(), "{vols}");
+    agent
+}
+
+/// `--no-server --seeds https://...` against a real etcd 3.4 serving TLS
+/// and asking for client certificates: the agent presents its own.
+#[test]
+fn no_server_agent_runs_against_a_real_etcd_with_tls_and_client_certificates() {
+    let d = tempfile::tempdir().unwrap();
+    let pki = tls_init(d.path(), "pki", "etcd,c1");
+    let f = |name: &str| pki.join(name).to_string_lossy().into_owned();
+    let etcd = mgmt_store::testing::RealEtcd::start_tls(
+        &pki.join("etcd.crt"),
+        &pki.join("etcd.key"),
+        &pki.join("ca.crt"),
+    );
+    let seeds = etcd.client_urls[0].clone();
+    let mut global = vec!["--endpoints".to_string(), seeds.clone()];
+    global.extend(operator_tls(&pki));
+    let ready = || {
+        ctl_command(&global, &["--command-timeout=3s", "put", "/ready", "1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(wait_until(T, ready).is_some(), "etcd did not start");
+    let agent = client_only_agent(
+        d.path(),
+        &seeds,
+        &[
+            "--trusted-ca-file",
+            &f("ca.crt"),
+            "--cert-file",
+            &f("c1.crt"),
+            "--key-file",
+            &f("c1.key"),
+        ],
+    );
+    let lines: Vec<String> = agent.lines.try_iter().collect();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("TLS to") || l.contains("refused")),
+        "{lines:?}"
+    );
     assert!(agent.terminate().success());
 }

@@ -388,6 +388,10 @@ fn url_lists_parse_with_commas_and_semicolons() {
             "http://[::1]:1"
         ]
     );
-    assert!(mgmt_store::parse_urls("https://127.0.0.1:1").is_err());
+    assert_eq!(
+        mgmt_store::parse_urls("https://127.0.0.1:1").unwrap(),
+        ["https://127.0.0.1:1"]
+    );
+    assert!(mgmt_store::parse_urls("ftp://127.0.0.1:1").is_err());
     assert!(mgmt_store::parse_urls("nonsense").is_err());
 }

@@ -9,4 +9,5 @@ mod data_dir;
 mod etcdctl;
 mod membership;
 mod persistence;
+mod tls;
 mod watch;
