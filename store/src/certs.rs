@@ -15,6 +15,10 @@ use time::{Duration, OffsetDateTime};
 /// The certificate the operator's etcdctl presents; its common name is the
 /// user etcd's `--client-cert-auth` maps it to.
 pub const OPERATOR: &str = "root";
+/// The organizational unit of the agents' certificates: with auth on, the
+/// store takes a client certificate of this unit (from its trusted CA) as an
+/// agent's, which may write the clustering keys.
+pub const AGENT_UNIT: &str = "mgmt-agent";
 /// Names given to a host certificate besides the host's own, so that agents
 /// on one machine reach each other on loopback.
 pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -107,8 +111,30 @@ impl Authority {
         sans: &[String],
         validity: Validity,
     ) -> Result<Issued, CertError> {
+        self.issue_as(dn(common_name), sans, validity)
+    }
+
+    /// An agent's certificate for `host` ([`AGENT_UNIT`]): what
+    /// `mgmt tls init` gives every host.
+    pub fn issue_agent(
+        &self,
+        host: &str,
+        sans: &[String],
+        validity: Validity,
+    ) -> Result<Issued, CertError> {
+        let mut name = dn(host);
+        name.push(DnType::OrganizationalUnitName, AGENT_UNIT);
+        self.issue_as(name, sans, validity)
+    }
+
+    fn issue_as(
+        &self,
+        subject: DistinguishedName,
+        sans: &[String],
+        validity: Validity,
+    ) -> Result<Issued, CertError> {
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn(common_name);
+        params.distinguished_name = subject;
         params.subject_alt_names = sans
             .iter()
             .map(|s| match s.parse::<std::net::IpAddr>() {
@@ -183,7 +209,10 @@ pub fn init_dir(
     for host in hosts {
         let mut sans = vec![host.clone()];
         sans.extend(extra_names.iter().filter(|n| *n != host).cloned());
-        issued.push((host.clone(), ca.issue(host, &sans, Validity::days(825))?));
+        issued.push((
+            host.clone(),
+            ca.issue_agent(host, &sans, Validity::days(825))?,
+        ));
     }
     issued.push((
         OPERATOR.into(),

@@ -50,6 +50,7 @@
 //! etcdctl 3.4 works with endpoints with or without their scheme: with one it
 //! sends the whole URL as `:authority`, which `authority` accepts.
 
+mod auth;
 mod authority;
 pub mod certs;
 pub mod client;
@@ -670,6 +671,10 @@ impl Store {
                     )
                     .add_service(
                         epb::cluster_server::ClusterServer::new(etcd.clone())
+                            .max_decoding_message_size(max),
+                    )
+                    .add_service(
+                        epb::auth_server::AuthServer::new(etcd.clone())
                             .max_decoding_message_size(max),
                     )
                     .add_service(

@@ -49,6 +49,29 @@ fn kv_status(e: KvError) -> Status {
             Status::invalid_argument(msg)
         }
         KvError::NoSpace => Status::resource_exhausted(msg),
+        KvError::Auth(a) => auth_status(a),
+    }
+}
+
+/// gRPC status for an auth error, with etcd's codes.
+pub(crate) fn auth_status(e: kv::auth::AuthError) -> Status {
+    use kv::auth::AuthError as A;
+    let msg = e.to_string();
+    match e {
+        A::UserEmpty | A::RoleEmpty | A::AuthFailed | A::InvalidAuthMgmt => {
+            Status::invalid_argument(msg)
+        }
+        A::PermissionDenied => Status::permission_denied(msg),
+        A::InvalidAuthToken => Status::unauthenticated(msg),
+        A::RootUserNotExist
+        | A::RootRoleNotExist
+        | A::UserAlreadyExist
+        | A::UserNotFound
+        | A::RoleAlreadyExist
+        | A::RoleNotFound
+        | A::RoleNotGranted
+        | A::PermissionNotGranted
+        | A::AuthNotEnabled => Status::failed_precondition(msg),
     }
 }
 
@@ -82,6 +105,7 @@ fn growth(cmd: &Command) -> u64 {
         Command::Put(p) => put_cost(p),
         Command::Txn(t) => txn_cost(t),
         Command::LeaseGrant { .. } => kv::RECORD_OVERHEAD,
+        Command::As { command, .. } => growth(command),
         _ => 0,
     }
 }
@@ -272,7 +296,7 @@ pub fn to_member(m: Member) -> pb::Member {
 }
 
 impl Etcd {
-    fn header(&self, revision: i64) -> pb::ResponseHeader {
+    pub(crate) fn header(&self, revision: i64) -> pb::ResponseHeader {
         let term = self.node.raft.metrics().borrow().current_term;
         pb::ResponseHeader {
             cluster_id: self.node.sm.lock().data.kv.cluster_id(),
@@ -282,14 +306,38 @@ impl Etcd {
         }
     }
 
-    fn current_header(&self) -> pb::ResponseHeader {
+    pub(crate) fn current_header(&self) -> pb::ResponseHeader {
         let rev = self.node.sm.lock().data.kv.revision();
         self.header(rev)
     }
 
-    async fn write(&self, cmd: Command) -> Result<(Output, pb::ResponseHeader), Status> {
+    /// A client's write, with who sent it: the apply checks its rights.
+    pub(crate) async fn write_as(
+        &self,
+        who: kv::auth::Identity,
+        cmd: Command,
+    ) -> Result<(Output, pb::ResponseHeader), Status> {
+        let cmd = Command::As {
+            who,
+            command: Box::new(cmd),
+        };
         self.check_quota(&cmd).await?;
         self.write_unchecked(cmd).await
+    }
+
+    /// May `who` read `[key, range_end)`, by this member's auth state?
+    fn check_read(
+        &self,
+        who: &kv::auth::Identity,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), Status> {
+        let g = self.node.sm.lock();
+        g.data
+            .kv
+            .auth()
+            .check_read(who, key, range_end)
+            .map_err(auth_status)
     }
 
     async fn check_quota(&self, cmd: &Command) -> Result<(), Status> {
@@ -332,10 +380,12 @@ impl pb::kv_server::Kv for Etcd {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let who = self.who(&req)?;
         let req = req.into_inner();
         if !req.serializable {
             self.node.read_barrier().await.map_err(status)?;
         }
+        self.check_read(&who, &req.key, &req.range_end)?;
         let (resp, rev) = {
             let g = self.node.sm.lock();
             (g.data.kv.range(&from_range(req)), g.data.kv.revision())
@@ -345,9 +395,10 @@ impl pb::kv_server::Kv for Etcd {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let who = self.who(&req)?;
         let req = req.into_inner();
         check_size(&req, &self.node.limits)?;
-        let (out, header) = self.write(Command::Put(from_put(req))).await?;
+        let (out, header) = self.write_as(who, Command::Put(from_put(req))).await?;
         let Output::Put(p) = out else {
             return Err(Status::internal("unexpected output"));
         };
@@ -361,9 +412,12 @@ impl pb::kv_server::Kv for Etcd {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let who = self.who(&req)?;
         let req = req.into_inner();
         check_size(&req, &self.node.limits)?;
-        let (out, header) = self.write(Command::DeleteRange(from_delete(req))).await?;
+        let (out, header) = self
+            .write_as(who, Command::DeleteRange(from_delete(req)))
+            .await?;
         let Output::DeleteRange(d) = out else {
             return Err(Status::internal("unexpected output"));
         };
@@ -375,6 +429,7 @@ impl pb::kv_server::Kv for Etcd {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let who = self.who(&req)?;
         let req = req.into_inner();
         let max_ops = self.node.limits.max_txn_ops;
         if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops
@@ -385,7 +440,7 @@ impl pb::kv_server::Kv for Etcd {
         }
         check_size(&req, &self.node.limits)?;
         let txn = txn_from_pb(req)?;
-        let (out, header) = self.write(Command::Txn(txn)).await?;
+        let (out, header) = self.write_as(who, Command::Txn(txn)).await?;
         let Output::Txn(t) = out else {
             return Err(Status::internal("unexpected output"));
         };
@@ -396,8 +451,9 @@ impl pb::kv_server::Kv for Etcd {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let who = self.who(&req)?;
         let revision = req.into_inner().revision;
-        let (_, header) = self.write(Command::Compact { revision }).await?;
+        let (_, header) = self.write_as(who, Command::Compact { revision }).await?;
         Ok(Response::new(pb::CompactionResponse {
             header: Some(header),
         }))
@@ -418,6 +474,8 @@ struct WatchStream {
     lagging: Arc<std::sync::atomic::AtomicBool>,
     hub_keys: std::collections::BTreeMap<i64, u64>,
     next_id: i64,
+    /// Who opened the stream: each watch needs the right to read its range.
+    who: kv::auth::Identity,
 }
 
 impl WatchStream {
@@ -437,6 +495,22 @@ impl WatchStream {
     }
 
     fn create(&mut self, c: pb::WatchCreateRequest) -> Vec<WatchReply> {
+        if self
+            .etcd
+            .check_read(&self.who, &c.key, &c.range_end)
+            .is_err()
+        {
+            // etcd's answer: created and canceled at once, under ID -1.
+            return vec![Ok(pb::WatchResponse {
+                header: Some(self.etcd.current_header()),
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason:
+                    "rpc error: code = PermissionDenied desc = etcdserver: permission denied".into(),
+                ..Default::default()
+            })];
+        }
         let watch_id = if c.watch_id != 0 {
             c.watch_id
         } else {
@@ -619,6 +693,7 @@ impl pb::watch_server::Watch for Etcd {
         if needs_leader && leader.borrow_and_update().current_leader.is_none() {
             return Err(Status::unavailable("etcdserver: no leader"));
         }
+        let who = self.who(&req)?;
         let mut input = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(WATCH_OUT_BUFFER);
         let (ev_tx, mut ev_rx) = mpsc::channel::<WatchMsg>(crate::state_machine::WATCH_BUFFER);
@@ -628,6 +703,7 @@ impl pb::watch_server::Watch for Etcd {
             lagging: Default::default(),
             hub_keys: Default::default(),
             next_id: 0,
+            who,
         };
         let etcd = self.clone();
         // Ends when the client closes its side or drops the response stream.
@@ -686,13 +762,13 @@ impl pb::lease_server::Lease for Etcd {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let who = self.who(&req)?;
         let r = req.into_inner();
-        let (out, header) = self
-            .write(Command::LeaseGrant {
-                id: r.id,
-                ttl: r.ttl,
-            })
-            .await?;
+        let grant = Command::LeaseGrant {
+            id: r.id,
+            ttl: r.ttl,
+        };
+        let (out, header) = self.write_as(who, grant).await?;
         let Output::LeaseGrant { id, ttl } = out else {
             return Err(Status::internal("unexpected output"));
         };
@@ -708,11 +784,11 @@ impl pb::lease_server::Lease for Etcd {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let (_, header) = self
-            .write(Command::LeaseRevoke {
-                id: req.into_inner().id,
-            })
-            .await?;
+        let who = self.who(&req)?;
+        let revoke = Command::LeaseRevoke {
+            id: req.into_inner().id,
+        };
+        let (_, header) = self.write_as(who, revoke).await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: Some(header),
         }))
@@ -724,12 +800,14 @@ impl pb::lease_server::Lease for Etcd {
         &self,
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let who = self.who(&req)?;
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
         let etcd = self.clone();
         tokio::spawn(async move {
             while let Some(Ok(r)) = input.next().await {
-                let resp = match etcd.write(Command::LeaseKeepAlive { id: r.id }).await {
+                let keep = Command::LeaseKeepAlive { id: r.id };
+                let resp = match etcd.write_as(who.clone(), keep).await {
                     Ok((Output::LeaseKeepAlive { id, ttl }, header)) => {
                         Ok(pb::LeaseKeepAliveResponse {
                             header: Some(header),
@@ -858,6 +936,7 @@ impl pb::maintenance_server::Maintenance for Etcd {
         req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
+        let who = self.who(&req)?;
         let r = req.into_inner();
         let member = |(member_id, a): (u64, kv::Alarm)| pb::AlarmMember {
             member_id,
@@ -885,7 +964,7 @@ impl pb::maintenance_server::Maintenance for Etcd {
                     member_id: r.member_id,
                     alarm,
                 };
-                let (_, header) = self.write_unchecked(cmd).await?;
+                let (_, header) = self.write_as(who, cmd).await?;
                 // etcd answers the alarm it raised, or the one it cleared.
                 let answered = (activate || before).then_some(key);
                 (answered.into_iter().collect(), header)
@@ -934,8 +1013,9 @@ impl pb::maintenance_server::Maintenance for Etcd {
     /// log behind it can be purged.
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.check_admin(&self.who(&req)?)?;
         self.node.snapshot_now().await.map_err(status)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.current_header()),
@@ -944,8 +1024,9 @@ impl pb::maintenance_server::Maintenance for Etcd {
 
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.check_admin(&self.who(&req)?)?;
         let (hash, rev) = {
             let g = self.node.sm.lock();
             let (hash, _) = g.data.kv.hash_kv(0).map_err(kv_status)?;
@@ -961,6 +1042,7 @@ impl pb::maintenance_server::Maintenance for Etcd {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.check_admin(&self.who(&req)?)?;
         let revision = req.into_inner().revision;
         let (hash, compact_revision, rev) = {
             let g = self.node.sm.lock();
@@ -980,8 +1062,9 @@ impl pb::maintenance_server::Maintenance for Etcd {
     /// (`mgmt run --restore FILE` starts a new cluster from it).
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.check_admin(&self.who(&req)?)?;
         let (_, _, body) =
             (self.node.sm.snapshot_bytes().await).map_err(|e| Status::internal(e.to_string()))?;
         let bytes = crate::state_machine::snapshot_file(&body);
@@ -1008,6 +1091,7 @@ impl pb::maintenance_server::Maintenance for Etcd {
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         use crate::node::MoveLeaderError as E;
+        self.check_admin(&self.who(&req)?)?;
         let target = req.into_inner().target_id;
         match self.node.move_leader(target).await {
             Ok(()) => Ok(Response::new(pb::MoveLeaderResponse {

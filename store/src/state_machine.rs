@@ -229,8 +229,11 @@ impl StateMachine {
     }
 }
 
-/// First byte of snapshot bytes read in slices (others are one `codec` value).
-const SLICED: u8 = 2;
+/// First byte of snapshot bytes read in slices: the head, the auth state,
+/// then slices of keys (others are one `codec` value).
+const SLICED: u8 = 3;
+/// The same without the auth state, as written before auth existed.
+const SLICED_NO_AUTH: u8 = 2;
 
 /// Keys per slice: the lock is held for one slice at a time.
 const SLICE_KEYS: usize = 4096;
@@ -273,6 +276,7 @@ impl Shared {
                 membership: membership.clone(),
             };
             push_part(&mut out, &sliced)?;
+            push_part(&mut out, head.auth())?;
             let mut after: Option<Vec<u8>> = None;
             loop {
                 let slice = {
@@ -301,7 +305,8 @@ impl Shared {
 
 /// Snapshot bytes back into a state machine.
 pub fn decode_data(bytes: &[u8]) -> io::Result<SmData> {
-    if bytes.first() != Some(&SLICED) {
+    let with_auth = bytes.first() == Some(&SLICED);
+    if !with_auth && bytes.first() != Some(&SLICED_NO_AUTH) {
         let mut data: SmData = crate::codec::decode(bytes)?;
         data.kv = std::mem::take(&mut data.kv).recount();
         return Ok(data);
@@ -318,7 +323,11 @@ pub fn decode_data(bytes: &[u8]) -> io::Result<SmData> {
         parts = &parts[4 + len..];
         Ok(Some(part))
     };
-    let head: SlicedHead = crate::codec::decode(next()?.ok_or_else(bad)?)?;
+    let mut head: SlicedHead = crate::codec::decode(next()?.ok_or_else(bad)?)?;
+    if with_auth {
+        head.kv
+            .set_auth(crate::codec::decode(next()?.ok_or_else(bad)?)?);
+    }
     let mut keys = Vec::new();
     while let Some(part) = next()? {
         let slice: Vec<mgmt_core::kv::KeyHistory> = crate::codec::decode(part)?;

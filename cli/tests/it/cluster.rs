@@ -599,3 +599,90 @@ fn no_server_agent_runs_against_a_real_etcd_with_tls_and_client_certificates() {
     );
     assert!(agent.terminate().success());
 }
+
+/// With auth on over TLS, the writes that would reshape the cluster are
+/// refused to a user without the right and to a client without a
+/// certificate; the agents (by their certificates) keep clustering, and root
+/// still steers them.
+#[test]
+fn with_auth_on_only_root_and_the_agents_change_the_cluster() {
+    let d = tempfile::tempdir().unwrap();
+    let pki = tls_init(d.path(), "pki", "h1,h2,h3");
+    let hosts: [H; 3] = agents_with(d.path(), Some(&pki));
+    let all = [&hosts[0], &hosts[1], &hosts[2]];
+    wait_members(&all, 3);
+    let h1 = &hosts[0];
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice:alicepw"],
+        &["role", "add", "everything"],
+        &[
+            "role",
+            "grant-permission",
+            "everything",
+            "--prefix=true",
+            "readwrite",
+            "/",
+        ],
+        &["user", "grant-role", "alice", "everything"],
+        &["put", "/data", "kept"],
+        &["auth", "enable"],
+    ] {
+        h1.ctl(args);
+    }
+    let as_alice = |args: &[&str]| {
+        let mut v = vec!["--user", "alice:alicepw", "--command-timeout=5s"];
+        v.extend(args);
+        ctl_command(&h1.ctl_args(), &v).output().unwrap()
+    };
+    let destructive: [&[&str]; 3] = [
+        &["put", "/_mgmt/idealClusterSize", "1"],
+        &["del", "/_mgmt/nominated/h3"],
+        &["del", "--prefix", "/"],
+    ];
+    for args in destructive {
+        let out = as_alice(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("etcdserver: permission denied"),
+            "alice {args:?}: {err}"
+        );
+        // No certificate at all: refused before any request.
+        let mut bare = vec![
+            "--endpoints".to_string(),
+            h1.client_url(),
+            "--cacert".into(),
+        ];
+        bare.push(pki.join("ca.crt").to_string_lossy().into_owned());
+        let out = ctl_command(&bare, &[&["--command-timeout=2s"][..], args].concat())
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{args:?} without a certificate was served"
+        );
+    }
+    // alice's role still works where it may.
+    assert!(as_alice(&["put", "/app/x", "1"]).status.success());
+    assert_eq!(members(h1).map(|m| m.len()), Some(3));
+    assert_eq!(
+        h1.ctl(&["get", "/data", "--print-value-only"]).trim(),
+        "kept"
+    );
+    assert_eq!(
+        h1.ctl(&["get", "/_mgmt/idealClusterSize", "--print-value-only"])
+            .trim(),
+        "3"
+    );
+    // The agents write their keys under auth: root shrinks and regrows.
+    h1.ctl(&["put", "/_mgmt/idealClusterSize", "2"]);
+    wait_members(&all, 2);
+    let member = all
+        .iter()
+        .find(|h| members(h).is_some_and(|m| m.len() == 2))
+        .unwrap();
+    member.ctl(&["put", "/_mgmt/idealClusterSize", "3"]);
+    wait_members(&all, 3);
+}

@@ -15,6 +15,7 @@
 //! All maps are `BTreeMap`s: iteration order, events and snapshots are deterministic.
 //! The whole store is `serde`-serializable for raft snapshots.
 
+pub mod auth;
 mod types;
 
 #[cfg(test)]
@@ -52,6 +53,8 @@ pub enum KvError {
     DuplicateKey,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// What one stored version costs in [`KvStore::size_bytes`] beyond its key and
@@ -131,6 +134,11 @@ pub struct KvStore {
     /// Compaction left versions in place for the hold: prune them after it.
     #[serde(skip)]
     held_back: bool,
+    /// Users, roles and whether auth is on. Not in this serde form, which
+    /// only legacy snapshots use (they had none): a snapshot carries it as
+    /// its own part ([`KvHead::auth`]).
+    #[serde(skip)]
+    auth: auth::AuthState,
 }
 
 /// Everything of a [`KvStore`] but its keys, as of one revision: the head of
@@ -143,6 +151,20 @@ pub struct KvHead {
     lease_seq: u64,
     cluster_id: u64,
     alarms: BTreeSet<(u64, Alarm)>,
+    /// Encoded by the store as a part of its own, so that snapshots from
+    /// before auth, whose heads lack it, still decode.
+    #[serde(skip)]
+    auth: auth::AuthState,
+}
+
+impl KvHead {
+    pub fn auth(&self) -> &auth::AuthState {
+        &self.auth
+    }
+
+    pub fn set_auth(&mut self, auth: auth::AuthState) {
+        self.auth = auth;
+    }
 }
 
 /// One key's stored versions, as a snapshot carries them.
@@ -300,6 +322,7 @@ impl KvStore {
             size_bytes: 0,
             hold: None,
             held_back: false,
+            auth: auth::AuthState::default(),
         }
     }
 
@@ -316,6 +339,7 @@ impl KvStore {
             lease_seq: self.lease_seq,
             cluster_id: self.cluster_id,
             alarms: self.alarms.clone(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -370,6 +394,7 @@ impl KvStore {
             size_bytes: 0,
             hold: None,
             held_back: false,
+            auth: head.auth,
         }
         .recount()
     }
@@ -760,6 +785,17 @@ impl KvStore {
                 Ok(Output::SetClusterId)
             }
             Command::Batch(_) => unreachable!("a batch applies in apply_at"),
+            Command::As { who, command } => {
+                if matches!(**command, Command::As { .. } | Command::Batch(_)) {
+                    return Err(auth::AuthError::PermissionDenied.into());
+                }
+                self.check_command(who, command)?;
+                self.apply_command(tx, command, now_ms)
+            }
+            Command::Auth(change) => {
+                self.auth.apply(change)?;
+                Ok(Output::Auth)
+            }
             Command::Alarm {
                 activate,
                 member_id,
@@ -775,6 +811,78 @@ impl KvStore {
                 })
             }
         }
+    }
+
+    /// Users, roles, and whether auth is on.
+    pub fn auth(&self) -> &auth::AuthState {
+        &self.auth
+    }
+
+    /// May `who` send `cmd` (etcd's auth applier)? Anything while auth is off.
+    fn check_command(&self, who: &auth::Identity, cmd: &Command) -> Result<(), KvError> {
+        let a = &self.auth;
+        if !a.enabled() {
+            return Ok(());
+        }
+        match cmd {
+            Command::Put(req) => self.check_put_rights(who, req)?,
+            Command::DeleteRange(req) => self.check_delete_rights(who, req)?,
+            Command::Txn(req) => self.check_txn_rights(who, req)?,
+            Command::LeaseRevoke { id } => {
+                if let Some(lease) = self.leases.get(id) {
+                    for key in &lease.keys {
+                        a.check_write(who, key, &[])?;
+                    }
+                }
+            }
+            Command::LeaseGrant { .. } | Command::LeaseKeepAlive { .. } => {}
+            Command::Compact { .. } | Command::Alarm { .. } | Command::Auth(_) => {
+                a.check_admin(who)?
+            }
+            // The store's own: never a client's.
+            Command::ExpireLeases
+            | Command::SetClusterId { .. }
+            | Command::Batch(_)
+            | Command::As { .. } => return Err(auth::AuthError::PermissionDenied.into()),
+        }
+        Ok(())
+    }
+
+    fn check_txn_rights(&self, who: &auth::Identity, req: &TxnRequest) -> Result<(), KvError> {
+        let a = &self.auth;
+        for c in &req.compare {
+            a.check_read(who, &c.key, &c.range_end)?;
+        }
+        for op in req.success.iter().chain(&req.failure) {
+            match op {
+                RequestOp::Range(r) => a.check_read(who, &r.key, &r.range_end)?,
+                RequestOp::Put(p) => self.check_put_rights(who, p)?,
+                RequestOp::DeleteRange(d) => self.check_delete_rights(who, d)?,
+                RequestOp::Txn(t) => self.check_txn_rights(who, t)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A put writes its key, and reads it when it asks for the previous value.
+    fn check_put_rights(&self, who: &auth::Identity, req: &PutRequest) -> Result<(), KvError> {
+        self.auth.check_write(who, &req.key, &[])?;
+        if req.prev_kv {
+            self.auth.check_read(who, &req.key, &[])?;
+        }
+        Ok(())
+    }
+
+    fn check_delete_rights(
+        &self,
+        who: &auth::Identity,
+        req: &DeleteRangeRequest,
+    ) -> Result<(), KvError> {
+        self.auth.check_write(who, &req.key, &req.range_end)?;
+        if req.prev_kv {
+            self.auth.check_read(who, &req.key, &req.range_end)?;
+        }
+        Ok(())
     }
 
     /// etcd's capped applier: nothing grows the store while `NOSPACE` is raised.

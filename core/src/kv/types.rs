@@ -218,6 +218,15 @@ pub enum Command {
         member_id: u64,
         alarm: Alarm,
     },
+    /// A client's command with who sent it: applied only if the auth state
+    /// at apply time allows it (while auth is on), so a right revoked
+    /// between a check and the apply still counts.
+    As {
+        who: super::auth::Identity,
+        command: Box<Command>,
+    },
+    /// A change to users, roles or the enabled flag (send it wrapped in `As`).
+    Auth(super::auth::AuthCommand),
 }
 
 /// etcd's alarm types. While `NoSpace` is raised anywhere, writes that would
@@ -263,4 +272,5 @@ pub enum Output {
     },
     /// What each command of a [`Command::Batch`] gave, in order.
     Batch(Vec<super::Applied>),
+    Auth,
 }

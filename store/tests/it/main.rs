@@ -1,6 +1,7 @@
 //! Integration tests of the store: real `etcdctl` (Debian `etcd-client`) against the
 //! embedded server, persistence across `kill -9`, and a 3-member cluster on loopback.
 
+mod auth;
 mod client;
 mod cluster;
 mod clustering;
