@@ -2,13 +2,13 @@
 # The whole test suite, as README.md and CI run it. On a fresh Debian machine
 # it first installs what the tests use (as root): the real etcdctl and etcd,
 # dbus, polkitd and PackageKit (the pkg tests install and remove small Debian
-# packages through it), and systemd (the svc tests boot one in namespaces of
-# its own).
+# packages through it), systemd (the svc tests boot one in namespaces of
+# its own), jq (JSON log lines are read with it) and man-db (the man page).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
-for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux; do
+for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux jq man-db; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

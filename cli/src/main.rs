@@ -8,9 +8,11 @@ use std::time::Duration;
 
 mod allocator;
 mod exports;
+mod logging;
+mod report;
 mod tls;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use mgmt_core::Graph;
 use tracing::{error, info, warn};
 
@@ -28,6 +30,9 @@ const EXIT_FAILED: u8 = 1;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines look on stderr.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +47,10 @@ enum Command {
     Restore(RestoreArgs),
     /// Certificates for TLS on both links: `mgmt tls init DIR --hosts h1,h2,h3`.
     Tls(tls::TlsCommand),
+    /// Print a completion script for SHELL (bash, zsh, fish) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout: `mgmt man | man -l -`.
+    Man,
 }
 
 #[derive(Args)]
@@ -128,12 +137,16 @@ struct RunArgs {
     quota_backend_bytes: u64,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    /// When the run ends, write a JSON report of every resource's outcome
+    /// and timing to FILE (Puppet's last-run report is the model).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     allocator::configure();
     let cli = Cli::parse();
-    init_logging();
+    logging::init(cli.log_format);
     match cli.command {
         Command::Graph(args) => match load(&args.file, args.max_graph_bytes) {
             Ok((_, graph, _)) => {
@@ -147,6 +160,21 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run(*args),
         Command::Restore(args) => restore(args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mgmt", &mut out);
+            print_stdout(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => print_stdout(&out),
+                Err(e) => {
+                    error!("cannot render the man page: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
         Command::Tls(cmd) => match tls::command(cmd) {
             Ok(done) => {
                 info!("{done}");
@@ -160,57 +188,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,openraft=warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_timer(tracing_subscriber::fmt::time::uptime())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(|| LogWriter)
-        // Its own report of a failed write goes to stderr with eprintln!,
-        // which panics when stderr is the pipe that just closed.
-        .log_internal_errors(false)
-        .init();
-}
-
-/// Set once stderr refused a write: logging is off from then on.
-static STDERR_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// stderr that never fails: a closed or broken pipe, a full disk or a
-/// vanished terminal turns logging off instead of stopping the agent, which
-/// goes on and exits with the status it would have had.
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if STDERR_GONE.load(Relaxed) {
-            return Ok(buf.len());
-        }
-        // A line that cannot be written now (a full disk, a non-blocking
-        // pipe that is full) is dropped; a stderr that is gone for good
-        // (a closed pipe, a closed descriptor) turns logging off.
-        if let Err(e) = std::io::stderr().write_all(buf)
-            && (e.kind() == std::io::ErrorKind::BrokenPipe
-                || e.raw_os_error() == Some(nix::libc::EBADF))
-        {
-            STDERR_GONE.store(true, Relaxed);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Prints an error for the user on stderr, ignoring a closed stderr
-/// (`eprintln!` would panic).
+/// (`eprintln!` would panic); a JSON object under `--log-format json`.
 macro_rules! report {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(LogWriter, $($arg)*);
+        logging::report(&format!($($arg)*));
     }};
 }
 
@@ -412,10 +394,12 @@ fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let started = std::time::Instant::now();
     let (text, graph, known) = match load(&args.file, args.max_graph_bytes) {
         Ok(g) => g,
         Err(code) => return code,
     };
+    let graph_name = graph.name.clone();
     if args.converged_timeout < -1 {
         report!(
             "error: --converged-timeout must be -1 (forever) or >= 0, not {}",
@@ -559,6 +543,20 @@ fn run(args: RunArgs) -> ExitCode {
         }
         report
     });
+    if let Ok(report) = &report {
+        let summary = report::Summary::of(report, started.elapsed());
+        info!(
+            "summary: {} resources, {} changed, {} failed, {:.2} s",
+            summary.resources, summary.changed, summary.failed, summary.seconds
+        );
+        if let Some(path) = &args.report {
+            let json = report::json(report, &summary, &graph_name, &hostname, args.noop);
+            if let Err(e) = report::write(path, &json) {
+                error!("--report {}: {e}", path.display());
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
     match report {
         Ok(report) if report.failed.is_empty() => {
             if report.converged {
@@ -615,6 +613,19 @@ fn restore(args: RestoreArgs) -> ExitCode {
         Err(e) => {
             error!("{e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`mgmt man | head`) is not an error.
+fn print_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("cannot write to stdout: {e}");
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }

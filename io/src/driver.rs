@@ -50,6 +50,63 @@ pub struct RunReport {
     pub converged: bool,
     /// Resources whose vertex failed for good.
     pub failed: Vec<ResourceId>,
+    /// Every resource of the run (of each graph it ran, after a reload), by id.
+    pub resources: Vec<ResourceRun>,
+}
+
+/// What one resource went through in a run (an entry of `mgmt run --report`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceRun {
+    pub id: ResourceId,
+    /// CheckApply calls.
+    pub checks: u64,
+    /// What its CheckApplies changed (or would have, under noop), in order.
+    pub changes: Vec<String>,
+    /// CheckApplies that failed, and the last error.
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Time spent in its CheckApplies, in microseconds.
+    pub busy_us: u64,
+}
+
+/// One member's CheckApply: its index in the vertex, what it changed or why
+/// it failed, and how long it took (ms).
+type MemberOutcome = (usize, Result<Vec<String>, String>, f64);
+
+/// Each resource's [`ResourceRun`], kept up to date as CheckApplies return.
+#[derive(Default)]
+struct Tally(BTreeMap<ResourceId, ResourceRun>);
+
+impl Tally {
+    fn add_graph(&mut self, graph: &Graph) {
+        for r in &graph.resources {
+            self.0.entry(r.id.clone()).or_insert_with(|| ResourceRun {
+                id: r.id.clone(),
+                checks: 0,
+                changes: Vec::new(),
+                errors: 0,
+                last_error: None,
+                busy_us: 0,
+            });
+        }
+    }
+
+    fn record(&mut self, res: &VertexRes, outcomes: Vec<MemberOutcome>) {
+        for (i, result, ms) in outcomes {
+            let Some(run) = self.0.get_mut(&res.ids[i]) else {
+                continue;
+            };
+            run.checks += 1;
+            run.busy_us += (ms * 1000.0) as u64;
+            match result {
+                Ok(changes) => run.changes.extend(changes),
+                Err(e) => {
+                    run.errors += 1;
+                    run.last_error = Some(e);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +160,7 @@ enum Event {
         vertex: VertexId,
         res: Box<VertexRes>,
         result: Result<bool, String>,
+        outcomes: Vec<MemberOutcome>,
     },
 }
 
@@ -285,6 +343,8 @@ pub async fn run(
     };
     let mut engine = Engine::new(&graph, config.clone());
     let mut slots = build_slots(&graph);
+    let mut tally = Tally::default();
+    tally.add_graph(&graph);
     let packages = pkg::Backend::new();
     let services = Arc::new(svc::Backend::default());
     let mut specs = watch_specs(&slots, &packages);
@@ -391,7 +451,7 @@ pub async fn run(
                         services: services.clone(),
                     };
                     running.spawn(async move {
-                        let result = check_apply_vertex(
+                        let (result, outcomes) = check_apply_vertex(
                             &mut res,
                             &which,
                             apply,
@@ -404,6 +464,7 @@ pub async fn run(
                             vertex,
                             res,
                             result,
+                            outcomes,
                         });
                     });
                 }
@@ -415,13 +476,16 @@ pub async fn run(
                     // Relative to the engine's clock: the delay it decided, not the
                     // time this log line happens to be written.
                     let in_ms = retry_at.0.saturating_sub(engine.now().0);
+                    let id = graph.vertex_id(vertex);
                     warn!(
-                        "{}: {error}; retrying in {in_ms} ms",
-                        graph.vertex_id(vertex)
+                        resource = %id,
+                        action = "retry",
+                        "{id}: {error}; retrying in {in_ms} ms"
                     );
                 }
                 Output::FailedPermanently { vertex, error } => {
-                    error!("{}: failed: {error}", graph.vertex_id(vertex));
+                    let id = graph.vertex_id(vertex);
+                    error!(resource = %id, action = "failed", "{id}: failed: {error}");
                 }
                 Output::Converged { failed } => {
                     converged = Some(failed);
@@ -474,6 +538,7 @@ pub async fn run(
                 plan.started.len(),
                 plan.stopped.len()
             );
+            tally.add_graph(&new);
             slots = carry_members(&graph, std::mem::take(&mut slots), &new, &plan);
             specs = watch_specs(&slots, &packages);
             touched = (0..slots.len()).map(|_| Touched::default()).collect();
@@ -536,7 +601,13 @@ pub async fn run(
                     engine.handle(now(), Input::WatchFailed { vertex: v, error })
                 }
                 Event::Watch(..) | Event::WatchFailed(..) => {}
-                Event::Done { vertex, res, result } => {
+                Event::Done {
+                    vertex,
+                    res,
+                    result,
+                    outcomes,
+                } => {
+                    tally.record(&res, outcomes);
                     slots[vertex] = Some(res);
                     engine.handle(now(), Input::CheckApplyDone { vertex, result });
                 }
@@ -616,6 +687,7 @@ pub async fn run(
     Ok(RunReport {
         converged: converged.is_some(),
         failed,
+        resources: tally.0.into_values().collect(),
     })
 }
 
@@ -715,7 +787,7 @@ async fn check_apply_vertex(
     refresh: bool,
     cancel: &mut watch::Receiver<bool>,
     backends: &Backends,
-) -> Result<bool, String> {
+) -> (Result<bool, String>, Vec<MemberOutcome>) {
     let files: Vec<(usize, Arc<FileParams>)> = which
         .iter()
         .filter_map(|&i| match &res.members[i] {
@@ -763,9 +835,10 @@ async fn check_apply_vertex(
     }
     let mut changed = false;
     let mut first_error = None;
+    let mut done = Vec::with_capacity(outcomes.len());
     for (i, (result, ms)) in outcomes {
         let id = &res.ids[i];
-        match result {
+        match &result {
             Ok(changes) if changes.is_empty() => {
                 if id.kind != Kind::Noop {
                     debug!("{id}: CheckApply: ok ({ms:.1} ms)");
@@ -775,6 +848,9 @@ async fn check_apply_vertex(
                 changed = true;
                 let verb = if apply { "" } else { "would have: " };
                 info!(
+                    resource = %id,
+                    action = "CheckApply",
+                    duration_ms = ms,
                     "{id}: CheckApply: {verb}{} ({ms:.1} ms)",
                     changes.join(", ")
                 );
@@ -783,11 +859,13 @@ async fn check_apply_vertex(
                 first_error.get_or_insert(format!("{id}: {e}"));
             }
         }
+        done.push((i, result, ms));
     }
-    match first_error {
+    let result = match first_error {
         Some(e) => Err(e),
         None => Ok(changed),
-    }
+    };
+    (result, done)
 }
 
 /// Files per worker thread below which another thread costs more than it saves.

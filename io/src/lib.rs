@@ -15,4 +15,4 @@ pub mod packagekit;
 pub mod pkg;
 pub mod svc;
 
-pub use driver::{DriverError, Reload, RunOptions, RunReport, run};
+pub use driver::{DriverError, Reload, ResourceRun, RunOptions, RunReport, run};

@@ -1,0 +1,187 @@
+//! Logging: human lines (the default) or one JSON object per line
+//! (`--log-format json`: time, level, message, and the event's fields, among
+//! them `resource`, `action` and `duration_ms` on a resource's lines), both
+//! on a stderr that can never stop the agent.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers (`jq` reads every line).
+    Json,
+}
+
+/// Fields a resource's log lines carry for `--log-format json`; the human
+/// lines say the same in their message, so they leave these out.
+const STRUCTURED: [&str; 3] = ["resource", "action", "duration_ms"];
+
+/// Set by [`init`]: `report!` writes JSON too.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
+    match format {
+        LogFormat::Human => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_target(false)
+                .with_timer(tracing_subscriber::fmt::time::uptime())
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .fmt_fields(HumanFields)
+                .with_writer(|| LogWriter)
+                // Its own report of a failed write goes to stderr with
+                // eprintln!, which panics when stderr is the pipe that just
+                // closed.
+                .log_internal_errors(false)
+                .init();
+        }
+        LogFormat::Json => {
+            JSON.store(true, Relaxed);
+            tracing_subscriber::registry()
+                .with(JsonLines.with_filter(filter))
+                .init();
+        }
+    }
+}
+
+/// The message, then `name=value` for the other fields but [`STRUCTURED`].
+struct HumanFields;
+
+impl<'writer> FormatFields<'writer> for HumanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut v = HumanVisitor { out: String::new() };
+        fields.record(&mut v);
+        writer.write_str(&v.out)
+    }
+}
+
+struct HumanVisitor {
+    out: String,
+}
+
+impl Visit for HumanVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if STRUCTURED.contains(&name) {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.push(' ');
+        }
+        let _ = if name == "message" {
+            write!(self.out, "{value:?}")
+        } else {
+            write!(self.out, "{name}={value:?}")
+        };
+    }
+}
+
+/// Every field of an event as JSON values.
+struct JsonVisitor(serde_json::Map<String, serde_json::Value>);
+
+impl Visit for JsonVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+}
+
+struct JsonLines;
+
+impl<S: tracing::Subscriber> Layer<S> for JsonLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut fields = JsonVisitor(serde_json::Map::new());
+        event.record(&mut fields);
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        write_json(&level, fields.0);
+    }
+}
+
+/// Writes one JSON line: time and level first, then the fields.
+fn write_json(level: &str, fields: serde_json::Map<String, serde_json::Value>) {
+    let mut line = serde_json::Map::new();
+    let time = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    line.insert("time".into(), time.into());
+    line.insert("level".into(), level.into());
+    line.extend(fields);
+    let mut text = serde_json::Value::Object(line).to_string();
+    text.push('\n');
+    use std::io::Write as _;
+    let _ = LogWriter.write_all(text.as_bytes());
+}
+
+/// An error for the user (a diagnostic, a bad flag), as a line of its own or,
+/// with `--log-format json`, as a JSON object whose message is the text.
+pub fn report(text: &str) {
+    if JSON.load(Relaxed) {
+        let mut fields = serde_json::Map::new();
+        fields.insert("message".into(), text.into());
+        write_json("error", fields);
+    } else {
+        use std::io::Write as _;
+        let _ = writeln!(LogWriter, "{text}");
+    }
+}
+
+/// Set once stderr refused a write: logging is off from then on.
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+
+/// stderr that never fails: a closed or broken pipe, a full disk or a
+/// vanished terminal turns logging off instead of stopping the agent, which
+/// goes on and exits with the status it would have had.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if STDERR_GONE.load(Relaxed) {
+            return Ok(buf.len());
+        }
+        // A line that cannot be written now (a full disk, a non-blocking
+        // pipe that is full) is dropped; a stderr that is gone for good
+        // (a closed pipe, a closed descriptor) turns logging off.
+        if let Err(e) = std::io::stderr().write_all(buf)
+            && (e.kind() == std::io::ErrorKind::BrokenPipe
+                || e.raw_os_error() == Some(nix::libc::EBADF))
+        {
+            STDERR_GONE.store(true, Relaxed);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
