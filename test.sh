@@ -3,12 +3,13 @@
 # it first installs what the tests use (as root): the real etcdctl and etcd,
 # dbus, polkitd and PackageKit (the pkg tests install and remove small Debian
 # packages through it), systemd (the svc tests boot one in namespaces of
-# its own), jq (JSON log lines are read with it) and man-db (the man page).
+# its own), jq (JSON log lines are read with it), man-db (the man page) and
+# prometheus (a real one scrapes the agent; promtool checks the page).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
-for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux jq man-db; do
+for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux jq man-db prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

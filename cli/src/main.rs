@@ -9,6 +9,8 @@ use std::time::Duration;
 mod allocator;
 mod exports;
 mod logging;
+mod metrics;
+mod notify;
 mod report;
 mod tls;
 
@@ -137,6 +139,12 @@ struct RunArgs {
     quota_backend_bytes: u64,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    /// Serve Prometheus metrics (`GET /metrics`).
+    #[arg(long)]
+    prometheus: bool,
+    /// Where `--prometheus` listens.
+    #[arg(long, value_name = "ADDR", default_value = metrics::DEFAULT_LISTEN, requires = "prometheus")]
+    prometheus_listen: std::net::SocketAddr,
     /// When the run ends, write a JSON report of every resource's outcome
     /// and timing to FILE (Puppet's last-run report is the model).
     #[arg(long, value_name = "FILE")]
@@ -439,12 +447,23 @@ fn run(args: RunArgs) -> ExitCode {
     for note in &graph.notes {
         info!("{note}");
     }
+    let notifier = notify::Notifier::from_env().map(std::sync::Arc::new);
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel(mgmt_io::Progress::default());
     let opts = mgmt_io::RunOptions {
         noop: args.noop,
         converged_timeout: u64::try_from(args.converged_timeout)
             .ok()
             .map(Duration::from_secs),
+        progress: notifier.is_some().then_some(progress_tx),
+        observer: None,
     };
+    let metrics = args
+        .prometheus
+        .then(|| std::sync::Arc::new(metrics::Metrics::new()));
+    let mut opts = opts;
+    opts.observer = metrics
+        .clone()
+        .map(|m| m as std::sync::Arc<dyn mgmt_io::Observer>);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -523,6 +542,19 @@ fn run(args: RunArgs) -> ExitCode {
         } else if !graph.exported.is_empty() || !graph.collect.is_empty() {
             warn!("exported (@@) resources and collect: need a store (drop --no-server, or give --seeds)");
         }
+        if let Some(m) = &metrics {
+            let listener = tokio::net::TcpListener::bind(args.prometheus_listen)
+                .await
+                .map_err(|e| format!("--prometheus-listen {}: {e}", args.prometheus_listen))?;
+            info!("metrics on http://{}/metrics", args.prometheus_listen);
+            let stats = cluster.as_ref().map(|c| c.store_stats());
+            let source = move || stats.as_ref().and_then(|s| s.get());
+            tokio::spawn(metrics::serve(listener, m.clone(), source));
+        }
+        if let Some(n) = &notifier {
+            let store = cluster.as_ref().map(|c| c.status());
+            tokio::spawn(notify::follow(n.clone(), progress_rx, store));
+        }
         let reload = reloader(
             Sources {
                 path: args.file.clone(),
@@ -538,6 +570,9 @@ fn run(args: RunArgs) -> ExitCode {
         let report = mgmt_io::run(graph, opts, Some(reload), shutdown)
             .await
             .map_err(|e| e.to_string());
+        if let Some(n) = &notifier {
+            n.send("STOPPING=1");
+        }
         if let Some(cluster) = cluster {
             cluster.shutdown().await;
         }

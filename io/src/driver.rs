@@ -41,6 +41,59 @@ pub struct RunOptions {
     pub noop: bool,
     /// Stop once nothing has happened for this long.
     pub converged_timeout: Option<Duration>,
+    /// Where the run says how far it is (systemd's readiness and STATUS=).
+    pub progress: Option<watch::Sender<Progress>>,
+    /// Told of every CheckApply, watch event, retry and failure (metrics).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// What a run reports as it goes, for metrics. Every method has a default
+/// that does nothing; calls come from the driver's loop, so they must be
+/// quick.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// The resources of the graph now running, counted by kind.
+    fn graph(&self, _resources_by_kind: &BTreeMap<Kind, usize>) {}
+    /// One resource's CheckApply: `Ok` with what it changed, or the error.
+    fn check_applied(
+        &self,
+        _id: &ResourceId,
+        _apply: bool,
+        _result: &Result<Vec<String>, String>,
+        _duration: Duration,
+    ) {
+    }
+    fn watch_event(&self, _kind: Kind) {}
+    /// A failure that will be retried (a soft failure, in upstream's words).
+    fn retry(&self, _kind: Kind) {}
+    /// A vertex of these kinds failed for good (hard).
+    fn failed(&self, _kind: Kind) {}
+    /// Whether everything has settled.
+    fn converged(&self, _converged: bool) {}
+}
+
+fn kinds(graph: &Graph) -> BTreeMap<Kind, usize> {
+    let mut by_kind = BTreeMap::new();
+    for r in &graph.resources {
+        *by_kind.entry(r.id.kind).or_insert(0) += 1;
+    }
+    by_kind
+}
+
+/// How far a run is, published whenever it changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Every vertex has run and nothing runs or waits for a retry; stays
+    /// true from the first time until something runs again.
+    pub idle: bool,
+    /// It has been idle once: the graph converged (or failed for good) at
+    /// least once.
+    pub ready: bool,
+    /// Vertices whose CheckApply is running, of all vertices.
+    pub running: usize,
+    pub vertices: usize,
+    /// Resources of the graph, and those that failed for good.
+    pub resources: usize,
+    pub failed: usize,
 }
 
 /// How a run ended.
@@ -161,6 +214,7 @@ enum Event {
         res: Box<VertexRes>,
         result: Result<bool, String>,
         outcomes: Vec<MemberOutcome>,
+        apply: bool,
     },
 }
 
@@ -345,6 +399,9 @@ pub async fn run(
     let mut slots = build_slots(&graph);
     let mut tally = Tally::default();
     tally.add_graph(&graph);
+    if let Some(o) = &opts.observer {
+        o.graph(&kinds(&graph));
+    }
     let packages = pkg::Backend::new();
     let services = Arc::new(svc::Backend::default());
     let mut specs = watch_specs(&slots, &packages);
@@ -465,6 +522,7 @@ pub async fn run(
                             res,
                             result,
                             outcomes,
+                            apply,
                         });
                     });
                 }
@@ -477,6 +535,9 @@ pub async fn run(
                     // time this log line happens to be written.
                     let in_ms = retry_at.0.saturating_sub(engine.now().0);
                     let id = graph.vertex_id(vertex);
+                    if let Some(o) = &opts.observer {
+                        o.retry(id.kind);
+                    }
                     warn!(
                         resource = %id,
                         action = "retry",
@@ -485,12 +546,30 @@ pub async fn run(
                 }
                 Output::FailedPermanently { vertex, error } => {
                     let id = graph.vertex_id(vertex);
+                    if let Some(o) = &opts.observer {
+                        o.failed(id.kind);
+                    }
                     error!(resource = %id, action = "failed", "{id}: failed: {error}");
                 }
                 Output::Converged { failed } => {
                     converged = Some(failed);
                 }
             }
+        }
+        if let Some(o) = &opts.observer {
+            o.converged(engine.idle());
+        }
+        if let Some(progress) = &opts.progress {
+            let idle = engine.idle();
+            let now = Progress {
+                idle,
+                ready: idle || progress.borrow().ready,
+                running: engine.running(),
+                vertices: graph.vertices.len(),
+                resources: graph.resources.len(),
+                failed: engine.failed().len(),
+            };
+            progress.send_if_modified(|p| std::mem::replace(p, now) != now);
         }
         // The new graph's watches are armed: the old watcher may go.
         drop(retired_fs.take());
@@ -539,6 +618,9 @@ pub async fn run(
                 plan.stopped.len()
             );
             tally.add_graph(&new);
+            if let Some(o) = &opts.observer {
+                o.graph(&kinds(&new));
+            }
             slots = carry_members(&graph, std::mem::take(&mut slots), &new, &plan);
             specs = watch_specs(&slots, &packages);
             touched = (0..slots.len()).map(|_| Touched::default()).collect();
@@ -594,6 +676,9 @@ pub async fn run(
         tokio::select! {
             Some(ev) = rx.recv() => match ev {
                 Event::Watch(g, v) if g == generation => {
+                    if let Some(o) = &opts.observer {
+                        o.watch_event(graph.vertex_id(v).kind);
+                    }
                     touched[v].all = true;
                     engine.handle(now(), Input::WatchEvent(v));
                 }
@@ -606,7 +691,14 @@ pub async fn run(
                     res,
                     result,
                     outcomes,
+                    apply,
                 } => {
+                    if let Some(o) = &opts.observer {
+                        for (i, result, ms) in &outcomes {
+                            let took = Duration::from_secs_f64(ms / 1000.0);
+                            o.check_applied(&res.ids[*i], apply, result, took);
+                        }
+                    }
                     tally.record(&res, outcomes);
                     slots[vertex] = Some(res);
                     engine.handle(now(), Input::CheckApplyDone { vertex, result });
@@ -619,6 +711,9 @@ pub async fn run(
                     touched[v].members.insert(m);
                     if last != Some(v) {
                         last = Some(v);
+                        if let Some(o) = &opts.observer {
+                            o.watch_event(graph.vertex_id(v).kind);
+                        }
                         debug!("{}: watch event", graph.vertex_id(v));
                         engine.handle(t, Input::WatchEvent(v));
                     }

@@ -15,4 +15,6 @@ pub mod packagekit;
 pub mod pkg;
 pub mod svc;
 
-pub use driver::{DriverError, Reload, ResourceRun, RunOptions, RunReport, run};
+pub use driver::{
+    DriverError, Observer, Progress, Reload, ResourceRun, RunOptions, RunReport, run,
+};

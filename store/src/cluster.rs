@@ -100,6 +100,8 @@ pub use mgmt_core::cluster::agent::Status;
 pub struct Cluster {
     client: EtcdClient,
     status: watch::Receiver<Status>,
+    /// The server this host runs now, if any (for its figures).
+    server: SharedServer,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -135,12 +137,14 @@ impl Cluster {
         let (results_tx, results) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(Status::default());
         let (stop, stop_rx) = watch::channel(false);
+        let shared_server = SharedServer::default();
         let mut driver = Driver {
             started_at: Instant::now(),
             config,
             agent,
             client: None,
             server: None,
+            shared_server: shared_server.clone(),
             status: status_tx,
             lanes: Default::default(),
             next_generation: 0,
@@ -169,6 +173,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             status,
+            server: shared_server,
             stop,
             task: Some(task),
         })
@@ -180,6 +185,12 @@ impl Cluster {
     }
 
     /// Watch what this host is doing.
+    /// The figures of the store server this host runs now, if it runs one;
+    /// ask the source as often as needed, for as long as the process runs.
+    pub fn store_stats(&self) -> StoreStatsSource {
+        StoreStatsSource(self.server.clone())
+    }
+
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }
@@ -216,12 +227,29 @@ struct LaneTask {
     task: Option<JoinHandle<()>>,
 }
 
+/// The driver's current server, shared with [`Cluster::store_stats`].
+type SharedServer = Arc<std::sync::Mutex<Option<Arc<StoreHandle>>>>;
+
+/// Where the figures of this host's store server are read (metrics).
+#[derive(Clone)]
+pub struct StoreStatsSource(SharedServer);
+
+impl StoreStatsSource {
+    /// The server's figures now; `None` while this host runs none.
+    pub fn get(&self) -> Option<crate::StoreStats> {
+        let server = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        server.map(|s| s.stats())
+    }
+}
+
 struct Driver {
     config: ClusterConfig,
     agent: Agent,
     /// Present once the first server (if any) started.
     client: Option<EtcdClient>,
     server: Option<Arc<StoreHandle>>,
+    /// `server`, for [`Cluster::store_stats`]: set with it by [`Driver::set_server`].
+    shared_server: SharedServer,
     started_at: Instant,
     status: watch::Sender<Status>,
     lanes: std::collections::BTreeMap<Lane, LaneTask>,
@@ -375,7 +403,7 @@ impl Driver {
                 t.abort();
             }
         }
-        if let Some(s) = self.server.take() {
+        if let Some(s) = self.set_server(None) {
             s.shutdown().await;
         }
         self.publish(true);
@@ -402,6 +430,13 @@ impl Driver {
         (!missed).then_some(last)
     }
 
+    /// Replaces the current server (for the driver and for the figures);
+    /// returns the one it was.
+    fn set_server(&mut self, server: Option<Arc<StoreHandle>>) -> Option<Arc<StoreHandle>> {
+        *self.shared_server.lock().unwrap_or_else(|e| e.into_inner()) = server.clone();
+        std::mem::replace(&mut self.server, server)
+    }
+
     fn feed_now(&mut self, input: Input) {
         let now = self.now();
         self.agent.handle(now, input);
@@ -411,7 +446,7 @@ impl Driver {
     fn feed(&mut self, input: Input, server: Option<Arc<StoreHandle>>) {
         let started = server.is_some();
         if let Some(s) = server {
-            self.server = Some(s);
+            self.set_server(Some(s));
         }
         let read = match &input {
             Input::KeysRead { revision, keys } => {
@@ -476,7 +511,7 @@ impl Driver {
         let mut ctx = self.ctx();
         if let Action::StopServer { .. } = action {
             // Nothing dispatched after this uses the stopping server.
-            ctx.server = self.server.take();
+            ctx.server = self.set_server(None);
             self.membership = None;
             self.replication = None;
         }

@@ -589,6 +589,8 @@ impl Store {
             transferring: watch::channel(false).0,
             proposals,
             reads,
+            puts: Default::default(),
+            ranges: Default::default(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -833,6 +835,21 @@ async fn settle_restore(node: &Node, dir: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// A member's figures, as metrics report them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub is_leader: bool,
+    pub raft_term: u64,
+    /// Voters and learners in the membership this member knows.
+    pub members: usize,
+    pub applied_index: u64,
+    /// Put and Range requests this member answered.
+    pub puts: u64,
+    pub ranges: u64,
+    /// Watchers registered on this member.
+    pub watchers: usize,
+}
+
 /// A running member. Call [`StoreHandle::shutdown`] to stop it (dropping it stops
 /// the listeners too, but without waiting).
 pub struct StoreHandle {
@@ -856,6 +873,30 @@ impl Drop for StoreHandle {
 }
 
 impl StoreHandle {
+    /// This member's figures now.
+    pub fn stats(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = &self.node;
+        let (is_leader, raft_term, applied_index) = {
+            let m = n.raft.metrics();
+            let m = m.borrow();
+            (
+                m.current_leader == Some(n.id),
+                m.current_term,
+                m.last_applied.map_or(0, |l| l.index),
+            )
+        };
+        StoreStats {
+            is_leader,
+            raft_term,
+            members: n.members().len(),
+            applied_index,
+            puts: n.puts.load(Relaxed),
+            ranges: n.ranges.load(Relaxed),
+            watchers: n.sm.lock().watchers.len(),
+        }
+    }
+
     /// This member's ID (its raft node ID and etcd member ID).
     pub fn id(&self) -> u64 {
         self.node.id

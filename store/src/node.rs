@@ -210,6 +210,9 @@ pub struct Node {
     pub(crate) proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// Linearizable reads for [`read_indexer`] to confirm.
     pub(crate) reads: tokio::sync::mpsc::UnboundedSender<ReadReply>,
+    /// Put and Range requests answered (for metrics).
+    pub(crate) puts: std::sync::atomic::AtomicU64,
+    pub(crate) ranges: std::sync::atomic::AtomicU64,
 }
 
 /// How long to wait before asking the leader again after a retryable failure.

@@ -381,6 +381,9 @@ impl pb::kv_server::Kv for Etcd {
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let who = self.who(&req)?;
+        self.node
+            .ranges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let req = req.into_inner();
         if !req.serializable {
             self.node.read_barrier().await.map_err(status)?;
@@ -396,6 +399,9 @@ impl pb::kv_server::Kv for Etcd {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let who = self.who(&req)?;
+        self.node
+            .puts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let req = req.into_inner();
         check_size(&req, &self.node.limits)?;
         let (out, header) = self.write_as(who, Command::Put(from_put(req))).await?;

@@ -5,6 +5,20 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
+/// Runs `program` with `input` on its stdin; its output.
+fn piped(program: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs (see test.sh for its package): {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A graph of one file to create, one already right, a noop, a command that
 /// fails, and a file after it (skipped: its dependency failed).
 fn mixed_graph(dir: &std::path::Path) -> String {
@@ -41,16 +55,11 @@ fn json_logs_parse_line_by_line_and_the_report_has_every_resource() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let logs = stderr(&out);
     // jq reads every line as one JSON object.
-    let mut jq = Command::new("jq")
-        .args(["-c", "select(.time and .level and .message)"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("jq is installed");
-    use std::io::Write;
-    jq.stdin.take().unwrap().write_all(logs.as_bytes()).unwrap();
-    let parsed = jq.wait_with_output().unwrap();
+    let parsed = piped(
+        "jq",
+        &["-c", "select(.time and .level and .message)"],
+        logs.as_bytes(),
+    );
     assert!(
         parsed.status.success(),
         "jq: {}\n{logs}",
@@ -138,19 +147,11 @@ fn bad_input_under_json_logs_is_one_json_object_naming_the_place() {
 fn completions_load_in_bash_and_the_man_page_renders() {
     let script = run_to_end(&["completions", "bash"]);
     assert!(script.status.success());
-    let mut bash = Command::new("bash")
-        .args(["-c", "source /dev/stdin; complete -p mgmt"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    bash.stdin
-        .take()
-        .unwrap()
-        .write_all(&script.stdout)
-        .unwrap();
-    let out = bash.wait_with_output().unwrap();
+    let out = piped(
+        "bash",
+        &["-c", "source /dev/stdin; complete -p mgmt"],
+        &script.stdout,
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("-F _mgmt"),
         "{}",
@@ -180,4 +181,182 @@ fn completions_load_in_bash_and_the_man_page_renders() {
         shown.status.success() && text.contains("NAME") && text.contains("run"),
         "{text}"
     );
+}
+
+/// `Type=notify`: READY=1 comes once the graph has converged, STATUS= says
+/// how far the run and the store are, STOPPING=1 on SIGTERM.
+#[test]
+fn systemd_hears_ready_only_after_the_graph_converged() {
+    let d = tempfile::tempdir().unwrap();
+    let sock_path = d.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let marker = d.path().join("marker");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: slow\nresources:\n  exec: [{{name: slow, cmd: 'sleep 1; touch {}', shell: /bin/sh}}]\n",
+            marker.display()
+        ),
+    );
+    let prefix = d.path().join("prefix");
+    let (c, p) = (free_port(), free_port());
+    let agent = Agent::start_env(
+        &[
+            "run",
+            "--file",
+            &g,
+            "--hostname",
+            "h1",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--client-urls",
+            &format!("http://127.0.0.1:{c}"),
+            "--server-urls",
+            &format!("http://127.0.0.1:{p}"),
+        ],
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).expect("a notification within 60 s");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg == "READY=1" {
+            assert!(
+                marker.exists(),
+                "READY before the graph converged: {heard:?}"
+            );
+            break;
+        }
+        heard.push(msg);
+    }
+    assert!(
+        heard
+            .iter()
+            .any(|m| m.starts_with("STATUS=applying 1 of 1")),
+        "{heard:?}"
+    );
+    let last = heard.last().unwrap();
+    assert!(
+        last.starts_with("STATUS=converged: 1 resources"),
+        "{heard:?}"
+    );
+    // The store's part follows the cluster: it becomes the leader of one.
+    let mut status = last.clone();
+    while !status.contains("store: leader of 1") {
+        let n = sock.recv(&mut buf).expect("the store's status within 60 s");
+        status = String::from_utf8_lossy(&buf[..n]).into_owned();
+    }
+    assert!(agent.terminate().success());
+    let mut rest = Vec::new();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m == "STOPPING=1"), "{rest:?}");
+}
+
+/// A GET over plain HTTP/1.1; the body.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// `--prometheus`: a real Prometheus scrapes the agent and its query API
+/// returns the CheckApply counter; `promtool check metrics` accepts the page.
+#[test]
+fn a_real_prometheus_scrapes_the_checkapply_counter() {
+    let d = tempfile::tempdir().unwrap();
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file: [{{name: f1, path: {}, content: hi}}]\n",
+            d.path().join("f1").display()
+        ),
+    );
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(&[
+        "run",
+        "--file",
+        &g,
+        "--prometheus",
+        "--prometheus-listen",
+        &metrics_addr,
+    ]);
+    agent.wait_for_line("metrics on http://", std::time::Duration::from_secs(30));
+    let page = wait_until(std::time::Duration::from_secs(30), || {
+        http_get(&metrics_addr, "/metrics").is_some_and(|p| p.contains("mgmt_checkapply_total{"))
+    });
+    assert!(page.is_some(), "no CheckApply counter on the page");
+    let page = http_get(&metrics_addr, "/metrics").unwrap();
+    assert!(
+        page.contains(
+            r#"mgmt_checkapply_total{kind="file",apply="true",eventful="true",errorful="false"} 1"#
+        ),
+        "{page}"
+    );
+    let checked = piped("promtool", &["check", "metrics"], page.as_bytes());
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let web = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        d.path(),
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n- job_name: mgmt\n  static_configs:\n  - targets: ['{metrics_addr}']\n"
+        ),
+    );
+    let tsdb = d.path().join("tsdb");
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={config}"))
+        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (apt-get install prometheus)");
+    let query = "/api/v1/query?query=mgmt_checkapply_total%7Bkind%3D%22file%22%7D";
+    let mut answer = String::new();
+    let found = wait_until(std::time::Duration::from_secs(60), || {
+        answer = http_get(&web, query).unwrap_or_default();
+        let found = answer.contains("\"value\"");
+        if !found {
+            // Prometheus starts and scrapes once a second: no need to hurry it.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        found
+    });
+    // Stop it by its pid before asserting.
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(
+        found.is_some(),
+        "Prometheus never had the counter: {answer}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let result = &v["data"]["result"][0];
+    assert_eq!(result["metric"]["kind"], "file", "{answer}");
+    assert_eq!(result["value"][1], "1", "{answer}");
+    assert!(agent.terminate().success());
 }

@@ -314,6 +314,11 @@ impl Engine {
         self.running == 0 && self.busy_timers == 0
     }
 
+    /// Vertices whose CheckApply is running.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
     /// The time of the latest input: what the outputs' times are relative to.
     pub fn now(&self) -> Millis {
         self.now
