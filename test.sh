@@ -30,6 +30,14 @@ if [ "$(id -u)" -eq 0 ] && [ "$(sysctl -n fs.inotify.max_user_instances)" -lt 10
   sysctl -q -w fs.inotify.max_user_instances=1024 || true
 fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+
+# The Debian package the package test installs (and purges): a release build,
+# its man page and completions, then cargo-deb.
+cargo build --release -p mgmt --locked
+cli/debian/assets.sh
+cargo deb -p mgmt --no-build --locked -o target/debian/mgmt.deb >/dev/null
+export MGMT_DEB="$PWD/target/debian/mgmt.deb"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

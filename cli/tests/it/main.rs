@@ -6,6 +6,7 @@ mod changeover;
 mod cluster;
 mod exports;
 mod operator;
+mod package;
 mod pkg;
 mod run;
 mod source;

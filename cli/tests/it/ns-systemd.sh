@@ -32,5 +32,5 @@ for u in $(ls /lib/systemd/system/sysinit.target.wants/) systemd-journald.socket
     ln -sf /dev/null "$E/$u"
 done
 printf '[Unit]\nDescription=mgmt test boot target\nRequires=dbus.socket dbus.service\nAfter=dbus.socket dbus.service\n' >"$E/test.target"
-cp "$dir"/units/* "$E/" 2>/dev/null || true
+cp -r "$dir"/units/. "$E/"
 exec /lib/systemd/systemd --system --unit=test.target --log-target=null --show-status=no

@@ -184,13 +184,17 @@ pub struct NsSystemd {
 }
 
 impl NsSystemd {
-    /// `units`: (file name, contents) to install into its `/etc/systemd/system`.
+    /// `units`: (file name, contents) to install into its `/etc/systemd/system`
+    /// (a name may be a drop-in's, `x.service.d/y.conf`).
     pub fn start(units: &[(&str, &str)]) -> NsSystemd {
         let dir = temp_dir("systemd");
         std::fs::create_dir_all(dir.join("bus")).unwrap();
         std::fs::create_dir_all(dir.join("units")).unwrap();
         for (name, text) in units {
-            std::fs::write(dir.join("units").join(name), text).unwrap();
+            // A drop-in (`x.service.d/y.conf`) brings its directory.
+            let path = dir.join("units").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
         }
         let pid1_before = pid1_cgroups();
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();

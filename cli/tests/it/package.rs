@@ -1,0 +1,90 @@
+//! The Debian package (`cargo deb -p mgmt`; `./test.sh` builds it and names
+//! it in `MGMT_DEB`): installed with dpkg, its `mgmt.service` started in a
+//! real systemd of its own namespaces is `active` only once the graph
+//! converged, shows its STATUS= line, and stops cleanly; the package is
+//! purged afterwards.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+use crate::system::NsSystemd;
+
+/// Purges the package when the test ends, passed or not.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let out = Command::new("dpkg").args(["--purge", "mgmt"]).output();
+        if !matches!(&out, Ok(o) if o.status.success()) {
+            eprintln!("dpkg --purge mgmt: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn the_package_runs_as_a_notify_service_in_a_real_systemd() {
+    let deb = std::env::var("MGMT_DEB")
+        .expect("MGMT_DEB: the package ./test.sh builds (cargo deb -p mgmt)");
+    assert!(
+        !Path::new("/usr/bin/mgmt").exists(),
+        "/usr/bin/mgmt exists already: this test installs and purges the package"
+    );
+    let out = Command::new("dpkg").args(["-i", &deb]).output().unwrap();
+    let _installed = Installed;
+    assert!(
+        out.status.success(),
+        "dpkg -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shipped in [
+        "/usr/bin/mgmt",
+        "/lib/systemd/system/mgmt.service",
+        "/etc/mgmt/graph.yaml",
+        "/usr/share/man/man1/mgmt.1.gz",
+        "/usr/share/bash-completion/completions/mgmt",
+    ] {
+        assert!(Path::new(shipped).exists(), "{shipped} not installed");
+    }
+    let conffiles = std::fs::read_to_string("/var/lib/dpkg/info/mgmt.conffiles").unwrap();
+    assert!(conffiles.contains("/etc/mgmt/graph.yaml"), "{conffiles}");
+
+    // The shipped unit, with a drop-in that keeps the test's state, ports
+    // and graph off the machine's: a command that takes two seconds, then a
+    // file.
+    let d = tempfile::tempdir().unwrap();
+    let marker = d.path().join("marker");
+    let graph = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: pkg\nresources:\n  exec: [{{name: slow, cmd: 'sleep 2; touch {}', shell: /bin/sh}}]\n  file: [{{name: f, path: {}, content: x}}]\nedges:\n- {{name: e, from: {{kind: exec, name: slow}}, to: {{kind: file, name: f}}}}\n",
+            marker.display(),
+            d.path().join("f").display()
+        ),
+    );
+    let (c, p) = (free_port(), free_port());
+    let dropin = format!(
+        "[Service]\nExecStart=\nExecStart=/usr/bin/mgmt run --file {graph} --hostname pkg1 --prefix {} \
+         --client-urls http://127.0.0.1:{c} --server-urls http://127.0.0.1:{p}\nStateDirectory=\n",
+        d.path().join("prefix").display()
+    );
+    let sd = NsSystemd::start(&[("mgmt.service.d/test.conf", &dropin)]);
+    sd.exec(&["systemctl", "start", "--no-block", "mgmt.service"]);
+    let state = || sd.exec(&["systemctl", "is-active", "mgmt.service"]);
+    let first = state();
+    assert_eq!(first, "activating", "before the graph converged");
+    let active = wait_until(Duration::from_secs(60), || state() == "active");
+    assert!(active.is_some(), "never active: {}", state());
+    assert!(marker.exists(), "active before the graph converged");
+    let status = sd.exec(&["systemctl", "status", "--no-pager", "mgmt.service"]);
+    assert!(
+        status.contains("Status: \"converged: 2 resources"),
+        "{status}"
+    );
+    sd.exec(&["systemctl", "stop", "mgmt.service"]);
+    assert_eq!(state(), "inactive");
+    assert_eq!(sd.property("mgmt.service", "Result"), "success");
+    assert_eq!(sd.property("mgmt.service", "ExecMainStatus"), "0");
+}
