@@ -239,8 +239,21 @@ impl PackageKit {
     }
 
     async fn run_unbounded(&self, req: Request<'_>) -> Result<Outcome, PkError> {
+        let what = req.describe();
+        // Long transactions say how far they are (PackageKit's Percentage).
+        let long = matches!(
+            req,
+            Request::Install { .. } | Request::Remove { .. } | Request::Update { .. }
+        );
         let manager = ManagerProxy::new(&self.conn).await?;
         let path = manager.create_transaction().await?;
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.PackageKit")?
+            .path(path.clone())?
+            .build()
+            .await?;
+        let mut changes = props.receive_properties_changed().await?;
+        let mut progress = Progress::default();
         let tx = TransactionProxy::builder(&self.conn)
             .path(path)?
             .cache_properties(zbus::proxy::CacheProperties::No)
@@ -263,7 +276,17 @@ impl PackageKit {
         }
         let mut out = Outcome::default();
         let mut error = None;
-        while let Some(msg) = signals.next().await {
+        loop {
+            let msg = tokio::select! {
+                msg = signals.next() => msg,
+                Some(change) = changes.next() => {
+                    if long && let Some(pct) = percentage(&change) && let Some(step) = progress.step(pct) {
+                        tracing::info!("{what}: {step}%");
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             let header = msg.header();
             let Some(member) = header.member() else {
                 continue;
@@ -306,6 +329,33 @@ impl PackageKit {
         Err(PkError::Call(
             "the connection to PackageKit closed before the transaction finished".into(),
         ))
+    }
+}
+
+/// The transaction's Percentage in a PropertiesChanged signal (PackageKit
+/// says 101 while it does not know).
+fn percentage(change: &zbus::fdo::PropertiesChanged) -> Option<u32> {
+    let args = change.args().ok()?;
+    let value = args.changed_properties().get("Percentage")?;
+    let pct = u32::try_from(value).ok()?;
+    (pct <= 100).then_some(pct)
+}
+
+/// Which percentages are worth a log line: each tenth, once.
+#[derive(Default)]
+struct Progress {
+    logged: Option<u32>,
+}
+
+impl Progress {
+    /// The tenth `pct` reached, if it is a new one.
+    fn step(&mut self, pct: u32) -> Option<u32> {
+        let step = pct / 10 * 10;
+        if step == 0 || self.logged.is_some_and(|l| l >= step) {
+            return None;
+        }
+        self.logged = Some(step);
+        Some(step)
     }
 }
 
@@ -390,6 +440,16 @@ fn error_name(code: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_is_logged_once_a_tenth() {
+        let mut p = Progress::default();
+        let steps: Vec<u32> = [0, 5, 12, 18, 10, 47, 100, 100]
+            .into_iter()
+            .filter_map(|pct| p.step(pct))
+            .collect();
+        assert_eq!(steps, [10, 40, 100]);
+    }
 
     #[test]
     fn package_ids_split_into_their_fields() {

@@ -95,6 +95,8 @@ fn autogroup2_installs_three_packages_in_one_packagekit_transaction_then_changes
         err.contains("one transaction for 3 packages: cowsay powertop sl"),
         "{err}"
     );
+    // PackageKit's percentage, as the transaction goes.
+    assert!(err.contains("installing cowsay powertop sl: 100%"), "{err}");
     let after = installs_by_mgmt(&bus);
     assert_eq!(
         after.difference(&before).count(),
