@@ -360,3 +360,37 @@ fn a_real_prometheus_scrapes_the_checkapply_counter() {
     assert_eq!(result["value"][1], "1", "{answer}");
     assert!(agent.terminate().success());
 }
+
+/// A graph that fails for good is ready too (systemd must not wait forever),
+/// and its STATUS= says what failed.
+#[test]
+fn systemd_hears_ready_when_the_graph_failed_for_good() {
+    let d = tempfile::tempdir().unwrap();
+    let sock_path = d.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let g = write(
+        d.path(),
+        "g.yaml",
+        "graph: broken\nresources:\n  exec: [{name: fails, cmd: /bin/false, meta: {retry: 0}}]\n",
+    );
+    let agent = Agent::start_env(
+        &["run", "--file", &g],
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 4096];
+    while heard.last().map(String::as_str) != Some("READY=1") {
+        let n = sock.recv(&mut buf).expect("a notification within 60 s");
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        heard
+            .iter()
+            .any(|m| m == "STATUS=converged: 1 resources, 1 failed"),
+        "{heard:?}"
+    );
+    // Stopped, it exits 1: a resource failed for good.
+    assert_eq!(agent.terminate().code(), Some(1));
+}
