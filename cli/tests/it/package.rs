@@ -11,13 +11,27 @@ use std::time::Duration;
 use crate::support::*;
 use crate::system::NsSystemd;
 
+/// `dpkg ARGS`, waiting (a minute at most) while another dpkg holds its lock:
+/// PackageKit may be finishing a transaction of an earlier test.
+fn dpkg(args: &[&str]) -> std::process::Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("dpkg").args(args).output().unwrap();
+        let locked = String::from_utf8_lossy(&out.stderr).contains("lock");
+        if out.status.success() || !locked || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Purges the package when the test ends, passed or not.
 struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let out = Command::new("dpkg").args(["--purge", "mgmt"]).output();
-        if !matches!(&out, Ok(o) if o.status.success()) {
+        let out = dpkg(&["--purge", "mgmt"]);
+        if !out.status.success() {
             eprintln!("dpkg --purge mgmt: {out:?}");
         }
     }
@@ -31,7 +45,7 @@ fn the_package_runs_as_a_notify_service_in_a_real_systemd() {
         !Path::new("/usr/bin/mgmt").exists(),
         "/usr/bin/mgmt exists already: this test installs and purges the package"
     );
-    let out = Command::new("dpkg").args(["-i", &deb]).output().unwrap();
+    let out = dpkg(&["-i", &deb]);
     let _installed = Installed;
     assert!(
         out.status.success(),
