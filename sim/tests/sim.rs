@@ -323,6 +323,18 @@ fn a_stale_member_asks_the_members_its_own_log_lists() {
     replay(7689);
 }
 
+/// Seed 22807 (found by the sweep, failing before this fix too): at ideal size
+/// 1 the two voters h3 (leader) and h4 (no longer nominated) remained. h1,
+/// restarted from state older than h4's joining, answered h4's member list
+/// without h4, and h4 took that for its removal and stopped its server: the
+/// leader could then never commit h4's removal, which needed h4's vote. A
+/// list now proves a removal only if its config is no earlier in the log than
+/// the host's own (the store sends the config's log id with MemberList).
+#[test]
+fn a_member_list_from_a_member_left_behind_proves_no_removal() {
+    replay(22807);
+}
+
 /// Seeds whose schedules fail today, each a real finding of the sweep; remove
 /// an entry once it passes.
 const KNOWN_FAILING: &[(u64, &str)] = &[];

@@ -45,6 +45,10 @@ pub enum ClientError {
     InvalidEndpoint { url: String, reason: String },
 }
 
+/// Response metadata of mgmt's MemberList: where the answering member's
+/// membership config is in the log, `TERM.INDEX`.
+pub const CONFIG_LOG_HEADER: &str = "mgmt-config-log";
+
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -411,11 +415,26 @@ impl EtcdClient {
 
     /// The cluster's members.
     pub async fn member_list(&self) -> Result<Vec<PbMember>, ClientError> {
+        Ok(self.member_list_indexed().await?.0)
+    }
+
+    /// [`EtcdClient::member_list`], with where the answering member's config
+    /// is in the log, (term, index), where it says it (mgmt's store does;
+    /// etcd does not).
+    pub async fn member_list_indexed(
+        &self,
+    ) -> Result<(Vec<PbMember>, Option<(u64, u64)>), ClientError> {
         self.retry(|ch, t| async move {
             pb::cluster_client::ClusterClient::new(ch)
                 .member_list(with_deadline(pb::MemberListRequest::default(), t))
                 .await
-                .map(|r| r.into_inner().members)
+                .map(|r| {
+                    let index = r.metadata().get(CONFIG_LOG_HEADER).and_then(|v| {
+                        let (term, index) = v.to_str().ok()?.split_once('.')?;
+                        Some((term.parse().ok()?, index.parse().ok()?))
+                    });
+                    (r.into_inner().members, index)
+                })
         })
         .await
     }

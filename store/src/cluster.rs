@@ -607,6 +607,7 @@ fn membership(m: MembershipState) -> agent::Membership {
         leader: m.leader,
         loaded: m.loaded,
         committed: m.committed,
+        config_log: m.config_log,
         voter_sets: m.voter_sets,
         members: m
             .members
@@ -865,16 +866,22 @@ async fn stop_server(ctx: &Ctx, discard: bool, reason: Reason, remember: &[Strin
 
 /// MemberList through the cluster client, or of each URL on its own: one
 /// list per member that answered.
-async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Vec<Vec<u64>> {
-    let ids = |r: Result<Vec<crate::client::PbMember>, ClientError>| match r {
-        Ok(m) => Some(m.into_iter().map(|m| m.id).collect::<Vec<u64>>()),
+async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Vec<agent::MemberList> {
+    type Answer = Result<(Vec<crate::client::PbMember>, Option<(u64, u64)>), ClientError>;
+    let list = |r: Answer| match r {
+        Ok((m, config_log)) => Some(agent::MemberList {
+            ids: m.into_iter().map(|m| m.id).collect(),
+            config_log,
+        }),
         Err(e) => {
             debug!(error = %e, "member list unavailable");
             None
         }
     };
     let Some(urls) = via else {
-        return ids(client(ctx).member_list().await).into_iter().collect();
+        return list(client(ctx).member_list_indexed().await)
+            .into_iter()
+            .collect();
     };
     let asks = urls.into_iter().map(|url| {
         let mut cc = ClientConfig::new(vec![url]);
@@ -884,7 +891,7 @@ async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Vec<Vec<u64>> {
         cc.request_timeout = ctx.config.request_timeout.min(PROBE_TIMEOUT);
         async move {
             match EtcdClient::new(cc) {
-                Ok(c) => c.member_list().await,
+                Ok(c) => c.member_list_indexed().await,
                 Err(e) => Err(e),
             }
         }
@@ -892,7 +899,7 @@ async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Vec<Vec<u64>> {
     futures::future::join_all(asks)
         .await
         .into_iter()
-        .filter_map(ids)
+        .filter_map(list)
         .collect()
 }
 

@@ -68,6 +68,8 @@ pub struct MembershipState {
     /// config that is only in its log may yet be lost: a leader that sent it
     /// and crashed before it was durable on a quorum restarts without it.
     pub committed: bool,
+    /// Where the config is in the log: (term, index).
+    pub config_log: Option<(u64, u64)>,
 }
 
 impl MembershipState {
@@ -84,6 +86,10 @@ impl MembershipState {
                 .map(|set| set.iter().copied().collect())
                 .collect(),
             loaded: m.membership_config.log_id().is_some(),
+            config_log: m
+                .membership_config
+                .log_id()
+                .map(|l| (l.leader_id.term, l.index)),
         }
     }
 }

@@ -925,10 +925,26 @@ impl pb::cluster_server::Cluster for Etcd {
         &self,
         _req: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        Ok(Response::new(pb::MemberListResponse {
+        let (members, index) = {
+            let m = self.node.raft.metrics();
+            let m = m.borrow();
+            let index = m
+                .membership_config
+                .log_id()
+                .map(|l| format!("{}.{}", l.leader_id.term, l.index));
+            (crate::membership::members_of(&m.membership_config), index)
+        };
+        let mut resp = Response::new(pb::MemberListResponse {
             header: Some(self.current_header()),
-            members: self.node.members().into_iter().map(to_member).collect(),
-        }))
+            members: members.into_iter().map(to_member).collect(),
+        });
+        // mgmt's own: where in the log that config is, TERM.INDEX (etcd
+        // clients ignore it).
+        if let Some(at) = index.and_then(|i| i.parse().ok()) {
+            resp.metadata_mut()
+                .insert(crate::client::CONFIG_LOG_HEADER, at);
+        }
+        Ok(resp)
     }
 }
 

@@ -126,6 +126,17 @@ pub struct Membership {
     /// its log may still be lost (its leader crashed before a quorum had it),
     /// so it alone never proves this host removed.
     pub committed: bool,
+    /// Where that config is in the log: (term, index), raft's order.
+    pub config_log: Option<(u64, u64)>,
+}
+
+/// One member's answer to [`Action::ListMembers`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberList {
+    /// The IDs in its membership config.
+    pub ids: Vec<u64>,
+    /// Where that config is in the log, (term, index), where the member says it.
+    pub config_log: Option<(u64, u64)>,
 }
 
 impl Membership {
@@ -311,7 +322,7 @@ pub enum Input {
     },
     /// The member IDs each MemberList asked answered (nothing from those
     /// that did not answer).
-    MemberList(Vec<Vec<u64>>),
+    MemberList(Vec<MemberList>),
     /// This host's store's membership changed (feed it whenever it does while
     /// a server runs).
     Membership(Membership),
@@ -892,21 +903,31 @@ impl Agent {
         self.membership.loaded && self.membership.committed && self.membership.get(id).is_none()
     }
 
-    fn member_list(&mut self, lists: Vec<Vec<u64>>) {
-        let lists: Vec<Vec<u64>> = lists.into_iter().filter(|l| !l.is_empty()).collect();
+    fn member_list(&mut self, lists: Vec<MemberList>) {
+        let lists: Vec<MemberList> = lists.into_iter().filter(|l| !l.ids.is_empty()).collect();
+        // A config no earlier in the log than this host's own: what a member
+        // left behind (restarted from state older than this host's config)
+        // lists proves nothing.
+        let mine = self.membership.config_log;
+        let not_older = |l: &MemberList| match (l.config_log, mine) {
+            (Some(theirs), Some(mine)) => theirs >= mine,
+            _ => true,
+        };
         match self.query.take() {
             Some(Query::Start { nomination, old }) if !lists.is_empty() => {
                 // The old state is kept if any member still lists it.
-                let listed = lists.iter().any(|l| l.contains(&old));
+                let listed = lists.iter().any(|l| l.ids.contains(&old));
                 if self.nomination() == Some(nomination) && self.may_start() {
                     self.start_for(nomination, !listed);
                 }
             }
             Some(Query::Start { .. }) => self.next_start_at = self.now + REMOVAL_RECHECK,
-            // Removed once any member's list lacks it: a member that still
-            // lists it may be one the cluster left behind.
+            // Removed once any member's list lacks it, from a config no
+            // earlier than this host's own: a member that still lists it may
+            // be one the cluster left behind, and one whose config is older
+            // than this host's was left behind before this host joined.
             Some(Query::Removal { id })
-                if lists.iter().any(|l| !l.contains(&id))
+                if lists.iter().any(|l| !l.ids.contains(&id) && not_older(l))
                     && self.running_id() == Some(id)
                     && !self.changing_membership() =>
             {

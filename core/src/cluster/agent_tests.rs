@@ -82,7 +82,18 @@ fn membership(leader: u64, members: &[StoreMember]) -> Membership {
         ],
         loaded: true,
         committed: true,
+        config_log: None,
     }
+}
+
+/// Members' answers that say no config index (as from before it was sent).
+fn lists(ids: Vec<Vec<u64>>) -> Vec<MemberList> {
+    ids.into_iter()
+        .map(|ids| MemberList {
+            ids,
+            config_log: None,
+        })
+        .collect()
 }
 
 /// The cluster's keys: `nominated` with their create revisions, `endpoints`
@@ -381,7 +392,7 @@ fn a_restarted_host_that_is_no_member_keeps_its_state_until_nominated_then_asks_
     );
     assert_eq!(got, vec![Action::ListMembers { via: None }]);
     assert_eq!(
-        act(&mut a, 7, Input::MemberList(vec![vec![11]])),
+        act(&mut a, 7, Input::MemberList(lists(vec![vec![11]]))),
         vec![Action::StartServer {
             mode: StartMode::Join,
             member_id: incarnation_id("h2", 60),
@@ -413,7 +424,7 @@ fn a_restarted_member_that_is_still_listed_keeps_its_state() {
     act(&mut a, 2_002, Input::ServerStopped { discarded: false });
     act(&mut a, 2_003, read(60, keys(&["h2"], &[("h2", 60)], &[])));
     assert_eq!(
-        act(&mut a, 2_004, Input::MemberList(vec![vec![11, old]])),
+        act(&mut a, 2_004, Input::MemberList(lists(vec![vec![11, old]]))),
         vec![Action::StartServer {
             mode: StartMode::Join,
             member_id: incarnation_id("h2", 60),
@@ -452,12 +463,42 @@ fn stopped_and_discarded(reason: Reason) -> Vec<Action> {
     ]
 }
 
+/// Seed 22807: h1, restarted from state older than h2's joining, answers a
+/// member list without h2. That proves nothing: only a config no earlier in
+/// the log than h2's own does. (h2 stopping on it left a two-voter cluster
+/// whose leader could no longer remove it.)
+#[test]
+fn a_list_from_a_config_no_later_than_its_own_does_not_prove_a_member_removed() {
+    let (mut a, id) = running_member();
+    let mut m = membership(11, &[member("h1", 11, false), member("h2", id, false)]);
+    m.config_log = Some((3, 40));
+    act(&mut a, 14, Input::Membership(m));
+    let unnominated = keys(&["h1", "h2"], &[("h1", 1)], &[("h1", 11), ("h2", id)]);
+    act(&mut a, 20, read(50, unnominated));
+    let stale = |term, index| {
+        vec![MemberList {
+            ids: vec![11, 7],
+            config_log: Some((term, index)),
+        }]
+    };
+    assert_eq!(act(&mut a, 21, Input::MemberList(stale(2, 52))), vec![]);
+    assert_eq!(act(&mut a, 22, Input::MemberList(stale(3, 39))), vec![]);
+    assert!(a.status().server.is_some());
+    // A later config without it is the proof (the same one would be too).
+    assert!(matches!(
+        act(&mut a, 521, Input::Tick)[..],
+        [Action::ListMembers { .. }]
+    ));
+    let got = act(&mut a, 522, Input::MemberList(stale(4, 12)));
+    assert_eq!(got, stopped_and_discarded(Reason::Removed));
+}
+
 /// h2 (member `id`) is un-nominated, the others no longer list it, and its
 /// server stops with its state discarded (at 20-22 ms).
 fn unnominated_and_removed(a: &mut Agent, id: u64) {
     let unnominated = keys(&["h1", "h2"], &[("h1", 1)], &[("h1", 11), ("h2", id)]);
     act(a, 20, read(50, unnominated));
-    act(a, 21, Input::MemberList(vec![vec![11]]));
+    act(a, 21, Input::MemberList(lists(vec![vec![11]])));
     act(a, 22, Input::ServerStopped { discarded: true });
 }
 
@@ -474,7 +515,7 @@ fn an_unnominated_member_stops_and_discards_its_state_once_the_others_no_longer_
     );
     // Still listed: ask again a little later (its own view may be stale).
     assert_eq!(
-        act(&mut a, 21, Input::MemberList(vec![vec![11, id]])),
+        act(&mut a, 21, Input::MemberList(lists(vec![vec![11, id]]))),
         vec![]
     );
     assert_eq!(a.poll_timeout(), Some(Millis(21) + REMOVAL_RECHECK));
@@ -482,7 +523,7 @@ fn an_unnominated_member_stops_and_discards_its_state_once_the_others_no_longer_
         act(&mut a, 521, Input::Tick)[..],
         [Action::ListMembers { .. }]
     ));
-    let got = act(&mut a, 522, Input::MemberList(vec![vec![11]]));
+    let got = act(&mut a, 522, Input::MemberList(lists(vec![vec![11]])));
     assert_eq!(got, stopped_and_discarded(Reason::Removed));
     assert_eq!(
         act(&mut a, 523, Input::ServerStopped { discarded: true }),
@@ -502,7 +543,7 @@ fn a_member_its_own_store_no_longer_lists_stops_at_once() {
             keys(&["h1", "h2"], &[("h1", 1)], &[("h1", 11), ("h2", id)]),
         ),
     );
-    act(&mut a, 21, Input::MemberList(vec![]));
+    act(&mut a, 21, Input::MemberList(lists(vec![])));
     let got = act(
         &mut a,
         22,
@@ -537,7 +578,7 @@ fn a_member_that_may_be_removed_also_asks_the_members_its_own_log_lists() {
             via: Some(vec![client("h1"), client("h3"), "http://seed:2379".into()])
         }]
     );
-    let got = act(&mut a, 21, Input::MemberList(vec![]));
+    let got = act(&mut a, 21, Input::MemberList(lists(vec![])));
     assert_eq!(
         got,
         vec![Action::ReadKeys {
@@ -560,7 +601,7 @@ fn a_member_its_own_log_drops_waits_until_that_config_is_committed() {
             keys(&["h1", "h2"], &[("h1", 1)], &[("h1", 11), ("h2", id)]),
         ),
     );
-    act(&mut a, 21, Input::MemberList(vec![]));
+    act(&mut a, 21, Input::MemberList(lists(vec![])));
     let mut pending = membership(11, &[member("h1", 11, false)]);
     pending.committed = false;
     let got = act(&mut a, 22, Input::Membership(pending.clone()));
@@ -616,7 +657,7 @@ fn a_server_of_an_earlier_nomination_stops_once_removed_and_starts_anew() {
         [Action::ListMembers { .. }]
     ));
     assert_eq!(
-        act(&mut a, 21, Input::MemberList(vec![vec![11]])),
+        act(&mut a, 21, Input::MemberList(lists(vec![vec![11]]))),
         stopped_and_discarded(Reason::Renominated)
     );
     assert!(
@@ -1045,7 +1086,7 @@ fn a_leader_that_removed_itself_stops_without_reading_the_keys() {
     // it reads nothing from its own store, and stops.
     act(&mut a, 600, Input::KeysReadFailed);
     // (It was asking the others whether it is still a member.)
-    act(&mut a, 600, Input::MemberList(vec![]));
+    act(&mut a, 600, Input::MemberList(lists(vec![])));
     // Its membership change (here the AddLearner in flight) ends first: a
     // server never stops while a change it proposed is half done.
     let out = membership(id1, &[member("h2", id2, false)]);
@@ -1083,7 +1124,7 @@ fn a_host_removed_while_leaving_discards_its_state_but_the_member_list() {
         101,
         read(50, keys(&["h1"], &[("h1", 1)], &[("h1", 11)])),
     );
-    act(&mut a, 101, Input::MemberList(vec![]));
+    act(&mut a, 101, Input::MemberList(lists(vec![])));
     let others = [member("h1", 11, false), member("h3", 33, false)];
     let got = act(&mut a, 102, Input::Membership(membership(11, &others)));
     assert_eq!(
@@ -1211,13 +1252,21 @@ fn a_member_that_knows_no_members_says_nothing_about_removal() {
     );
     // h3, a fresh nominee, lists no one; h1 still lists h2: not removed yet.
     assert_eq!(
-        act(&mut a, 21, Input::MemberList(vec![vec![], vec![11, id]])),
+        act(
+            &mut a,
+            21,
+            Input::MemberList(lists(vec![vec![], vec![11, id]]))
+        ),
         vec![]
     );
     // Once h1's list lacks it, it is.
     act(&mut a, 521, Input::Tick);
     assert_eq!(
-        act(&mut a, 522, Input::MemberList(vec![vec![], vec![11]])),
+        act(
+            &mut a,
+            522,
+            Input::MemberList(lists(vec![vec![], vec![11]]))
+        ),
         stopped_and_discarded(Reason::Removed)
     );
 }
