@@ -137,7 +137,7 @@ impl PackageKitBus {
             }
             // packagekitd loads apt's cache before it takes its name: under
             // the load of a full test run that once took over 20 s, and once,
-            // on a fresh clone's first run (cold page cache), over 60 s.
+            // in a fresh clone's first .ci/run, over 60 s.
             for name in ["org.freedesktop.PolicyKit1", "org.freedesktop.PackageKit"] {
                 assert!(
                     wait(Duration::from_secs(180), || busctl_ok(
