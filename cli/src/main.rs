@@ -449,21 +449,19 @@ fn run(args: RunArgs) -> ExitCode {
     }
     let notifier = notify::Notifier::from_env().map(std::sync::Arc::new);
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(mgmt_io::Progress::default());
+    let metrics = args
+        .prometheus
+        .then(|| std::sync::Arc::new(metrics::Metrics::new()));
     let opts = mgmt_io::RunOptions {
         noop: args.noop,
         converged_timeout: u64::try_from(args.converged_timeout)
             .ok()
             .map(Duration::from_secs),
         progress: notifier.is_some().then_some(progress_tx),
-        observer: None,
+        observer: metrics
+            .clone()
+            .map(|m| m as std::sync::Arc<dyn mgmt_io::Observer>),
     };
-    let metrics = args
-        .prometheus
-        .then(|| std::sync::Arc::new(metrics::Metrics::new()));
-    let mut opts = opts;
-    opts.observer = metrics
-        .clone()
-        .map(|m| m as std::sync::Arc<dyn mgmt_io::Observer>);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

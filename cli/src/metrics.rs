@@ -324,6 +324,8 @@ pub async fn serve(
     let store = Arc::new(store);
     loop {
         let Ok((mut conn, from)) = listener.accept().await else {
+            // Out of descriptors, say: try again shortly rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let (metrics, store) = (metrics.clone(), store.clone());

@@ -396,6 +396,9 @@ pub async fn run(
         converged_timeout: opts.converged_timeout.map(|d| Millis(d.as_millis() as u64)),
     };
     let mut engine = Engine::new(&graph, config.clone());
+    // Vertices failed for good, for `Progress`: counted as the engine says
+    // so, not scanned for on every turn of the loop.
+    let mut failed_for_good = 0;
     let mut slots = build_slots(&graph);
     let mut tally = Tally::default();
     tally.add_graph(&graph);
@@ -545,6 +548,7 @@ pub async fn run(
                     );
                 }
                 Output::FailedPermanently { vertex, error } => {
+                    failed_for_good += 1;
                     let id = graph.vertex_id(vertex);
                     if let Some(o) = &opts.observer {
                         o.failed(id.kind);
@@ -567,7 +571,7 @@ pub async fn run(
                 running: engine.running(),
                 vertices: graph.vertices.len(),
                 resources: graph.resources.len(),
-                failed: engine.failed().len(),
+                failed: failed_for_good,
             };
             progress.send_if_modified(|p| std::mem::replace(p, now) != now);
         }
@@ -635,6 +639,7 @@ pub async fn run(
             fs_events = new_events;
             clean_up_after_a_killed_run(&new, opts.noop);
             engine = Engine::resume(&new, config.clone(), &plan.carried);
+            failed_for_good = engine.failed().len();
             graph = new;
             engine.handle(now(), Input::Start);
             continue;

@@ -31,11 +31,7 @@ const BCRYPT_COST: u32 = 10;
 fn mac(secret: &[u8], body: &str) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     m.update(body.as_bytes());
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&m.finalize().into_bytes())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -123,13 +119,10 @@ impl Etcd {
                 .map(Identity::User)
                 .map_err(auth_status);
         }
-        let leaf = req
+        Ok(req
             .extensions()
             .get::<crate::net::ConnInfo>()
-            .and_then(|i| i.peer_certificates.as_ref())
-            .and_then(|chain| chain.first().cloned());
-        Ok(leaf
-            .and_then(|der| identity_of_certificate(&der))
+            .and_then(|i| i.client.clone())
             .unwrap_or(Identity::Anonymous))
     }
 

@@ -37,8 +37,9 @@ pub struct Conn {
 pub struct ConnInfo {
     /// The remote address, where the transport knows it.
     pub remote: Option<SocketAddr>,
-    /// The certificate chain the client presented over TLS (leaf first).
-    pub peer_certificates: Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
+    /// Who the client's verified TLS certificate says it is, read once at
+    /// the handshake (not on every request).
+    pub client: Option<mgmt_core::kv::auth::Identity>,
 }
 
 impl Conn {
@@ -55,7 +56,7 @@ impl Conn {
             io: Box::pin(io),
             info: ConnInfo {
                 remote: Some(remote),
-                peer_certificates: None,
+                client: None,
             },
         }
     }

@@ -339,7 +339,10 @@ pub(crate) fn accept(incoming: Incoming, config: &LinkTls, link: Link, url: Stri
                 };
                 let (plain, session) = tls.get_ref();
                 let mut info = plain.info().clone();
-                info.peer_certificates = session.peer_certificates().map(|c| Arc::from(c.to_vec()));
+                info.client = session
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::auth::identity_of_certificate(leaf));
                 let out = Conn::with_info(tls, info);
                 let _ = tx.send(Ok(out)).await;
             });

@@ -87,11 +87,25 @@ fn the_package_runs_as_a_notify_service_in_a_real_systemd() {
     let sd = NsSystemd::start(&[("mgmt.service.d/test.conf", &dropin)]);
     sd.exec(&["systemctl", "start", "--no-block", "mgmt.service"]);
     let state = || sd.exec(&["systemctl", "is-active", "mgmt.service"]);
-    let first = state();
-    assert_eq!(first, "activating", "before the graph converged");
-    let active = wait_until(Duration::from_secs(60), || state() == "active");
-    assert!(active.is_some(), "never active: {}", state());
-    assert!(marker.exists(), "active before the graph converged");
+    // Every state it passes through until `active`: the command's two
+    // seconds are spent `activating`, and `active` comes only after it.
+    let mut seen = Vec::new();
+    let active = wait_until(Duration::from_secs(60), || {
+        let now = state();
+        if now == "active" {
+            assert!(
+                marker.exists(),
+                "active before the graph converged: {seen:?}"
+            );
+            return true;
+        }
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        false
+    });
+    assert!(active.is_some(), "never active: {seen:?}");
+    assert!(seen.iter().any(|s| s == "activating"), "{seen:?}");
     let status = sd.exec(&["systemctl", "status", "--no-pager", "mgmt.service"]);
     assert!(
         status.contains("Status: \"converged: 2 resources"),
