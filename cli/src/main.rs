@@ -6,8 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Prints an error for the user on stderr, ignoring a closed stderr
+/// (`eprintln!` would panic); a JSON object under `--log-format json`.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        crate::logging::report(&format!($($arg)*));
+    }};
+}
+
 mod allocator;
 mod exports;
+mod fleet;
 mod logging;
 mod metrics;
 mod notify;
@@ -16,6 +25,7 @@ mod tls;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use mgmt_core::Graph;
+use mgmt_core::facts::Facts;
 use tracing::{error, info, warn};
 
 /// Exit status when the input (flags or graph) is invalid.
@@ -43,6 +53,12 @@ enum Command {
     Run(Box<RunArgs>),
     /// Compile a graph and print it as JSON, without running anything.
     Graph(GraphArgs),
+    /// Put a graph into the cluster for every agent to run (rendered by each
+    /// host with its facts), list, show or roll back deploys.
+    Deploy(Box<fleet::DeployArgs>),
+    /// One row per host of the fleet: what it runs, how that went, whether
+    /// it answers.
+    Status(fleet::StatusArgs),
     /// Put a file of `etcdctl snapshot save` into this host's empty store
     /// directory: the next `mgmt run` here without --seeds starts a new
     /// cluster holding its keys.
@@ -72,6 +88,10 @@ struct GraphArgs {
     /// The graph, in YAML.
     #[arg(long, short = 'f')]
     file: PathBuf,
+    /// Render the graph for this host (its facts are this machine's but for
+    /// the name): what it would run.
+    #[arg(long)]
+    hostname: Option<String>,
     /// Refuse a graph file larger than this many bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_BYTES)]
     max_graph_bytes: u64,
@@ -82,9 +102,11 @@ const DEFAULT_MAX_GRAPH_BYTES: u64 = 64 << 20;
 
 #[derive(Args)]
 struct RunArgs {
-    /// The graph, in YAML.
+    /// The graph, in YAML (a template, rendered with this host's facts).
+    /// Without it, in a cluster, this host runs the cluster's newest deploy
+    /// (`mgmt deploy`), and an empty graph before the first.
     #[arg(long, short = 'f')]
-    file: PathBuf,
+    file: Option<PathBuf>,
     /// Refuse a graph file larger than this many bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_BYTES)]
     max_graph_bytes: u64,
@@ -156,7 +178,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
-        Command::Graph(args) => match load(&args.file, args.max_graph_bytes) {
+        Command::Graph(args) => match load(
+            &args.file,
+            args.max_graph_bytes,
+            &mgmt_io::facts::gather(&args.hostname.unwrap_or_else(machine_hostname)),
+        ) {
             Ok((_, graph, _)) => {
                 use std::io::Write as _;
                 let json = serde_json::to_string_pretty(&graph.to_json()).expect("JSON");
@@ -167,6 +193,8 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run(*args),
+        Command::Deploy(args) => fleet::deploy(*args),
+        Command::Status(args) => fleet::status(args),
         Command::Restore(args) => restore(args),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -196,22 +224,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints an error for the user on stderr, ignoring a closed stderr
-/// (`eprintln!` would panic); a JSON object under `--log-format json`.
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        logging::report(&format!($($arg)*));
-    }};
-}
-
 /// Reads and compiles a graph, printing every diagnostic on failure.
-fn load(path: &Path, max_bytes: u64) -> Result<(String, Graph, PackageFacts), ExitCode> {
+fn load(
+    path: &Path,
+    max_bytes: u64,
+    facts: &Facts,
+) -> Result<(String, Graph, PackageFacts), ExitCode> {
     let text = read_graph(path, max_bytes).map_err(|e| {
         report!("error: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
     let mut known = None;
-    let graph = compile_text(path, &text, &[], &mut known).map_err(|e| {
+    let name = path.display().to_string();
+    let graph = compile_text(&name, &text, facts, &[], &mut known).map_err(|e| {
         report!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
@@ -228,13 +253,14 @@ fn load(path: &Path, max_bytes: u64) -> Result<(String, Graph, PackageFacts), Ex
 type PackageFacts = Option<(Vec<String>, mgmt_core::autoedge::PackageFiles)>;
 
 fn compile_text(
-    path: &Path,
+    name: &str,
     text: &str,
+    facts: &Facts,
     exports: &[mgmt_core::export::Exported],
     known: &mut PackageFacts,
 ) -> Result<Graph, String> {
-    let name = path.display().to_string();
-    let first = mgmt_core::compile(&name, text).map_err(|e| e.to_string())?;
+    let text = &*mgmt_core::template::render(name, text, facts).map_err(|e| e.to_string())?;
+    let first = mgmt_core::compile(name, text).map_err(|e| e.to_string())?;
     let collected = exports::collected(&first, exports);
     let packages = mgmt_core::compile::packages(&first);
     let mut package_files = Default::default();
@@ -266,7 +292,7 @@ fn compile_text(
             collected,
             ..Default::default()
         };
-        mgmt_core::compile::compile_with(&name, text, &opts).map_err(|e| e.to_string())?
+        mgmt_core::compile::compile_with(name, text, &opts).map_err(|e| e.to_string())?
     };
     for w in &graph.warnings {
         warn!("{w}");
@@ -274,10 +300,48 @@ fn compile_text(
     Ok(graph)
 }
 
+/// Renders `text` for the host `facts` describe and compiles it (no
+/// package AutoEdges, no collection): whether that host could run it.
+fn render_and_compile(name: &str, text: &str, facts: &Facts) -> Result<Graph, String> {
+    let text = mgmt_core::template::render(name, text, facts).map_err(|e| e.to_string())?;
+    let graph = mgmt_core::compile(name, &text).map_err(|e| e.to_string())?;
+    for_host(graph, &facts.name).map_err(|want| {
+        format!(
+            "error: {name}: graph is for host {want:?}, this is {:?}",
+            facts.name
+        )
+    })
+}
+
+/// `graph`, if it may run on `host`; else the host it is for.
+fn for_host(graph: Graph, host: &str) -> Result<Graph, String> {
+    match &graph.hostname {
+        Some(want) if want.as_str() != host => Err(want.as_str().to_string()),
+        _ => Ok(graph),
+    }
+}
+
+/// What a host that follows deploys runs before the first one.
+fn empty_graph() -> Graph {
+    mgmt_core::compile("(no deploy yet)", "graph: empty\n").expect("an empty graph compiles")
+}
+
+/// Where a running graph comes from.
+enum Origin {
+    /// A local `--file`, of at most `max_bytes`.
+    File { path: PathBuf, max_bytes: u64 },
+    /// The cluster's newest deploy; what could not run here is reported on
+    /// `error`.
+    Deploys {
+        newest: tokio::sync::watch::Receiver<Option<mgmt_core::deploy::Deploy>>,
+        error: tokio::sync::watch::Sender<Option<mgmt_core::fleet::DeployError>>,
+    },
+}
+
 /// Where the running graph comes from, and what a new one is published to.
 struct Sources {
-    path: PathBuf,
-    max_bytes: u64,
+    origin: Origin,
+    facts: Facts,
     hostname: String,
     /// Every host's exports, kept current by [`exports::follow`] (empty
     /// without a store).
@@ -286,45 +350,69 @@ struct Sources {
     store: Option<(mgmt_store::client::EtcdClient, tokio::runtime::Handle)>,
 }
 
-/// What `mgmt run` does when its graph file or the collected exports change:
-/// read and compile again, and if the text or the collected set changed and
-/// it compiles for this host, hand it over (and publish its exports).
+/// What `mgmt run` does when its graph file, the newest deploy or the
+/// collected exports change: read and compile again, and if the text or the
+/// collected set changed and it compiles for this host, hand it over (and
+/// publish its exports). A deploy that does not render or compile here is
+/// reported once (logged, and on the origin's `error`), not retried until
+/// the exports change or a newer deploy comes.
 fn reloader(
     src: Sources,
     text: String,
     known: PackageFacts,
     trigger: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 ) -> mgmt_io::Reload {
-    let mut current = (text, Vec::new());
+    // What runs (or last failed here): its tag, its text and the exports.
+    let mut current = (0, text, Vec::new());
     let mut known = known;
-    let path = src.path.clone();
+    let path = match &src.origin {
+        Origin::File { path, .. } => Some(path.clone()),
+        Origin::Deploys { .. } => None,
+    };
     mgmt_io::Reload {
         path,
         trigger,
         compile: Box::new(move || {
-            let file = &src.path;
-            let text = read_graph(file, src.max_bytes)
-                .map_err(|e| format!("error: {}: {e}", file.display()))?;
+            let (tag, name, text) = match &src.origin {
+                Origin::File { path, max_bytes } => {
+                    let text = read_graph(path, *max_bytes)
+                        .map_err(|e| format!("error: {}: {e}", path.display()))?;
+                    (0, path.display().to_string(), text)
+                }
+                Origin::Deploys { newest, .. } => match &*newest.borrow() {
+                    Some(d) => (d.id, d.source_name(), d.text.clone()),
+                    None => return Ok(None),
+                },
+            };
             let exports = src
                 .exports
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            if text == current.0 && exports == current.1 {
+            if (tag, &text, &exports) == (current.0, &current.1, &current.2) {
                 return Ok(None);
             }
+            current = (tag, text, exports);
+            let (_, text, exports) = &current;
             // The driver calls this on a blocking thread, never on its runtime.
-            let graph = compile_text(file, &text, &exports, &mut known)?;
-            if let Some(want) = &graph.hostname
-                && want.as_str() != src.hostname
-            {
-                return Err(format!(
-                    "error: {}: graph is for host {want:?}, this is {:?}",
-                    file.display(),
-                    src.hostname
-                ));
+            let compiled =
+                compile_text(&name, text, &src.facts, exports, &mut known).and_then(|graph| {
+                    for_host(graph, &src.hostname).map_err(|want| {
+                        format!(
+                            "error: {name}: graph is for host {want:?}, this is {:?}",
+                            src.hostname
+                        )
+                    })
+                });
+            if let Origin::Deploys { error, .. } = &src.origin {
+                error.send_replace(compiled.as_ref().err().map(|message| {
+                    mgmt_core::fleet::DeployError {
+                        deploy: tag,
+                        message: message.clone(),
+                    }
+                }));
             }
-            current = (text, exports);
+            let graph = compiled?;
             for note in &graph.notes {
                 info!("{note}");
             }
@@ -336,7 +424,10 @@ fn reloader(
                     }
                 });
             }
-            Ok(Some(graph))
+            if tag != 0 {
+                info!("{name}: rendered and compiled for {}", src.hostname);
+            }
+            Ok(Some((graph, tag)))
         }),
     }
 }
@@ -403,7 +494,22 @@ fn read_graph(path: &Path, max_bytes: u64) -> Result<String, String> {
 
 fn run(args: RunArgs) -> ExitCode {
     let started = std::time::Instant::now();
-    let (text, graph, known) = match load(&args.file, args.max_graph_bytes) {
+    let clustered = !(args.no_server && args.seeds.is_none());
+    // The machine's own name matters only to the store.
+    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
+    let facts = mgmt_io::facts::gather(&hostname);
+    let loaded = match &args.file {
+        Some(file) => load(file, args.max_graph_bytes, &facts),
+        None if clustered => Ok((String::new(), empty_graph(), None)),
+        None => {
+            report!(
+                "error: --file is needed without a store: give a graph, or drop --no-server \
+                 (or give --seeds) to run the cluster's deploys"
+            );
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let (text, graph, known) = match loaded {
         Ok(g) => g,
         Err(code) => return code,
     };
@@ -417,9 +523,6 @@ fn run(args: RunArgs) -> ExitCode {
     }
     // A host name picks the store's directory and names this host's
     // /_mgmt/ keys: checked before anything starts.
-    // The machine's own name matters only to the store.
-    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
-    let clustered = !(args.no_server && args.seeds.is_none());
     if (args.hostname.is_some() || clustered)
         && let Err(e) = mgmt_core::Hostname::parse(&hostname)
     {
@@ -429,15 +532,17 @@ fn run(args: RunArgs) -> ExitCode {
         }
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    if let Some(want) = &graph.hostname
-        && want.as_str() != hostname
-    {
-        report!(
-            "error: {}: graph is for host {want:?}, this is {hostname:?}",
-            args.file.display()
-        );
-        return ExitCode::from(EXIT_BAD_INPUT);
-    }
+    let graph = match (&args.file, for_host(graph, &hostname)) {
+        (_, Ok(graph)) => graph,
+        (Some(file), Err(want)) => {
+            report!(
+                "error: {}: graph is for host {want:?}, this is {hostname:?}",
+                file.display()
+            );
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+        (None, Err(_)) => unreachable!("the empty graph names no host"),
+    };
     if let Some(dot) = &args.graphviz
         && let Err(e) = std::fs::write(dot, graph.to_dot())
     {
@@ -457,10 +562,11 @@ fn run(args: RunArgs) -> ExitCode {
         converged_timeout: u64::try_from(args.converged_timeout)
             .ok()
             .map(Duration::from_secs),
-        progress: notifier.is_some().then_some(progress_tx),
+        progress: (notifier.is_some() || clustered).then_some(progress_tx.clone()),
         observer: metrics
             .clone()
             .map(|m| m as std::sync::Arc<dyn mgmt_io::Observer>),
+        tag: 0,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -536,7 +642,7 @@ fn run(args: RunArgs) -> ExitCode {
             if let Err(e) = exports::publish(client, &hostname, &graph.exported).await {
                 warn!("exports: cannot publish: {e}");
             }
-            tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx));
+            tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx.clone()));
         } else if !graph.exported.is_empty() || !graph.collect.is_empty() {
             warn!("exported (@@) resources and collect: need a store (drop --no-server, or give --seeds)");
         }
@@ -553,10 +659,46 @@ fn run(args: RunArgs) -> ExitCode {
             let store = cluster.as_ref().map(|c| c.status());
             tokio::spawn(notify::follow(n.clone(), progress_rx, store));
         }
+        let (error_tx, error_rx) = tokio::sync::watch::channel(None);
+        let origin = match (&args.file, &cluster) {
+            (Some(path), _) => Origin::File {
+                path: path.clone(),
+                max_bytes: args.max_graph_bytes,
+            },
+            (None, Some(cluster)) => {
+                let newest = fleet::follow_deploys(cluster.client());
+                info!("following the cluster's deploys (mgmt deploy)");
+                let mut changed = newest.clone();
+                let poke = poke_tx.clone();
+                tokio::spawn(async move {
+                    while changed.changed().await.is_ok() && poke.send(()).is_ok() {}
+                });
+                Origin::Deploys {
+                    newest,
+                    error: error_tx,
+                }
+            }
+            (None, None) => unreachable!("checked: no --file needs a cluster"),
+        };
+        // This host's status in the fleet, until the run ends.
+        let status = cluster.as_ref().map(|c| {
+            tokio::spawn(fleet::publish_status(
+                c.client(),
+                fleet::StatusInputs {
+                    host: hostname.clone(),
+                    facts: facts.clone(),
+                    file: args.file.as_ref().map(|f| f.display().to_string()),
+                    error: error_rx,
+                    progress: progress_tx.subscribe(),
+                    store: c.status(),
+                },
+            ))
+        });
+        drop(progress_tx);
         let reload = reloader(
             Sources {
-                path: args.file.clone(),
-                max_bytes: args.max_graph_bytes,
+                origin,
+                facts,
                 hostname: hostname.clone(),
                 exports: shared,
                 store,
@@ -570,6 +712,13 @@ fn run(args: RunArgs) -> ExitCode {
             .map_err(|e| e.to_string());
         if let Some(n) = &notifier {
             n.send("STOPPING=1");
+        }
+        // The run's progress is gone: the status task says goodbye (its
+        // alive key revoked) while the store still serves.
+        if let Some(task) = status
+            && tokio::time::timeout(Duration::from_secs(3), task).await.is_err()
+        {
+            warn!("status: could not say goodbye in 3 s");
         }
         if let Some(cluster) = cluster {
             cluster.shutdown().await;

@@ -40,6 +40,20 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// Only the client link's files: a client of the cluster (`mgmt deploy`).
+    pub fn client_only(
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+        trusted_ca_file: Option<PathBuf>,
+    ) -> TlsArgs {
+        TlsArgs {
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            ..TlsArgs::default()
+        }
+    }
+
     fn client(&self) -> TlsFiles {
         TlsFiles {
             cert_file: self.cert_file.clone(),

@@ -3,7 +3,9 @@
 //! Everything here is a function of its inputs: the graph compiler
 //! ([`compile`]), the graph model ([`graph`]) and the scheduling state machine
 //! ([`engine`]), the nomination decisions ([`cluster`]) and the MVCC key
-//! space of the store ([`kv`]). The core reads no clock, no randomness, no disk and no network;
+//! space of the store ([`kv`]), and the fleet's values: graph templates
+//! rendered with a host's facts ([`template`], [`facts`]), deploys
+//! ([`deploy`]) and each host's status ([`fleet`]). The core reads no clock, no randomness, no disk and no network;
 //! time and events come in as values and decisions go out as values. That is
 //! what lets the simulator, proptest and the fuzzer drive it exhaustively.
 
@@ -13,12 +15,16 @@ pub mod autogroup;
 pub mod changeover;
 pub mod cluster;
 pub mod compile;
+pub mod deploy;
 pub mod engine;
 pub mod export;
+pub mod facts;
+pub mod fleet;
 pub mod graph;
 pub mod hostname;
 pub mod kv;
 pub mod resource;
+pub mod template;
 pub mod time;
 
 pub use compile::{CompileError, Diagnostic, compile};

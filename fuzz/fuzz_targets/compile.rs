@@ -1,12 +1,30 @@
-//! Feeds arbitrary bytes to the graph compiler. It must never panic: every
-//! input is either a graph or a list of located diagnostics.
+//! Feeds arbitrary bytes to the template render and the graph compiler, as
+//! every agent does with a deploy. Neither may panic or run unbounded: every
+//! input is either a graph or a located error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match mgmt_core::compile("fuzz.yaml", text) {
+    let facts = mgmt_core::facts::Facts {
+        name: "h1".into(),
+        os: "debian".into(),
+        os_version: "12".into(),
+        arch: "x86_64".into(),
+        cpus: 2,
+        memory_mb: 1024,
+        ips: vec!["127.0.0.1".into()],
+        ..Default::default()
+    };
+    let text = match mgmt_core::template::render("fuzz.yaml", text, &facts) {
+        Ok(t) => t,
+        Err(e) => {
+            assert!(e.to_string().starts_with("error: fuzz.yaml"));
+            return;
+        }
+    };
+    match mgmt_core::compile("fuzz.yaml", &text) {
         Ok(graph) => {
             // Whatever compiled must be internally consistent and printable.
             let _ = graph.to_json();

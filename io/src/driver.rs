@@ -45,6 +45,9 @@ pub struct RunOptions {
     pub progress: Option<watch::Sender<Progress>>,
     /// Told of every CheckApply, watch event, retry and failure (metrics).
     pub observer: Option<Arc<dyn Observer>>,
+    /// The caller's name for the first graph (a deploy id), reported in
+    /// [`Progress::tag`] while it runs.
+    pub tag: u64,
 }
 
 /// What a run reports as it goes, for metrics. Every method has a default
@@ -94,6 +97,11 @@ pub struct Progress {
     /// Resources of the graph, and those that failed for good.
     pub resources: usize,
     pub failed: usize,
+    /// The tag of the graph running now ([`RunOptions::tag`], [`Reload::compile`]).
+    pub tag: u64,
+    /// CheckApplies that changed something (or would have, under noop),
+    /// since the run started.
+    pub changed: u64,
 }
 
 /// How a run ended.
@@ -236,14 +244,20 @@ fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
     }
 }
 
+/// What [`Reload::compile`] gives: a new graph and its tag, nothing new, or
+/// the diagnostics.
+pub type Compiled = Result<Option<(Graph, u64)>, String>;
+
 /// How a running graph is replaced when its file changes (or on SIGHUP).
 pub struct Reload {
-    /// The graph file: its directory is watched for writes and renames.
-    pub path: PathBuf,
-    /// Reads and compiles the file again: `Ok(None)` if its text is what
+    /// The graph file, if the graph comes from one: its directory is watched
+    /// for writes and renames, and SIGHUP reads it again.
+    pub path: Option<PathBuf>,
+    /// Reads and compiles the graph again: `Ok(None)` if its text is what
     /// runs now, `Err` with the located diagnostics if it does not compile
-    /// (the running graph then goes on as it is).
-    pub compile: Box<dyn FnMut() -> Result<Option<Graph>, String> + Send>,
+    /// (the running graph then goes on as it is). With the graph, the tag
+    /// [`Progress::tag`] reports once it runs.
+    pub compile: Box<dyn FnMut() -> Compiled + Send>,
     /// Something else the graph is compiled from changed (collected exports):
     /// compile again now.
     pub trigger: Option<mpsc::UnboundedReceiver<()>>,
@@ -425,12 +439,12 @@ pub async fn run(
     // A single pass watches nothing, its graph file included.
     let single_pass = config.converged_timeout == Some(Millis(0));
     let mut reload = reload.filter(|_| !single_pass);
-    let reload_path = reload.as_ref().map(|r| r.path.clone());
+    let reload_path = reload.as_ref().and_then(|r| r.path.clone());
     let mut trigger = reload.as_mut().and_then(|r| r.trigger.take());
     // Compiling may take a while (package file lists): off the loop, on a
     // blocking thread, one at a time.
     let compiler = reload.map(|r| Arc::new(std::sync::Mutex::new(r.compile)));
-    let mut compiling: Option<JoinHandle<Result<Option<Graph>, String>>> = None;
+    let mut compiling: Option<JoinHandle<Compiled>> = None;
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<()>();
     let _graph_watch = match &reload_path {
         Some(path) => match watch_graph_file(path, reload_tx.clone()) {
@@ -450,7 +464,9 @@ pub async fn run(
         None => None,
     };
     let mut reload_at: Option<Instant> = None;
-    let mut pending: Option<Graph> = None;
+    let mut pending: Option<(Graph, u64)> = None;
+    let mut tag = opts.tag;
+    let mut changed: u64 = 0;
     // Vertices whose CheckApply was held back for a waiting changeover.
     let mut deferred: BTreeSet<VertexId> = BTreeSet::new();
     tokio::pin!(shutdown);
@@ -572,6 +588,8 @@ pub async fn run(
                 vertices: graph.vertices.len(),
                 resources: graph.resources.len(),
                 failed: failed_for_good,
+                tag,
+                changed,
             };
             progress.send_if_modified(|p| std::mem::replace(p, now) != now);
         }
@@ -582,7 +600,7 @@ pub async fn run(
         }
         // A new graph waits for every CheckApply in flight to come home.
         if pending.is_some() && slots.iter().all(Option::is_some) {
-            let new = pending.take().expect("checked");
+            let (new, new_tag) = pending.take().expect("checked");
             // A fresh watcher first: without one the running graph goes on.
             let (new_fs, new_events) = match FsWatch::new() {
                 Ok(w) => w,
@@ -641,6 +659,7 @@ pub async fn run(
             engine = Engine::resume(&new, config.clone(), &plan.carried);
             failed_for_good = engine.failed().len();
             graph = new;
+            tag = new_tag;
             engine.handle(now(), Input::Start);
             continue;
         }
@@ -704,6 +723,10 @@ pub async fn run(
                             o.check_applied(&res.ids[*i], apply, result, took);
                         }
                     }
+                    changed += outcomes
+                        .iter()
+                        .filter(|(_, r, _)| r.as_ref().is_ok_and(|c| !c.is_empty()))
+                        .count() as u64;
                     tally.record(&res, outcomes);
                     slots[vertex] = Some(res);
                     engine.handle(now(), Input::CheckApplyDone { vertex, result });

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod dpkg;
 pub mod driver;
 pub mod exec;
+pub mod facts;
 pub mod file;
 pub mod fswatch;
 pub mod msg;

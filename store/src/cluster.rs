@@ -366,8 +366,11 @@ impl Driver {
                     }
                 }
                 Wake::Keys(ev) => {
-                    let revision = self.coalesce(ev).await;
-                    self.feed_now(Input::KeysChanged { revision });
+                    // Deploys, statuses and exports live under /_mgmt/ too:
+                    // their changes are not the agent's business.
+                    if let Some(revision) = self.coalesce(ev).await {
+                        self.feed_now(Input::KeysChanged { revision });
+                    }
                 }
                 Wake::Membership(true) => {
                     if let Some((w, last)) = &mut self.membership {
@@ -409,25 +412,36 @@ impl Driver {
         self.publish(true);
     }
 
-    /// A burst of watch deliveries becomes one: the last revision seen, or
-    /// `None` if events may have been missed (the watch ended or resynced).
-    async fn coalesce(&mut self, first: Option<WatchEvent>) -> Option<i64> {
+    /// A burst of watch deliveries becomes one: `None` if it changed no
+    /// clustering key, else the last revision seen, or `Some(None)` if events
+    /// may have been missed (the watch ended or resynced).
+    async fn coalesce(&mut self, first: Option<WatchEvent>) -> Option<Option<i64>> {
         let mut delivery = Some(first);
-        let (mut last, mut missed) = (0, false);
+        let (mut last, mut missed, mut relevant) = (0, false, false);
         while let Some(d) = delivery.take() {
             match d {
-                Some(WatchEvent::Events(e)) => last = last.max(last_revision(&e).unwrap_or(0)),
+                Some(WatchEvent::Events(e)) => {
+                    last = last.max(last_revision(&e).unwrap_or(0));
+                    relevant |= e.iter().any(|e| {
+                        e.kv.as_ref()
+                            .is_some_and(|kv| !matches!(keys::Key::decode(&kv.key), Ok(None)))
+                    });
+                }
                 Some(WatchEvent::Resync) => missed = true,
                 None => {
                     self.keys_watch = None;
-                    return None;
+                    return Some(None);
                 }
             }
             if let Some(w) = self.keys_watch.as_mut() {
                 delivery = tokio::time::timeout(Duration::ZERO, w.next()).await.ok();
             }
         }
-        (!missed).then_some(last)
+        if missed {
+            Some(None)
+        } else {
+            relevant.then_some(Some(last))
+        }
     }
 
     /// Replaces the current server (for the driver and for the figures);

@@ -57,6 +57,7 @@ pub mod client;
 pub mod cluster;
 mod codec;
 pub mod exports;
+pub mod fleet;
 mod in_flight;
 mod log_store;
 mod membership;

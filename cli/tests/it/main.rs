@@ -5,6 +5,7 @@ mod bad_input;
 mod changeover;
 mod cluster;
 mod exports;
+mod fleet;
 mod operator;
 mod package;
 mod pkg;

@@ -7,7 +7,10 @@
 //! One rule is mgmt's own: with auth on, keys under the clustering prefix
 //! (`/_mgmt/`) are written only by `root` and by the agents (a client
 //! certificate marked as an agent's, see [`Identity::Agent`]), whatever roles
-//! grant: a write there reshapes the cluster.
+//! grant: a write there reshapes the cluster. Deploys (`/_mgmt/deploy/`)
+//! are the exception both ways: written by `root` and by users whose roles
+//! grant that prefix, never by an agent (one host must not reprogram the
+//! fleet).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +22,8 @@ use super::prefix_end;
 pub const ROOT: &str = "root";
 /// Keys only `root` and the agents write while auth is on.
 pub const RESERVED_PREFIX: &[u8] = crate::cluster::keys::PREFIX.as_bytes();
+/// Under the reserved prefix, but written by root and granted users only.
+pub const DEPLOY_PREFIX: &[u8] = crate::deploy::PREFIX.as_bytes();
 
 /// Who sent a request, as the server established it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,11 +209,19 @@ fn covered(want: &Span, mut spans: Vec<Span>) -> bool {
     false
 }
 
-/// Does `[key, range_end)` touch the reserved prefix?
-fn touches_reserved(key: &[u8], range_end: &[u8]) -> bool {
+/// Does `[key, range_end)` touch the keys under `prefix`?
+fn touches(key: &[u8], range_end: &[u8], prefix: &[u8]) -> bool {
     let (start, end) = span(key, range_end);
-    let reserved_end = prefix_end(RESERVED_PREFIX);
-    start.as_slice() < reserved_end.as_slice() && end.is_none_or(|e| e.as_slice() > RESERVED_PREFIX)
+    let prefix_end = prefix_end(prefix);
+    start.as_slice() < prefix_end.as_slice() && end.is_none_or(|e| e.as_slice() > prefix)
+}
+
+/// Is `[key, range_end)` wholly under `prefix`?
+fn within(key: &[u8], range_end: &[u8], prefix: &[u8]) -> bool {
+    covered(
+        &span(key, range_end),
+        vec![(prefix.to_vec(), Some(prefix_end(prefix)))],
+    )
 }
 
 impl AuthState {
@@ -302,7 +315,10 @@ impl AuthState {
         }
         let want = span(key, range_end);
         let Some(user) = self.known_user(who)? else {
-            // An agent: the clustering keys only.
+            // An agent: the clustering keys only, and no deploy.
+            if need == PermKind::Write && touches(key, range_end, DEPLOY_PREFIX) {
+                return Err(AuthError::PermissionDenied);
+            }
             let reserved = (RESERVED_PREFIX.to_vec(), Some(prefix_end(RESERVED_PREFIX)));
             return covered(&want, vec![reserved])
                 .then_some(())
@@ -311,7 +327,10 @@ impl AuthState {
         if Self::is_root(user) {
             return Ok(());
         }
-        if need == PermKind::Write && touches_reserved(key, range_end) {
+        if need == PermKind::Write
+            && touches(key, range_end, RESERVED_PREFIX)
+            && !within(key, range_end, DEPLOY_PREFIX)
+        {
             return Err(AuthError::PermissionDenied);
         }
         let spans = user
@@ -661,6 +680,57 @@ mod tests {
             Err(AuthError::PermissionDenied)
         );
         assert_eq!(a.check_write(&alice, b"/other", b""), Ok(()));
+    }
+
+    #[test]
+    fn deploys_are_written_by_root_and_granted_roles_never_by_agents() {
+        let mut a = guide();
+        let deploy = crate::deploy::key(1);
+        let deploys = (DEPLOY_PREFIX.to_vec(), prefix_end(DEPLOY_PREFIX));
+        change(
+            &mut a,
+            &Identity::Anonymous,
+            &AuthCommand::RoleGrantPermission {
+                role: "app".into(),
+                perm: Permission {
+                    kind: PermKind::ReadWrite,
+                    key: deploys.0.clone(),
+                    range_end: deploys.1.clone(),
+                },
+            },
+        )
+        .unwrap();
+        enable(&mut a);
+        let alice = user("alice");
+        assert_eq!(a.check_write(&user(ROOT), deploy.as_bytes(), b""), Ok(()));
+        assert_eq!(a.check_write(&alice, deploy.as_bytes(), b""), Ok(()));
+        assert_eq!(a.check_write(&alice, &deploys.0, &deploys.1), Ok(()));
+        // The grant reaches no further into /_mgmt/.
+        assert_eq!(
+            a.check_write(&alice, b"/_mgmt/", &prefix_end(b"/_mgmt/")),
+            Err(AuthError::PermissionDenied)
+        );
+        assert_eq!(
+            a.check_write(&user("nobody"), deploy.as_bytes(), b""),
+            Err(AuthError::PermissionDenied)
+        );
+        assert_eq!(
+            a.check_write(&Identity::Agent, deploy.as_bytes(), b""),
+            Err(AuthError::PermissionDenied)
+        );
+        assert_eq!(
+            a.check_write(&Identity::Agent, b"/_mgmt/", &prefix_end(b"/_mgmt/")),
+            Err(AuthError::PermissionDenied)
+        );
+        // Agents still read deploys and write their status.
+        assert_eq!(
+            a.check_read(&Identity::Agent, &deploys.0, &deploys.1),
+            Ok(())
+        );
+        assert_eq!(
+            a.check_write(&Identity::Agent, b"/_mgmt/status/h1", b""),
+            Ok(())
+        );
     }
 
     #[test]

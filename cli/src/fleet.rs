@@ -1,0 +1,574 @@
+//! The fleet: `mgmt deploy` (a graph into the cluster, checked for every host
+//! first), `mgmt status` (one row per host), and, for `mgmt run`, this
+//! host's status as it publishes it. Keys and values: `mgmt_core::deploy`
+//! and `mgmt_core::fleet`; store access: `mgmt_store::fleet`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args};
+use mgmt_core::deploy::{Deploy, Draft};
+use mgmt_core::facts::Facts;
+use mgmt_core::fleet::{self, DeployError, HostStatus, Row, Source, State, Verdict};
+use mgmt_store::client::{ClientConfig, EtcdClient, WatchEvent};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{EXIT_BAD_INPUT, EXIT_FAILED};
+
+/// How to reach the cluster, as a client.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// Client URLs of the cluster's members (comma- or semicolon-separated).
+    #[arg(
+        long,
+        visible_alias = "endpoints",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    seeds: String,
+    /// A client certificate, for https:// seeds whose members ask for one
+    /// (its common name is who deploys, under auth).
+    #[arg(long, value_name = "FILE")]
+    cert_file: Option<PathBuf>,
+    /// The private key of --cert-file.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The CA the members' certificates are checked against (https:// seeds).
+    #[arg(long, value_name = "FILE")]
+    trusted_ca_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    fn connect(&self) -> Result<EtcdClient, String> {
+        let endpoints = mgmt_store::parse_urls(&self.seeds).map_err(|e| e.to_string())?;
+        if endpoints.is_empty() {
+            return Err("--seeds needs at least one URL".into());
+        }
+        let tls = crate::tls::TlsArgs::client_only(
+            self.cert_file.clone(),
+            self.key_file.clone(),
+            self.trusted_ca_file.clone(),
+        );
+        let links = crate::tls::links(&tls, false, &[], &[], &endpoints)?;
+        let mut config = ClientConfig::new(endpoints);
+        config.env = mgmt_store::Env::tokio().with_tls(links);
+        EtcdClient::new(config).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("what").args(["file", "list", "show", "rollback"]).required(true)))]
+pub struct DeployArgs {
+    /// The graph (a template, rendered by every host for itself) to deploy.
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+    /// List the stored deploys, oldest first.
+    #[arg(long)]
+    list: bool,
+    /// Print the text of deploy ID.
+    #[arg(long, value_name = "ID")]
+    show: Option<u64>,
+    /// Deploy again the text of deploy ID (default: the one before the newest),
+    /// as a new deploy.
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "0")]
+    rollback: Option<u64>,
+    /// Deploy even if the graph does not render or compile for some hosts
+    /// (they keep the graph they run, and say so in `mgmt status`).
+    #[arg(long)]
+    force: bool,
+    /// Then wait until every live host runs it and converged: exit 0, or 1
+    /// with the hosts that failed.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    timeout: u64,
+    /// Refuse a graph file larger than this many bytes.
+    #[arg(long, default_value_t = crate::DEFAULT_MAX_GRAPH_BYTES)]
+    max_graph_bytes: u64,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// One JSON array of hosts instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Wait until every live host runs deploy ID and converged: exit 0, or 1
+    /// with the hosts that failed.
+    #[arg(long, value_name = "ID")]
+    wait: Option<u64>,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    timeout: u64,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            report!("error: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_FAILED)
+        })
+}
+
+/// Now, as RFC 3339 (UTC, whole seconds).
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Who deploys: the user this runs as, at this machine.
+fn author() -> String {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid{}", nix::unistd::getuid()));
+    format!("{user}@{}", crate::machine_hostname())
+}
+
+pub fn deploy(args: DeployArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let client = match rt.block_on(async { args.client.connect() }) {
+        Ok(c) => c,
+        Err(e) => {
+            report!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    rt.block_on(deploy_with(&client, &args))
+}
+
+async fn deploy_with(client: &EtcdClient, args: &DeployArgs) -> ExitCode {
+    let failed = |e: &dyn std::fmt::Display| {
+        report!("error: {e}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    if args.list || args.show.is_some() || args.rollback.is_some() {
+        let all = match mgmt_store::fleet::list(client).await {
+            Ok((_, all)) => all,
+            Err(e) => return failed(&e),
+        };
+        if args.list {
+            let mut out = String::from("ID\tTIME\tAUTHOR\tSHA256\tFILE\n");
+            for d in &all {
+                out += &format!(
+                    "{}\t{}\t{}\t{}\t{}\n",
+                    d.id,
+                    d.time,
+                    d.author,
+                    &d.sha256[..12],
+                    d.file
+                );
+            }
+            return crate::print_stdout(out.as_bytes());
+        }
+        if let Some(id) = args.show {
+            return match all.iter().find(|d| d.id == id) {
+                Some(d) => crate::print_stdout(d.text.as_bytes()),
+                None => {
+                    report!("error: no deploy {id} (mgmt deploy --list shows the kept ones)");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
+            };
+        }
+        let want = args.rollback.unwrap_or(0);
+        let target = if want == 0 {
+            all.iter().rev().nth(1)
+        } else {
+            all.iter().find(|d| d.id == want)
+        };
+        let Some(target) = target else {
+            report!(
+                "error: no deploy {} to roll back to (mgmt deploy --list shows the kept ones)",
+                if want == 0 {
+                    "before the newest".to_string()
+                } else {
+                    want.to_string()
+                }
+            );
+            return ExitCode::from(EXIT_BAD_INPUT);
+        };
+        info!("rolling back to deploy {}", target.id);
+        let file = format!("{} (rollback to {})", target.file, target.id);
+        return put_deploy(client, args, file, target.text.clone()).await;
+    }
+    let path = args.file.as_ref().expect("clap: one of the group");
+    let text = match crate::read_graph(path, args.max_graph_bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            report!("error: {}: {e}", path.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    put_deploy(client, args, file, text).await
+}
+
+/// Checks `text` for every host that published its facts, writes it as
+/// the next deploy, and waits for it if asked.
+async fn put_deploy(
+    client: &EtcdClient,
+    args: &DeployArgs,
+    file: String,
+    text: String,
+) -> ExitCode {
+    let statuses = match mgmt_store::fleet::read_status(client).await {
+        Ok((_, s, _)) => s,
+        Err(e) => {
+            report!("error: cannot read the fleet's facts: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut hosts: Vec<Facts> = statuses.into_iter().map(|s| s.facts).collect();
+    if hosts.is_empty() {
+        warn!("no host has published its facts yet: checking the graph with this machine's");
+        hosts.push(mgmt_io::facts::gather(&crate::machine_hostname()));
+    }
+    let name = format!("{file} (deploy)");
+    let mut refused = 0;
+    for facts in &hosts {
+        if let Err(e) = crate::render_and_compile(&name, &text, facts) {
+            refused += 1;
+            let e = e.replace('\n', "\n  ");
+            if args.force {
+                warn!("host {}: {e}", facts.name);
+            } else {
+                report!("host {}: {e}", facts.name);
+            }
+        }
+    }
+    if refused > 0 && !args.force {
+        report!(
+            "error: {refused} of {} hosts cannot run this graph; nothing was deployed \
+             (--force deploys it anyway: those hosts keep their graph)",
+            hosts.len()
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let draft = Draft {
+        time: now_rfc3339(),
+        author: author(),
+        file,
+        text,
+    };
+    let deploy = match mgmt_store::fleet::write(client, draft).await {
+        Ok(d) => d,
+        Err(e) => {
+            report!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    info!(
+        "deploy {} written ({}, sha256 {}), checked for {} hosts{}",
+        deploy.id,
+        deploy.file,
+        &deploy.sha256[..12],
+        hosts.len(),
+        if refused > 0 {
+            format!(", {refused} of which cannot run it")
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(std::io::stdout(), "{}", deploy.id);
+    if args.wait {
+        return wait_for(client, deploy.id, args.timeout, false).await;
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn status(args: StatusArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let client = match args.client.connect() {
+            Ok(c) => c,
+            Err(e) => {
+                report!("error: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        };
+        if let Some(id) = args.wait {
+            return wait_for(&client, id, args.timeout, args.json).await;
+        }
+        match mgmt_store::fleet::read_status(&client).await {
+            Ok((_, statuses, alive)) => print_rows(&fleet::rows(statuses, &alive), args.json),
+            Err(e) => {
+                report!("error: cannot read the fleet's status: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    })
+}
+
+/// Waits (a watch on the status and alive keys, no polling) until deploy
+/// `id` converged on every live host (0) or every live host settled and
+/// some failed (1, with their rows), or `timeout_s` passed (1).
+async fn wait_for(client: &EtcdClient, id: u64, timeout_s: u64, json: bool) -> ExitCode {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+    loop {
+        let (rev, rows) = match mgmt_store::fleet::read_status(client).await {
+            Ok((rev, statuses, alive)) => (rev, fleet::rows(statuses, &alive)),
+            Err(e) => {
+                warn!("cannot read the fleet's status: {e}; trying again");
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_secs(1)))
+                    .await
+                    .is_err()
+                {
+                    report!("error: deploy {id}: timed out");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+                continue;
+            }
+        };
+        let waiting = match fleet::verdict(&rows, id) {
+            Verdict::Converged => {
+                info!("deploy {id}: every live host runs it and converged");
+                let _ = print_rows(&rows, json);
+                return ExitCode::SUCCESS;
+            }
+            Verdict::Failed(failed) => {
+                report!(
+                    "error: deploy {id}: {} hosts did not converge on it:",
+                    failed.len()
+                );
+                let _ = print_rows(&failed, json);
+                return ExitCode::from(EXIT_FAILED);
+            }
+            Verdict::Waiting(w) => w,
+        };
+        let mut statuses = client.watch_prefix(fleet::STATUS_PREFIX.as_bytes(), rev + 1);
+        let mut alive = client.watch_prefix(fleet::ALIVE_PREFIX.as_bytes(), rev + 1);
+        let changed = async {
+            tokio::select! {
+                e = statuses.next() => e,
+                e = alive.next() => e,
+            }
+        };
+        match tokio::time::timeout_at(deadline, changed).await {
+            Ok(Some(WatchEvent::Events(_) | WatchEvent::Resync)) => {}
+            Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) => {
+                report!(
+                    "error: deploy {id}: timed out after {timeout_s} s; still waiting for: {}",
+                    if waiting.is_empty() {
+                        "any live host".to_string()
+                    } else {
+                        waiting.join(", ")
+                    }
+                );
+                let _ = print_rows(&rows, json);
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
+}
+
+fn print_rows(rows: &[Row], json: bool) -> ExitCode {
+    if json {
+        let text = serde_json::to_string_pretty(rows).expect("rows serialise");
+        return crate::print_stdout(format!("{text}\n").as_bytes());
+    }
+    let mut table = vec![
+        [
+            "HOST",
+            "STATE",
+            "GRAPH",
+            "RESOURCES",
+            "CHANGED",
+            "FAILED",
+            "LAST CHANGE",
+            "STORE",
+            "VERSION",
+            "NOTE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in rows {
+        let s = &r.status;
+        let state = if r.reachable {
+            match s.state {
+                State::Applying => "applying",
+                State::Converged => "converged",
+                State::Failed => "failed",
+            }
+            .to_string()
+        } else {
+            format!(
+                "unreachable since {}",
+                s.unreachable_since
+                    .clone()
+                    .unwrap_or_else(|| format!("after {}", s.updated))
+            )
+        };
+        let graph = match &s.source {
+            Source::Deploy(id) => format!("deploy {id}"),
+            Source::File(f) => format!("file {f}"),
+            Source::None => "none (no deploy yet)".into(),
+        };
+        let note = match &s.error {
+            Some(DeployError { deploy, message }) => {
+                format!(
+                    "cannot run deploy {deploy}: {}",
+                    message.replace('\n', "; ")
+                )
+            }
+            None => String::new(),
+        };
+        table.push(vec![
+            r.host.clone(),
+            state,
+            graph,
+            s.resources.to_string(),
+            s.changed.to_string(),
+            s.failed.to_string(),
+            s.last_change.clone().unwrap_or_else(|| "-".into()),
+            s.store.clone(),
+            s.mgmt_version.clone(),
+            note,
+        ]);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
+    crate::print_stdout(out.as_bytes())
+}
+
+/// What this host's status is made of, besides the run's progress.
+pub struct StatusInputs {
+    pub host: String,
+    pub facts: Facts,
+    /// Where the running graph came from: a file, or deploys (the tag of
+    /// the running graph is the deploy id; 0 before the first).
+    pub file: Option<String>,
+    /// The newest deploy this host could not run.
+    pub error: watch::Receiver<Option<DeployError>>,
+    pub progress: watch::Receiver<mgmt_io::Progress>,
+    pub store: watch::Receiver<mgmt_store::cluster::Status>,
+}
+
+/// Turns the run's progress into this host's [`HostStatus`] and publishes
+/// it (`mgmt_store::fleet::publish_status`). Ends when the progress sender
+/// is gone (the run ended), revoking this host's `alive` key.
+pub async fn publish_status(client: EtcdClient, mut inputs: StatusInputs) {
+    let (tx, rx) = watch::channel(build_status(&mut inputs, None));
+    let host = inputs.host.clone();
+    let publisher = tokio::spawn(mgmt_store::fleet::publish_status(
+        client,
+        host,
+        rx,
+        now_rfc3339,
+    ));
+    let mut last_changed = (0, None);
+    loop {
+        tokio::select! {
+            r = inputs.progress.changed() => if r.is_err() { break },
+            r = inputs.error.changed() => if r.is_err() { break },
+            r = inputs.store.changed() => if r.is_err() { break },
+        }
+        let changed = inputs.progress.borrow().changed;
+        if changed != last_changed.0 {
+            last_changed = (changed, Some(now_rfc3339()));
+        }
+        let new = build_status(&mut inputs, last_changed.1.clone());
+        tx.send_if_modified(|old| {
+            // `updated` alone is no change.
+            let differs = HostStatus {
+                updated: String::new(),
+                ..old.clone()
+            } != HostStatus {
+                updated: String::new(),
+                ..new.clone()
+            };
+            if differs {
+                *old = new;
+            }
+            differs
+        });
+    }
+    drop(tx);
+    let _ = publisher.await;
+}
+
+fn build_status(inputs: &mut StatusInputs, last_change: Option<String>) -> HostStatus {
+    let p = *inputs.progress.borrow_and_update();
+    let store = inputs.store.borrow_and_update().clone();
+    let error = inputs.error.borrow_and_update().clone();
+    let source = match (&inputs.file, p.tag) {
+        (Some(f), _) => Source::File(f.clone()),
+        (None, 0) => Source::None,
+        (None, id) => Source::Deploy(id),
+    };
+    HostStatus {
+        version: fleet::VERSION,
+        host: inputs.host.clone(),
+        source,
+        state: match (p.idle, p.failed) {
+            (false, _) => State::Applying,
+            (true, 0) => State::Converged,
+            (true, _) => State::Failed,
+        },
+        // An error of a deploy older than the one running is history.
+        error: error.filter(|e| e.deploy > p.tag),
+        resources: p.resources,
+        changed: p.changed,
+        failed: p.failed,
+        last_change,
+        updated: now_rfc3339(),
+        unreachable_since: None,
+        store: if store.server.is_none() {
+            "client"
+        } else if store.leader {
+            "leader"
+        } else if store
+            .members
+            .iter()
+            .any(|(name, learner)| *name == inputs.host && *learner)
+        {
+            "learner"
+        } else {
+            "member"
+        }
+        .to_string(),
+        mgmt_version: env!("CARGO_PKG_VERSION").to_string(),
+        facts: inputs.facts.clone(),
+    }
+}
+
+/// Follows the cluster's deploys: the newest one, never an older one.
+pub fn follow_deploys(client: EtcdClient) -> watch::Receiver<Option<Deploy>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(mgmt_store::fleet::follow(client, tx));
+    rx
+}
