@@ -263,6 +263,21 @@ async fn put_deploy(
         );
         return ExitCode::from(EXIT_BAD_INPUT);
     }
+    // Deploying the text that is already the newest changes nothing (a
+    // pipeline run again must not make a new deploy).
+    if let Ok((_, Some(newest))) = mgmt_store::fleet::newest(client).await
+        && newest.sha256 == mgmt_core::deploy::sha256_hex(&text)
+    {
+        info!(
+            "deploy {} ({}) already has this text: nothing written",
+            newest.id, newest.file
+        );
+        let _ = writeln!(std::io::stdout(), "{}", newest.id);
+        if args.wait {
+            return wait_for(client, newest.id, args.timeout, false).await;
+        }
+        return ExitCode::SUCCESS;
+    }
     let draft = Draft {
         time: now_rfc3339(),
         author: author(),

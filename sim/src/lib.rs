@@ -168,6 +168,41 @@ pub struct World {
     pub collected: BTreeMap<String, mgmt_store::exports::Shared>,
     /// The exports the store holds, as the operator last read them.
     pub exports_in_store: Option<BTreeSet<(String, String)>>,
+    /// The deploy each host's agent follows now (`mgmt_store::fleet::follow`),
+    /// and the highest it ever followed, across its restarts.
+    pub following: BTreeMap<String, u64>,
+    pub highest_followed: BTreeMap<String, u64>,
+    /// Deploys the operator's writes were told succeeded: id -> text.
+    pub acked_deploys: BTreeMap<u64, String>,
+    /// Broken deploy rules (a host went back, an id given twice).
+    pub deploy_violations: Vec<String>,
+    /// The newest deploy the store holds, as the operator last read it.
+    pub newest_deploy_in_store: Option<u64>,
+}
+
+impl World {
+    /// A host's agent now follows deploy `id`.
+    fn followed(&mut self, host: &str, id: u64) {
+        let highest = self.highest_followed.entry(host.to_string()).or_insert(0);
+        if id < *highest {
+            let v = format!("{host} went back from deploy {highest} to {id}");
+            self.deploy_violations.push(v);
+        }
+        *highest = (*highest).max(id);
+        self.following.insert(host.to_string(), id);
+        self.log(format!("{host} follows deploy {id}"));
+    }
+
+    /// The operator's write of deploy `id` with `text` was acknowledged.
+    fn deploy_acked(&mut self, id: u64, text: String) {
+        if let Some(other) = self.acked_deploys.get(&id)
+            && *other != text
+        {
+            let v = format!("deploy {id} acknowledged to two writers: {other:?} and {text:?}");
+            self.deploy_violations.push(v);
+        }
+        self.acked_deploys.insert(id, text);
+    }
 }
 
 /// How long the leader may still act on an ideal size that was replaced
@@ -252,6 +287,10 @@ enum Ctl {
     Verify,
     /// Read every host's exports, into `World::exports_in_store`.
     ReadExports,
+    /// Two operators deploy at once (each `mgmt deploy`'s one txn).
+    DeployRace(u64),
+    /// Read the newest deploy, into `World::newest_deploy_in_store`.
+    ReadNewestDeploy,
 }
 
 /// The outcome of a run.
@@ -402,6 +441,20 @@ async fn host_main(
         let (poke, mut pokes) = mpsc::unbounded_channel();
         let following = tokio::spawn(mgmt_store::exports::follow(cluster.client(), view, poke));
         let draining = tokio::spawn(async move { while pokes.recv().await.is_some() {} });
+        // And follows the cluster's deploys, as `mgmt run` with no --file.
+        let (newest_tx, mut newest) = watch::channel(None);
+        let deploys = tokio::spawn(mgmt_store::fleet::follow(cluster.client(), newest_tx));
+        let recording = {
+            let (world, name) = (world.clone(), name.clone());
+            tokio::spawn(async move {
+                while newest.changed().await.is_ok() {
+                    let id = newest.borrow_and_update().as_ref().map(|d| d.id);
+                    if let Some(id) = id {
+                        world.lock().unwrap().followed(&name, id);
+                    }
+                }
+            })
+        };
         let mut rx = cluster.status();
         let leave = loop {
             let st = rx.borrow_and_update().clone();
@@ -421,10 +474,14 @@ async fn host_main(
                 Wake::Closed => break false,
             }
         };
-        for t in [&exporting, &following, &draining] {
+        for t in [&exporting, &following, &draining, &deploys, &recording] {
             t.abort();
         }
-        world.lock().unwrap().collected.remove(&name);
+        {
+            let mut w = world.lock().unwrap();
+            w.collected.remove(&name);
+            w.following.remove(&name);
+        }
         if !leave {
             drop(cluster);
             return Ok(());
@@ -515,6 +572,35 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
                                 w.acked.insert(k, v);
                             }
                         }
+                        Some(Ctl::DeployRace(n)) => {
+                            for who in ["a", "b"] {
+                                let (client, world) = (client.clone(), world.clone());
+                                tokio::spawn(async move {
+                                    let text = format!("graph: d{n}{who}\n");
+                                    let draft = mgmt_core::deploy::Draft {
+                                        time: String::new(),
+                                        author: who.into(),
+                                        file: "sim.yaml".into(),
+                                        text: text.clone(),
+                                    };
+                                    let r = mgmt_store::fleet::write(&client, draft).await;
+                                    let mut w = world.lock().unwrap();
+                                    match r {
+                                        Ok(d) => {
+                                            w.log(format!("ctl deploy {text:?} = {}", d.id));
+                                            w.deploy_acked(d.id, text);
+                                        }
+                                        Err(e) => w.log(format!("ctl deploy {text:?} failed: {e}")),
+                                    }
+                                });
+                            }
+                        }
+                        Some(Ctl::ReadNewestDeploy) => {
+                            let r = mgmt_store::fleet::newest(&client).await;
+                            if let Ok((_, newest)) = r {
+                                world.lock().unwrap().newest_deploy_in_store = newest.map(|d| d.id);
+                            }
+                        }
                         Some(Ctl::ReadExports) => {
                             let r = mgmt_store::exports::read_all(&client).await;
                             let mut w = world.lock().unwrap();
@@ -571,6 +657,7 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             bound.check(&w)?;
             invariants::nominated_once(&w)?;
             invariants::acked_writes_survive(&w)?;
+            invariants::deploys_move_forward(&w)?;
             if !w.faults_active {
                 stopped.check(&w)?;
             }
@@ -590,6 +677,7 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             Op::Write => {
                 writes += 1;
                 let _ = ctl_tx.send(Ctl::Write(writes));
+                let _ = ctl_tx.send(Ctl::DeployRace(writes));
             }
             Op::Partition(a, b) => {
                 sim.partition(ip(*a), ip(*b));
@@ -700,6 +788,47 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             ));
         }
     }
+    // One more deploy once the faults are over: every member's agent
+    // follows the newest deploy the store holds within the bound.
+    let _ = ctl_tx.send(Ctl::DeployRace(writes + 1));
+    let deadline = sim.elapsed() + Duration::from_secs(30);
+    loop {
+        let _ = ctl_tx.send(Ctl::ReadNewestDeploy);
+        step_for(&mut sim, Duration::from_secs(1), &mut bound, &mut stopped)?;
+        let w = world.lock().unwrap();
+        let last = [
+            format!("graph: d{}a\n", writes + 1),
+            format!("graph: d{}b\n", writes + 1),
+        ];
+        let last_acked = w
+            .acked_deploys
+            .iter()
+            .filter(|(_, text)| last.contains(text))
+            .map(|(id, _)| *id)
+            .max();
+        let (Some(newest), Some(last_acked)) = (w.newest_deploy_in_store, last_acked) else {
+            if sim.elapsed() > deadline {
+                return Err("deploys: the last deploy was never acknowledged".into());
+            }
+            continue;
+        };
+        let behind: Vec<String> = w
+            .leader_members()
+            .into_iter()
+            .flatten()
+            .filter(|(h, _)| w.following.get(h) != Some(&newest))
+            .map(|(h, _)| format!("{h} follows {:?}", w.following.get(h)))
+            .collect();
+        if behind.is_empty() && newest >= last_acked {
+            break;
+        }
+        if sim.elapsed() > deadline {
+            return Err(format!(
+                "deploys: the newest is {newest}, but {}",
+                behind.join("; ")
+            ));
+        }
+    }
     drop(ctl_tx);
     let trace = std::mem::take(&mut world.lock().unwrap().trace);
     Ok(Report {
@@ -748,5 +877,29 @@ fn join(
     up[i].send_replace(true);
     if world.lock().unwrap().crashed.contains(&format!("h{i}")) || !sim.is_host_running(ip(i)) {
         restart(sim, world, i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The deploy invariant can fail: a host that goes back, across a
+    /// restart too, and an id acknowledged to two writers, are caught.
+    #[test]
+    fn the_deploy_invariant_catches_a_host_going_back_and_an_id_given_twice() {
+        let mut w = World::default();
+        w.followed("h1", 3);
+        w.following.remove("h1");
+        w.followed("h1", 3);
+        assert!(invariants::deploys_move_forward(&w).is_ok());
+        w.followed("h1", 2);
+        assert!(invariants::deploys_move_forward(&w).is_err());
+        let mut w = World::default();
+        w.deploy_acked(4, "a".into());
+        w.deploy_acked(4, "a".into());
+        assert!(invariants::deploys_move_forward(&w).is_ok());
+        w.deploy_acked(4, "b".into());
+        assert!(invariants::deploys_move_forward(&w).is_err());
     }
 }

@@ -68,6 +68,47 @@ fn leader_crash_and_restart() {
     check(&c);
 }
 
+/// Operators deploy in pairs at once while the leader crashes and a link is
+/// cut: of each pair one gets the next id and the other is told to retry,
+/// no host's agent ever follows an older deploy than before (its restart
+/// included), and once the faults are over every member follows the newest.
+#[test]
+fn hosts_follow_racing_deploys_through_crashes_and_partitions() {
+    let mut c = Config::article(seed_base());
+    c.ops = vec![
+        Op::Write,
+        Op::Wait,
+        Op::CrashLeader,
+        Op::Write,
+        Op::Partition(2, 3),
+        Op::Write,
+        Op::RepairAll,
+        Op::RestartAll,
+        Op::Write,
+    ];
+    let r = check(&c);
+    let acked: Vec<&String> = r
+        .trace
+        .iter()
+        .filter(|l| l.contains("ctl deploy") && l.contains(" = "))
+        .collect();
+    let refused = r
+        .trace
+        .iter()
+        .filter(|l| l.contains("written by someone else first"))
+        .count();
+    assert!(acked.len() >= 4, "{acked:#?}");
+    assert!(refused >= 1, "no race was lost: {r:#?}");
+    for h in &r.final_members {
+        assert!(
+            r.trace
+                .iter()
+                .any(|l| l.contains(&format!("{h} follows deploy"))),
+            "{h} followed no deploy"
+        );
+    }
+}
+
 /// Volunteers come and go while the members elect a new leader: the leader
 /// crashes, and within the election timeout one volunteer withdraws (clean
 /// shutdown, lease revoked) and another one arrives.

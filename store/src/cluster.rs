@@ -581,7 +581,8 @@ impl Driver {
     }
 }
 
-async fn next_event(w: &mut Option<Watch>) -> Option<WatchEvent> {
+/// The next delivery of a watch, if there is one; never, if not.
+pub(crate) async fn next_event(w: &mut Option<Watch>) -> Option<WatchEvent> {
     match w {
         Some(w) => w.next().await,
         None => std::future::pending().await,

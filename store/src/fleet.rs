@@ -172,8 +172,12 @@ pub async fn read_status(
 /// The lease of a host's `alive` key: gone this long after the host stops.
 pub const ALIVE_TTL_S: i64 = 10;
 
+/// The least time between two writes of a host's status: a burst of
+/// CheckApplies is one write, not one per resource.
+pub const STATUS_EVERY: Duration = Duration::from_millis(100);
+
 /// Publishes this host's status whenever `status` changes (the latest value
-/// only: a burst is one write), and holds its `alive` key on a lease kept
+/// only, at most every [`STATUS_EVERY`]: a burst is one write), and holds its `alive` key on a lease kept
 /// alive every third of [`ALIVE_TTL_S`]. When another host's `alive` key
 /// goes, marks its status unreachable (one txn, so of every agent that saw
 /// it one writes). Returns once `status`'s sender is gone.
@@ -187,9 +191,12 @@ pub async fn publish_status(
     let status_key = fleet::status_key(&host);
     let mut lease: Option<i64> = None;
     let mut written: Option<String> = None;
-    let mut alive_watch = client.watch_prefix(fleet::ALIVE_PREFIX.as_bytes(), 0);
+    let mut alive_watch = Some(client.watch_prefix(fleet::ALIVE_PREFIX.as_bytes(), 0));
     let keep_alive = Duration::from_secs((ALIVE_TTL_S / 3) as u64);
-    let mut retry_in: Option<Duration> = None;
+    // Its own deadline: a host whose status changes all the time still
+    // keeps its lease.
+    let mut next_keep_alive = tokio::time::Instant::now() + keep_alive;
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         // The lease first: a status is only written by a host known alive.
         if lease.is_none() {
@@ -202,7 +209,7 @@ pub async fn publish_status(
                 }
                 Err(e) => {
                     warn!("status: cannot hold {alive_key}: {e}; trying again");
-                    retry_in = Some(Duration::from_secs(1));
+                    retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }
         }
@@ -212,11 +219,14 @@ pub async fn publish_status(
                 Ok(_) => written = Some(value),
                 Err(e) => {
                     warn!("status: cannot write {status_key}: {e}; trying again");
-                    retry_in = Some(Duration::from_secs(1));
+                    retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }
         }
-        let wait = retry_in.take().unwrap_or(keep_alive);
+        let wake = retry_at
+            .take()
+            .unwrap_or(next_keep_alive)
+            .min(next_keep_alive);
         tokio::select! {
             changed = status.changed() => {
                 if changed.is_err() {
@@ -226,8 +236,15 @@ pub async fn publish_status(
                     }
                     return;
                 }
+                // Let the burst end: what is written is the latest.
+                tokio::time::sleep(STATUS_EVERY).await;
             }
-            ev = alive_watch.next() => {
+            ev = crate::cluster::next_event(&mut alive_watch) => {
+                if ev.is_none() {
+                    // The watch task ended (it does not on errors): others'
+                    // departures go unmarked, the rest goes on.
+                    alive_watch = None;
+                }
                 if let Some(WatchEvent::Events(events)) = ev {
                     for e in events {
                         let gone = e.r#type == EventType::Delete as i32;
@@ -242,7 +259,11 @@ pub async fn publish_status(
                     }
                 }
             }
-            () = tokio::time::sleep(wait) => {
+            () = tokio::time::sleep_until(wake) => {
+                if tokio::time::Instant::now() < next_keep_alive {
+                    continue;
+                }
+                next_keep_alive = tokio::time::Instant::now() + keep_alive;
                 if let Some(id) = lease {
                     match client.lease_keep_alive_once(id).await {
                         Ok(ttl) if ttl > 0 => {}

@@ -216,6 +216,10 @@ fn scenario(etcd: Option<&str>) {
     let list = String::from_utf8_lossy(&list.stdout).into_owned();
     assert_eq!(list.lines().count(), 4, "{list}");
     assert!(list.contains("(rollback to 1)"), "{list}");
+    // The same text again writes nothing: a pipeline may run twice.
+    let o = deploy(&seeds, &v1, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "3");
     let shown = run_mgmt(&["deploy", "--seeds", &seeds, "--show", "3"]);
     assert_eq!(
         String::from_utf8_lossy(&shown.stdout),
