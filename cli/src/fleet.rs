@@ -127,8 +127,13 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Who deploys: the user this runs as, at this machine.
-fn author() -> String {
+/// Who deploys: the name in the client certificate when there is one (the
+/// store knows the deployer by it), else the user this runs as, at this
+/// machine.
+fn author(cert_file: Option<&std::path::Path>) -> String {
+    if let Some(name) = cert_file.and_then(|f| mgmt_store::tls::certificate_name(f).ok()) {
+        return name;
+    }
     let user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()
@@ -280,7 +285,7 @@ async fn put_deploy(
     }
     let draft = Draft {
         time: now_rfc3339(),
-        author: author(),
+        author: author(args.client.cert_file.as_deref()),
         file,
         text,
     };

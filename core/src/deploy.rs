@@ -76,13 +76,7 @@ impl Deploy {
     /// Parses a key and its value; `Err` names the key and what is wrong.
     pub fn decode(key: &str, value: &[u8]) -> Result<Deploy, String> {
         let id = id_of(key)?;
-        let v: serde_json::Value = serde_json::from_slice(value)
-            .map_err(|e| format!("{key}: the value is not JSON: {e}"))?;
-        if v.get("version").and_then(serde_json::Value::as_u64) != Some(VERSION) {
-            return Err(format!("{key}: not a version {VERSION} deploy"));
-        }
-        let d: Deploy =
-            serde_json::from_value(v).map_err(|e| format!("{key}: not a deploy: {e}"))?;
+        let d: Deploy = crate::fleet::decode_versioned(key, value, VERSION, "deploy")?;
         if d.id != id {
             return Err(format!("{key}: the value is deploy {}", d.id));
         }

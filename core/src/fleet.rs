@@ -37,6 +37,22 @@ pub fn host_of<'a>(prefix: &str, key: &'a str) -> Result<&'a str, String> {
     Ok(host)
 }
 
+/// A JSON value of format `version` (its `version` field), as a `what`;
+/// `Err` names the key and what is wrong.
+pub(crate) fn decode_versioned<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &[u8],
+    version: u64,
+    what: &str,
+) -> Result<T, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(value).map_err(|e| format!("{key}: the value is not JSON: {e}"))?;
+    if v.get("version").and_then(serde_json::Value::as_u64) != Some(version) {
+        return Err(format!("{key}: not a version {version} {what}"));
+    }
+    serde_json::from_value(v).map_err(|e| format!("{key}: not a {what}: {e}"))
+}
+
 /// Where a host's running graph came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,13 +122,7 @@ impl HostStatus {
 
     pub fn decode(key: &str, value: &[u8]) -> Result<HostStatus, String> {
         let host = host_of(STATUS_PREFIX, key)?;
-        let v: serde_json::Value = serde_json::from_slice(value)
-            .map_err(|e| format!("{key}: the value is not JSON: {e}"))?;
-        if v.get("version").and_then(serde_json::Value::as_u64) != Some(VERSION) {
-            return Err(format!("{key}: not a version {VERSION} status"));
-        }
-        let s: HostStatus =
-            serde_json::from_value(v).map_err(|e| format!("{key}: not a status: {e}"))?;
+        let s: HostStatus = decode_versioned(key, value, VERSION, "status")?;
         if s.host != host {
             return Err(format!("{key}: the value is {:?}'s status", s.host));
         }

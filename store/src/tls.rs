@@ -127,6 +127,20 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(chain)
 }
 
+/// Who the client certificate at `path` names: the common name of a user
+/// (`root`), or `agent` for an agent's (as the server sees its holder).
+pub fn certificate_name(path: &Path) -> Result<String, TlsError> {
+    let chain = certificates(path)?;
+    match crate::auth::identity_of_certificate(&chain[0]) {
+        Some(mgmt_core::kv::auth::Identity::User(name)) => Ok(name),
+        Some(_) => Ok("agent".into()),
+        None => Err(TlsError::Invalid {
+            path: path.to_path_buf(),
+            reason: "no common name".into(),
+        }),
+    }
+}
+
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
         rustls::pki_types::pem::Error::Io(source) => TlsError::Read {

@@ -669,27 +669,34 @@ fn with_auth_on_only_root_and_the_agents_change_the_cluster() {
     // Deploys: root's certificate deploys, an agent's does not (one host
     // must not reprogram the fleet).
     let site = graph(d.path(), "site");
-    let deploy_as = |who: &str| {
+    let deploy_as = |who: &str, what: &[&str]| {
         let f = |name: String| pki.join(name).to_string_lossy().into_owned();
         std::process::Command::new(env!("CARGO_BIN_EXE_mgmt"))
-            .args(["deploy", "--file", &site, "--seeds", &h1.client_url()])
+            .arg("deploy")
+            .args(what)
+            .args(["--seeds", &h1.client_url()])
             .args(["--cert-file", &f(format!("{who}.crt"))])
             .args(["--key-file", &f(format!("{who}.key"))])
             .args(["--trusted-ca-file", &f("ca.crt".into())])
             .output()
             .unwrap()
     };
-    let refused = deploy_as("h2");
+    let refused = deploy_as("h2", &["--file", &site]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{err}");
     assert!(err.contains("permission denied"), "{err}");
-    let deployed = deploy_as("root");
+    let deployed = deploy_as("root", &["--file", &site]);
     assert!(
         deployed.status.success(),
         "{}",
         String::from_utf8_lossy(&deployed.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&deployed.stdout).trim(), "1");
+    // Its author is the certificate's name.
+    let list = deploy_as("root", &["--list"]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let row: Vec<&str> = list.lines().nth(1).unwrap_or("").split('\t').collect();
+    assert_eq!(row.get(2), Some(&"root"), "{list}");
     assert_eq!(members(h1).map(|m| m.len()), Some(3));
     assert_eq!(
         h1.ctl(&["get", "/data", "--print-value-only"]).trim(),
