@@ -2,7 +2,7 @@
 //! `mgmt status` and `mgmt deploy --wait` make of it. The one place these
 //! keys and values are built and parsed.
 //!
-//! - `/_mgmt/status/<host>`: the host's [`HostStatus`] (JSON, version 1),
+//! - `/_mgmt/fleet/<host>`: the host's [`HostStatus`] (JSON, version 1),
 //!   no lease, so a host that stops answering stays listed.
 //! - `/_mgmt/alive/<host>`: bound to the host's lease; gone within the
 //!   lease's TTL once the host stops. A status without it is unreachable.
@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::facts::Facts;
 use crate::hostname::Hostname;
 
-pub const STATUS_PREFIX: &str = "/_mgmt/status/";
+/// Outside the ranges the cluster driver watches
+/// ([`crate::cluster::keys::watched_ranges`]): a fleet's statuses change
+/// often and would wake every agent.
+pub const STATUS_PREFIX: &str = "/_mgmt/fleet/";
 pub const ALIVE_PREFIX: &str = "/_mgmt/alive/";
 
 /// The value format this build writes, and the only one it reads.
@@ -231,7 +234,7 @@ mod tests {
         let v = s.encode();
         assert_eq!(HostStatus::decode(&status_key("h1"), v.as_bytes()), Ok(s));
         assert!(HostStatus::decode(&status_key("h2"), v.as_bytes()).is_err());
-        assert!(HostStatus::decode("/_mgmt/status/-bad", v.as_bytes()).is_err());
+        assert!(HostStatus::decode("/_mgmt/fleet/-bad", v.as_bytes()).is_err());
         assert!(HostStatus::decode(&status_key("h1"), b"[]").is_err());
     }
 

@@ -102,10 +102,11 @@ pub enum WatchEvent {
     Resync,
 }
 
-/// A running watch; dropping it stops the background task.
+/// A running watch (of one range or several); dropping it stops the
+/// background tasks.
 pub struct Watch {
     rx: mpsc::Receiver<WatchEvent>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Watch {
@@ -117,7 +118,9 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -443,19 +446,29 @@ impl EtcdClient {
     /// stream, connecting in the background, is established — to miss nothing
     /// after a read, pass that read's revision + 1), with reconnection. Deliveries are buffered (bounded); a slow reader slows the watch.
     pub fn watch_prefix(&self, prefix: &[u8], start_revision: i64) -> Watch {
-        let (tx, rx) = mpsc::channel(64);
-        let client = self.clone();
-        let prefix = prefix.to_vec();
-        let task = tokio::spawn(async move {
-            client.run_watch(prefix, start_revision, tx).await;
-        });
-        Watch { rx, task }
+        self.watch_ranges(&[(prefix.to_vec(), prefix_end(prefix))], start_revision)
     }
 
-    async fn run_watch(&self, prefix: Vec<u8>, start: i64, tx: mpsc::Sender<WatchEvent>) {
+    /// [`EtcdClient::watch_prefix`] of several ranges `[key, range_end)` at
+    /// once, their deliveries in one stream (in order within a range).
+    pub fn watch_ranges(&self, ranges: &[(Vec<u8>, Vec<u8>)], start_revision: i64) -> Watch {
+        let (tx, rx) = mpsc::channel(64);
+        let tasks = ranges
+            .iter()
+            .map(|range| {
+                let (client, range, tx) = (self.clone(), range.clone(), tx.clone());
+                tokio::spawn(async move {
+                    client.run_watch(range, start_revision, tx).await;
+                })
+            })
+            .collect();
+        Watch { rx, tasks }
+    }
+
+    async fn run_watch(&self, range: (Vec<u8>, Vec<u8>), start: i64, tx: mpsc::Sender<WatchEvent>) {
         let mut next_rev = start;
         loop {
-            let res = self.watch_once(&prefix, &mut next_rev, &tx).await;
+            let res = self.watch_once(&range, &mut next_rev, &tx).await;
             if tx.is_closed() {
                 return;
             }
@@ -470,7 +483,7 @@ impl EtcdClient {
     /// One watch stream on the current endpoint, until it fails.
     async fn watch_once(
         &self,
-        prefix: &[u8],
+        (key, range_end): &(Vec<u8>, Vec<u8>),
         next_rev: &mut i64,
         tx: &mpsc::Sender<WatchEvent>,
     ) -> Result<(), ClientError> {
@@ -478,8 +491,8 @@ impl EtcdClient {
         let create = pb::WatchRequest {
             request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
                 pb::WatchCreateRequest {
-                    key: prefix.to_vec(),
-                    range_end: prefix_end(prefix),
+                    key: key.clone(),
+                    range_end: range_end.clone(),
                     start_revision: *next_rev,
                     prev_kv: true,
                     ..Default::default()

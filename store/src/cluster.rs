@@ -366,8 +366,8 @@ impl Driver {
                     }
                 }
                 Wake::Keys(ev) => {
-                    // Deploys, statuses and exports live under /_mgmt/ too:
-                    // their changes are not the agent's business.
+                    // Only clustering keys are watched; the filter is the
+                    // rule, should the ranges ever hold more.
                     if let Some(revision) = self.coalesce(ev).await {
                         self.feed_now(Input::KeysChanged { revision });
                     }
@@ -556,7 +556,7 @@ impl Driver {
         let (Some(c), Some(rev)) = (&self.client, self.watched_from) else {
             return;
         };
-        self.keys_watch = Some(c.watch_prefix(keys::PREFIX.as_bytes(), rev + 1));
+        self.keys_watch = Some(c.watch_ranges(&keys::watched_ranges(), rev + 1));
     }
 
     fn publish(&self, done: bool) {

@@ -13,9 +13,10 @@ use tracing::{info, warn};
 
 use crate::client::{EtcdClient, TxnRequest, WatchEvent, txn};
 
-/// How long a burst of changes under `/_mgmt/exported/` may last before it is
-/// read again (one read for a host's whole transaction).
-const SETTLE: Duration = Duration::from_millis(20);
+/// How long changes under `/_mgmt/exported/` are gathered, from the first
+/// of a burst, before the view is handed on: a host's whole transaction,
+/// and a fleet's exports arriving together, make one poke.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// Every host's exports, as last read from the store.
 pub type Shared = Arc<Mutex<Vec<Exported>>>;
@@ -84,40 +85,82 @@ pub async fn read_all(client: &EtcdClient) -> Result<(i64, Vec<Exported>), Strin
 }
 
 /// Keeps `shared` equal to every host's exports, and pokes `changed` when
-/// they change: a watch on the prefix, no polling. Returns when `changed` is
-/// closed.
+/// they change: one read, then the watch's events applied to that view
+/// (read again only if the watch may have missed some), no polling. Events
+/// are gathered for [`SETTLE`] after the first of a burst, so a fleet's
+/// exports arriving together make a few pokes, not one per host. Returns
+/// when `changed` is closed.
 pub async fn follow(client: EtcdClient, shared: Shared, changed: mpsc::UnboundedSender<()>) {
+    let set = |view: &BTreeMap<String, Exported>| {
+        let all: Vec<Exported> = view.values().cloned().collect();
+        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let differs = *s != all;
+        *s = all;
+        differs
+    };
     loop {
-        let rev = match read_all(&client).await {
-            Ok((rev, all)) => {
-                let differs = {
-                    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                    let differs = *s != all;
-                    *s = all;
-                    differs
-                };
-                if differs && changed.send(()).is_err() {
-                    return;
-                }
-                rev
-            }
+        let (rev, all) = match read_all(&client).await {
+            Ok(read) => read,
             Err(e) => {
                 warn!("exports: cannot read {}: {e}; trying again", export::PREFIX);
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                if changed.is_closed() {
+                    return;
+                }
                 continue;
             }
         };
+        let mut view: BTreeMap<String, Exported> = all
+            .into_iter()
+            .map(|e| (export::key_of(&e.host, e.kind, &e.name), e))
+            .collect();
+        if set(&view) && changed.send(()).is_err() {
+            return;
+        }
         let mut watch = client.watch_prefix(export::PREFIX.as_bytes(), rev + 1);
-        // Any change (or a watch that had to start over): read again, after
-        // the burst.
-        match watch.next().await {
-            Some(WatchEvent::Events(_)) | Some(WatchEvent::Resync) => {
+        // Until the watch may have missed something: then read again.
+        'watching: loop {
+            let Some(WatchEvent::Events(first)) = watch.next().await else {
                 tokio::time::sleep(SETTLE).await;
+                break 'watching;
+            };
+            apply(&mut view, first);
+            let until = tokio::time::Instant::now() + SETTLE;
+            while let Ok(more) = tokio::time::timeout_at(until, watch.next()).await {
+                match more {
+                    Some(WatchEvent::Events(events)) => apply(&mut view, events),
+                    _ => break 'watching,
+                }
             }
-            None => tokio::time::sleep(Duration::from_secs(1)).await,
+            if set(&view) && changed.send(()).is_err() {
+                return;
+            }
         }
         if changed.is_closed() {
             return;
+        }
+    }
+}
+
+/// Applies a watch delivery to `view`: a put decoded (one that does not
+/// parse is dropped with a warning, as a read would), a delete removed.
+fn apply(view: &mut BTreeMap<String, Exported>, events: Vec<crate::client::Event>) {
+    use crate::pb::mvccpb::event::EventType;
+    for e in events {
+        let Some(kv) = e.kv else { continue };
+        let key = String::from_utf8_lossy(&kv.key).into_owned();
+        if e.r#type == EventType::Delete as i32 {
+            view.remove(&key);
+            continue;
+        }
+        match export::decode(&key, &kv.value) {
+            Ok(x) => {
+                view.insert(key, x);
+            }
+            Err(err) => {
+                warn!("exports: skipped: {err}");
+                view.remove(&key);
+            }
         }
     }
 }

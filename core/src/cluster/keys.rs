@@ -29,6 +29,18 @@ pub const NOMINATED: &str = "/_mgmt/nominated/";
 pub const ENDPOINTS: &str = "/_mgmt/endpoints/";
 pub const IDEAL_CLUSTER_SIZE: &str = "/_mgmt/idealClusterSize";
 
+/// The ranges `[key, range_end)` that hold every clustering key and no key
+/// of the fleet's (deploys, statuses, alive keys), which change far more
+/// often: what the cluster driver watches. Exports (`/_mgmt/exported/`)
+/// fall in neither.
+pub fn watched_ranges() -> [(Vec<u8>, Vec<u8>); 2] {
+    use crate::kv::prefix_end;
+    [
+        (ENDPOINTS.into(), prefix_end(ENDPOINTS.as_bytes())),
+        (IDEAL_CLUSTER_SIZE.into(), prefix_end(VOLUNTEERS.as_bytes())),
+    ]
+}
+
 /// One clustering key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
@@ -341,6 +353,31 @@ mod tests {
             key: key.as_bytes(),
             value: value.as_bytes(),
             create_revision,
+        }
+    }
+
+    #[test]
+    fn the_watched_ranges_hold_every_clustering_key_and_no_fleet_key() {
+        let watched = |key: &str| {
+            watched_ranges().iter().any(|(start, end)| {
+                start.as_slice() <= key.as_bytes() && key.as_bytes() < end.as_slice()
+            })
+        };
+        for key in [
+            Key::IdealClusterSize,
+            Key::Volunteer("h1".into()),
+            Key::Nominated("a".into()),
+            Key::Endpoints("zz".into()),
+        ] {
+            assert!(watched(&key.encode()), "{key}");
+        }
+        for key in [
+            crate::deploy::key(1),
+            crate::fleet::status_key("h1"),
+            crate::fleet::alive_key("h1"),
+            crate::export::key_of("h1", crate::Kind::File, "f"),
+        ] {
+            assert!(!watched(&key), "{key}");
         }
     }
 

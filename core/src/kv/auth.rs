@@ -728,7 +728,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            a.check_write(&Identity::Agent, b"/_mgmt/status/h1", b""),
+            a.check_write(&Identity::Agent, b"/_mgmt/fleet/h1", b""),
             Ok(())
         );
     }
