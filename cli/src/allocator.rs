@@ -7,6 +7,10 @@
 //! (store/README.md). Why the purge delay: mimalloc 3 keeps freed pages for a
 //! second, which after a burst of 100 KiB values held RSS at 216 MiB where
 //! 10 ms (mimalloc 2's default) gives 83 MiB, at no cost to throughput.
+//! Why no eager arena commit: mimalloc commits (and so touches) its first
+//! arena chunk whole on an overcommitting kernel, about 9 MiB, where a
+//! client-only agent's heap peaks near 2 MiB: committed on demand its RSS
+//! is 13 MiB instead of 23 (a fleet runs one on every host).
 //!
 //! Also compiled into the store's bench (`#[path]`), so it measures what `mgmt`
 //! runs.
@@ -18,10 +22,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Rust bindings name no constant for it.
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
+/// `mi_option_arena_eager_commit` (the same in 2 and 3); 0: commit on demand.
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
-/// Sets the allocator's options. Call first thing in `main`, before any thread
-/// starts: mimalloc's option setter is not thread-safe.
-pub fn configure() {
-    // SAFETY: an integer option set while the process has one thread.
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) }
+/// Sets the allocator's options before Rust's runtime allocates anything
+/// (mimalloc reads them when it first sets up its arena): a constructor in
+/// `.init_array`, which the loader runs before `main`'s runtime starts, with
+/// one thread.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONFIGURE_EARLY: extern "C" fn() = configure_early;
+
+extern "C" fn configure_early() {
+    // SAFETY: integer options set while the process has one thread and
+    // before mimalloc served its first allocation.
+    unsafe {
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
+        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+    }
 }

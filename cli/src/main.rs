@@ -174,7 +174,6 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    allocator::configure();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {

@@ -98,7 +98,6 @@ async fn bench_ops(name: &str, endpoint: &str, conc: usize, keys: usize, ops: us
 }
 
 fn main() {
-    allocator::configure();
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(run_phases());
