@@ -586,9 +586,13 @@ fn build_status(inputs: &mut StatusInputs, last_change: Option<String>) -> HostS
     }
 }
 
-/// Follows the cluster's deploys: the newest one, never an older one.
-pub fn follow_deploys(client: EtcdClient) -> watch::Receiver<Option<Deploy>> {
-    let (tx, rx) = watch::channel(None);
+/// Follows the cluster's deploys from `first` (the newest read at start):
+/// the newest one, never an older one.
+pub fn follow_deploys(
+    client: EtcdClient,
+    first: Option<Deploy>,
+) -> watch::Receiver<Option<Deploy>> {
+    let (tx, rx) = watch::channel(first);
     tokio::spawn(mgmt_store::fleet::follow(client, tx));
     rx
 }

@@ -512,7 +512,6 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(g) => g,
         Err(code) => return code,
     };
-    let graph_name = graph.name.clone();
     if args.converged_timeout < -1 {
         report!(
             "error: --converged-timeout must be -1 (forever) or >= 0, not {}",
@@ -665,7 +664,26 @@ fn run(args: RunArgs) -> ExitCode {
                 max_bytes: args.max_graph_bytes,
             },
             (None, Some(cluster)) => {
-                let newest = fleet::follow_deploys(cluster.client());
+                // The newest deploy now, so the run starts with it (a
+                // one-shot run applies it) rather than changing over to it.
+                let client = cluster.client();
+                let first = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    mgmt_store::fleet::newest(&client),
+                )
+                .await;
+                let first = match first {
+                    Ok(Ok((_, first))) => first,
+                    Ok(Err(e)) => {
+                        warn!("cannot read the newest deploy yet: {e}; following deploys");
+                        None
+                    }
+                    Err(_) => {
+                        warn!("cannot read the newest deploy within 5 s; following deploys");
+                        None
+                    }
+                };
+                let newest = fleet::follow_deploys(client, first);
                 info!("following the cluster's deploys (mgmt deploy)");
                 let mut changed = newest.clone();
                 let poke = poke_tx.clone();
@@ -694,7 +712,8 @@ fn run(args: RunArgs) -> ExitCode {
             ))
         });
         drop(progress_tx);
-        let reload = reloader(
+        let following = matches!(origin, Origin::Deploys { .. });
+        let mut reload = reloader(
             Sources {
                 origin,
                 facts,
@@ -706,6 +725,23 @@ fn run(args: RunArgs) -> ExitCode {
             known,
             Some(poke_rx),
         );
+        let (mut graph, mut opts) = (graph, opts);
+        if following {
+            // What the newest deploy renders to here, if there is one and it
+            // compiles (else the empty graph, and the error in the status).
+            match tokio::task::block_in_place(|| (reload.compile)()) {
+                Ok(Some((first, id))) => {
+                    info!(
+                        "running deploy {id}, graph {:?}: {} vertices",
+                        first.name,
+                        first.vertices.len()
+                    );
+                    (graph, opts.tag) = (first, id);
+                }
+                Ok(None) => info!("no deploy yet: running an empty graph until one comes"),
+                Err(e) => error!("{e}\nrunning an empty graph until a deploy runs here"),
+            }
+        }
         let report = mgmt_io::run(graph, opts, Some(reload), shutdown)
             .await
             .map_err(|e| e.to_string());
@@ -731,7 +767,7 @@ fn run(args: RunArgs) -> ExitCode {
             summary.resources, summary.changed, summary.failed, summary.seconds
         );
         if let Some(path) = &args.report {
-            let json = report::json(report, &summary, &graph_name, &hostname, args.noop);
+            let json = report::json(report, &summary, &report.graph, &hostname, args.noop);
             if let Err(e) = report::write(path, &json) {
                 error!("--report {}: {e}", path.display());
                 return ExitCode::from(EXIT_FAILED);

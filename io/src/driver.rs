@@ -107,6 +107,8 @@ pub struct Progress {
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunReport {
+    /// The name of the graph that ran last (after reloads and deploys).
+    pub graph: String,
     /// True if it stopped because it converged (rather than a signal).
     pub converged: bool,
     /// Resources whose vertex failed for good.
@@ -808,6 +810,7 @@ pub async fn run(
         })
         .collect();
     Ok(RunReport {
+        graph: graph.name.clone(),
         converged: converged.is_some(),
         failed,
         resources: tally.0.into_values().collect(),

@@ -281,6 +281,28 @@ fn scenario(etcd: Option<&str>) {
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     assert!(table.contains("unreachable since"), "{table}");
 
+    // A one-shot run (`--converged-timeout 0`) applies the newest deploy
+    // its render allows and exits: h5 has not run before.
+    let one_shot = run_mgmt(&[
+        "run",
+        "--hostname",
+        "h5",
+        "--prefix",
+        &work.path().join("state-h5").display().to_string(),
+        "--no-server",
+        "--seeds",
+        &seeds,
+        "--converged-timeout",
+        "0",
+    ]);
+    assert!(one_shot.status.success(), "{}", stderr(&one_shot));
+    assert!(
+        stderr(&one_shot).contains("running deploy 4"),
+        "{}",
+        stderr(&one_shot)
+    );
+    assert_eq!(std::fs::read_to_string(out.join("h5/b")).unwrap(), "B\n");
+
     // Unchanged renders ran nothing again: h1 and h3 checked each file once,
     // h2 its `b` three times (deploys 1, 2, 3).
     for ((host, agent), report) in HOSTS
