@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -39,7 +40,7 @@ pub enum ClientError {
     #[error("etcd unavailable: {0}")]
     Unavailable(String),
     /// The server answered with an error that retrying would not fix.
-    #[error("etcd: {0}")]
+    #[error("etcd: {}", .0.message())]
     Status(Status),
     #[error("invalid endpoint {url}: {reason}")]
     InvalidEndpoint { url: String, reason: String },
@@ -59,6 +60,9 @@ pub struct ClientConfig {
     /// Deadline of one attempt on one endpoint.
     pub attempt_timeout: Duration,
     pub env: Env,
+    /// etcd's user name and password: the client authenticates with them
+    /// (again when its token is refused) and sends the token with every call.
+    pub user: Option<(String, String)>,
 }
 
 impl ClientConfig {
@@ -68,6 +72,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(2),
             env: Env::tokio(),
+            user: None,
         }
     }
 }
@@ -81,6 +86,9 @@ struct State {
 
 struct Inner {
     env: Env,
+    user: Option<(String, String)>,
+    /// The token of `user`, once authenticated.
+    token: Mutex<Option<AsciiMetadataValue>>,
     request_timeout: Duration,
     attempt_timeout: Duration,
     state: Mutex<State>,
@@ -146,10 +154,29 @@ fn retryable(s: &Status) -> bool {
     }
 }
 
-fn with_deadline<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(timeout);
-    r
+/// One attempt of a call: its deadline, and the auth token to send.
+#[derive(Clone)]
+struct Call {
+    timeout: Duration,
+    token: Option<AsciiMetadataValue>,
+}
+
+impl Call {
+    /// `msg` as a request of this attempt.
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(self.timeout);
+        if let Some(token) = &self.token {
+            r.metadata_mut().insert("token", token.clone());
+        }
+        r
+    }
+}
+
+/// etcd's answer to a request with a token it no longer knows (expired, or
+/// from before a restart): authenticate again.
+fn token_refused(s: &Status) -> bool {
+    s.code() == Code::Unauthenticated && s.message().contains("invalid auth token")
 }
 
 /// The exclusive end of the range of keys starting with `prefix`.
@@ -167,6 +194,8 @@ impl EtcdClient {
         Ok(EtcdClient {
             inner: Arc::new(Inner {
                 env: config.env,
+                user: config.user,
+                token: Mutex::new(None),
                 request_timeout: config.request_timeout,
                 attempt_timeout: config.attempt_timeout,
                 state: Mutex::new(State {
@@ -247,7 +276,7 @@ impl EtcdClient {
     /// Run `call` with retries across endpoints within the request budget.
     async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Channel, Call) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + self.inner.request_timeout;
@@ -260,10 +289,34 @@ impl EtcdClient {
             }
             let (idx, ch) = self.channel()?;
             let per = left.min(self.inner.attempt_timeout);
+            let token = match tokio::time::timeout(per, self.token(&ch, per)).await {
+                Ok(Ok(token)) => token,
+                Ok(Err(s)) if !retryable(&s) => return Err(ClientError::Status(s)),
+                Ok(Err(s)) => {
+                    last = s.to_string();
+                    self.fail_over(idx);
+                    continue;
+                }
+                Err(_) => {
+                    last = "deadline exceeded".into();
+                    self.fail_over(idx);
+                    continue;
+                }
+            };
+            let attempt = Call {
+                timeout: per,
+                token,
+            };
             // The deadline also bounds connecting, which the request timeout
             // does not cover in every tonic version.
-            match tokio::time::timeout(per, call(ch, per)).await {
+            match tokio::time::timeout(per, call(ch, attempt)).await {
                 Ok(Ok(v)) => return Ok(v),
+                Ok(Err(s)) if token_refused(&s) && self.inner.user.is_some() => {
+                    // Authenticate again on the next attempt.
+                    *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    last = s.to_string();
+                    continue;
+                }
                 Ok(Err(s)) if !retryable(&s) => return Err(ClientError::Status(s)),
                 Ok(Err(s)) => last = s.to_string(),
                 Err(_) => last = "deadline exceeded".into(),
@@ -277,6 +330,41 @@ impl EtcdClient {
                 tokio::time::sleep(left.min(Duration::from_millis(100))).await;
             }
         }
+    }
+
+    /// The token to send: none without a user; else the one held, or a new
+    /// one from etcd's Authenticate on `ch`.
+    async fn token(
+        &self,
+        ch: &Channel,
+        timeout: Duration,
+    ) -> Result<Option<AsciiMetadataValue>, Status> {
+        let Some((name, password)) = &self.inner.user else {
+            return Ok(None);
+        };
+        if let Some(t) = self
+            .inner
+            .token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(Some(t));
+        }
+        let auth = Call {
+            timeout,
+            token: None,
+        };
+        let r = pb::auth_client::AuthClient::new(ch.clone())
+            .authenticate(auth.request(pb::AuthenticateRequest {
+                name: name.clone(),
+                password: password.clone(),
+            }))
+            .await?;
+        let token = AsciiMetadataValue::try_from(r.into_inner().token)
+            .map_err(|_| Status::internal("etcd answered with a token that is not ASCII"))?;
+        *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        Ok(Some(token))
     }
 
     /// Read one key.
@@ -301,11 +389,11 @@ impl EtcdClient {
     }
 
     pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {
-        self.retry(|ch, t| {
+        self.retry(|ch, call| {
             let req = req.clone();
             async move {
                 pb::kv_client::KvClient::new(ch)
-                    .range(with_deadline(req, t))
+                    .range(call.request(req))
                     .await
                     .map(|r| r.into_inner())
             }
@@ -324,11 +412,11 @@ impl EtcdClient {
             lease,
             ..Default::default()
         };
-        self.retry(|ch, t| {
+        self.retry(|ch, call| {
             let req = req.clone();
             async move {
                 pb::kv_client::KvClient::new(ch)
-                    .put(with_deadline(req, t))
+                    .put(call.request(req))
                     .await
                     .map(|r| r.into_inner().header.map_or(0, |h| h.revision))
             }
@@ -343,11 +431,11 @@ impl EtcdClient {
             range_end: if prefix { prefix_end(key) } else { Vec::new() },
             prev_kv: false,
         };
-        self.retry(|ch, t| {
+        self.retry(|ch, call| {
             let req = req.clone();
             async move {
                 pb::kv_client::KvClient::new(ch)
-                    .delete_range(with_deadline(req, t))
+                    .delete_range(call.request(req))
                     .await
                     .map(|r| r.into_inner().deleted)
             }
@@ -358,11 +446,11 @@ impl EtcdClient {
     /// A transaction. Retried on transport failure like every call, so its
     /// comparisons must make a repeat harmless (they do for nominations).
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ClientError> {
-        self.retry(|ch, t| {
+        self.retry(|ch, call| {
             let req = req.clone();
             async move {
                 pb::kv_client::KvClient::new(ch)
-                    .txn(with_deadline(req, t))
+                    .txn(call.request(req))
                     .await
                     .map(|r| r.into_inner())
             }
@@ -372,12 +460,9 @@ impl EtcdClient {
 
     /// Grant a lease of `ttl_s` seconds; returns its ID.
     pub async fn lease_grant(&self, ttl_s: i64) -> Result<i64, ClientError> {
-        self.retry(|ch, t| async move {
+        self.retry(|ch, call| async move {
             pb::lease_client::LeaseClient::new(ch)
-                .lease_grant(with_deadline(
-                    pb::LeaseGrantRequest { ttl: ttl_s, id: 0 },
-                    t,
-                ))
+                .lease_grant(call.request(pb::LeaseGrantRequest { ttl: ttl_s, id: 0 }))
                 .await
                 .map(|r| r.into_inner().id)
         })
@@ -387,9 +472,9 @@ impl EtcdClient {
     /// Revoke a lease (its keys are deleted). Revoking an unknown lease is not an error.
     pub async fn lease_revoke(&self, id: i64) -> Result<(), ClientError> {
         let r = self
-            .retry(|ch, t| async move {
+            .retry(|ch, call| async move {
                 pb::lease_client::LeaseClient::new(ch)
-                    .lease_revoke(with_deadline(pb::LeaseRevokeRequest { id }, t))
+                    .lease_revoke(call.request(pb::LeaseRevokeRequest { id }))
                     .await
                     .map(|_| ())
             })
@@ -402,10 +487,10 @@ impl EtcdClient {
 
     /// Refresh a lease once; returns its remaining TTL in seconds (<= 0: it is gone).
     pub async fn lease_keep_alive_once(&self, id: i64) -> Result<i64, ClientError> {
-        self.retry(|ch, t| async move {
+        self.retry(|ch, call| async move {
             let req = futures::stream::iter([pb::LeaseKeepAliveRequest { id }]);
             let mut stream = pb::lease_client::LeaseClient::new(ch)
-                .lease_keep_alive(with_deadline(req, t))
+                .lease_keep_alive(call.request(req))
                 .await?
                 .into_inner();
             match stream.message().await? {
@@ -427,9 +512,9 @@ impl EtcdClient {
     pub async fn member_list_indexed(
         &self,
     ) -> Result<(Vec<PbMember>, Option<(u64, u64)>), ClientError> {
-        self.retry(|ch, t| async move {
+        self.retry(|ch, call| async move {
             pb::cluster_client::ClusterClient::new(ch)
-                .member_list(with_deadline(pb::MemberListRequest::default(), t))
+                .member_list(call.request(pb::MemberListRequest::default()))
                 .await
                 .map(|r| {
                     let index = r.metadata().get(CONFIG_LOG_HEADER).and_then(|v| {
@@ -488,6 +573,13 @@ impl EtcdClient {
         tx: &mpsc::Sender<WatchEvent>,
     ) -> Result<(), ClientError> {
         let (idx, ch) = self.channel()?;
+        let token = match self.token(&ch, self.inner.attempt_timeout).await {
+            Ok(token) => token,
+            Err(s) => {
+                self.fail_over(idx);
+                return Err(ClientError::Unavailable(s.to_string()));
+            }
+        };
         let create = pb::WatchRequest {
             request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
                 pb::WatchCreateRequest {
@@ -509,6 +601,9 @@ impl EtcdClient {
             "hasleader",
             tonic::metadata::MetadataValue::from_static("true"),
         );
+        if let Some(token) = token {
+            req.metadata_mut().insert("token", token);
+        }
         let opened = tokio::time::timeout(
             self.inner.attempt_timeout,
             pb::watch_client::WatchClient::new(ch).watch(req),
@@ -517,6 +612,9 @@ impl EtcdClient {
         let mut stream = match opened {
             Ok(Ok(s)) => s.into_inner(),
             Ok(Err(s)) => {
+                if token_refused(&s) {
+                    *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
                 self.fail_over(idx);
                 return Err(ClientError::Unavailable(s.to_string()));
             }

@@ -697,6 +697,38 @@ fn with_auth_on_only_root_and_the_agents_change_the_cluster() {
     let list = String::from_utf8_lossy(&list.stdout).into_owned();
     let row: Vec<&str> = list.lines().nth(1).unwrap_or("").split('\t').collect();
     assert_eq!(row.get(2), Some(&"root"), "{list}");
+    // As etcd users, by password (the token wins over the certificate an
+    // agent's TLS presents): alice's role covers /_mgmt/deploy/, bob has none.
+    h1.ctl(&["user", "add", "bob:bobpw"]);
+    let other = write(
+        d.path(),
+        "other.yaml",
+        "graph: other\nresources:\n  noop: [{name: n2}]\n",
+    );
+    let refused = deploy_as("h2", &["--file", &other, "--user", "bob:bobpw"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    let wrong = deploy_as(
+        "h2",
+        &["--file", &other, "--user", "alice", "--password", "nope"],
+    );
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("authentication failed"),
+        "{err}"
+    );
+    let deployed = deploy_as("h2", &["--file", &other, "--user", "alice:alicepw"]);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&deployed.stdout).trim(), "2");
+    let list = deploy_as("root", &["--list"]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let row: Vec<&str> = list.lines().nth(2).unwrap_or("").split('\t').collect();
+    assert_eq!(row.get(2), Some(&"alice"), "{list}");
     assert_eq!(members(h1).map(|m| m.len()), Some(3));
     assert_eq!(
         h1.ctl(&["get", "/data", "--print-value-only"]).trim(),
