@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args};
+use mgmt_core::Graph;
 use mgmt_core::deploy::{Deploy, Draft};
 use mgmt_core::facts::Facts;
 use mgmt_core::fleet::{self, DeployError, HostStatus, Row, Source, State, Verdict};
@@ -275,12 +276,21 @@ async fn put_deploy(
     // graph is then checked with this machine's facts alone.
     let statuses = match mgmt_store::fleet::read_status(client).await {
         Ok((_, s, _)) => s,
-        Err(e) => {
+        Err(e) if e.permission_denied() => {
             warn!("cannot read the fleet's facts: {e}");
             Vec::new()
         }
+        Err(e) => {
+            report!("error: cannot read the fleet's facts: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
     };
-    let mut hosts: Vec<Facts> = statuses.into_iter().map(|s| s.facts).collect();
+    // Hosts that run a local --file never run a deploy.
+    let mut hosts: Vec<Facts> = statuses
+        .into_iter()
+        .filter(|s| !matches!(s.source, Source::File(_)))
+        .map(|s| s.facts)
+        .collect();
     if hosts.is_empty() {
         warn!("no host has published its facts yet: checking the graph with this machine's");
         hosts.push(mgmt_io::facts::gather(&crate::machine_hostname()));
@@ -383,10 +393,17 @@ pub fn status(args: StatusArgs) -> ExitCode {
 /// `id` converged on every live host (0) or every live host settled and
 /// some failed (1, with their rows), or `timeout_s` passed (1).
 async fn wait_for(client: &EtcdClient, id: u64, timeout_s: u64, json: bool) -> ExitCode {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+    // A century is forever enough (and no overflow).
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(timeout_s.min(100 * 365 * 86_400));
     loop {
         let (rev, rows) = match mgmt_store::fleet::read_status(client).await {
             Ok((rev, statuses, alive)) => (rev, fleet::rows(statuses, &alive)),
+            Err(e @ mgmt_store::client::ClientError::Status(_)) => {
+                // Refused, not unreachable: waiting longer changes nothing.
+                report!("error: cannot read the fleet's status: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
             Err(e) => {
                 warn!("cannot read the fleet's status: {e}; trying again");
                 if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_secs(1)))
@@ -549,11 +566,14 @@ pub async fn publish_status(client: EtcdClient, mut inputs: StatusInputs) {
         now_rfc3339,
     ));
     let mut last_changed = (0, None);
+    // Only the run's end ends it: the deploy errors' sender goes with the
+    // reloader (at once in a one-shot run), the store's with the cluster.
+    let (mut errors_open, mut store_open) = (true, true);
     loop {
         tokio::select! {
             r = inputs.progress.changed() => if r.is_err() { break },
-            r = inputs.error.changed() => if r.is_err() { break },
-            r = inputs.store.changed() => if r.is_err() { break },
+            r = inputs.error.changed(), if errors_open => errors_open = r.is_ok(),
+            r = inputs.store.changed(), if store_open => store_open = r.is_ok(),
         }
         let changed = inputs.progress.borrow().changed;
         if changed != last_changed.0 {
@@ -622,6 +642,21 @@ fn build_status(inputs: &mut StatusInputs, last_change: Option<String>) -> HostS
         mgmt_version: env!("CARGO_PKG_VERSION").to_string(),
         facts: inputs.facts.clone(),
     }
+}
+
+/// The newest stored deploy that renders and compiles for the host `facts`
+/// describe (no collection, no package AutoEdges: what it ran before a
+/// restart), and its id.
+pub async fn newest_that_compiles(client: &EtcdClient, facts: &Facts) -> Option<(Graph, u64)> {
+    let (_, all) = mgmt_store::fleet::list(client)
+        .await
+        .map_err(|e| warn!("cannot list the deploys: {e}"))
+        .ok()?;
+    all.iter().rev().find_map(|d| {
+        crate::render_and_compile(&d.source_name(), &d.text, facts)
+            .map(|g| (g, d.id))
+            .ok()
+    })
 }
 
 /// Follows the cluster's deploys from `first` (the newest read at start):

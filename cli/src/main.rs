@@ -600,6 +600,10 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    // A one-shot run that follows deploys and has none to apply here: its
+    // exit status and why.
+    let mut nothing_applied: Option<(u8, String)> = None;
+    let single_pass = args.converged_timeout == 0;
     let report = runtime.block_on(async {
         let shutdown = shutdown_signal();
         // No server and no seeds: no cluster at all, just the graph.
@@ -637,7 +641,11 @@ fn run(args: RunArgs) -> ExitCode {
         let (poke_tx, poke_rx) = tokio::sync::mpsc::unbounded_channel();
         let store = cluster.as_ref().map(|c| (c.client(), tokio::runtime::Handle::current()));
         if let Some((client, _)) = &store {
-            if let Err(e) = exports::publish(client, &hostname, &graph.exported).await {
+            // A host that follows deploys publishes once its deploy compiled
+            // (the empty graph's none would withdraw the exports it has).
+            if args.file.is_some()
+                && let Err(e) = exports::publish(client, &hostname, &graph.exported).await
+            {
                 warn!("exports: cannot publish: {e}");
             }
             tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx.clone()));
@@ -713,6 +721,7 @@ fn run(args: RunArgs) -> ExitCode {
         });
         drop(progress_tx);
         let following = matches!(origin, Origin::Deploys { .. });
+        let facts_here = facts.clone();
         let mut reload = reloader(
             Sources {
                 origin,
@@ -728,9 +737,25 @@ fn run(args: RunArgs) -> ExitCode {
         let (mut graph, mut opts) = (graph, opts);
         if following {
             // What the newest deploy renders to here, if there is one and it
-            // compiles (else the empty graph, and the error in the status).
-            match tokio::task::block_in_place(|| (reload.compile)()) {
-                Ok(Some((first, id))) => {
+            // compiles; else (a restart after a deploy this host could not
+            // run) the newest older one that does, as it ran before.
+            let first = match tokio::task::block_in_place(|| (reload.compile)()) {
+                Ok(first) => first,
+                Err(e) if single_pass => {
+                    nothing_applied = Some((EXIT_BAD_INPUT, e));
+                    None
+                }
+                Err(e) => {
+                    error!("{e}");
+                    let client = cluster.as_ref().map(|c| c.client());
+                    match client {
+                        Some(c) => fleet::newest_that_compiles(&c, &facts_here).await,
+                        None => None,
+                    }
+                }
+            };
+            match first {
+                Some((first, id)) => {
                     info!(
                         "running deploy {id}, graph {:?}: {} vertices",
                         first.name,
@@ -738,13 +763,25 @@ fn run(args: RunArgs) -> ExitCode {
                     );
                     (graph, opts.tag) = (first, id);
                 }
-                Ok(None) => info!("no deploy yet: running an empty graph until one comes"),
-                Err(e) => error!("{e}\nrunning an empty graph until a deploy runs here"),
+                None if single_pass && nothing_applied.is_none() => {
+                    nothing_applied = Some((
+                        EXIT_FAILED,
+                        "error: no deploy to apply here (mgmt deploy puts one in)".into(),
+                    ));
+                }
+                None => info!("no deploy runs here yet: running an empty graph until one does"),
             }
         }
-        let report = mgmt_io::run(graph, opts, Some(reload), shutdown)
-            .await
-            .map_err(|e| e.to_string());
+        let report = match &nothing_applied {
+            Some((_, why)) => {
+                // The run's progress ends here: the status task says goodbye.
+                drop((opts, reload));
+                Err(why.clone())
+            }
+            None => mgmt_io::run(graph, opts, Some(reload), shutdown)
+                .await
+                .map_err(|e| e.to_string()),
+        };
         if let Some(n) = &notifier {
             n.send("STOPPING=1");
         }
@@ -773,6 +810,10 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(EXIT_FAILED);
             }
         }
+    }
+    if let Some((code, why)) = nothing_applied {
+        report!("{why}");
+        return ExitCode::from(code);
     }
     match report {
         Ok(report) if report.failed.is_empty() => {

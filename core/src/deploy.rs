@@ -38,7 +38,10 @@ pub fn id_of(key: &str) -> Result<u64, String> {
         return Err(format!("{key}: expected {PREFIX} and a 20-digit id"));
     }
     match digits.parse::<u64>() {
-        Ok(0) | Err(_) => Err(format!("{key}: not a deploy id (1 or more)")),
+        // The largest would leave no next id.
+        Ok(0) | Ok(u64::MAX) | Err(_) => {
+            Err(format!("{key}: not a deploy id (1 to {})", u64::MAX - 1))
+        }
         Ok(id) => Ok(id),
     }
 }
@@ -168,6 +171,8 @@ mod tests {
         assert!(id_of("/_mgmt/deploy/12").is_err());
         assert!(id_of(&key(0)).is_err());
         assert!(id_of("/_mgmt/deploy/0000000000000000000x").is_err());
+        assert!(id_of(&key(u64::MAX)).is_err());
+        assert!(id_of("/_mgmt/deploy/99999999999999999999").is_err());
     }
 
     #[test]

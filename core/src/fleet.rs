@@ -177,17 +177,23 @@ pub enum Verdict {
     Waiting(Vec<String>),
 }
 
-/// Where deploy `id` stands. A host that cannot run it, or fails on it, has
-/// settled; so has one that runs a newer deploy (it never goes back).
+/// Where deploy `id` stands over the live hosts that follow deploys (a
+/// host running a local `--file` never runs one). A host that fails on it
+/// has settled, and so has one that cannot run it or a newer one (it will
+/// never run `id`); one already on a newer deploy is done with `id` (it
+/// never goes back).
 pub fn verdict(rows: &[Row], id: u64) -> Verdict {
     let mut failed = Vec::new();
     let mut waiting = Vec::new();
-    for row in rows.iter().filter(|r| r.reachable) {
+    let following = |r: &&Row| r.reachable && !matches!(r.status.source, Source::File(_));
+    for row in rows.iter().filter(following) {
         let s = &row.status;
-        let cannot = s.error.as_ref().is_some_and(|e| e.deploy >= id);
-        match s.deploy() {
+        let runs = s.deploy();
+        let cannot =
+            runs.is_none_or(|d| d < id) && s.error.as_ref().is_some_and(|e| e.deploy >= id);
+        match runs {
             _ if cannot => failed.push(row.clone()),
-            Some(d) if d > id => failed.push(row.clone()),
+            Some(d) if d > id => {}
             Some(d) if d == id => match s.state {
                 State::Converged => {}
                 State::Failed => failed.push(row.clone()),
@@ -196,7 +202,7 @@ pub fn verdict(rows: &[Row], id: u64) -> Verdict {
             _ => waiting.push(row.host.clone()),
         }
     }
-    if !waiting.is_empty() || !rows.iter().any(|r| r.reachable) {
+    if !waiting.is_empty() || !rows.iter().any(|r| following(&r)) {
         Verdict::Waiting(waiting)
     } else if !failed.is_empty() {
         Verdict::Failed(failed)
@@ -288,8 +294,25 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
-        // A host already on a newer deploy never runs this one.
-        let all = vec![status("h1", Source::Deploy(3), State::Converged)];
-        assert!(matches!(verdict(&rows(all, &alive), 2), Verdict::Failed(_)));
+        // A host already on a newer deploy is done with this one; one that
+        // runs this one and cannot run the next has not failed on it; a
+        // host with a local file is not waited for.
+        let mut on_2 = status("h2", Source::Deploy(2), State::Converged);
+        on_2.error = Some(DeployError {
+            deploy: 3,
+            message: "bad".into(),
+        });
+        let all = vec![
+            status("h1", Source::Deploy(3), State::Converged),
+            on_2,
+            status("h3", Source::File("/g.yaml".into()), State::Applying),
+        ];
+        assert_eq!(verdict(&rows(all, &alive), 2), Verdict::Converged);
+        let all = vec![status(
+            "h3",
+            Source::File("/g.yaml".into()),
+            State::Converged,
+        )];
+        assert_eq!(verdict(&rows(all, &alive), 2), Verdict::Waiting(vec![]));
     }
 }

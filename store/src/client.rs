@@ -46,6 +46,13 @@ pub enum ClientError {
     InvalidEndpoint { url: String, reason: String },
 }
 
+impl ClientError {
+    /// The server refused for want of rights (not for being unreachable).
+    pub fn permission_denied(&self) -> bool {
+        matches!(self, ClientError::Status(s) if s.code() == Code::PermissionDenied)
+    }
+}
+
 /// Response metadata of mgmt's MemberList: where the answering member's
 /// membership config is in the log, `TERM.INDEX`.
 pub const CONFIG_LOG_HEADER: &str = "mgmt-config-log";
@@ -153,6 +160,9 @@ fn retryable(s: &Status) -> bool {
         _ => s.message().contains("leader") || s.message().contains("timed out"),
     }
 }
+
+/// The largest response a read takes.
+const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
 /// One attempt of a call: its deadline, and the auth token to send.
 #[derive(Clone)]
@@ -289,32 +299,30 @@ impl EtcdClient {
             }
             let (idx, ch) = self.channel()?;
             let per = left.min(self.inner.attempt_timeout);
-            let token = match tokio::time::timeout(per, self.token(&ch, per)).await {
-                Ok(Ok(token)) => token,
-                Ok(Err(s)) if !retryable(&s) => return Err(ClientError::Status(s)),
-                Ok(Err(s)) => {
-                    last = s.to_string();
-                    self.fail_over(idx);
-                    continue;
-                }
-                Err(_) => {
-                    last = "deadline exceeded".into();
-                    self.fail_over(idx);
-                    continue;
-                }
-            };
-            let attempt = Call {
-                timeout: per,
-                token,
-            };
             // The deadline also bounds connecting, which the request timeout
             // does not cover in every tonic version.
-            match tokio::time::timeout(per, call(ch, attempt)).await {
+            let outcome = tokio::time::timeout(per, async {
+                let token = self.token(&ch, per).await?;
+                call(
+                    ch,
+                    Call {
+                        timeout: per,
+                        token,
+                    },
+                )
+                .await
+            })
+            .await;
+            match outcome {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(s)) if token_refused(&s) && self.inner.user.is_some() => {
-                    // Authenticate again on the next attempt.
+                    // Authenticate again on the next attempt, on this endpoint.
                     *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     last = s.to_string();
+                    attempts += 1;
+                    if attempts > 1 {
+                        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+                    }
                     continue;
                 }
                 Ok(Err(s)) if !retryable(&s) => return Err(ClientError::Status(s)),
@@ -379,9 +387,18 @@ impl EtcdClient {
 
     /// Read every key under `prefix`; returns the store revision of the read too.
     pub async fn get_prefix(&self, prefix: &[u8]) -> Result<(i64, Vec<KeyValue>), ClientError> {
+        self.get_range(prefix, &prefix_end(prefix)).await
+    }
+
+    /// Read every key in `[key, range_end)`, and the revision of the read.
+    pub async fn get_range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(i64, Vec<KeyValue>), ClientError> {
         let req = pb::RangeRequest {
-            key: prefix.to_vec(),
-            range_end: prefix_end(prefix),
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
             ..Default::default()
         };
         let r = self.range(req).await?;
@@ -392,7 +409,11 @@ impl EtcdClient {
         self.retry(|ch, call| {
             let req = req.clone();
             async move {
+                // A read may hold many large values (etcd's own client
+                // takes up to 2 GiB): tonic's default 4 MiB is no limit of
+                // the server's.
                 pb::kv_client::KvClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
                     .range(call.request(req))
                     .await
                     .map(|r| r.into_inner())

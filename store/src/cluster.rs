@@ -929,15 +929,21 @@ impl<'a> From<&'a crate::client::KeyValue> for RawKv<'a> {
 }
 
 async fn read_keys(ctx: &Ctx, from_own_store: bool) -> Option<(i64, ClusterKeys)> {
-    let prefix = keys::PREFIX.as_bytes();
+    // One range holding both watched ranges (and statuses and exports, but
+    // not the deploys, whose texts may be large).
+    let (key, range_end) = keys::read_range();
     let failed = |e: &dyn std::fmt::Display| debug!(error = %e, "cannot read {}", keys::PREFIX);
     if from_own_store {
         let s = ctx.server.as_ref()?;
-        let (revision, kvs) = s.get_prefix_at(prefix).await.map_err(|e| failed(&e)).ok()?;
+        let (revision, kvs) = s
+            .get_range_at(&key, &range_end)
+            .await
+            .map_err(|e| failed(&e))
+            .ok()?;
         return Some((revision, ClusterKeys::decode(kvs.iter().map(RawKv::from))));
     }
     let (revision, kvs) = client(ctx)
-        .get_prefix(prefix)
+        .get_range(&key, &range_end)
         .await
         .map_err(|e| failed(&e))
         .ok()?;

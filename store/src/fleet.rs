@@ -71,7 +71,14 @@ pub async fn newest(client: &EtcdClient) -> Result<(i64, Option<Deploy>), Client
 /// free and the previous one present, deleting what falls out of the
 /// newest [`deploy::KEEP`].
 pub async fn write(client: &EtcdClient, draft: Draft) -> Result<Deploy, DeployError> {
-    let (_, kvs) = client.get_prefix(deploy::PREFIX.as_bytes()).await?;
+    let prefix = deploy::PREFIX.as_bytes();
+    let ids_only = pb::RangeRequest {
+        key: prefix.to_vec(),
+        range_end: prefix_end(prefix),
+        keys_only: true,
+        ..Default::default()
+    };
+    let kvs = client.range(ids_only).await?.kvs;
     let ids: Vec<u64> = kvs
         .iter()
         .filter_map(|kv| deploy::id_of(&String::from_utf8_lossy(&kv.key)).ok())
@@ -230,8 +237,13 @@ pub async fn publish_status(
         tokio::select! {
             changed = status.changed() => {
                 if changed.is_err() {
+                    // Leaving on purpose: the last status is written, then
+                    // the alive key goes at once.
+                    let value = status.borrow().encode();
                     if let Some(id) = lease {
-                        // Leaving on purpose: the alive key goes at once.
+                        if written.as_ref() != Some(&value) {
+                            let _ = client.put(status_key.as_bytes(), value.as_bytes(), 0).await;
+                        }
                         let _ = client.lease_revoke(id).await;
                     }
                     return;
@@ -249,12 +261,18 @@ pub async fn publish_status(
                     for e in events {
                         let gone = e.r#type == EventType::Delete as i32;
                         let key = e.kv.map(|kv| String::from_utf8_lossy(&kv.key).into_owned());
+                        // On a task of its own: many hosts going at once
+                        // must not hold up this host's keep-alive.
                         if let (true, Some(key)) = (gone, key)
                             && let Ok(h) = fleet::host_of(fleet::ALIVE_PREFIX, &key)
                             && h != host
-                            && let Err(e) = mark_unreachable(&client, h, now()).await
                         {
-                            warn!("status: cannot mark {h} unreachable: {e}");
+                            let (client, h, since) = (client.clone(), h.to_string(), now());
+                            tokio::spawn(async move {
+                                if let Err(e) = mark_unreachable(&client, &h, since).await {
+                                    warn!("status: cannot mark {h} unreachable: {e}");
+                                }
+                            });
                         }
                     }
                 }

@@ -1109,9 +1109,18 @@ impl StoreHandle {
     /// Linearizable read of every key under `prefix`, with the store revision it
     /// read at: a watch from the revision after it misses nothing.
     pub async fn get_prefix_at(&self, prefix: &[u8]) -> Result<(i64, Vec<KeyValue>), StoreError> {
+        self.get_range_at(prefix, &kv::prefix_end(prefix)).await
+    }
+
+    /// [`StoreHandle::get_prefix_at`] of the keys in `[key, range_end)`.
+    pub async fn get_range_at(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(i64, Vec<KeyValue>), StoreError> {
         let req = RangeRequest {
-            key: prefix.to_vec(),
-            range_end: kv::prefix_end(prefix),
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
             ..Default::default()
         };
         self.range_at(req, false).await.map(|(rev, r)| (rev, r.kvs))

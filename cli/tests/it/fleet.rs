@@ -64,6 +64,22 @@ fn deploy(seeds: &str, file: &str, extra: &[&str]) -> Output {
     run_mgmt(&args)
 }
 
+/// `mgmt run --converged-timeout 0` of `host`, following the deploys.
+fn one_shot(work: &Path, seeds: &str, host: &str) -> Output {
+    run_mgmt(&[
+        "run",
+        "--hostname",
+        host,
+        "--prefix",
+        &work.join(format!("state-{host}")).display().to_string(),
+        "--no-server",
+        "--seeds",
+        seeds,
+        "--converged-timeout",
+        "0",
+    ])
+}
+
 /// CheckApply count of each resource in an agent's `--report`.
 fn checks(report: &Path) -> Vec<(String, u64)> {
     let text = std::fs::read_to_string(report).unwrap();
@@ -165,6 +181,14 @@ fn scenario(etcd: Option<&str>) {
         "four agents waiting for a deploy: {:?}",
         status(&seeds)
     );
+    // A one-shot run with no deploy to apply says so and fails.
+    let early = one_shot(work.path(), &seeds, "h0");
+    assert_eq!(early.status.code(), Some(1), "{}", stderr(&early));
+    assert!(
+        stderr(&early).contains("no deploy to apply here"),
+        "{}",
+        stderr(&early)
+    );
 
     // Deploy 1: each host renders the template for itself. (The
     // directories exist: a parent's creation would be one more event.)
@@ -185,7 +209,7 @@ fn scenario(etcd: Option<&str>) {
         );
     }
     let rows = status(&seeds);
-    for (h, alive, r) in &rows {
+    for (h, alive, r) in rows.iter().filter(|(h, ..)| h != "h0") {
         assert!(*alive, "{h}");
         assert_eq!(r["status"]["source"]["deploy"], 1, "{h}: {r}");
         assert_eq!(r["status"]["state"], "converged", "{h}: {r}");
@@ -257,7 +281,7 @@ fn scenario(etcd: Option<&str>) {
     assert_eq!(h3["error"]["deploy"], 4, "{h3}");
     let message = h3["error"]["message"].as_str().unwrap();
     assert!(message.contains("bad.yaml):2:"), "{message}");
-    for (h, _, r) in rows.iter().filter(|(h, ..)| h != "h3") {
+    for (h, _, r) in rows.iter().filter(|(h, ..)| h != "h3" && h != "h0") {
         assert_eq!(r["status"]["source"]["deploy"], 4, "{h}: {r}");
     }
     let table = run_mgmt(&["status", "--seeds", &seeds]);
@@ -283,25 +307,15 @@ fn scenario(etcd: Option<&str>) {
 
     // A one-shot run (`--converged-timeout 0`) applies the newest deploy
     // its render allows and exits: h5 has not run before.
-    let one_shot = run_mgmt(&[
-        "run",
-        "--hostname",
-        "h5",
-        "--prefix",
-        &work.path().join("state-h5").display().to_string(),
-        "--no-server",
-        "--seeds",
-        &seeds,
-        "--converged-timeout",
-        "0",
-    ]);
-    assert!(one_shot.status.success(), "{}", stderr(&one_shot));
-    assert!(
-        stderr(&one_shot).contains("running deploy 4"),
-        "{}",
-        stderr(&one_shot)
-    );
+    let h5 = one_shot(work.path(), &seeds, "h5");
+    assert!(h5.status.success(), "{}", stderr(&h5));
+    assert!(stderr(&h5).contains("running deploy 4"), "{}", stderr(&h5));
     assert_eq!(std::fs::read_to_string(out.join("h5/b")).unwrap(), "B\n");
+    // Its last status says what it did.
+    let rows = status(&seeds);
+    let h5 = &rows.iter().find(|(h, ..)| h == "h5").unwrap().2["status"];
+    assert_eq!(h5["source"]["deploy"], 4, "{h5}");
+    assert_eq!(h5["state"], "converged", "{h5}");
 
     // Unchanged renders ran nothing again: h1 and h3 checked each file once,
     // h2 its `b` three times (deploys 1, 2, 3).

@@ -29,6 +29,16 @@ pub const NOMINATED: &str = "/_mgmt/nominated/";
 pub const ENDPOINTS: &str = "/_mgmt/endpoints/";
 pub const IDEAL_CLUSTER_SIZE: &str = "/_mgmt/idealClusterSize";
 
+/// One range `[key, range_end)` that holds both [`watched_ranges`], read
+/// at one revision. It holds the exports and the statuses too (they sort
+/// between), not the deploys, whose texts may be large.
+pub fn read_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        ENDPOINTS.into(),
+        crate::kv::prefix_end(VOLUNTEERS.as_bytes()),
+    )
+}
+
 /// The ranges `[key, range_end)` that hold every clustering key and no key
 /// of the fleet's (deploys, statuses, alive keys), which change far more
 /// often: what the cluster driver watches. Exports (`/_mgmt/exported/`)
@@ -371,6 +381,11 @@ mod tests {
         ] {
             assert!(watched(&key.encode()), "{key}");
         }
+        let (start, end) = read_range();
+        for (s, e) in watched_ranges() {
+            assert!(start <= s && e <= end);
+        }
+        assert!(crate::deploy::key(1).as_bytes() < start.as_slice());
         for key in [
             crate::deploy::key(1),
             crate::fleet::status_key("h1"),
