@@ -8,6 +8,7 @@ mod clustering;
 mod common;
 mod data_dir;
 mod etcdctl;
+mod fleet;
 mod membership;
 mod persistence;
 mod tls;
