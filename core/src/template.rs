@@ -56,13 +56,20 @@ pub fn render<'a>(file: &str, text: &'a str, facts: &Facts) -> Result<Cow<'a, st
     let ctx = minijinja::context! { host => facts };
     env.render_named_str(file, text, ctx)
         .map(Cow::Owned)
-        .map_err(|e| RenderError {
-            file: file.to_string(),
-            line: e.line(),
-            message: match e.detail() {
+        .map_err(|e| {
+            let mut message = match e.detail() {
                 Some(d) => format!("{}: {d}", e.kind()),
                 None => e.kind().to_string(),
-            },
+            };
+            // minijinja names no undefined variable: the line shows it.
+            if let Some(source) = e.line().and_then(|l| text.lines().nth(l.checked_sub(1)?)) {
+                message += &format!(" in `{}`", source.trim());
+            }
+            RenderError {
+                file: file.to_string(),
+                line: e.line(),
+                message,
+            }
         })
 }
 
@@ -105,6 +112,7 @@ mod tests {
             e.to_string().starts_with("error: g.yaml:2: template: "),
             "{e}"
         );
+        assert!(e.message.ends_with(" in `b: {{ host.nmae }}`"), "{e}");
         let e = render("g.yaml", "a\n\n{% if %}\n", &facts("h")).unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(render("g.yaml", "{{ unknown }}", &facts("h")).is_err());

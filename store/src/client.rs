@@ -239,6 +239,11 @@ impl EtcdClient {
         Ok(())
     }
 
+    /// Endpoint `idx`, for errors.
+    fn endpoint(&self, idx: usize) -> String {
+        self.lock().endpoints.get(idx).cloned().unwrap_or_default()
+    }
+
     /// The endpoints in use.
     pub fn endpoints(&self) -> Vec<String> {
         self.lock().endpoints.clone()
@@ -326,8 +331,8 @@ impl EtcdClient {
                     continue;
                 }
                 Ok(Err(s)) if !retryable(&s) => return Err(ClientError::Status(s)),
-                Ok(Err(s)) => last = s.to_string(),
-                Err(_) => last = "deadline exceeded".into(),
+                Ok(Err(s)) => last = format!("{}: {}", self.endpoint(idx), s.message()),
+                Err(_) => last = format!("{}: deadline exceeded", self.endpoint(idx)),
             }
             self.fail_over(idx);
             attempts += 1;
