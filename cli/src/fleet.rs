@@ -644,6 +644,31 @@ fn build_status(inputs: &mut StatusInputs, last_change: Option<String>) -> HostS
     }
 }
 
+/// The facts `host` published in the cluster (its status), for `mgmt graph
+/// --from-cluster`.
+pub fn published_facts(client: &ClientArgs, host: &str) -> Result<Facts, ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let c = client.connect().map_err(|e| {
+            report!("error: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        })?;
+        let (_, statuses, _) = mgmt_store::fleet::read_status(&c).await.map_err(|e| {
+            report!("error: cannot read the fleet's facts: {e}");
+            ExitCode::from(EXIT_FAILED)
+        })?;
+        match statuses.into_iter().find(|s| s.host == host) {
+            Some(s) => Ok(s.facts),
+            None => {
+                report!(
+                    "error: host {host} has published no status (mgmt status lists those that have)"
+                );
+                Err(ExitCode::from(EXIT_BAD_INPUT))
+            }
+        }
+    })
+}
+
 /// The newest stored deploy that renders and compiles for the host `facts`
 /// describe (no collection, no package AutoEdges: what it ran before a
 /// restart), and its id.

@@ -88,13 +88,19 @@ struct GraphArgs {
     /// The graph, in YAML.
     #[arg(long, short = 'f')]
     file: PathBuf,
-    /// Render the graph for this host (its facts are this machine's but for
-    /// the name): what it would run.
+    /// Render the graph for this host: what it would run. Its facts are
+    /// this machine's but for the name, or with --from-cluster the ones it
+    /// published.
     #[arg(long)]
     hostname: Option<String>,
+    /// Render with the facts --hostname published in the cluster (its status).
+    #[arg(long, requires = "hostname")]
+    from_cluster: bool,
     /// Refuse a graph file larger than this many bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_BYTES)]
     max_graph_bytes: u64,
+    #[command(flatten)]
+    client: fleet::ClientArgs,
 }
 
 /// 64 MiB: far beyond any hand-written graph (100 000 resources take ~5 MB).
@@ -177,11 +183,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
-        Command::Graph(args) => match load(
-            &args.file,
-            args.max_graph_bytes,
-            &mgmt_io::facts::gather(&args.hostname.unwrap_or_else(machine_hostname)),
-        ) {
+        Command::Graph(args) => match graph_facts(&args)
+            .and_then(|facts| load(&args.file, args.max_graph_bytes, &facts))
+        {
             Ok((_, graph, _)) => {
                 use std::io::Write as _;
                 let json = serde_json::to_string_pretty(&graph.to_json()).expect("JSON");
@@ -221,6 +225,16 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The facts `mgmt graph` renders with: this machine's (named
+/// `--hostname`), or what that host published.
+fn graph_facts(args: &GraphArgs) -> Result<Facts, ExitCode> {
+    let name = args.hostname.clone().unwrap_or_else(machine_hostname);
+    if !args.from_cluster {
+        return Ok(mgmt_io::facts::gather(&name));
+    }
+    fleet::published_facts(&args.client, &name)
 }
 
 /// Reads and compiles a graph, printing every diagnostic on failure.

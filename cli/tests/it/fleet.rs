@@ -216,6 +216,34 @@ fn scenario(etcd: Option<&str>) {
         assert_eq!(r["status"]["facts"]["name"], h.as_str(), "{h}: {r}");
     }
 
+    // What h2 would run, rendered with the facts it published.
+    let probe = write(
+        work.path(),
+        "probe.yaml",
+        "graph: probe\nresources:\n  noop:\n  - name: \"n-{{ host.name }}-{{ host.os }}\"\n",
+    );
+    let graph_of = |host: &str| {
+        run_mgmt(&[
+            "graph",
+            "--file",
+            &probe,
+            "--hostname",
+            host,
+            "--from-cluster",
+            "--seeds",
+            &seeds,
+        ])
+    };
+    let shown = graph_of("h2");
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let h2_os = rows.iter().find(|(h, ..)| h == "h2").unwrap().2["status"]["facts"]["os"].clone();
+    let want = format!("Noop[n-h2-{}]", h2_os.as_str().unwrap());
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains(&want),
+        "{want}"
+    );
+    assert_eq!(graph_of("h9").status.code(), Some(2));
+
     // Deploy 2 changes h2's render only: only h2's `b` runs again.
     let v2 = write(
         work.path(),
