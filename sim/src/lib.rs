@@ -823,8 +823,9 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             break;
         }
         if sim.elapsed() > deadline {
+            let tail = w.trace[w.trace.len().saturating_sub(60)..].join("\n");
             return Err(format!(
-                "deploys: the newest is {newest}, but {}",
+                "deploys: the newest is {newest}, but {}\nlast events:\n{tail}",
                 behind.join("; ")
             ));
         }

@@ -144,6 +144,16 @@ fn volunteers_join_and_leave_during_leader_election() {
     assert!(elected_after_crash, "no election after the crash: {r:#?}");
 }
 
+/// Seeds 57641 and 56591 (this session's sweep): a member removed from the
+/// cluster kept serving watches with its last leader, so a client whose
+/// watch sat on it never heard of a deploy (or a clustering change) again.
+/// A member not in its own membership ends `hasleader` watches now.
+#[test]
+fn a_watch_on_a_removed_member_moves_to_the_cluster() {
+    replay(57641);
+    replay(56591);
+}
+
 #[test]
 fn partition_and_heal() {
     let mut c = Config::article(seed_base());

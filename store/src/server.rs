@@ -690,13 +690,18 @@ impl pb::watch_server::Watch for Etcd {
     ) -> Result<Response<Self::WatchStream>, Status> {
         // etcd's `hasleader`: a member without a leader refuses the watch and
         // ends it once it loses its leader, so the client fails over rather
-        // than wait on a member that cannot learn of changes.
+        // than wait on a member that cannot learn of changes. So does a
+        // member removed from the cluster: it keeps its last leader, and
+        // hears of no change again.
         let needs_leader = req
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v.as_bytes() == b"true");
         let mut leader = self.node.raft.server_metrics();
-        if needs_leader && leader.borrow_and_update().current_leader.is_none() {
+        let learns = |m: &openraft::metrics::RaftServerMetrics<u64, crate::MemberNode>| {
+            m.current_leader.is_some() && m.membership_config.membership().get_node(&m.id).is_some()
+        };
+        if needs_leader && !learns(&leader.borrow_and_update()) {
             return Err(Status::unavailable("etcdserver: no leader"));
         }
         let who = self.who(&req)?;
@@ -743,7 +748,7 @@ impl pb::watch_server::Watch for Etcd {
                         replies
                     }
                     r = leader.changed(), if needs_leader => {
-                        if r.is_err() || leader.borrow_and_update().current_leader.is_none() {
+                        if r.is_err() || !learns(&leader.borrow_and_update()) {
                             let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader"))).await;
                             break;
                         }
