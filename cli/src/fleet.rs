@@ -581,14 +581,7 @@ pub async fn publish_status(client: EtcdClient, mut inputs: StatusInputs) {
         }
         let new = build_status(&mut inputs, last_changed.1.clone());
         tx.send_if_modified(|old| {
-            // `updated` alone is no change.
-            let differs = HostStatus {
-                updated: String::new(),
-                ..old.clone()
-            } != HostStatus {
-                updated: String::new(),
-                ..new.clone()
-            };
+            let differs = *old != new;
             if differs {
                 *old = new;
             }
@@ -623,7 +616,8 @@ fn build_status(inputs: &mut StatusInputs, last_change: Option<String>) -> HostS
         changed: p.changed,
         failed: p.failed,
         last_change,
-        updated: now_rfc3339(),
+        // Stamped by the writer, at each write.
+        updated: String::new(),
         unreachable_since: None,
         store: if store.server.is_none() {
             "client"

@@ -318,18 +318,15 @@ fn compile_text(
 fn render_and_compile(name: &str, text: &str, facts: &Facts) -> Result<Graph, String> {
     let text = mgmt_core::template::render(name, text, facts).map_err(|e| e.to_string())?;
     let graph = mgmt_core::compile(name, &text).map_err(|e| e.to_string())?;
-    for_host(graph, &facts.name).map_err(|want| {
-        format!(
-            "error: {name}: graph is for host {want:?}, this is {:?}",
-            facts.name
-        )
-    })
+    for_host(name, graph, &facts.name)
 }
 
-/// `graph`, if it may run on `host`; else the host it is for.
-fn for_host(graph: Graph, host: &str) -> Result<Graph, String> {
+/// `graph` (of file `name`), if it may run on `host`; else the error.
+fn for_host(name: &str, graph: Graph, host: &str) -> Result<Graph, String> {
     match &graph.hostname {
-        Some(want) if want.as_str() != host => Err(want.as_str().to_string()),
+        Some(want) if want.as_str() != host => Err(format!(
+            "error: {name}: graph is for host {want:?}, this is {host:?}"
+        )),
         _ => Ok(graph),
     }
 }
@@ -408,15 +405,8 @@ fn reloader(
             current = (tag, text, exports);
             let (_, text, exports) = &current;
             // The driver calls this on a blocking thread, never on its runtime.
-            let compiled =
-                compile_text(&name, text, &src.facts, exports, &mut known).and_then(|graph| {
-                    for_host(graph, &src.hostname).map_err(|want| {
-                        format!(
-                            "error: {name}: graph is for host {want:?}, this is {:?}",
-                            src.hostname
-                        )
-                    })
-                });
+            let compiled = compile_text(&name, text, &src.facts, exports, &mut known)
+                .and_then(|graph| for_host(&name, graph, &src.hostname));
             if let Origin::Deploys { error, .. } = &src.origin {
                 error.send_replace(compiled.as_ref().err().map(|message| {
                     mgmt_core::fleet::DeployError {
@@ -544,16 +534,17 @@ fn run(args: RunArgs) -> ExitCode {
         }
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    let graph = match (&args.file, for_host(graph, &hostname)) {
-        (_, Ok(graph)) => graph,
-        (Some(file), Err(want)) => {
-            report!(
-                "error: {}: graph is for host {want:?}, this is {hostname:?}",
-                file.display()
-            );
+    let name = args.file.as_ref().map(|f| f.display().to_string());
+    let graph = match for_host(
+        name.as_deref().unwrap_or("(no deploy yet)"),
+        graph,
+        &hostname,
+    ) {
+        Ok(graph) => graph,
+        Err(e) => {
+            report!("{e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
-        (None, Err(_)) => unreachable!("the empty graph names no host"),
     };
     if let Some(dot) = &args.graphviz
         && let Err(e) = std::fs::write(dot, graph.to_dot())

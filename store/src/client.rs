@@ -189,6 +189,23 @@ fn token_refused(s: &Status) -> bool {
     s.code() == Code::Unauthenticated && s.message().contains("invalid auth token")
 }
 
+/// Every value of `kvs` that `decode` (key, value) accepts; the others are
+/// skipped with a warning naming them (`what: skipped: ...`), so one bad key
+/// never hides the rest.
+pub fn decode_each<T>(
+    kvs: Vec<KeyValue>,
+    what: &str,
+    decode: impl Fn(&str, &[u8]) -> Result<T, String>,
+) -> Vec<T> {
+    kvs.into_iter()
+        .filter_map(|kv| {
+            decode(&String::from_utf8_lossy(&kv.key), &kv.value)
+                .map_err(|e| tracing::warn!("{what}: skipped: {e}"))
+                .ok()
+        })
+        .collect()
+}
+
 /// The exclusive end of the range of keys starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     mgmt_core::kv::prefix_end(prefix)
@@ -713,6 +730,17 @@ pub mod txn {
     /// The key does not exist.
     pub fn absent(key: &[u8]) -> pb::Compare {
         cmp(key, pb::compare::CompareResult::Equal, 0)
+    }
+
+    /// The key was last changed at `mod_revision` (nobody wrote it since).
+    pub fn modified_at(key: &[u8], mod_revision: i64) -> pb::Compare {
+        pb::Compare {
+            result: pb::compare::CompareResult::Equal as i32,
+            target: pb::compare::CompareTarget::Mod as i32,
+            key: key.to_vec(),
+            target_union: Some(pb::compare::TargetUnion::ModRevision(mod_revision)),
+            range_end: Vec::new(),
+        }
     }
 
     /// The key exists.

@@ -73,15 +73,10 @@ pub async fn read_all(client: &EtcdClient) -> Result<(i64, Vec<Exported>), Strin
         .get_prefix(export::PREFIX.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for kv in kvs {
-        let key = String::from_utf8_lossy(&kv.key).into_owned();
-        match export::decode(&key, &kv.value) {
-            Ok(e) => out.push(e),
-            Err(e) => warn!("exports: skipped: {e}"),
-        }
-    }
-    Ok((rev, out))
+    Ok((
+        rev,
+        crate::client::decode_each(kvs, "exports", export::decode),
+    ))
 }
 
 /// Keeps `shared` equal to every host's exports, and pokes `changed` when

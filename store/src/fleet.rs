@@ -9,7 +9,9 @@ use mgmt_core::fleet::{self, HostStatus};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::client::{ClientError, EtcdClient, TxnRequest, WatchEvent, prefix_end, txn};
+use crate::client::{
+    ClientError, EtcdClient, TxnRequest, WatchEvent, decode_each, prefix_end, txn,
+};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb::event::EventType;
 
@@ -29,14 +31,7 @@ pub enum DeployError {
 /// is skipped with a warning naming it.
 pub async fn list(client: &EtcdClient) -> Result<(i64, Vec<Deploy>), ClientError> {
     let (rev, kvs) = client.get_prefix(deploy::PREFIX.as_bytes()).await?;
-    let mut out = Vec::new();
-    for kv in kvs {
-        match Deploy::decode(&String::from_utf8_lossy(&kv.key), &kv.value) {
-            Ok(d) => out.push(d),
-            Err(e) => warn!("deploys: skipped: {e}"),
-        }
-    }
-    Ok((rev, out))
+    Ok((rev, decode_each(kvs, "deploys", Deploy::decode)))
 }
 
 /// The newest deploy that parses, read alone (the keys sort as the ids),
@@ -157,13 +152,7 @@ pub async fn read_status(
     client: &EtcdClient,
 ) -> Result<(i64, Vec<HostStatus>, Vec<String>), ClientError> {
     let (rev, kvs) = client.get_prefix(fleet::STATUS_PREFIX.as_bytes()).await?;
-    let mut statuses = Vec::new();
-    for kv in kvs {
-        match HostStatus::decode(&String::from_utf8_lossy(&kv.key), &kv.value) {
-            Ok(s) => statuses.push(s),
-            Err(e) => warn!("status: skipped: {e}"),
-        }
-    }
+    let statuses = decode_each(kvs, "status", HostStatus::decode);
     let (_, kvs) = client.get_prefix(fleet::ALIVE_PREFIX.as_bytes()).await?;
     let alive = kvs
         .iter()
@@ -197,7 +186,8 @@ pub async fn publish_status(
     let alive_key = fleet::alive_key(&host);
     let status_key = fleet::status_key(&host);
     let mut lease: Option<i64> = None;
-    let mut written: Option<String> = None;
+    // The last status written, as built (before its `updated` stamp).
+    let mut written: Option<HostStatus> = None;
     let mut alive_watch = Some(client.watch_prefix(fleet::ALIVE_PREFIX.as_bytes(), 0));
     let keep_alive = Duration::from_secs((ALIVE_TTL_S / 3) as u64);
     // Its own deadline: a host whose status changes all the time still
@@ -220,10 +210,11 @@ pub async fn publish_status(
                 }
             }
         }
-        let value = status.borrow_and_update().encode();
-        if lease.is_some() && written.as_ref() != Some(&value) {
+        let current = status.borrow_and_update().clone();
+        if lease.is_some() && written.as_ref() != Some(&current) {
+            let value = stamped(&current, &now);
             match client.put(status_key.as_bytes(), value.as_bytes(), 0).await {
-                Ok(_) => written = Some(value),
+                Ok(_) => written = Some(current),
                 Err(e) => {
                     warn!("status: cannot write {status_key}: {e}; trying again");
                     retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -239,9 +230,10 @@ pub async fn publish_status(
                 if changed.is_err() {
                     // Leaving on purpose: the last status is written, then
                     // the alive key goes at once.
-                    let value = status.borrow().encode();
+                    let current = status.borrow().clone();
                     if let Some(id) = lease {
-                        if written.as_ref() != Some(&value) {
+                        if written.as_ref() != Some(&current) {
+                            let value = stamped(&current, &now);
                             let _ = client.put(status_key.as_bytes(), value.as_bytes(), 0).await;
                         }
                         let _ = client.lease_revoke(id).await;
@@ -297,6 +289,15 @@ pub async fn publish_status(
     }
 }
 
+/// `status` as written: stamped with the time of the write.
+fn stamped(status: &HostStatus, now: &impl Fn() -> String) -> String {
+    HostStatus {
+        updated: now(),
+        ..status.clone()
+    }
+    .encode()
+}
+
 async fn grant_alive(client: &EtcdClient, key: &str, host: &str) -> Result<i64, ClientError> {
     let id = client.lease_grant(ALIVE_TTL_S).await?;
     client.put(key.as_bytes(), host.as_bytes(), id).await?;
@@ -319,13 +320,7 @@ async fn mark_unreachable(client: &EtcdClient, host: &str, since: String) -> Res
         return Ok(());
     }
     s.unreachable_since = Some(since);
-    let unchanged = pb::Compare {
-        result: pb::compare::CompareResult::Equal as i32,
-        target: pb::compare::CompareTarget::Mod as i32,
-        key: key.as_bytes().to_vec(),
-        target_union: Some(pb::compare::TargetUnion::ModRevision(kv.mod_revision)),
-        range_end: Vec::new(),
-    };
+    let unchanged = txn::modified_at(key.as_bytes(), kv.mod_revision);
     let alive = fleet::alive_key(host);
     client
         .txn(TxnRequest {
