@@ -209,27 +209,33 @@ impl World {
 /// (the put's latency plus one membership change in flight).
 pub const IDEAL_LAG: Duration = Duration::from_secs(10);
 
+/// How many times the operator sets the final ideal size before giving up
+/// (each a put and a read two seconds later).
+const IDEAL_ATTEMPTS: u32 = 20;
+
 /// One put of `idealClusterSize` by the operator.
 #[derive(Clone, Debug)]
 pub struct IdealChange {
     pub size: u32,
     /// When the put was acknowledged. `None` while it runs, and for good if
     /// it failed: a failed put (a deadline exceeded, no quorum) may or may
-    /// not have been applied, so both the old and the new size stay possible
-    /// until a later put is acknowledged.
+    /// not have been applied, and may still be applied after a later put
+    /// was acknowledged (a member held it until a leader was elected), so
+    /// its size stays possible for the rest of the run.
     pub acked: Option<Duration>,
 }
 
 impl World {
     /// The largest ideal size the leader may be acting on now: every size
-    /// asked for and not yet replaced by a later acknowledged put, or replaced
-    /// less than [`IDEAL_LAG`] ago.
+    /// whose put was not acknowledged (it runs, or failed and may land at
+    /// any time), and every acknowledged one not yet replaced by a later
+    /// acknowledged put, or replaced less than [`IDEAL_LAG`] ago.
     pub fn ideal_bound(&self) -> u32 {
         let h = &self.ideal_history;
         (0..h.len())
             .filter(|&i| {
                 let replaced = h[i + 1..].iter().filter_map(|c| c.acked).min();
-                replaced.is_none_or(|t| t + IDEAL_LAG >= self.now)
+                h[i].acked.is_none() || replaced.is_none_or(|t| t + IDEAL_LAG >= self.now)
             })
             .map(|i| h[i].size)
             .max()
@@ -283,6 +289,11 @@ fn ctl_ip() -> IpAddr {
 enum Ctl {
     /// Put the ideal size recorded at this index of `ideal_history`.
     SetIdeal(usize, u32),
+    /// Put the ideal size recorded at this index, then read it back, and put
+    /// it again until the store holds it: an earlier put that failed may
+    /// land after this one, and an operator who sees the old size sets it
+    /// again.
+    SetIdealUntilHeld(usize, u32),
     Write(u64),
     Verify,
     /// Read every host's exports, into `World::exports_in_store`.
@@ -561,7 +572,27 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
                                 let now = w.now;
                                 w.ideal_history[index].acked = Some(now);
                             }
-                            w.log(format!("ctl idealClusterSize={n} ok={}", r.is_ok()));
+                            w.log(format!("ctl idealClusterSize={n} = {r:?}"));
+                        }
+                        Some(Ctl::SetIdealUntilHeld(index, n)) => {
+                            for _ in 0..IDEAL_ATTEMPTS {
+                                let r = client.put(IDEAL_CLUSTER_SIZE.as_bytes(), n.to_string().as_bytes(), 0).await;
+                                {
+                                    let mut w = world.lock().unwrap();
+                                    if r.is_ok() {
+                                        let now = w.now;
+                                        w.ideal_history[index].acked.get_or_insert(now);
+                                    }
+                                    w.log(format!("ctl idealClusterSize={n} = {r:?}"));
+                                }
+                                tokio::time::sleep(Duration::from_secs(2)).await;
+                                let held = client.get(IDEAL_CLUSTER_SIZE.as_bytes()).await;
+                                let held = held.map(|kv| kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
+                                world.lock().unwrap().log(format!("ctl read idealClusterSize = {held:?}"));
+                                if matches!(&held, Ok(Some(v)) if *v == n.to_string()) {
+                                    break;
+                                }
+                            }
                         }
                         Some(Ctl::Write(i)) => {
                             let (k, v) = (format!("/data/k{i}"), format!("v{i}"));
@@ -717,7 +748,7 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
         join(&mut sim, &world, &up, i);
     }
     let index = world.lock().unwrap().ask_ideal(config.final_ideal);
-    let _ = ctl_tx.send(Ctl::SetIdeal(index, config.final_ideal));
+    let _ = ctl_tx.send(Ctl::SetIdealUntilHeld(index, config.final_ideal));
     let want = (config.final_ideal as usize).min(config.hosts);
     let deadline = sim.elapsed() + config.converge_within;
     let members = loop {

@@ -1,7 +1,8 @@
 //! Raft RPCs to peers over HTTP/2 (tonic) on their peer URLs. Every call has a
-//! deadline; payloads are JSON (`mgmtpeer.Blob`).
+//! deadline; payloads are postcard-encoded in a `mgmtpeer.Blob` (see `codec`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::net::Env;
@@ -22,11 +24,34 @@ use crate::pb::mgmtpeer::{Blob, peer_client::PeerClient};
 use crate::types::{MemberNode, NodeId, TypeConfig};
 
 /// A cache of HTTP/2 channels to peer URLs, shared by raft and request forwarding.
+///
+/// A connection can die without closing (a peer frozen or cut off while
+/// frames were in flight): every call on it then times out until HTTP/2's
+/// keepalive gives up, seconds later, which is longer than an election. So a
+/// channel whose peer has answered nothing for [`REDIAL_AFTER`] while calls
+/// fail is dropped, and the next call dials afresh (etcd's rafthttp likewise
+/// closes a stream on error and dials again).
 #[derive(Clone)]
 pub struct Channels {
     env: Env,
-    map: Arc<Mutex<BTreeMap<String, Channel>>>,
+    map: Arc<Mutex<BTreeMap<String, Cached>>>,
 }
+
+struct Cached {
+    channel: Channel,
+    /// Tells this channel from a later one to the same URL.
+    dialed: u64,
+    last_answer: Instant,
+}
+
+/// How long a peer may answer nothing while calls to it fail before its
+/// connection is dialed again: the shortest election timeout, so a healed
+/// link is back before the followers give up on their leader.
+const REDIAL_AFTER: Duration = Duration::from_millis(500);
+
+/// Which channel a call used, to report how it went.
+#[derive(Clone, Copy)]
+pub struct Dialed(u64);
 
 impl Channels {
     pub fn new(env: Env) -> Self {
@@ -37,15 +62,58 @@ impl Channels {
     }
 
     pub fn get(&self, url: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ch) = map.get(url) {
-            return Ok(PeerClient::new(ch.clone()));
-        }
-        let ch = self.env.peer_channel(url)?;
-        map.insert(url.to_string(), ch.clone());
-        Ok(PeerClient::new(ch)
+        self.get_tracked(url).map(|(client, _)| client)
+    }
+
+    /// The client for `url`, and which channel it uses, for [`Self::answered`]
+    /// and [`Self::unanswered`].
+    pub fn get_tracked(
+        &self,
+        url: &str,
+    ) -> Result<(PeerClient<Channel>, Dialed), tonic::transport::Error> {
+        static DIALS: AtomicU64 = AtomicU64::new(0);
+        let mut map = self.lock();
+        let cached = match map.get(url) {
+            Some(c) => c,
+            None => {
+                let channel = self.env.peer_channel(url)?;
+                let cached = Cached {
+                    channel,
+                    dialed: DIALS.fetch_add(1, Ordering::Relaxed),
+                    last_answer: Instant::now(),
+                };
+                map.entry(url.to_string()).or_insert(cached)
+            }
+        };
+        let client = PeerClient::new(cached.channel.clone())
             .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20))
+            .max_encoding_message_size(256 << 20);
+        Ok((client, Dialed(cached.dialed)))
+    }
+
+    /// The peer answered a call on this channel (with a result or an error of
+    /// its own): the connection works.
+    pub fn answered(&self, url: &str, dialed: Dialed) {
+        if let Some(c) = self.lock().get_mut(url).filter(|c| c.dialed == dialed.0) {
+            c.last_answer = Instant::now();
+        }
+    }
+
+    /// A call on this channel got no answer (unreachable, timed out): drop
+    /// the channel if the peer has been silent for [`REDIAL_AFTER`].
+    pub fn unanswered(&self, url: &str, dialed: Dialed) {
+        let mut map = self.lock();
+        if map
+            .get(url)
+            .is_some_and(|c| c.dialed == dialed.0 && c.last_answer.elapsed() >= REDIAL_AFTER)
+        {
+            tracing::debug!(url, "peer silent: dialing its connection again");
+            map.remove(url);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Cached>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -106,9 +174,9 @@ impl PeerConn {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut client = self
+        let (mut client, dialed) = self
             .channels
-            .get(&self.url)
+            .get_tracked(&self.url)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut blob = request(encode(req), timeout);
         // Raft messages are routed by URL; the receiver checks they are meant
@@ -127,11 +195,15 @@ impl PeerConn {
                 return Err(match status.code() {
                     tonic::Code::Unavailable
                     | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+                    | tonic::Code::Cancelled => {
+                        self.channels.unanswered(&self.url, dialed);
+                        RPCError::Unreachable(Unreachable::new(&status))
+                    }
                     _ => RPCError::Network(NetworkError::new(&status)),
                 });
             }
         };
+        self.channels.answered(&self.url, dialed);
         let res: Result<Resp, RaftError<NodeId, E>> = crate::codec::decode(&blob.data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

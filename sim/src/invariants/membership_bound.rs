@@ -2,8 +2,8 @@
 //! growth stops at the ideal size, and a shrink never adds members. The ideal
 //! size is the largest that may be in force ([`crate::World::ideal_bound`]):
 //! one replaced less than [`crate::IDEAL_LAG`] ago (the leader may still be
-//! finishing a change decided on it), or one whose replacement's put has not
-//! been acknowledged (a failed put may or may not have been applied).
+//! finishing a change decided on it), or one whose put was not acknowledged
+//! (a failed put may have been applied, even after a later one).
 
 use crate::World;
 
