@@ -178,6 +178,12 @@ pub struct World {
     pub deploy_violations: Vec<String>,
     /// The newest deploy the store holds, as the operator last read it.
     pub newest_deploy_in_store: Option<u64>,
+    /// Links cut now, as `(a, b)` host names with `a < b`.
+    pub cut: BTreeSet<(String, String)>,
+    /// When the prober's last put was acknowledged.
+    pub last_probe_ack: Option<Duration>,
+    /// When each host's store server last started (it runs since).
+    pub server_started: BTreeMap<String, Duration>,
 }
 
 impl World {
@@ -280,6 +286,20 @@ impl World {
 
 fn ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8))
+}
+
+/// The prober: writes through every host in turn, for
+/// [`invariants::Availability`].
+fn probe_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101))
+}
+
+/// How often the prober writes (each time through the next host).
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+fn cut_pair(a: usize, b: usize) -> (String, String) {
+    let (a, b) = (a.min(b), a.max(b));
+    (format!("h{a}"), format!("h{b}"))
 }
 
 fn ctl_ip() -> IpAddr {
@@ -472,6 +492,10 @@ async fn host_main(
             {
                 let mut w = world.lock().unwrap();
                 w.log(status_line(&name, &st));
+                if st.server.is_some() && w.server_stopped(&name) {
+                    let now = turmoil::sim_elapsed().unwrap_or(w.now);
+                    w.server_started.insert(name.clone(), now);
+                }
                 w.hosts.insert(name.clone(), st);
             }
             let wake = tokio::select! {
@@ -671,33 +695,59 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
         });
     }
 
-    let mut bound = invariants::MembershipBound::default();
-    let mut stopped = invariants::StoppedNotMember::default();
+    {
+        let world = world.clone();
+        let hosts = config.hosts;
+        sim.client(probe_ip(), async move {
+            let clients = (1..=hosts)
+                .map(|i| {
+                    let mut cc = ClientConfig::new(vec![format!("http://{}:2379", ip(i))]);
+                    cc.env = Env::new(net::TurmoilNet);
+                    cc.request_timeout = Duration::from_secs(2);
+                    cc.attempt_timeout = Duration::from_secs(2);
+                    EtcdClient::new(cc)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for n in 0u64.. {
+                let client = clients[n as usize % clients.len()].clone();
+                let world = world.clone();
+                tokio::spawn(async move {
+                    let r = client.put(b"/probe", n.to_string().as_bytes(), 0).await;
+                    tracing::debug!(n, ?r, "probe");
+                    if r.is_ok() {
+                        world.lock().unwrap().last_probe_ack = turmoil::sim_elapsed();
+                    }
+                });
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+            Ok(())
+        });
+    }
+
+    let mut checks = Checks::default();
     let mut writes = 0u64;
     let mut partitions: Vec<(usize, usize)> = Vec::new();
-    let step_for = |sim: &mut turmoil::Sim<'_>,
-                    d: Duration,
-                    bound: &mut invariants::MembershipBound,
-                    stopped: &mut invariants::StoppedNotMember|
-     -> Result<(), String> {
-        let end = sim.elapsed() + d;
-        while sim.elapsed() < end {
-            sim.step().map_err(|e| format!("simulation failed: {e}"))?;
-            let mut w = world.lock().unwrap();
-            w.now = sim.elapsed();
-            bound.check(&w)?;
-            invariants::nominated_once(&w)?;
-            invariants::acked_writes_survive(&w)?;
-            invariants::deploys_move_forward(&w)?;
-            if !w.faults_active {
-                stopped.check(&w)?;
+    let step_for =
+        |sim: &mut turmoil::Sim<'_>, d: Duration, checks: &mut Checks| -> Result<(), String> {
+            let end = sim.elapsed() + d;
+            while sim.elapsed() < end {
+                sim.step().map_err(|e| format!("simulation failed: {e}"))?;
+                let mut w = world.lock().unwrap();
+                w.now = sim.elapsed();
+                checks.bound.check(&w)?;
+                checks.available.check(&w)?;
+                invariants::nominated_once(&w)?;
+                invariants::acked_writes_survive(&w)?;
+                invariants::deploys_move_forward(&w)?;
+                if !w.faults_active {
+                    checks.stopped.check(&w)?;
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
 
     // Let the bootstrap host come up first, as in the article.
-    step_for(&mut sim, Duration::from_secs(2), &mut bound, &mut stopped)?;
+    step_for(&mut sim, Duration::from_secs(2), &mut checks)?;
     for op in &config.ops {
         world.lock().unwrap().log(format!("op {op:?}"));
         match op {
@@ -713,11 +763,13 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             Op::Partition(a, b) => {
                 sim.partition(ip(*a), ip(*b));
                 partitions.push((*a, *b));
+                world.lock().unwrap().cut.insert(cut_pair(*a, *b));
                 world.lock().unwrap().faults_active = true;
             }
             Op::RepairAll => {
                 for (a, b) in partitions.drain(..) {
                     sim.repair(ip(a), ip(b));
+                    world.lock().unwrap().cut.remove(&cut_pair(a, b));
                 }
                 world.lock().unwrap().faults_active = false;
             }
@@ -735,13 +787,14 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
             Op::RestartAll => restart_crashed(&mut sim, &world),
             Op::Wait => {}
         }
-        step_for(&mut sim, config.op_time, &mut bound, &mut stopped)?;
+        step_for(&mut sim, config.op_time, &mut checks)?;
     }
 
     // Liveness: faults off, every host up, a final ideal size.
     world.lock().unwrap().log("liveness phase".into());
     for (a, b) in partitions.drain(..) {
         sim.repair(ip(a), ip(b));
+        world.lock().unwrap().cut.remove(&cut_pair(a, b));
     }
     world.lock().unwrap().faults_active = false;
     for i in 1..=config.hosts {
@@ -752,12 +805,7 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     let want = (config.final_ideal as usize).min(config.hosts);
     let deadline = sim.elapsed() + config.converge_within;
     let members = loop {
-        step_for(
-            &mut sim,
-            Duration::from_millis(500),
-            &mut bound,
-            &mut stopped,
-        )?;
+        step_for(&mut sim, Duration::from_millis(500), &mut checks)?;
         let w = world.lock().unwrap();
         if let Some(m) = w.leader_members()
             && m.len() == want
@@ -776,14 +824,14 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     };
     // Every acknowledged write is still there.
     let _ = ctl_tx.send(Ctl::Verify);
-    step_for(&mut sim, Duration::from_secs(5), &mut bound, &mut stopped)?;
+    step_for(&mut sim, Duration::from_secs(5), &mut checks)?;
     // Every member's agent follows exactly the exports the store holds. (Only
     // members: a host seeded only with hosts that no longer serve never finds
     // the cluster, which no invariant here is about.)
     let deadline = sim.elapsed() + Duration::from_secs(30);
     loop {
         let _ = ctl_tx.send(Ctl::ReadExports);
-        step_for(&mut sim, Duration::from_secs(1), &mut bound, &mut stopped)?;
+        step_for(&mut sim, Duration::from_secs(1), &mut checks)?;
         let w = world.lock().unwrap();
         let Some(truth) = w.exports_in_store.clone() else {
             continue;
@@ -825,7 +873,7 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
     let deadline = sim.elapsed() + Duration::from_secs(30);
     loop {
         let _ = ctl_tx.send(Ctl::ReadNewestDeploy);
-        step_for(&mut sim, Duration::from_secs(1), &mut bound, &mut stopped)?;
+        step_for(&mut sim, Duration::from_secs(1), &mut checks)?;
         let w = world.lock().unwrap();
         let last = [
             format!("graph: d{}a\n", writes + 1),
@@ -870,6 +918,14 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
         trace,
         final_members: members,
     })
+}
+
+/// The invariants that keep state between steps.
+#[derive(Default)]
+struct Checks {
+    bound: invariants::MembershipBound,
+    stopped: invariants::StoppedNotMember,
+    available: invariants::Availability,
 }
 
 fn crash(sim: &mut turmoil::Sim<'_>, world: &Arc<Mutex<World>>, i: usize) {

@@ -10,11 +10,25 @@ fn seed_base() -> u64 {
         .unwrap_or(1)
 }
 
+/// Stamps each log line with simulated milliseconds, as the trace is stamped.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>8}", t.as_millis()),
+            None => write!(w, "{:>8}", "-"),
+        }
+    }
+}
+
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIM_LOG").unwrap_or_else(|_| "off".into()),
         )
+        .with_timer(SimTime)
+        .with_ansi(false)
         .with_test_writer()
         .try_init();
 }

@@ -56,6 +56,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 mod codec;
+mod elections;
 pub mod exports;
 pub mod fleet;
 mod in_flight;
@@ -566,6 +567,7 @@ impl Store {
             shared.lock().data = data;
             revision
         });
+        let log_reader = log.clone();
         let raft = openraft::Raft::new(
             id,
             Arc::new(raft_config),
@@ -592,6 +594,9 @@ impl Store {
             reads,
             puts: Default::default(),
             ranges: Default::default(),
+            log: log_reader,
+            leader_contact: Default::default(),
+            leaderless: watch::channel(false).0,
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -604,6 +609,9 @@ impl Store {
             proposed,
         ));
         tasks.spawn(node::read_indexer(node.raft.clone(), to_confirm));
+        // Campaigns are this task's to call (PreVote), not raft's timer.
+        node.raft.runtime_config().elect(false);
+        tasks.spawn(elections::run(node.clone(), stop_rx.clone()));
         // Log size by bytes, not only by entries: once `snapshot_log_bytes`
         // were appended, a snapshot, then a purge that keeps at most that
         // many bytes of the newest entries (openraft's own purge counts

@@ -313,6 +313,16 @@ impl LogStore {
         None
     }
 
+    /// The id of the last entry in the log (or of the last purged), if any.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let g = self.lock();
+        g.entries
+            .values()
+            .next_back()
+            .map(|p| p.log_id)
+            .or(g.last_purged)
+    }
+
     /// Index of the last entry in the log, if any.
     pub fn last_index(&self) -> Option<u64> {
         let g = self.lock();

@@ -193,11 +193,17 @@ impl PeerConn {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 return Err(match status.code() {
-                    tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled => {
+                    // No connection: openraft backs off before trying again.
+                    tonic::Code::Unavailable => {
                         self.channels.unanswered(&self.url, dialed);
                         RPCError::Unreachable(Unreachable::new(&status))
+                    }
+                    // Slow, not gone: the next heartbeat goes out on time
+                    // (a backoff here left a new leader unable to commit
+                    // for seconds on a slow link).
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                        self.channels.unanswered(&self.url, dialed);
+                        RPCError::Network(NetworkError::new(&status))
                     }
                     _ => RPCError::Network(NetworkError::new(&status)),
                 });

@@ -178,6 +178,11 @@ pub enum AdminOp {
     },
     /// Sent by the leader to the member it hands leadership to: campaign now.
     Campaign,
+    /// Would you vote for a candidate whose last log entry is this? (raft's
+    /// PreVote; see `elections`). Answered `Result<bool, FwdError>`.
+    PreVote {
+        last_log: Option<openraft::LogId<NodeId>>,
+    },
 }
 
 /// Why [`Node::move_leader`] failed, with etcd's texts.
@@ -213,6 +218,13 @@ pub struct Node {
     /// Put and Range requests answered (for metrics).
     pub(crate) puts: std::sync::atomic::AtomicU64,
     pub(crate) ranges: std::sync::atomic::AtomicU64,
+    /// The raft log, to read its last entry's id (for PreVote).
+    pub(crate) log: crate::log_store::LogStore,
+    /// When a leader's AppendEntries was last accepted here.
+    pub(crate) leader_contact: std::sync::Mutex<Option<Instant>>,
+    /// True while this member has not heard a leader for an election
+    /// timeout (see [`Node::leader`]).
+    pub(crate) leaderless: tokio::sync::watch::Sender<bool>,
 }
 
 /// How long to wait before asking the leader again after a retryable failure.
@@ -222,11 +234,37 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const LEADER_PAUSE: Duration = Duration::from_millis(20);
 
 impl Node {
+    /// The leader, if one is known: none while this member has not heard
+    /// it for an election timeout and asks for pre-votes (as etcd's
+    /// pre-candidate has none), though raft still names the last one.
     pub fn leader(&self) -> Option<NodeId> {
+        if *self.leaderless.borrow() {
+            return None;
+        }
         self.raft.metrics().borrow().current_leader
     }
 
-    fn peer_url(&self, id: NodeId) -> Option<String> {
+    /// A leader's AppendEntries was accepted here (or this member just
+    /// stopped leading): a leader is heard, and the election timer starts over.
+    pub(crate) fn heard_leader(&self) {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.leaderless
+            .send_if_modified(|l| std::mem::replace(l, false));
+    }
+
+    /// When a leader's AppendEntries was last accepted here, if ever since
+    /// this server started.
+    pub(crate) fn last_leader_contact(&self) -> Option<Instant> {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn peer_url(&self, id: NodeId) -> Option<String> {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.membership_config
@@ -311,6 +349,11 @@ impl Node {
     }
 
     async fn write_local(&self, command: Command) -> Result<Option<Applied>, FwdError> {
+        // A leader without a quorum proposes nothing: its entries would renew
+        // the lease of the voters it still reaches (see `elections::lead`).
+        if crate::elections::quiet_leader(self) {
+            return Err(FwdError::NotLeader(None));
+        }
         // A leader handing over proposes nothing: a write would reach the
         // voters and renew the lease that keeps them from electing the new one.
         let mut transferring = self.transferring.subscribe();
@@ -341,6 +384,13 @@ impl Node {
     }
 
     async fn read_index_local(&self) -> Result<u64, FwdError> {
+        // Confirming leadership sends heartbeats, which renew the voters'
+        // leases: not from a leader without a quorum (see `elections::lead`),
+        // nor from one handing over (its target's votes wait for them to run
+        // out). The read waits for the next leader, as etcd's do.
+        if crate::elections::quiet_leader(self) || *self.transferring.borrow() {
+            return Err(FwdError::NotLeader(None));
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self.reads.send(reply).is_err() {
             return Err(stopping());
@@ -507,6 +557,11 @@ impl Node {
                 return (self.raft.trigger().elect().await)
                     .map_err(|e| FwdError::Other(e.to_string()));
             }
+            AdminOp::PreVote { .. } => {
+                return Err(FwdError::Other(
+                    "a pre-vote is answered by the peer service".into(),
+                ));
+            }
             AdminOp::AddLearner { id, node } => {
                 MembershipChange::AddLearner(MemberSpec { id, node })
             }
@@ -610,9 +665,12 @@ impl Peer for PeerService {
     async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         self.check_addressee(&req)?;
         let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
-        Ok(Response::new(encode(
-            &self.node.raft.append_entries(rpc).await,
-        )))
+        let res = self.node.raft.append_entries(rpc).await;
+        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+        {
+            self.node.heard_leader();
+        }
+        Ok(Response::new(encode(&res)))
     }
 
     async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
@@ -640,6 +698,10 @@ impl Peer for PeerService {
 
     async fn admin(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let op: AdminOp = decode(req.get_ref())?;
+        if let AdminOp::PreVote { last_log } = op {
+            let yes = crate::elections::would_vote(&self.node, last_log);
+            return Ok(Response::new(encode(&Ok::<bool, FwdError>(yes))));
+        }
         Ok(Response::new(encode(&self.node.admin_local(&op).await)))
     }
 }

@@ -690,18 +690,23 @@ impl pb::watch_server::Watch for Etcd {
     ) -> Result<Response<Self::WatchStream>, Status> {
         // etcd's `hasleader`: a member without a leader refuses the watch and
         // ends it once it loses its leader, so the client fails over rather
-        // than wait on a member that cannot learn of changes. So does a
-        // member removed from the cluster: it keeps its last leader, and
-        // hears of no change again.
+        // than wait on a member that cannot learn of changes. A member that
+        // has not heard its leader for an election timeout has none (see
+        // `Node::leader`): one removed from the cluster, unaware, keeps its
+        // last leader otherwise and hears of no change again.
         let needs_leader = req
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v.as_bytes() == b"true");
         let mut leader = self.node.raft.server_metrics();
-        let learns = |m: &openraft::metrics::RaftServerMetrics<u64, crate::MemberNode>| {
-            m.current_leader.is_some() && m.membership_config.membership().get_node(&m.id).is_some()
+        let mut leaderless = self.node.leaderless.subscribe();
+        let learns = |m: &openraft::metrics::RaftServerMetrics<u64, crate::MemberNode>,
+                      leaderless: bool| {
+            !leaderless
+                && m.current_leader.is_some()
+                && m.membership_config.membership().get_node(&m.id).is_some()
         };
-        if needs_leader && !learns(&leader.borrow_and_update()) {
+        if needs_leader && !learns(&leader.borrow_and_update(), *leaderless.borrow_and_update()) {
             return Err(Status::unavailable("etcdserver: no leader"));
         }
         let who = self.who(&req)?;
@@ -748,7 +753,14 @@ impl pb::watch_server::Watch for Etcd {
                         replies
                     }
                     r = leader.changed(), if needs_leader => {
-                        if r.is_err() || !learns(&leader.borrow_and_update()) {
+                        if r.is_err() || !learns(&leader.borrow_and_update(), *leaderless.borrow()) {
+                            let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader"))).await;
+                            break;
+                        }
+                        Vec::new()
+                    }
+                    r = leaderless.changed(), if needs_leader => {
+                        if r.is_err() || !learns(&leader.borrow(), *leaderless.borrow_and_update()) {
                             let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader"))).await;
                             break;
                         }

@@ -1,0 +1,367 @@
+//! When a member campaigns: raft's PreVote (etcd's `--pre-vote`, on by
+//! default since 3.5), which openraft 0.9 lacks.
+//!
+//! openraft's own timer campaigns as soon as a follower has not heard its
+//! leader for the leader lease plus its election timeout, whatever its log.
+//! A member with a shorter log (it was cut off, or slow) then raises its term
+//! in vain, and the member that could win campaigns at that same term, is
+//! refused, and waits a whole timeout more: three elections' worth of time
+//! with no leader (found by the simulator's availability invariant). So
+//! openraft's timer is off (`enable_elect`), and this task decides instead:
+//! after a randomized timeout without the leader (drawn again each time, as
+//! etcd does) it first asks the other voters whether they would vote for it,
+//! which changes no term, and campaigns only when a majority of every voter
+//! set would. A voter says yes when its own log is not newer and it has not
+//! heard a leader for the lease, the same rule raft's real vote applies next.
+//!
+//! A member that has not heard its leader for that timeout names none
+//! ([`Node::leader`], etcd's pre-candidate): hasleader watches end and
+//! clients go elsewhere. A leader that has heard from no quorum for the lease
+//! steps aside ([`lead`], etcd's CheckQuorum).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{LogId, ServerState};
+
+use futures::StreamExt;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::network::{decode, encode, request};
+use crate::node::{AdminOp, Node};
+use crate::runtime::RaftRng;
+use crate::types::NodeId;
+
+/// Whether a voter would vote for a candidate with this last log id.
+pub(crate) fn would_vote(node: &Node, candidate_last_log: Option<LogId<NodeId>>) -> bool {
+    if node.raft.metrics().borrow().state == ServerState::Leader && !quiet_leader(node) {
+        return false;
+    }
+    let lease = lease(node);
+    let heard_leader = node
+        .last_leader_contact()
+        .is_some_and(|t| t.elapsed() < lease);
+    let mine = node.log.last_log_id();
+    let yes = !heard_leader && candidate_last_log >= mine;
+    tracing::debug!(
+        ?candidate_last_log,
+        ?mine,
+        heard_leader,
+        yes,
+        "asked for a pre-vote"
+    );
+    yes
+}
+
+/// How long a follower that heard a leader keeps refusing votes: openraft's
+/// leader lease, the longest election timeout.
+fn lease(node: &Node) -> Duration {
+    Duration::from_millis(node.raft.config().election_timeout_max)
+}
+
+/// Decide when this member campaigns, until `stop`.
+pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let config = node.raft.config();
+    let (min, max) = (config.election_timeout_min, config.election_timeout_max);
+    let started = Instant::now();
+    let mut attempted: Option<Instant> = None;
+    let mut metrics = node.raft.server_metrics();
+    loop {
+        let is_leader = metrics.borrow_and_update().state == ServerState::Leader;
+        let sets = voter_sets(&node);
+        if is_leader {
+            node.leaderless
+                .send_if_modified(|l| std::mem::replace(l, false));
+            if lead(&node, &mut metrics, &mut stop).await {
+                return;
+            }
+            // Stepped down (a higher term was seen, or it handed over): as a
+            // follower that just heard its leader, it waits a whole lease, so
+            // the member it handed over to, or the one that took over, goes
+            // first.
+            node.heard_leader();
+            attempted = None;
+            continue;
+        }
+        if !sets.iter().any(|set| set.contains(&node.id)) {
+            // A learner (or a member no more) never campaigns.
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            attempted = None;
+            continue;
+        }
+        // After a leader was heard: the lease, then a random share of the
+        // timeout range; after an attempt of ours: a whole random timeout.
+        // The share starts a little after the lease, so that the target of
+        // a MoveLeader, asked to campaign just after it, goes first.
+        let low = min / 4;
+        let jitter = Duration::from_millis(RaftRng.gen_range(low..=(max - min).max(low)));
+        let contact = node.last_leader_contact();
+        let wait_from = match (contact, attempted) {
+            (Some(c), Some(a)) if a >= c => a + Duration::from_millis(min),
+            (Some(c), _) => c + lease(&node),
+            (None, Some(a)) => a + Duration::from_millis(min),
+            (None, None) => started + Duration::from_millis(min),
+        };
+        // The only voter has no one to wait for (a restarted one-member
+        // cluster would sit out a timeout for its own vote).
+        let alone = sets.iter().all(|set| set == &[node.id]);
+        let deadline = if alone && attempted.is_none() {
+            Instant::now()
+        } else {
+            wait_from + jitter
+        };
+        tracing::trace!(id = node.id, ?contact, ?attempted, wait = ?deadline.saturating_duration_since(Instant::now()), "election timer");
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            r = metrics.changed() => { if r.is_err() { return } continue }
+            _ = stop.changed() => return,
+        }
+        if node.last_leader_contact() != contact {
+            continue;
+        }
+        let sets = voter_sets(&node);
+        attempted = Some(Instant::now());
+        // No leader heard for a timeout: say so (hasleader watches end, and
+        // clients go elsewhere) until one is heard again.
+        node.leaderless
+            .send_if_modified(|l| !std::mem::replace(l, true));
+        let term = node.raft.metrics().borrow().current_term;
+        // Campaign only if nothing changed meanwhile: a leader heard, or a
+        // term begun (this member voted for someone).
+        if pre_vote(&node, &sets).await
+            && node.last_leader_contact() == contact
+            && node.raft.metrics().borrow().current_term == term
+        {
+            tracing::debug!("pre-vote won: campaigning");
+            let _ = node.raft.trigger().elect().await;
+        }
+    }
+}
+
+/// While this member leads: raft's CheckQuorum (etcd's, always on), which
+/// openraft 0.9 lacks. A leader that has heard from no quorum for the lease
+/// (cut off from the others, or a joint change needing a voter it cannot
+/// reach) goes quiet: no heartbeats, no new proposals, no leader to name, so
+/// the voters' leases run out and those that can reach each other elect one.
+/// Every lease it asks the voters (a pre-vote question, which renews no lease)
+/// whether a quorum answers again; if one does, it leads on. Returns true once `stop` fires, false when no longer leader.
+async fn lead(
+    node: &Node,
+    metrics: &mut watch::Receiver<
+        openraft::metrics::RaftServerMetrics<NodeId, crate::types::MemberNode>,
+    >,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let lease = lease(node);
+    let lease_ms = lease.as_millis() as u64;
+    let leading = Instant::now();
+    let mut quiet_since: Option<Instant> = None;
+    let mut asked = Instant::now();
+    let stopped = loop {
+        let alone = voter_sets(node).iter().all(|set| set == &[node.id]);
+        if alone && quiet_since.is_none() {
+            // The only voter has no quorum to lose: wait for a change.
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { break true },
+                _ = stop.changed() => break true,
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(lease / 4) => {}
+                r = metrics.changed() => if r.is_err() { break true },
+                _ = stop.changed() => break true,
+            }
+        }
+        if metrics.borrow_and_update().state != ServerState::Leader {
+            break false;
+        }
+        if *node.transferring.borrow() {
+            // MoveLeader silenced this leader on purpose (`Node::move_leader`).
+            continue;
+        }
+        // None until a quorum first acknowledged this leader.
+        let acked_ms_ago = node.raft.metrics().borrow().millis_since_quorum_ack;
+        let since_ack = acked_ms_ago.unwrap_or(leading.elapsed().as_millis() as u64);
+        let lost = !alone && since_ack > lease_ms;
+        match quiet_since {
+            None if lost => {
+                tracing::warn!(
+                    "this leader has heard from no quorum for {lease:?}: stepping aside so that \
+                     the voters that can reach each other elect one"
+                );
+                quiet_since = Some(Instant::now());
+                asked = Instant::now();
+                node.raft.runtime_config().heartbeat(false);
+                node.leaderless.send_replace(true);
+            }
+            // Asked, not heartbeaten: a heartbeat would renew the lease of
+            // the voters this leader reaches, and keep them from electing.
+            Some(_) if asked.elapsed() >= lease => {
+                asked = Instant::now();
+                let sets = voter_sets(node);
+                if reaches_quorum(node, &sets).await
+                    && metrics.borrow().state == ServerState::Leader
+                {
+                    tracing::info!("a quorum answers this leader again: leading on");
+                    quiet_since = None;
+                    node.raft.runtime_config().heartbeat(true);
+                    node.leaderless.send_replace(false);
+                }
+            }
+            _ => {}
+        }
+    };
+    if quiet_since.is_some() {
+        node.raft.runtime_config().heartbeat(true);
+    }
+    stopped
+}
+
+/// Whether this member leads but has gone quiet (see [`lead`]).
+pub(crate) fn quiet_leader(node: &Node) -> bool {
+    *node.leaderless.borrow() && node.raft.metrics().borrow().state == ServerState::Leader
+}
+
+/// The voter sets of this member's membership: one, or two while joint.
+fn voter_sets(node: &Node) -> Vec<Vec<NodeId>> {
+    let m = node.raft.metrics();
+    let m = m.borrow();
+    m.membership_config
+        .membership()
+        .get_joint_config()
+        .iter()
+        .map(|set| set.iter().copied().collect())
+        .collect()
+}
+
+/// Ask every other voter whether it would vote for this member; true when a
+/// majority of every voter set (this member included) would.
+async fn pre_vote(node: &Node, sets: &[Vec<NodeId>]) -> bool {
+    ask(node, sets, "pre-vote", |answer| answer == Some(true)).await
+}
+
+/// Whether a majority of every voter set (this member included) answers at
+/// all, whatever it answers: a quorum this member reaches.
+async fn reaches_quorum(node: &Node, sets: &[Vec<NodeId>]) -> bool {
+    ask(node, sets, "quorum check", |answer| answer.is_some()).await
+}
+
+/// Ask every other voter the pre-vote question; `counts` says whether an
+/// answer (`None`: none came) counts toward the majority of every voter set
+/// this returns.
+async fn ask(
+    node: &Node,
+    sets: &[Vec<NodeId>],
+    why: &str,
+    counts: impl Fn(Option<bool>) -> bool,
+) -> bool {
+    let last_log = node.log.last_log_id();
+    let others: std::collections::BTreeSet<NodeId> = sets
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|id| *id != node.id)
+        .collect();
+    let timeout = Duration::from_millis(node.raft.config().election_timeout_min);
+    let asks = others.into_iter().map(|id| async move {
+        let Some(mut peer) = node
+            .peer_url(id)
+            .and_then(|url| node.channels.get(&url).ok())
+        else {
+            return (id, None);
+        };
+        let op = AdminOp::PreVote { last_log };
+        // The deadline is the caller's to keep: a peer that is gone
+        // (crashed, its connection not yet closed) never answers.
+        let answer = tokio::time::timeout(timeout, peer.admin(request(encode(&op), timeout)));
+        let answer = match answer.await {
+            Ok(Ok(r)) => Some(
+                decode::<Result<bool, crate::node::FwdError>>(r.get_ref())
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(false),
+            ),
+            // A member of an older version does not know the question:
+            // it votes as raft alone decides, so count it as raft would.
+            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => Some(true),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        (id, answer)
+    });
+    // Done as soon as the answers decide it: a peer that is gone would hold
+    // the round for the whole timeout, and an answer that old may be stale.
+    let mut pending: futures::stream::FuturesUnordered<_> = asks.collect();
+    let mut counted: BTreeMap<NodeId, bool> = BTreeMap::new();
+    let won = loop {
+        if let Some(decided) = decided(node.id, sets, &counted) {
+            break decided;
+        }
+        match pending.next().await {
+            Some((id, answer)) => {
+                counted.insert(id, counts(answer));
+            }
+            None => break false,
+        }
+    };
+    tracing::debug!(?last_log, ?counted, won, "{why}");
+    won
+}
+
+/// Whether these answers (this member's own yes included) already win a
+/// majority of every voter set (`Some(true)`), can no longer (`Some(false)`),
+/// or may still.
+fn decided(me: NodeId, sets: &[Vec<NodeId>], answers: &BTreeMap<NodeId, bool>) -> Option<bool> {
+    let mut all_won = true;
+    for set in sets {
+        let yes = set
+            .iter()
+            .filter(|id| **id == me || answers.get(id) == Some(&true))
+            .count();
+        let no = set
+            .iter()
+            .filter(|id| answers.get(id) == Some(&false))
+            .count();
+        if (set.len() - no) * 2 <= set.len() {
+            return Some(false);
+        }
+        all_won &= yes * 2 > set.len();
+    }
+    all_won.then_some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pre_vote_is_decided_by_a_majority_of_every_voter_set() {
+        let answers = |a: &[(NodeId, bool)]| a.iter().copied().collect::<BTreeMap<_, _>>();
+        let three = vec![vec![1, 2, 3]];
+        assert_eq!(decided(1, &three, &answers(&[])), None);
+        assert_eq!(decided(1, &three, &answers(&[(2, true)])), Some(true));
+        assert_eq!(decided(1, &three, &answers(&[(2, false)])), None);
+        assert_eq!(
+            decided(1, &three, &answers(&[(2, false), (3, false)])),
+            Some(false)
+        );
+        // Joint: {1,2,3} and {1,4,5}: a yes from 2 alone is not enough.
+        let joint = vec![vec![1, 2, 3], vec![1, 4, 5]];
+        assert_eq!(decided(1, &joint, &answers(&[(2, true)])), None);
+        assert_eq!(
+            decided(1, &joint, &answers(&[(2, true), (5, true)])),
+            Some(true)
+        );
+        assert_eq!(
+            decided(1, &joint, &answers(&[(4, false), (5, false)])),
+            Some(false)
+        );
+        // The only voter wins alone.
+        assert_eq!(decided(1, &[vec![1]], &answers(&[])), Some(true));
+    }
+}
