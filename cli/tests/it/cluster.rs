@@ -428,6 +428,26 @@ fn stock_etcdctl_maintenance_works_against_three_agents() {
 /// acknowledged is still there afterwards.
 #[test]
 fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
+    leader_fault_under_write_load(LeaderFault::Kill);
+}
+
+/// A leader frozen longer than an election timeout (SIGSTOP, as a VM pause or
+/// a stalled disk does): the other two elect a leader and take writes while
+/// it is stopped; once continued it follows the new leader, and no
+/// acknowledged write is lost.
+#[test]
+fn pausing_the_leader_under_write_load_moves_writes_to_the_others() {
+    leader_fault_under_write_load(LeaderFault::Pause);
+}
+
+enum LeaderFault {
+    Kill,
+    Pause,
+}
+
+/// Three agents under four etcdctl writers; the leader is killed or paused;
+/// writes must resume on the others, and every acknowledged one be stored.
+fn leader_fault_under_write_load(fault: LeaderFault) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let d = tempfile::tempdir().unwrap();
@@ -476,14 +496,38 @@ fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
         .iter()
         .position(|h| leader_url.ends_with(&format!(":{}", h.client)))
         .expect("the leader is one of ours");
-    let mut leader = hosts.remove(at);
-    leader.agent.child.kill().unwrap();
-    leader.agent.child.wait().unwrap();
+    let pid = nix::unistd::Pid::from_raw(hosts[at].agent.pid());
     let before = count();
+    match fault {
+        LeaderFault::Kill => {
+            let mut leader = hosts.remove(at);
+            leader.agent.child.kill().unwrap();
+            leader.agent.child.wait().unwrap();
+        }
+        LeaderFault::Pause => {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        }
+    }
+    let resumed = wait_until(T, || count() >= before + 40);
+    if let LeaderFault::Pause = fault {
+        // Continued whatever happened, so that the agent can be stopped.
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    }
     assert!(
-        wait_until(T, || count() >= before + 40).is_some(),
-        "writes never resumed after the leader died"
+        resumed.is_some(),
+        "writes never resumed after the leader stopped"
     );
+    if let LeaderFault::Pause = fault {
+        // The old leader follows again: every member agrees on three voters,
+        // and writes go on.
+        let all: Vec<&H> = hosts.iter().collect();
+        wait_members(&all, 3);
+        let now = count();
+        assert!(
+            wait_until(T, || count() >= now + 20).is_some(),
+            "writes stopped once the old leader came back"
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
