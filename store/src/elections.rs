@@ -11,8 +11,9 @@
 //! after a randomized timeout without the leader (drawn again each time, as
 //! etcd does) it first asks the other voters whether they would vote for it,
 //! which changes no term, and campaigns only when a majority of every voter
-//! set would. A voter says yes when its own log is not newer and it has not
-//! heard a leader for the lease, the same rule raft's real vote applies next.
+//! set would. A voter says yes when the term asked for is above its own, its
+//! own log is not newer, and it has not heard a leader for the lease: the
+//! rules raft's real vote applies next.
 //!
 //! A member that has not heard its leader for that timeout names none
 //! ([`Node::leader`], etcd's pre-candidate): hasleader watches end and
@@ -35,9 +36,20 @@ use crate::node::{AdminOp, Node};
 use crate::runtime::RaftRng;
 use crate::types::NodeId;
 
-/// Whether a voter would vote for a candidate with this last log id.
-pub(crate) fn would_vote(node: &Node, candidate_last_log: Option<LogId<NodeId>>) -> bool {
-    if node.raft.metrics().borrow().state == ServerState::Leader && !quiet_leader(node) {
+/// Whether a voter would vote for a candidate at `term` with this last log
+/// id: as raft's PreVote, only for a term above its own (a member that has
+/// begun a campaign of its own, or voted in one, refuses its rivals).
+pub(crate) fn would_vote(
+    node: &Node,
+    term: u64,
+    candidate_last_log: Option<LogId<NodeId>>,
+) -> bool {
+    let (state, my_term) = {
+        let m = node.raft.metrics();
+        let m = m.borrow();
+        (m.state, m.current_term)
+    };
+    if (state == ServerState::Leader && !quiet_leader(node)) || term <= my_term {
         return false;
     }
     let lease = lease(node);
@@ -69,6 +81,10 @@ pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let started = Instant::now();
     let mut attempted: Option<Instant> = None;
     let mut metrics = node.raft.server_metrics();
+    // When this member last saw its vote change (it voted for a candidate,
+    // or saw a higher term): as in raft, that starts the timer over.
+    let mut vote = metrics.borrow().vote;
+    let mut voted_at: Option<Instant> = None;
     loop {
         let is_leader = metrics.borrow_and_update().state == ServerState::Leader;
         let sets = voter_sets(&node);
@@ -96,16 +112,19 @@ pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         // After a leader was heard: the lease, then a random share of the
-        // timeout range; after an attempt of ours: a whole random timeout.
-        // The share starts a little after the lease, so that the target of
-        // a MoveLeader, asked to campaign just after it, goes first.
+        // timeout range. The share starts a little after the lease, so that
+        // the target of a MoveLeader, asked to campaign just after it, goes
+        // first. After an attempt of ours (refused, or a vote split with
+        // another candidate that passed its pre-vote too): a new random
+        // share, so that two candidates drift apart.
         let low = min / 4;
         let jitter = Duration::from_millis(RaftRng.gen_range(low..=(max - min).max(low)));
         let contact = node.last_leader_contact();
-        let wait_from = match (contact, attempted) {
-            (Some(c), Some(a)) if a >= c => a + Duration::from_millis(min),
+        let heard = contact.max(voted_at);
+        let wait_from = match (heard, attempted) {
+            (Some(c), Some(a)) if a >= c => a,
             (Some(c), _) => c + lease(&node),
-            (None, Some(a)) => a + Duration::from_millis(min),
+            (None, Some(a)) => a,
             (None, None) => started + Duration::from_millis(min),
         };
         // The only voter has no one to wait for (a restarted one-member
@@ -119,7 +138,19 @@ pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         tracing::trace!(id = node.id, ?contact, ?attempted, wait = ?deadline.saturating_duration_since(Instant::now()), "election timer");
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            r = metrics.changed() => { if r.is_err() { return } continue }
+            r = metrics.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let now = metrics.borrow().vote;
+                // A vote for another candidate, not this member's own
+                // campaign, nor the commit of a vote it had.
+                if now.leader_id != vote.leader_id && now.leader_id.voted_for() != Some(node.id) {
+                    voted_at = Some(Instant::now());
+                }
+                vote = now;
+                continue;
+            }
             _ = stop.changed() => return,
         }
         if node.last_leader_contact() != contact {
@@ -262,6 +293,7 @@ async fn ask(
     counts: impl Fn(Option<bool>) -> bool,
 ) -> bool {
     let last_log = node.log.last_log_id();
+    let term = node.raft.metrics().borrow().current_term + 1;
     let others: std::collections::BTreeSet<NodeId> = sets
         .iter()
         .flatten()
@@ -276,7 +308,7 @@ async fn ask(
         else {
             return (id, None);
         };
-        let op = AdminOp::PreVote { last_log };
+        let op = AdminOp::PreVote { term, last_log };
         // The deadline is the caller's to keep: a peer that is gone
         // (crashed, its connection not yet closed) never answers.
         let answer = tokio::time::timeout(timeout, peer.admin(request(encode(&op), timeout)));

@@ -178,9 +178,10 @@ pub enum AdminOp {
     },
     /// Sent by the leader to the member it hands leadership to: campaign now.
     Campaign,
-    /// Would you vote for a candidate whose last log entry is this? (raft's
-    /// PreVote; see `elections`). Answered `Result<bool, FwdError>`.
+    /// Would you vote for a candidate at this term whose last log entry is
+    /// this? (raft's PreVote; see `elections`). Answered `Result<bool, FwdError>`.
     PreVote {
+        term: u64,
         last_log: Option<openraft::LogId<NodeId>>,
     },
 }
@@ -698,8 +699,8 @@ impl Peer for PeerService {
 
     async fn admin(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let op: AdminOp = decode(req.get_ref())?;
-        if let AdminOp::PreVote { last_log } = op {
-            let yes = crate::elections::would_vote(&self.node, last_log);
+        if let AdminOp::PreVote { term, last_log } = op {
+            let yes = crate::elections::would_vote(&self.node, term, last_log);
             return Ok(Response::new(encode(&Ok::<bool, FwdError>(yes))));
         }
         Ok(Response::new(encode(&self.node.admin_local(&op).await)))

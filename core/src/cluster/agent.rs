@@ -596,11 +596,18 @@ impl Agent {
         };
         let me = agent.config.host.clone();
         if agent.bootstrap() {
+            // The store starts from the state it has (a restarted first
+            // host), and bootstraps a cluster only without one.
+            let reason = if stored.has_state {
+                Reason::Restart
+            } else {
+                Reason::Bootstrap
+            };
             agent.act(Action::StartServer {
                 mode: StartMode::Bootstrap,
                 member_id: member_id(&me),
                 discard_first: false,
-                reason: Reason::Bootstrap,
+                reason,
             });
             agent.server = Server::Starting {
                 nomination: None,

@@ -1396,3 +1396,26 @@ fn a_bootstrap_server_its_own_log_counts_out_does_not_adopt_a_new_nomination() {
         "{got:?}"
     );
 }
+
+/// The first host restarted with its state says so: the store restarts from
+/// that state (bootstrap mode makes a cluster only when there is none).
+#[test]
+fn a_restarted_bootstrap_host_restarts_from_its_state() {
+    let id = member_id("h1");
+    let stored = Stored {
+        has_state: true,
+        member_id: Some(id),
+        ..Stored::default()
+    };
+    let mut a = Agent::new(config("h1", &[]), stored);
+    let first = actions(&drain(&mut a)).into_iter().next();
+    assert_eq!(
+        first,
+        Some(Action::StartServer {
+            mode: StartMode::Bootstrap,
+            member_id: id,
+            discard_first: false,
+            reason: Reason::Restart,
+        })
+    );
+}
