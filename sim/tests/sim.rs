@@ -168,6 +168,16 @@ fn a_watch_on_a_removed_member_moves_to_the_cluster() {
     replay(56591);
 }
 
+/// Seed 95185 (a sweep with the availability invariant): a member whose
+/// log was behind campaigned in vain and sat at the higher term; the member
+/// that could win asked for a pre-vote at that same term and was refused
+/// forever. A pre-vote answer names the voter's term, and the candidate asks
+/// above it next time, as raft's candidate adopts it.
+#[test]
+fn a_candidate_refused_for_its_term_asks_above_it() {
+    replay(95185);
+}
+
 #[test]
 fn partition_and_heal() {
     let mut c = Config::article(seed_base());

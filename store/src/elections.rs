@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::{LogId, ServerState};
@@ -39,18 +40,23 @@ use crate::types::NodeId;
 /// Whether a voter would vote for a candidate at `term` with this last log
 /// id: as raft's PreVote, only for a term above its own (a member that has
 /// begun a campaign of its own, or voted in one, refuses its rivals).
+///
+/// Answers with this voter's own term too: a candidate refused for its term
+/// asks next time above it (raft's candidate adopts the term a PreVote
+/// refusal names), else a voter whose own campaign can never win (its log is
+/// behind) would refuse the one that can, forever.
 pub(crate) fn would_vote(
     node: &Node,
     term: u64,
     candidate_last_log: Option<LogId<NodeId>>,
-) -> bool {
+) -> (bool, u64) {
     let (state, my_term) = {
         let m = node.raft.metrics();
         let m = m.borrow();
         (m.state, m.current_term)
     };
     if (state == ServerState::Leader && !quiet_leader(node)) || term <= my_term {
-        return false;
+        return (false, my_term);
     }
     let lease = lease(node);
     let heard_leader = node
@@ -65,7 +71,7 @@ pub(crate) fn would_vote(
         yes,
         "asked for a pre-vote"
     );
-    yes
+    (yes, my_term)
 }
 
 /// How long a follower that heard a leader keeps refusing votes: openraft's
@@ -293,7 +299,8 @@ async fn ask(
     counts: impl Fn(Option<bool>) -> bool,
 ) -> bool {
     let last_log = node.log.last_log_id();
-    let term = node.raft.metrics().borrow().current_term + 1;
+    let own = node.raft.metrics().borrow().current_term;
+    let term = own.max(node.term_seen.load(Ordering::Relaxed)) + 1;
     let others: std::collections::BTreeSet<NodeId> = sets
         .iter()
         .flatten()
@@ -313,12 +320,15 @@ async fn ask(
         // (crashed, its connection not yet closed) never answers.
         let answer = tokio::time::timeout(timeout, peer.admin(request(encode(&op), timeout)));
         let answer = match answer.await {
-            Ok(Ok(r)) => Some(
-                decode::<Result<bool, crate::node::FwdError>>(r.get_ref())
+            Ok(Ok(r)) => {
+                let answer = decode::<Result<(bool, u64), crate::node::FwdError>>(r.get_ref())
                     .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or(false),
-            ),
+                    .and_then(Result::ok);
+                if let Some((_, their_term)) = answer {
+                    node.term_seen.fetch_max(their_term, Ordering::Relaxed);
+                }
+                Some(answer.is_some_and(|(yes, _)| yes))
+            }
             // A member of an older version does not know the question:
             // it votes as raft alone decides, so count it as raft would.
             Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => Some(true),

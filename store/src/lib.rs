@@ -597,6 +597,7 @@ impl Store {
             log: log_reader,
             leader_contact: Default::default(),
             leaderless: watch::channel(false).0,
+            term_seen: Default::default(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -179,7 +179,8 @@ pub enum AdminOp {
     /// Sent by the leader to the member it hands leadership to: campaign now.
     Campaign,
     /// Would you vote for a candidate at this term whose last log entry is
-    /// this? (raft's PreVote; see `elections`). Answered `Result<bool, FwdError>`.
+    /// this? (raft's PreVote; see `elections`). Answered `Result<(bool, u64),
+    /// FwdError>`: yes or no, and the voter's own term.
     PreVote {
         term: u64,
         last_log: Option<openraft::LogId<NodeId>>,
@@ -226,6 +227,8 @@ pub struct Node {
     /// True while this member has not heard a leader for an election
     /// timeout (see [`Node::leader`]).
     pub(crate) leaderless: tokio::sync::watch::Sender<bool>,
+    /// The highest term a pre-vote answer named (see `elections::would_vote`).
+    pub(crate) term_seen: std::sync::atomic::AtomicU64,
 }
 
 /// How long to wait before asking the leader again after a retryable failure.
@@ -700,8 +703,8 @@ impl Peer for PeerService {
     async fn admin(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let op: AdminOp = decode(req.get_ref())?;
         if let AdminOp::PreVote { term, last_log } = op {
-            let yes = crate::elections::would_vote(&self.node, term, last_log);
-            return Ok(Response::new(encode(&Ok::<bool, FwdError>(yes))));
+            let answer = crate::elections::would_vote(&self.node, term, last_log);
+            return Ok(Response::new(encode(&Ok::<(bool, u64), FwdError>(answer))));
         }
         Ok(Response::new(encode(&self.node.admin_local(&op).await)))
     }
