@@ -590,25 +590,11 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
                         None => return Ok(()),
                         Some(Ctl::SetIdeal(index, n)) => {
                             // Best effort: the cluster may have no quorum right now.
-                            let r = client.put(IDEAL_CLUSTER_SIZE.as_bytes(), n.to_string().as_bytes(), 0).await;
-                            let mut w = world.lock().unwrap();
-                            if r.is_ok() {
-                                let now = w.now;
-                                w.ideal_history[index].acked = Some(now);
-                            }
-                            w.log(format!("ctl idealClusterSize={n} = {r:?}"));
+                            put_ideal(&client, &world, index, n).await;
                         }
                         Some(Ctl::SetIdealUntilHeld(index, n)) => {
                             for _ in 0..IDEAL_ATTEMPTS {
-                                let r = client.put(IDEAL_CLUSTER_SIZE.as_bytes(), n.to_string().as_bytes(), 0).await;
-                                {
-                                    let mut w = world.lock().unwrap();
-                                    if r.is_ok() {
-                                        let now = w.now;
-                                        w.ideal_history[index].acked.get_or_insert(now);
-                                    }
-                                    w.log(format!("ctl idealClusterSize={n} = {r:?}"));
-                                }
+                                put_ideal(&client, &world, index, n).await;
                                 tokio::time::sleep(Duration::from_secs(2)).await;
                                 let held = client.get(IDEAL_CLUSTER_SIZE.as_bytes()).await;
                                 let held = held.map(|kv| kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
@@ -918,6 +904,20 @@ fn run_in(config: &Config, dir: &std::path::Path) -> Result<Report, String> {
         trace,
         final_members: members,
     })
+}
+
+/// The operator's put of the ideal size recorded at `index` of
+/// `ideal_history`, acknowledged there when it succeeds.
+async fn put_ideal(client: &EtcdClient, world: &Mutex<World>, index: usize, n: u32) {
+    let r = client
+        .put(IDEAL_CLUSTER_SIZE.as_bytes(), n.to_string().as_bytes(), 0)
+        .await;
+    let mut w = world.lock().unwrap();
+    if r.is_ok() {
+        let now = w.now;
+        w.ideal_history[index].acked.get_or_insert(now);
+    }
+    w.log(format!("ctl idealClusterSize={n} = {r:?}"));
 }
 
 /// The invariants that keep state between steps.

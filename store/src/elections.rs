@@ -187,7 +187,8 @@ pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 /// reach) goes quiet: no heartbeats, no new proposals, no leader to name, so
 /// the voters' leases run out and those that can reach each other elect one.
 /// Every lease it asks the voters (a pre-vote question, which renews no lease)
-/// whether a quorum answers again; if one does, it leads on. Returns true once `stop` fires, false when no longer leader.
+/// whether a quorum answers again; if one does, it leads on. Returns true once
+/// `stop` fires, false when no longer leader.
 async fn lead(
     node: &Node,
     metrics: &mut watch::Receiver<
@@ -198,11 +199,11 @@ async fn lead(
     let lease = lease(node);
     let lease_ms = lease.as_millis() as u64;
     let leading = Instant::now();
-    let mut quiet_since: Option<Instant> = None;
+    let mut quiet = false;
     let mut asked = Instant::now();
     let stopped = loop {
         let alone = voter_sets(node).iter().all(|set| set == &[node.id]);
-        if alone && quiet_since.is_none() {
+        if alone && !quiet {
             // The only voter has no quorum to lose: wait for a change.
             tokio::select! {
                 r = metrics.changed() => if r.is_err() { break true },
@@ -226,27 +227,27 @@ async fn lead(
         let acked_ms_ago = node.raft.metrics().borrow().millis_since_quorum_ack;
         let since_ack = acked_ms_ago.unwrap_or(leading.elapsed().as_millis() as u64);
         let lost = !alone && since_ack > lease_ms;
-        match quiet_since {
-            None if lost => {
+        match quiet {
+            false if lost => {
                 tracing::warn!(
                     "this leader has heard from no quorum for {lease:?}: stepping aside so that \
                      the voters that can reach each other elect one"
                 );
-                quiet_since = Some(Instant::now());
+                quiet = true;
                 asked = Instant::now();
                 node.raft.runtime_config().heartbeat(false);
                 node.leaderless.send_replace(true);
             }
             // Asked, not heartbeaten: a heartbeat would renew the lease of
             // the voters this leader reaches, and keep them from electing.
-            Some(_) if asked.elapsed() >= lease => {
+            true if asked.elapsed() >= lease => {
                 asked = Instant::now();
                 let sets = voter_sets(node);
                 if reaches_quorum(node, &sets).await
                     && metrics.borrow().state == ServerState::Leader
                 {
                     tracing::info!("a quorum answers this leader again: leading on");
-                    quiet_since = None;
+                    quiet = false;
                     node.raft.runtime_config().heartbeat(true);
                     node.leaderless.send_replace(false);
                 }
@@ -254,7 +255,7 @@ async fn lead(
             _ => {}
         }
     };
-    if quiet_since.is_some() {
+    if quiet {
         node.raft.runtime_config().heartbeat(true);
     }
     stopped

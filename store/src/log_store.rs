@@ -315,12 +315,7 @@ impl LogStore {
 
     /// The id of the last entry in the log (or of the last purged), if any.
     pub fn last_log_id(&self) -> Option<LogId> {
-        let g = self.lock();
-        g.entries
-            .values()
-            .next_back()
-            .map(|p| p.log_id)
-            .or(g.last_purged)
+        self.lock().last_log_id()
     }
 
     /// Index of the last entry in the log, if any.
@@ -335,6 +330,14 @@ impl LogStore {
 }
 
 impl Inner {
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries
+            .values()
+            .next_back()
+            .map(|p| p.log_id)
+            .or(self.last_purged)
+    }
+
     /// The bytes of one frame, header included.
     fn read_frame(&self, placed: &Placed) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
@@ -446,15 +449,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let g = self.lock();
-        let last = g
-            .entries
-            .values()
-            .next_back()
-            .map(|p| p.log_id)
-            .or(g.last_purged);
         Ok(LogState {
             last_purged_log_id: g.last_purged,
-            last_log_id: last,
+            last_log_id: g.last_log_id(),
         })
     }
 

@@ -752,15 +752,8 @@ impl pb::watch_server::Watch for Etcd {
                         }
                         replies
                     }
-                    r = leader.changed(), if needs_leader => {
-                        if r.is_err() || !learns(&leader.borrow_and_update(), *leaderless.borrow()) {
-                            let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader"))).await;
-                            break;
-                        }
-                        Vec::new()
-                    }
-                    r = leaderless.changed(), if needs_leader => {
-                        if r.is_err() || !learns(&leader.borrow(), *leaderless.borrow_and_update()) {
+                    r = async { tokio::select! { r = leader.changed() => r, r = leaderless.changed() => r } }, if needs_leader => {
+                        if r.is_err() || !learns(&leader.borrow_and_update(), *leaderless.borrow_and_update()) {
                             let _ = out_tx.send(Err(Status::unavailable("etcdserver: no leader"))).await;
                             break;
                         }
