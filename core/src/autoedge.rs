@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::{Graph, ResEdge, ResIdx};
-use crate::resource::{Params, Resource};
+use crate::resource::{Params, Presence, Principal, Resource};
 
 /// An identity a resource offers, or asks to be ordered against.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,6 +46,10 @@ pub enum Uid {
     Path(String),
     /// A systemd service by its name without `.service`.
     Svc(String),
+    /// A local user, by name.
+    User(String),
+    /// A local group, by name.
+    Group(String),
 }
 
 /// What each package ships (absolute paths, as the package manager lists
@@ -91,12 +95,18 @@ pub fn uids(r: &Resource) -> Vec<Uid> {
     match &r.params {
         Params::File(f) => vec![Uid::Path(f.path.clone())],
         Params::Svc(s) if !s.session => vec![Uid::Svc(s.name.clone())],
+        // Only an account that will be there is something to come after.
+        Params::User(u) if u.state == Presence::Present => vec![Uid::User(u.name.clone())],
+        Params::Group(g) if g.state == Presence::Present => vec![Uid::Group(g.name.clone())],
         Params::Noop { .. }
         | Params::Exec(_)
         | Params::Pkg(_)
         | Params::Svc(_)
         | Params::Timer { .. }
-        | Params::Msg(_) => Vec::new(),
+        | Params::Msg(_)
+        | Params::User(_)
+        | Params::Group(_)
+        | Params::Line(_) => Vec::new(),
     }
 }
 
@@ -105,7 +115,34 @@ pub fn uids(r: &Resource) -> Vec<Uid> {
 /// file list is not in `packages`.
 pub fn auto_edge(r: &Resource, packages: &PackageFiles) -> Option<Box<dyn AutoEdge>> {
     match &r.params {
-        Params::File(f) => Some(Box::new(FileAncestors::new(&f.path))),
+        // A file comes after its owner and group (chown needs them), and
+        // after its nearest managed ancestor.
+        Params::File(f) => {
+            let accounts = [
+                f.owner.as_ref().and_then(|o| named(o, Uid::User)),
+                f.group.as_ref().and_then(|g| named(g, Uid::Group)),
+            ];
+            Some(Box::new(Chain::new(
+                Fixed::after(accounts.into_iter().flatten()),
+                FileAncestors::new(&f.path),
+                false,
+            )))
+        }
+        // A user comes after its primary and supplementary groups.
+        Params::User(u) if u.state == Presence::Present => {
+            let primary = u.group.as_ref().and_then(|g| named(g, Uid::Group));
+            let supplementary = u.groups.iter().flatten().map(|g| Uid::Group(g.clone()));
+            Some(Box::new(Fixed::after(
+                primary.into_iter().chain(supplementary),
+            )))
+        }
+        // A line comes after the file resource of its path, or else after its
+        // nearest managed ancestor directory.
+        Params::Line(l) => Some(Box::new(Chain::new(
+            Fixed::after([Uid::Path(l.path.clone())]),
+            FileAncestors::new(&l.path),
+            true,
+        ))),
         // A user's service has its unit files elsewhere; packages ship system units.
         Params::Svc(s) if !s.session => Some(Box::new(UnitFiles::new(&s.name))),
         Params::Pkg(p) => packages
@@ -115,7 +152,89 @@ pub fn auto_edge(r: &Resource, packages: &PackageFiles) -> Option<Box<dyn AutoEd
         | Params::Exec(_)
         | Params::Svc(_)
         | Params::Timer { .. }
-        | Params::Msg(_) => None,
+        | Params::Msg(_)
+        | Params::User(_)
+        | Params::Group(_) => None,
+    }
+}
+
+/// An account named in a parameter, as a UID (an id names no resource).
+fn named(p: &Principal, uid: fn(String) -> Uid) -> Option<Uid> {
+    match p {
+        Principal::Name(n) => Some(uid(n.clone())),
+        Principal::Id(_) => None,
+    }
+}
+
+/// One batch of proposals, all [`Order::After`], each independent of the others.
+#[derive(Clone, Debug)]
+pub struct Fixed(Option<Vec<Want>>);
+
+impl Fixed {
+    pub fn after(uids: impl IntoIterator<Item = Uid>) -> Self {
+        let wants: Vec<Want> = uids
+            .into_iter()
+            .map(|uid| Want {
+                uid,
+                order: Order::After,
+            })
+            .collect();
+        Fixed((!wants.is_empty()).then_some(wants))
+    }
+}
+
+impl AutoEdge for Fixed {
+    fn next(&mut self) -> Option<Vec<Want>> {
+        self.0.take()
+    }
+
+    fn test(&mut self, _matched: &[bool]) -> bool {
+        false
+    }
+}
+
+/// `first`'s proposals, then `then`'s; with `stop_on_match`, a match among
+/// `first`'s ends it (`then` is the fallback).
+pub struct Chain<A, B> {
+    first: A,
+    then: B,
+    in_first: bool,
+    stop_on_match: bool,
+}
+
+impl<A: AutoEdge, B: AutoEdge> Chain<A, B> {
+    pub fn new(first: A, then: B, stop_on_match: bool) -> Self {
+        Chain {
+            first,
+            then,
+            in_first: true,
+            stop_on_match,
+        }
+    }
+}
+
+impl<A: AutoEdge, B: AutoEdge> AutoEdge for Chain<A, B> {
+    fn next(&mut self) -> Option<Vec<Want>> {
+        if self.in_first {
+            if let Some(batch) = self.first.next() {
+                return Some(batch);
+            }
+            self.in_first = false;
+        }
+        self.then.next()
+    }
+
+    fn test(&mut self, matched: &[bool]) -> bool {
+        if !self.in_first {
+            return self.then.test(matched);
+        }
+        if self.stop_on_match && matched.iter().any(|&m| m) {
+            return false;
+        }
+        if !self.first.test(matched) {
+            self.in_first = false;
+        }
+        true
     }
 }
 
@@ -295,10 +414,12 @@ impl AutoEdge for FileAncestors {
 /// Whether a package edge could end anywhere: at a file or a system service
 /// that takes part in AutoEdges.
 pub fn package_edges_possible(graph: &Graph) -> bool {
-    graph
-        .resources
-        .iter()
-        .any(|r| r.meta.autoedge && !uids(r).is_empty())
+    graph.resources.iter().any(|r| {
+        r.meta.autoedge
+            && uids(r)
+                .iter()
+                .any(|u| matches!(u, Uid::Path(_) | Uid::Svc(_)))
+    })
 }
 
 /// Adds the automatic edges of every resource whose `meta.autoedge` is on,

@@ -14,7 +14,10 @@
 //!   and mode may differ: each member is still checked and applied on its own;
 //! - `pkg` groups with packages of the same state and flags, so one package
 //!   manager transaction serves them all; a pinned version never groups;
-//! - `exec`, `svc`, `timer` and `msg` never group (each is its own unit of work);
+//! - `line` groups with the lines of the same file, so one read and one
+//!   atomic write apply them all, and no line's write can lose another's;
+//! - `exec`, `svc`, `timer`, `msg`, `user` and `group` never group (each is
+//!   its own unit of work);
 //! - kinds never mix, `meta: {autogroup: false}` opts a resource out, and
 //!   members must agree on `meta` retry, delay, poll and noop, because the
 //!   engine runs a group with its head's meta.
@@ -58,8 +61,16 @@ pub fn group_class(r: &Resource) -> Option<GroupClass> {
                 p.allow_untrusted, p.allow_nonfree, p.allow_unsupported
             ),
         },
-        // A timer ticks on its own interval; a message is its own unit.
-        Params::Exec(_) | Params::Svc(_) | Params::Timer { .. } | Params::Msg(_) => return None,
+        // One read and one atomic write of the file serve every line in it.
+        Params::Line(l) => l.path.clone(),
+        // A timer ticks on its own interval; a message is its own unit; each
+        // account is one command.
+        Params::Exec(_)
+        | Params::Svc(_)
+        | Params::Timer { .. }
+        | Params::Msg(_)
+        | Params::User(_)
+        | Params::Group(_) => return None,
     };
     Some(GroupClass {
         kind: r.kind(),

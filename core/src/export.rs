@@ -176,6 +176,40 @@ pub fn to_mapping(r: &Resource) -> Map<String, Value> {
             put("journal", json!(msg.journal));
             put("syslog", json!(msg.syslog));
         }
+        Params::User(u) => {
+            put("state", json!(u.state.as_str()));
+            put("uid", json!(u.uid));
+            put("group", json!(u.group.as_ref().map(|g| g.to_string())));
+            put("groups", json!(u.groups));
+            put("home", json!(u.home));
+            if u.managehome {
+                put("managehome", json!(true));
+            }
+            put("shell", json!(u.shell));
+            put("comment", json!(u.comment));
+            put("password", json!(u.password));
+            if u.system {
+                put("system", json!(true));
+            }
+        }
+        Params::Group(g) => {
+            put("state", json!(g.state.as_str()));
+            put("gid", json!(g.gid));
+            if g.system {
+                put("system", json!(true));
+            }
+        }
+        Params::Line(l) => {
+            put("path", json!(l.path));
+            put("line", json!(l.line));
+            put("match", json!(l.matches));
+            put("state", json!(l.state.as_str()));
+            put("after", json!(l.after));
+            put("before", json!(l.before));
+            if l.create {
+                put("create", json!(true));
+            }
+        }
     }
     let meta = &r.meta;
     m.insert(

@@ -9,6 +9,7 @@
 //! time and events come in as values and decisions go out as values. That is
 //! what lets the simulator, proptest and the fuzzer drive it exhaustively.
 
+pub mod accounts;
 pub mod algo;
 pub mod autoedge;
 pub mod autogroup;
@@ -23,6 +24,7 @@ pub mod fleet;
 pub mod graph;
 pub mod hostname;
 pub mod kv;
+pub mod line;
 pub mod resource;
 pub mod template;
 pub mod time;

@@ -16,6 +16,9 @@ pub enum Kind {
     Svc,
     Timer,
     Msg,
+    User,
+    Group,
+    Line,
 }
 
 impl Kind {
@@ -29,6 +32,9 @@ impl Kind {
             Kind::Svc => "svc",
             Kind::Timer => "timer",
             Kind::Msg => "msg",
+            Kind::User => "user",
+            Kind::Group => "group",
+            Kind::Line => "line",
         }
     }
 
@@ -42,11 +48,14 @@ impl Kind {
             "svc" => Some(Kind::Svc),
             "timer" => Some(Kind::Timer),
             "msg" => Some(Kind::Msg),
+            "user" => Some(Kind::User),
+            "group" => Some(Kind::Group),
+            "line" => Some(Kind::Line),
             _ => None,
         }
     }
 
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Exec,
         Kind::File,
         Kind::Noop,
@@ -54,6 +63,9 @@ impl Kind {
         Kind::Svc,
         Kind::Timer,
         Kind::Msg,
+        Kind::User,
+        Kind::Group,
+        Kind::Line,
     ];
 }
 
@@ -67,6 +79,9 @@ impl fmt::Display for Kind {
             Kind::Svc => "Svc",
             Kind::Timer => "Timer",
             Kind::Msg => "Msg",
+            Kind::User => "User",
+            Kind::Group => "Group",
+            Kind::Line => "Line",
         })
     }
 }
@@ -335,6 +350,81 @@ pub enum Params {
         interval_s: u64,
     },
     Msg(MsgParams),
+    User(UserParams),
+    Group(GroupParams),
+    Line(LineParams),
+}
+
+/// Whether a thing (an account, a line) should be there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Presence {
+    Present,
+    Absent,
+}
+
+impl Presence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Present => "present",
+            Presence::Absent => "absent",
+        }
+    }
+}
+
+/// A local user account, managed with the shadow tools (`useradd`,
+/// `usermod`, `userdel`). Every `None` is left as the system has it (or, for
+/// a new account, as `useradd` chooses).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UserParams {
+    /// The login name (the resource's name).
+    pub name: String,
+    pub state: Presence,
+    pub uid: Option<u32>,
+    /// The primary group, by name or gid.
+    pub group: Option<Principal>,
+    /// Supplementary groups, exactly (sorted, no duplicates); `None`: not managed.
+    pub groups: Option<Vec<String>>,
+    pub home: Option<String>,
+    /// Create the home directory with the account (and move it when `home`
+    /// changes); remove it with the account.
+    pub managehome: bool,
+    pub shell: Option<String>,
+    /// The GECOS field.
+    pub comment: Option<String>,
+    /// The password hash, as `/etc/shadow` holds it (`crypt(5)`).
+    pub password: Option<String>,
+    /// A system account (`useradd --system`): only when it is created.
+    pub system: bool,
+}
+
+/// A local group, managed with `groupadd`, `groupmod` and `groupdel`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupParams {
+    /// The group name (the resource's name).
+    pub name: String,
+    pub state: Presence,
+    pub gid: Option<u32>,
+    /// A system group (`groupadd --system`): only when it is created.
+    pub system: bool,
+}
+
+/// One line of a text file (Ansible's `lineinfile`, Puppet's `file_line`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LineParams {
+    /// The file, absolute.
+    pub path: String,
+    /// The line, without its newline. Required when present.
+    pub line: String,
+    /// A regular expression: when present, the last line it matches is
+    /// replaced by `line`; when absent, every line it matches is removed.
+    pub matches: Option<String>,
+    pub state: Presence,
+    /// Where a new line goes: after the last line this regex matches ...
+    pub after: Option<String>,
+    /// ... or before the first line this one matches; else at the end.
+    pub before: Option<String>,
+    /// Create the file (empty, mode 0644) when it does not exist.
+    pub create: bool,
 }
 
 /// A compiled, validated resource.

@@ -384,7 +384,7 @@ fn carry_out(src: &Path, dst: &Path, plan: &Plan) -> Result<(), FileError> {
         let t = dst.join(rel);
         // Someone may have removed its directory since the plan was made.
         recreate_parents(src, dst, rel)?;
-        if let Some(w) = file::write_atomically(&t, &bytes, *mode, durability)? {
+        if let Some(w) = file::write_atomically(&t, &bytes, *mode, None, durability)? {
             pending.push(w);
         }
     }

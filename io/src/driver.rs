@@ -20,16 +20,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mgmt_core::engine::{Engine, EngineConfig, Input, Output};
-use mgmt_core::resource::{FileParams, Kind, Params, PkgParams, ResourceId, SvcParams};
+use mgmt_core::resource::{
+    FileParams, GroupParams, Kind, LineParams, Params, PkgParams, ResourceId, SvcParams, UserParams,
+};
 use mgmt_core::{Graph, Millis, VertexId};
 use notify::RecommendedWatcher;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
+use crate::account;
 use crate::exec::{self, ExecRes};
 use crate::file;
 use crate::fswatch::FsWatch;
+use crate::line;
 use crate::msg;
 use crate::pkg;
 use crate::svc;
@@ -187,6 +191,10 @@ enum Member {
     /// Its CheckApply is a tick: it reports a change, so its children refresh.
     Timer,
     Msg(msg::MsgRes),
+    User(Arc<UserParams>),
+    Group(Arc<GroupParams>),
+    /// Checked and applied with the other lines of its file, in one write.
+    Line(Arc<LineParams>),
 }
 
 /// What the watches of one vertex saw since its last CheckApply.
@@ -234,6 +242,7 @@ fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
     // A resource with `meta: {noop: true}` changes nothing, temp files included.
     let paths = graph.resources.iter().filter_map(|r| match &r.params {
         Params::File(p) if !r.meta.noop => Some(p.path.as_str()),
+        Params::Line(p) if !r.meta.noop => Some(p.path.as_str()),
         _ => None,
     });
     for stale in crate::file::remove_stale_temp_files(paths, !noop) {
@@ -301,6 +310,9 @@ fn new_member(params: &Params) -> Member {
         Params::Svc(p) => Member::Svc(Arc::new(p.clone())),
         Params::Timer { .. } => Member::Timer,
         Params::Msg(p) => Member::Msg(msg::MsgRes::new(p.clone())),
+        Params::User(p) => Member::User(Arc::new(p.clone())),
+        Params::Group(p) => Member::Group(Arc::new(p.clone())),
+        Params::Line(p) => Member::Line(Arc::new(p.clone())),
     }
 }
 
@@ -337,6 +349,16 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                             .into_iter()
                             .collect(),
                         Member::Svc(p) => vec![WatchSpec::Unit(p.clone())],
+                        Member::User(p) => account::user_files(p)
+                            .into_iter()
+                            .map(|f| WatchSpec::Path(id.clone(), i, f.to_string()))
+                            .collect(),
+                        Member::Group(_) => vec![WatchSpec::Path(
+                            id.clone(),
+                            i,
+                            mgmt_core::accounts::GROUP.to_string(),
+                        )],
+                        Member::Line(p) => vec![WatchSpec::Path(id.clone(), i, p.path.clone())],
                         Member::Exec(e) => e
                             .params
                             .watch
@@ -947,10 +969,48 @@ async fn check_apply_vertex(
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         outcomes.extend(done.into_iter().map(|(i, r)| (i, (r, ms))));
     }
+    let mut lines: BTreeMap<String, Vec<(usize, Arc<LineParams>)>> = BTreeMap::new();
+    for &i in which {
+        if let Member::Line(p) = &res.members[i] {
+            lines
+                .entry(p.path.clone())
+                .or_default()
+                .push((i, p.clone()));
+        }
+    }
+    for (path, members) in lines {
+        // One read and one write per file, whatever the number of lines.
+        let idx: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
+        let started = Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            let params: Vec<&LineParams> = members.iter().map(|(_, p)| &**p).collect();
+            line::check_apply(&path, &params, apply)
+        })
+        .await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match done {
+            Ok(results) => {
+                for (i, r) in idx.into_iter().zip(results) {
+                    outcomes.insert(i, (r.map_err(|e| e.to_string()), ms));
+                }
+            }
+            Err(e) => {
+                for i in idx {
+                    outcomes.insert(i, (Err(format!("line task failed: {e}")), ms));
+                }
+            }
+        }
+    }
     for &i in which {
         let started = Instant::now();
         let result = match &mut res.members[i] {
-            Member::File(_) | Member::Pkg(_) => continue,
+            Member::File(_) | Member::Pkg(_) | Member::Line(_) => continue,
+            Member::User(p) => account::check_apply_user(p, apply)
+                .await
+                .map_err(|e| e.to_string()),
+            Member::Group(p) => account::check_apply_group(p, apply)
+                .await
+                .map_err(|e| e.to_string()),
             Member::Noop => Ok(Vec::new()),
             Member::Exec(e) => e.check_apply(apply, refresh, cancel).await,
             Member::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh).await,

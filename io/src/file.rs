@@ -412,16 +412,18 @@ pub fn remove_stale_temp_files<'a>(
     found
 }
 
-/// Writes `content` to `path` atomically with `mode` (owner: ours), as
-/// [`atomic_write`] does: `Batched` returns the temp file for the caller to
-/// sync and commit.
+/// Writes `content` to `path` atomically with `mode` and `owner` (uid, gid;
+/// `None`: ours), as [`atomic_write`] does: `Batched` returns the temp file
+/// for the caller to sync and commit.
 pub fn write_atomically(
     path: &Path,
     content: &[u8],
     mode: u32,
+    owner: Option<(u32, u32)>,
     durability: Durability,
 ) -> Result<Option<PendingWrite>, FileError> {
-    atomic_write(path, content, mode, None, None, durability)
+    let (uid, gid) = owner.unzip();
+    atomic_write(path, content, mode, uid, gid, durability)
 }
 
 /// Writes `content` to `path` through a temp file and a rename. `PerFile`

@@ -1,9 +1,10 @@
-//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc, timer, msg) and the async
+//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc, timer, msg, user, group, line) and the async
 //! driver that runs the pure `mgmt-core` engine against them.
 //!
 //! Nothing here makes scheduling decisions: the engine decides, the driver
 //! does. See ARCHITECTURE.md for the flow of one event.
 
+pub mod account;
 pub mod copy;
 pub mod dpkg;
 pub mod driver;
@@ -11,6 +12,7 @@ pub mod exec;
 pub mod facts;
 pub mod file;
 pub mod fswatch;
+pub mod line;
 pub mod msg;
 pub mod packagekit;
 pub mod pkg;

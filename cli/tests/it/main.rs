@@ -1,6 +1,7 @@
 //! End-to-end tests of the `mgmt` binary: real processes, real files, real
 //! inotify. One test binary (modules below) keeps link time down.
 
+mod accounts;
 mod bad_input;
 mod changeover;
 mod cluster;

@@ -66,6 +66,12 @@ impl Agent {
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut c = command(args);
         c.envs(env.iter().copied());
+        Agent::spawn(c)
+    }
+
+    /// Starts `c` (which runs mgmt, perhaps through a wrapper such as
+    /// `unshare`), its stderr read line by line.
+    pub fn spawn(mut c: Command) -> Agent {
         let mut child = c
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

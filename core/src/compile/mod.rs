@@ -2,6 +2,7 @@
 //! sees an unvalidated value. The compiler never panics on any input and reports
 //! every problem it can find, each with a location.
 
+mod host;
 mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -266,6 +267,24 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 .into_iter()
                 .filter_map(|y| msg(ctx, y)),
         );
+        located.extend(
+            res.user
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| host::user(ctx, y)),
+        );
+        located.extend(
+            res.group
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| host::group(ctx, y)),
+        );
+        located.extend(
+            res.line
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| host::line(ctx, y)),
+        );
     }
 
     // Duplicates: report the later definition, pointing at the first.
@@ -314,6 +333,8 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
             ctx.err(None, Some(&r.id), msg);
         }
     }
+
+    host::check_lines(ctx, &resources);
 
     // A synced tree owns everything under it: another resource there would be
     // deleted by the sync or fight it; and a tree copied into itself never ends.
@@ -468,6 +489,20 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     graph
 }
 
+/// What is wrong with a managed path, if anything: it must be absolute,
+/// without NUL or `..`, and not `/`.
+fn path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        Some(format!("path {path:?} must be absolute"))
+    } else if path.contains('\0') || path.split('/').any(|c| c == "..") {
+        Some(format!("path {path:?} must not contain NUL or '..'"))
+    } else if path == "/" {
+        Some("refusing to manage /".to_string())
+    } else {
+        None
+    }
+}
+
 /// The path a file resource manages, as clashes are judged (a directory's
 /// trailing `/` does not make it another path).
 fn path_key(r: &Resource) -> Option<&str> {
@@ -573,20 +608,8 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
         Some(p) => (p.value.clone(), p.referenced),
         None => (id.name.clone(), y.name.referenced),
     };
-    if !path.starts_with('/') {
-        ctx.err(
-            Some(path_loc),
-            Some(&id),
-            format!("path {path:?} must be absolute"),
-        );
-    } else if path.contains('\0') || path.split('/').any(|c| c == "..") {
-        ctx.err(
-            Some(path_loc),
-            Some(&id),
-            format!("path {path:?} must not contain NUL or '..'"),
-        );
-    } else if path == "/" {
-        ctx.err(Some(path_loc), Some(&id), "refusing to manage /");
+    if let Some(problem) = path_problem(&path) {
+        ctx.err(Some(path_loc), Some(&id), problem);
     }
     let state = match y.state.as_ref().map(|s| s.value.as_str()) {
         None | Some("exists") | Some("present") => FileState::Exists,

@@ -670,3 +670,172 @@ fn timer_and_msg_params_compile_and_bad_ones_are_located() {
     let e = err("graph: g\nresources:\n  msg:\n  - {name: m, fields: {_X: y}}\n");
     assert!(e.contains("field name \"_X\""), "{e}");
 }
+
+const HOST_KINDS: &str = r#"graph: host
+resources:
+  group:
+  - name: web
+    gid: 1600
+  user:
+  - name: alice
+    uid: 1600
+    group: web
+    groups: [adm, web]
+    home: /home/alice
+    managehome: true
+    shell: /bin/bash
+    comment: Alice Liddell
+  file:
+  - name: /srv/site/
+    owner: alice
+    group: web
+  - name: /etc/ssh/
+  line:
+  - name: no-root
+    path: /etc/ssh/sshd_config
+    line: PermitRootLogin no
+    match: ^#?PermitRootLogin
+  - name: port
+    path: /etc/ssh/sshd_config
+    line: Port 2222
+    regexp: ^#?Port
+    insertafter: ^#?AddressFamily
+"#;
+
+#[test]
+fn user_group_and_line_compile_with_their_edges_and_group() {
+    let g = ok(HOST_KINDS);
+    let Some(Params::User(u)) = g
+        .resources
+        .iter()
+        .find(|r| r.kind() == Kind::User)
+        .map(|r| &r.params)
+    else {
+        panic!("no user")
+    };
+    assert_eq!(u.uid, Some(1600));
+    assert_eq!(u.group, Some(Principal::Name("web".into())));
+    assert_eq!(u.groups, Some(vec!["adm".to_string(), "web".to_string()]));
+    let json = g.to_json();
+    let edges: Vec<(String, String)> = json["resource_edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("Group[web]", "User[alice]"),
+        ("User[alice]", "File[/srv/site/]"),
+        ("Group[web]", "File[/srv/site/]"),
+        ("File[/etc/ssh/]", "Line[no-root]"),
+        ("File[/etc/ssh/]", "Line[port]"),
+    ] {
+        assert!(
+            edges.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} missing from {edges:?}"
+        );
+    }
+    // Both lines of sshd_config are one vertex: one read, one write.
+    let lines: Vec<_> = g
+        .vertices
+        .iter()
+        .filter(|v| g.resources[v.head()].kind() == Kind::Line)
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].members.len(), 2);
+}
+
+#[test]
+fn a_line_follows_the_file_resource_of_its_path() {
+    let g = ok(
+        "graph: g\nresources:\n  file:\n  - name: /etc/\n  - name: /etc/hosts\n    mode: \"0644\"\n  line:\n  - name: h\n    path: /etc/hosts\n    line: 10.0.0.1 db\n",
+    );
+    let edges: Vec<String> = g
+        .edges
+        .iter()
+        .map(|e| format!("{} -> {}", g.resources[e.from].id, g.resources[e.to].id))
+        .collect();
+    assert!(
+        edges.contains(&"File[/etc/hosts] -> Line[h]".to_string()),
+        "{edges:?}"
+    );
+    assert!(
+        !edges.contains(&"File[/etc/] -> Line[h]".to_string()),
+        "{edges:?}"
+    );
+}
+
+#[test]
+fn bad_host_kinds_are_located_errors() {
+    for (text, want) in [
+        (
+            "graph: g\nresources:\n  user:\n  - name: bob\n    uid: 4294967295\n",
+            "g.yaml:5:10: User[bob]: uid 4294967295 is out of range",
+        ),
+        (
+            "graph: g\nresources:\n  user:\n  - name: bob\n    uid: -1\n",
+            "g.yaml:5:10: User[bob]: uid -1 is out of range",
+        ),
+        (
+            "graph: g\nresources:\n  group:\n  - name: 1234\n",
+            "is not a group name",
+        ),
+        (
+            "graph: g\nresources:\n  user:\n  - name: bob\n    shell: bash\n",
+            "g.yaml:5:12: User[bob]: shell \"bash\" must be an absolute path",
+        ),
+        (
+            "graph: g\nresources:\n  user:\n  - name: bob\n    comment: \"a:b\"\n",
+            "comment must not contain ':'",
+        ),
+        (
+            "graph: g\nresources:\n  line:\n  - name: l\n    path: etc/hosts\n    line: x\n",
+            "g.yaml:5:11: Line[l]: path \"etc/hosts\" must be absolute",
+        ),
+        (
+            "graph: g\nresources:\n  line:\n  - name: l\n    path: /etc/hosts\n    line: x\n    match: \"a(\"\n",
+            "g.yaml:7:12: Line[l]: match: invalid regular expression \"a(\"",
+        ),
+        (
+            "graph: g\nresources:\n  line:\n  - name: l\n    path: /etc/hosts\n",
+            "line is required when state is present",
+        ),
+        (
+            "graph: g\nresources:\n  line:\n  - name: l\n    path: /etc/hosts\n    line: x\n    after: a\n    before: b\n",
+            "not both",
+        ),
+        (
+            "graph: g\nresources:\n  file:\n  - name: /etc/hosts\n    content: x\n  line:\n  - name: l\n    path: /etc/hosts\n    line: x\n",
+            "Line[l]: File[/etc/hosts] writes the whole of",
+        ),
+        (
+            "graph: g\nresources:\n  line:\n  - name: a\n    path: /f\n    line: x\n  - name: b\n    path: /f\n    line: x\n    state: absent\n",
+            "one would undo the other",
+        ),
+        (
+            "graph: g\nresources:\n  line:\n  - name: a\n    path: /f\n    line: Port 1\n    match: ^Port\n  - name: b\n    path: /f\n    line: Port 2\n    match: ^Port\n",
+            "one would undo the other",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.contains(want), "{text}\nwanted {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn host_kinds_round_trip_through_an_export() {
+    let g = ok(&HOST_KINDS.replace("name: alice", "name: \"@@alice\""));
+    let r = &g.exported[0];
+    let e = crate::export::decode(
+        &crate::export::key("h1", r),
+        crate::export::encode(r).as_bytes(),
+    )
+    .unwrap();
+    let back = crate::export::compile_collected(&e, None).unwrap();
+    assert_eq!(back.params, r.params);
+}

@@ -38,6 +38,12 @@ pub struct ResourcesYaml {
     pub timer: Option<Vec<TimerYaml>>,
     #[serde(default)]
     pub msg: Option<Vec<MsgYaml>>,
+    #[serde(default)]
+    pub user: Option<Vec<UserYaml>>,
+    #[serde(default)]
+    pub group: Option<Vec<GroupYaml>>,
+    #[serde(default)]
+    pub line: Option<Vec<LineYaml>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +173,73 @@ pub struct MsgYaml {
     pub journal: Option<bool>,
     #[serde(default)]
     pub syslog: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub uid: Option<Spanned<i64>>,
+    /// The primary group (Ansible's `group`, Puppet's `gid`): a name or a gid.
+    #[serde(default)]
+    pub group: Option<Spanned<ScalarYaml>>,
+    #[serde(default)]
+    pub gid: Option<Spanned<ScalarYaml>>,
+    #[serde(default)]
+    pub groups: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub home: Option<Spanned<String>>,
+    #[serde(default)]
+    pub managehome: Option<bool>,
+    #[serde(default)]
+    pub shell: Option<Spanned<String>>,
+    #[serde(default)]
+    pub comment: Option<Spanned<String>>,
+    #[serde(default)]
+    pub password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub system: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub gid: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub system: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub line: Option<Spanned<String>>,
+    /// Ansible's `regexp`, Puppet's `match`.
+    #[serde(default, rename = "match", alias = "regexp")]
+    pub matches: Option<Spanned<String>>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    #[serde(default, alias = "insertafter")]
+    pub after: Option<Spanned<String>>,
+    #[serde(default, alias = "insertbefore")]
+    pub before: Option<Spanned<String>>,
+    #[serde(default)]
+    pub create: Option<bool>,
 }
 
 /// A string or an integer, for fields such as `mode: 0644` or `owner: 0` that

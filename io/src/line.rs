@@ -1,0 +1,193 @@
+//! The `line` kind: every `line` resource of one file (a vertex, grouped by
+//! AutoGroup) is applied with one read and one atomic write. What to write
+//! is decided by `mgmt_core::line::edit`; this reads and writes.
+//!
+//! A file is written through a temp file and a rename, like `file`'s
+//! content, keeping its mode and owner. A symbolic link is followed (its
+//! target is rewritten, as Ansible's `lineinfile` does); the watch is on the
+//! path the graph names.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use mgmt_core::line::{Edited, LineError, edit};
+use mgmt_core::resource::LineParams;
+
+use crate::file::{Durability, FileError, write_atomically};
+
+/// A new file's mode (as `file` creates them).
+const NEW_FILE_MODE: u32 = 0o644;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LineIoError {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("{0}: is not a regular file")]
+    NotAFile(PathBuf),
+    #[error(transparent)]
+    Line(#[from] LineError),
+    #[error(transparent)]
+    Write(#[from] FileError),
+}
+
+/// The file, read: where it really is (links followed), its text (`None`:
+/// missing) and, if it exists, its mode and owner.
+struct Current {
+    real: PathBuf,
+    text: Option<String>,
+    like: Option<(u32, (u32, u32))>,
+}
+
+fn read(path: &Path) -> Result<Current, LineIoError> {
+    let io_err = |op| {
+        move |source| LineIoError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Current {
+                real: path.to_path_buf(),
+                text: None,
+                like: None,
+            });
+        }
+        Err(e) => return Err(io_err("stat")(e)),
+    };
+    if !meta.is_file() {
+        return Err(LineIoError::NotAFile(path.to_path_buf()));
+    }
+    let real = fs::canonicalize(path).map_err(io_err("resolve"))?;
+    let bytes = fs::read(&real).map_err(io_err("read"))?;
+    let text = String::from_utf8(bytes).map_err(|_| LineIoError::Io {
+        path: path.to_path_buf(),
+        op: "read",
+        source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })?;
+    Ok(Current {
+        real,
+        text: Some(text),
+        like: Some((meta.mode() & 0o7777, (meta.uid(), meta.gid()))),
+    })
+}
+
+/// Checks the `line` resources of `path` and, if `apply`, writes the file
+/// once with all of them. One result per member, in order: what it changed
+/// (or would have), or why it could not. Blocking: run it off the runtime.
+pub fn check_apply(
+    path: &str,
+    members: &[&LineParams],
+    apply: bool,
+) -> Vec<Result<Vec<String>, LineIoError>> {
+    let fail_all = |e: &LineIoError| -> Vec<Result<Vec<String>, LineIoError>> {
+        members
+            .iter()
+            .map(|_| {
+                Err(LineIoError::Io {
+                    path: PathBuf::from(path),
+                    op: "check",
+                    source: io::Error::other(e.to_string()),
+                })
+            })
+            .collect()
+    };
+    let current = match read(Path::new(path)) {
+        Ok(c) => c,
+        Err(e) => return fail_all(&e),
+    };
+    let Edited { text, outcomes } = edit(current.text.as_deref(), members);
+    let outcomes: Vec<_> = outcomes
+        .into_iter()
+        .map(|o| o.map_err(LineIoError::from))
+        .collect();
+    let Some(text) = text.filter(|_| apply) else {
+        return outcomes;
+    };
+    let (mode, owner) = match current.like {
+        Some((mode, owner)) => (mode, Some(owner)),
+        None => (NEW_FILE_MODE, None),
+    };
+    match write_atomically(
+        &current.real,
+        text.as_bytes(),
+        mode,
+        owner,
+        Durability::PerFile,
+    ) {
+        Ok(_) => outcomes,
+        Err(e) => fail_all(&LineIoError::Write(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgmt_core::resource::Presence;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn line(path: &Path, text: &str) -> LineParams {
+        LineParams {
+            path: path.display().to_string(),
+            line: text.into(),
+            matches: None,
+            state: Presence::Present,
+            after: None,
+            before: None,
+            create: false,
+        }
+    }
+
+    #[test]
+    fn lines_are_written_once_keeping_mode_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.conf");
+        fs::write(&real, "a\n").unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let (b, c) = (line(&link, "b"), line(&link, "c"));
+        let path = link.display().to_string();
+        let dry = check_apply(&path, &[&b, &c], false);
+        assert!(dry.iter().all(|o| o.as_ref().is_ok_and(|c| c.len() == 1)));
+        assert_eq!(fs::read_to_string(&real).unwrap(), "a\n");
+        let done = check_apply(&path, &[&b, &c], true);
+        assert!(done.iter().all(|o| o.is_ok()), "{done:?}");
+        assert_eq!(fs::read_to_string(&real).unwrap(), "a\nb\nc\n");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::metadata(&real).unwrap().mode() & 0o7777, 0o600);
+        let again = check_apply(&path, &[&b, &c], true);
+        assert!(again.iter().all(|o| o.as_ref().is_ok_and(|c| c.is_empty())));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_unless_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("new.conf");
+        let mut a = line(&f, "x");
+        let path = f.display().to_string();
+        let r = check_apply(&path, &[&a], true);
+        assert!(
+            r[0].as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+        a.create = true;
+        assert!(check_apply(&path, &[&a], true)[0].is_ok());
+        assert_eq!(fs::read_to_string(&f).unwrap(), "x\n");
+    }
+}
