@@ -106,7 +106,8 @@ pub fn uids(r: &Resource) -> Vec<Uid> {
         | Params::Msg(_)
         | Params::User(_)
         | Params::Group(_)
-        | Params::Line(_) => Vec::new(),
+        | Params::Line(_)
+        | Params::Sysctl(_) => Vec::new(),
     }
 }
 
@@ -143,6 +144,11 @@ pub fn auto_edge(r: &Resource, packages: &PackageFiles) -> Option<Box<dyn AutoEd
             FileAncestors::new(&l.path),
             true,
         ))),
+        // A persisted sysctl comes after the directory of its file.
+        Params::Sysctl(s) => s
+            .persist
+            .as_ref()
+            .map(|f| Box::new(FileAncestors::new(f)) as Box<dyn AutoEdge>),
         // A user's service has its unit files elsewhere; packages ship system units.
         Params::Svc(s) if !s.session => Some(Box::new(UnitFiles::new(&s.name))),
         Params::Pkg(p) => packages

@@ -16,8 +16,8 @@
 //!   manager transaction serves them all; a pinned version never groups;
 //! - `line` groups with the lines of the same file, so one read and one
 //!   atomic write apply them all, and no line's write can lose another's;
-//! - `exec`, `svc`, `timer`, `msg`, `user` and `group` never group (each is
-//!   its own unit of work);
+//! - `exec`, `svc`, `timer`, `msg`, `user`, `group` and `sysctl` never
+//!   group (each is its own unit of work);
 //! - kinds never mix, `meta: {autogroup: false}` opts a resource out, and
 //!   members must agree on `meta` retry, delay, poll and noop, because the
 //!   engine runs a group with its head's meta.
@@ -70,7 +70,8 @@ pub fn group_class(r: &Resource) -> Option<GroupClass> {
         | Params::Timer { .. }
         | Params::Msg(_)
         | Params::User(_)
-        | Params::Group(_) => return None,
+        | Params::Group(_)
+        | Params::Sysctl(_) => return None,
     };
     Some(GroupClass {
         kind: r.kind(),

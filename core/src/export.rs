@@ -210,6 +210,12 @@ pub fn to_mapping(r: &Resource) -> Map<String, Value> {
                 put("create", json!(true));
             }
         }
+        Params::Sysctl(p) => {
+            put("value", json!(p.value));
+            put("persist", json!(p.persist.is_some()));
+            put("file", json!(p.persist));
+            put("interval", json!(p.interval_s));
+        }
     }
     let meta = &r.meta;
     m.insert(

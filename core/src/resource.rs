@@ -19,6 +19,7 @@ pub enum Kind {
     User,
     Group,
     Line,
+    Sysctl,
 }
 
 impl Kind {
@@ -35,6 +36,7 @@ impl Kind {
             Kind::User => "user",
             Kind::Group => "group",
             Kind::Line => "line",
+            Kind::Sysctl => "sysctl",
         }
     }
 
@@ -51,11 +53,12 @@ impl Kind {
             "user" => Some(Kind::User),
             "group" => Some(Kind::Group),
             "line" => Some(Kind::Line),
+            "sysctl" => Some(Kind::Sysctl),
             _ => None,
         }
     }
 
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Exec,
         Kind::File,
         Kind::Noop,
@@ -66,6 +69,7 @@ impl Kind {
         Kind::User,
         Kind::Group,
         Kind::Line,
+        Kind::Sysctl,
     ];
 }
 
@@ -82,6 +86,7 @@ impl fmt::Display for Kind {
             Kind::User => "User",
             Kind::Group => "Group",
             Kind::Line => "Line",
+            Kind::Sysctl => "Sysctl",
         })
     }
 }
@@ -353,6 +358,43 @@ pub enum Params {
     User(UserParams),
     Group(GroupParams),
     Line(LineParams),
+    Sysctl(SysctlParams),
+}
+
+impl Params {
+    /// Seconds between checks of a state the kernel sends no event for,
+    /// made besides the kind's watch (`meta: {poll}` replaces the watch
+    /// instead).
+    pub fn live_check_s(&self) -> Option<u64> {
+        match self {
+            Params::Sysctl(s) => Some(s.interval_s),
+            _ => None,
+        }
+    }
+}
+
+/// A kernel parameter under `/proc/sys`, and the file that sets it at boot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SysctlParams {
+    /// The key as `sysctl` spells it: `net.ipv4.ip_forward` (or with `/`).
+    pub key: String,
+    /// The value; compared with runs of whitespace as one space.
+    pub value: String,
+    /// The file in `/etc/sysctl.d/` that sets it at boot; `None`: live only.
+    pub persist: Option<String>,
+    /// Seconds between checks of the live value: `/proc/sys` gives no events.
+    pub interval_s: u64,
+}
+
+impl SysctlParams {
+    /// The file under `/proc/sys` (a key with `/` keeps its dots: `eth0.1`).
+    pub fn proc_path(&self) -> String {
+        if self.key.contains('/') {
+            format!("/proc/sys/{}", self.key)
+        } else {
+            format!("/proc/sys/{}", self.key.replace('.', "/"))
+        }
+    }
 }
 
 /// Whether a thing (an account, a line) should be there.

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use mgmt_core::engine::{Engine, EngineConfig, Input, Output};
 use mgmt_core::resource::{
-    FileParams, GroupParams, Kind, LineParams, Params, PkgParams, ResourceId, SvcParams, UserParams,
+    FileParams, GroupParams, Kind, LineParams, Params, PkgParams, ResourceId, SvcParams,
+    SysctlParams, UserParams,
 };
 use mgmt_core::{Graph, Millis, VertexId};
 use notify::RecommendedWatcher;
@@ -37,6 +38,7 @@ use crate::line;
 use crate::msg;
 use crate::pkg;
 use crate::svc;
+use crate::sysctl;
 
 /// How to run a graph.
 #[derive(Clone, Debug, Default)]
@@ -195,6 +197,7 @@ enum Member {
     Group(Arc<GroupParams>),
     /// Checked and applied with the other lines of its file, in one write.
     Line(Arc<LineParams>),
+    Sysctl(Arc<SysctlParams>),
 }
 
 /// What the watches of one vertex saw since its last CheckApply.
@@ -243,6 +246,7 @@ fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
     let paths = graph.resources.iter().filter_map(|r| match &r.params {
         Params::File(p) if !r.meta.noop => Some(p.path.as_str()),
         Params::Line(p) if !r.meta.noop => Some(p.path.as_str()),
+        Params::Sysctl(p) if !r.meta.noop => p.persist.as_deref(),
         _ => None,
     });
     for stale in crate::file::remove_stale_temp_files(paths, !noop) {
@@ -313,6 +317,7 @@ fn new_member(params: &Params) -> Member {
         Params::User(p) => Member::User(Arc::new(p.clone())),
         Params::Group(p) => Member::Group(Arc::new(p.clone())),
         Params::Line(p) => Member::Line(Arc::new(p.clone())),
+        Params::Sysctl(p) => Member::Sysctl(Arc::new(p.clone())),
     }
 }
 
@@ -359,6 +364,13 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                             mgmt_core::accounts::GROUP.to_string(),
                         )],
                         Member::Line(p) => vec![WatchSpec::Path(id.clone(), i, p.path.clone())],
+                        // The live value has no events: the engine's timer
+                        // checks it (`live_check_s`); the file is watched.
+                        Member::Sysctl(p) => p
+                            .persist
+                            .iter()
+                            .map(|f| WatchSpec::Path(id.clone(), i, f.clone()))
+                            .collect(),
                         Member::Exec(e) => e
                             .params
                             .watch
@@ -1011,6 +1023,13 @@ async fn check_apply_vertex(
             Member::Group(p) => account::check_apply_group(p, apply)
                 .await
                 .map_err(|e| e.to_string()),
+            Member::Sysctl(p) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply))
+                    .await
+                    .map_err(|e| format!("sysctl task failed: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
             Member::Noop => Ok(Vec::new()),
             Member::Exec(e) => e.check_apply(apply, refresh, cancel).await,
             Member::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh).await,

@@ -1,4 +1,4 @@
-//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc, timer, msg, user, group, line) and the async
+//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc, timer, msg, user, group, line, sysctl) and the async
 //! driver that runs the pure `mgmt-core` engine against them.
 //!
 //! Nothing here makes scheduling decisions: the engine decides, the driver
@@ -17,6 +17,7 @@ pub mod msg;
 pub mod packagekit;
 pub mod pkg;
 pub mod svc;
+pub mod sysctl;
 
 pub use driver::{
     DriverError, Observer, Progress, Reload, ResourceRun, RunOptions, RunReport, run,

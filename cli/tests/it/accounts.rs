@@ -68,27 +68,46 @@ impl PrivateEtc {
 
     /// `mgmt args...` inside a new mount namespace with this `/etc`.
     fn mgmt(&self, args: &[&str]) -> Command {
+        self.mgmt_in(&[], args)
+    }
+
+    /// [`PrivateEtc::mgmt`] in more new namespaces (`--net`, `--uts`).
+    fn mgmt_in(&self, namespaces: &[&str], args: &[&str]) -> Command {
+        // The script refuses to start mgmt unless every namespace asked for
+        // is really a new one: a test must never reach the host's settings.
         const SETUP: &str = r#"etc=$1; mgmt=$2; shift 2
+for ns in $MGMT_TEST_NEW_NS; do
+    eval "host=\$MGMT_TEST_HOST_NS_$ns"
+    if [ "$(readlink /proc/self/ns/$ns)" = "$host" ]; then
+        echo "not in a new $ns namespace: refusing to run" >&2; exit 99
+    fi
+done
 mount --bind "$etc" /etc
 for d in /home /var/log /var/mail; do
     if [ -d "$d" ]; then mount -t tmpfs tmpfs "$d"; fi
 done
 exec "$mgmt" "$@""#;
+        let mut new_ns = vec!["mnt"];
+        for flag in namespaces {
+            new_ns.push(match *flag {
+                "--net" => "net",
+                "--uts" => "uts",
+                other => panic!("no namespace check for {other}"),
+            });
+        }
         let mut c = Command::new("unshare");
-        c.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-ec",
-            SETUP,
-            "sh",
-        ])
-        .arg(self.dir.path().join("etc"))
-        .arg(env!("CARGO_BIN_EXE_mgmt"))
-        .args(args)
-        .env("RUST_LOG", "info");
+        c.args(["--mount", "--propagation", "private"])
+            .args(namespaces)
+            .args(["--", "sh", "-ec", SETUP, "sh"])
+            .arg(self.dir.path().join("etc"))
+            .arg(env!("CARGO_BIN_EXE_mgmt"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("MGMT_TEST_NEW_NS", new_ns.join(" "));
+        for ns in new_ns {
+            let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+            c.env(format!("MGMT_TEST_HOST_NS_{ns}"), host);
+        }
         if args.first() == Some(&"run") {
             c.arg("--no-server");
         }
@@ -118,10 +137,17 @@ impl Drop for PrivateEtc {
     }
 }
 
-/// Runs `cmd` in the mount namespace of process `pid` (the agent's).
-fn inside(pid: i32, cmd: &[&str]) {
+/// Runs `cmd` in the namespaces of process `pid` (the agent's).
+fn inside(pid: i32, cmd: &[&str]) -> String {
     let out = Command::new("nsenter")
-        .args(["--target", &pid.to_string(), "--mount", "--"])
+        .args([
+            "--target",
+            &pid.to_string(),
+            "--mount",
+            "--net",
+            "--uts",
+            "--",
+        ])
         .args(cmd)
         .output()
         .unwrap();
@@ -130,6 +156,7 @@ fn inside(pid: i32, cmd: &[&str]) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn passwd_line<'a>(etc: &'a str, user: &str) -> Option<&'a str> {
@@ -218,7 +245,7 @@ fn accounts_and_lines_converge_and_drift_is_repaired_without_polling() {
     // Each drift is repaired from its watch: no polling is configured.
     let repaired = |what: &str, cmd: &[&str], fixed: &dyn Fn() -> bool| {
         let started = Instant::now();
-        inside(agent.pid(), cmd);
+        let _ = inside(agent.pid(), cmd);
         let took = wait_until(Duration::from_secs(15), fixed);
         assert!(took.is_some(), "{what}: not repaired");
         eprintln!("{what}: repaired in {:?}", started.elapsed());
@@ -379,4 +406,66 @@ fn two_hundred_lines_of_one_file_are_one_write() {
     assert!(again.unwrap().status.success());
     assert_eq!(writes, 0, "a converged file is not written");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), content);
+}
+
+#[test]
+fn sysctl_sets_the_live_value_and_its_boot_file_in_a_network_namespace() {
+    let etc = PrivateEtc::new();
+    let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let host_range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let graph = write(
+        etc.path(),
+        "g.yaml",
+        "graph: sysctl\nresources:\n  sysctl:\n  - name: net.ipv4.ip_forward\n    value: 1\n    interval: 1\n  - name: net.ipv4.ip_local_port_range\n    value: \"20000   40000\"\n    interval: 1\n",
+    );
+    let agent = Agent::spawn(etc.mgmt_in(&["--net"], &["run", "--file", &graph]));
+    let forward = || inside(agent.pid(), &["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    let boot_file = etc.etc("sysctl.d/99-mgmt-net.ipv4.ip_forward.conf");
+    let converged = wait_until(Duration::from_secs(20), || {
+        forward().trim() == "1"
+            && std::fs::read_to_string(&boot_file).ok().as_deref()
+                == Some("net.ipv4.ip_forward = 1\n")
+    });
+    assert!(converged.is_some(), "not converged");
+    let range = inside(
+        agent.pid(),
+        &["cat", "/proc/sys/net/ipv4/ip_local_port_range"],
+    );
+    assert_eq!(
+        range.split_whitespace().collect::<Vec<_>>(),
+        ["20000", "40000"]
+    );
+
+    // The live value has no events: the 1 s check finds the drift.
+    let started = Instant::now();
+    let _ = inside(
+        agent.pid(),
+        &["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || forward().trim() == "1").is_some(),
+        "live drift not repaired"
+    );
+    eprintln!("sysctl -w: repaired in {:?}", started.elapsed());
+    // The boot file is watched: repaired at once.
+    let started = Instant::now();
+    std::fs::write(&boot_file, "net.ipv4.ip_forward = 0\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&boot_file).ok().as_deref() == Some("net.ipv4.ip_forward = 1\n")
+        })
+        .is_some(),
+        "boot file not repaired"
+    );
+    eprintln!("sysctl.d edit: repaired in {:?}", started.elapsed());
+    assert!(agent.terminate().success());
+    // The host's own network namespace was never touched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap(),
+        host_range
+    );
 }

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::yaml::{GroupYaml, LineYaml, UserYaml};
+use super::yaml::{GroupYaml, LineYaml, SysctlYaml, UserYaml};
 use super::{Ctx, meta, named, path_problem, principal};
 use crate::resource::{
-    GroupParams, Kind, LineParams, Params, Presence, Principal, Resource, ResourceId, UserParams,
+    GroupParams, Kind, LineParams, Params, Presence, Principal, Resource, ResourceId, SysctlParams,
+    UserParams,
 };
 
 /// The largest uid or gid: `(uid_t) -1` means "none" to the kernel.
@@ -309,9 +310,104 @@ pub(super) fn line(ctx: &mut Ctx<'_>, y: LineYaml) -> Option<(Resource, Location
     ))
 }
 
-/// Refuses `line` resources that would be undone by another resource on
-/// every run: a file resource that writes the whole content of the same
-/// path, or another line of that file that wants the opposite.
+/// Where a persisted kernel parameter goes by default: read by
+/// systemd-sysctl and `sysctl --system` at boot, after the distribution's.
+pub const SYSCTL_DIR: &str = "/etc/sysctl.d/";
+
+/// Seconds between checks of a live kernel parameter, unless `interval` says.
+pub const SYSCTL_INTERVAL_S: u64 = 10;
+
+/// A sysctl key: components of letters, digits, `_`, `-` (and `.` when the
+/// separator is `/`), no empty one, no `..`.
+fn valid_sysctl_key(key: &str) -> bool {
+    let sep = if key.contains('/') { '/' } else { '.' };
+    !key.is_empty()
+        && key.split(sep).all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.chars().all(|ch| {
+                    ch.is_ascii_alphanumeric() || "_-".contains(ch) || (ch == '.' && sep == '/')
+                })
+        })
+}
+
+pub(super) fn sysctl(ctx: &mut Ctx<'_>, y: SysctlYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Sysctl, &y.name)?;
+    let before = ctx.diags.len();
+    let meta = meta(ctx, &id, y.meta);
+    if !valid_sysctl_key(&id.name) {
+        ctx.err(
+            Some(y.name.referenced),
+            Some(&id),
+            format!(
+                "{:?} is not a sysctl key (like net.ipv4.ip_forward: letters, digits, '_', '-')",
+                id.name
+            ),
+        );
+    }
+    let value = y.value.value.as_text();
+    if value.trim().is_empty() || value.contains(['\n', '\0']) {
+        ctx.err(
+            Some(y.value.referenced),
+            Some(&id),
+            "value must be one line, not empty",
+        );
+    }
+    let persist = match (y.persist.unwrap_or(true), &y.file) {
+        (false, Some(f)) => {
+            ctx.err(
+                Some(f.referenced),
+                Some(&id),
+                "`file` is where a persisted value goes; it needs `persist: true`",
+            );
+            None
+        }
+        (false, None) => None,
+        (true, None) => Some(format!(
+            "{SYSCTL_DIR}99-mgmt-{}.conf",
+            id.name.replace('/', ".")
+        )),
+        (true, Some(f)) => {
+            if let Some(problem) = path_problem(&f.value) {
+                ctx.err(Some(f.referenced), Some(&id), problem);
+            }
+            Some(f.value.clone())
+        }
+    };
+    let interval_s = match &y.interval {
+        None => SYSCTL_INTERVAL_S,
+        Some(i) if i.value > 0 => i.value as u64,
+        Some(i) => {
+            ctx.err(
+                Some(i.referenced),
+                Some(&id),
+                format!("interval must be a number of seconds > 0, not {}", i.value),
+            );
+            SYSCTL_INTERVAL_S
+        }
+    };
+    let params = SysctlParams {
+        key: id.name.clone(),
+        value: value.split_whitespace().collect::<Vec<_>>().join(" "),
+        persist,
+        interval_s,
+    };
+    (ctx.diags.len() == before).then_some((
+        Resource {
+            id,
+            meta,
+            params: Params::Sysctl(params),
+            exported,
+        },
+        y.name.referenced,
+    ))
+}
+
+/// Refuses resources that would be undone by another on every run: a `line`
+/// in a file whose whole content a `file` resource writes, or beside a line
+/// of that file that wants the opposite; a `sysctl` persisted in a file
+/// another resource writes.
 pub(super) fn check_lines(ctx: &mut Ctx<'_>, resources: &[Resource]) {
     let mut content_of: BTreeMap<&str, &Resource> = BTreeMap::new();
     for r in resources {
@@ -320,6 +416,24 @@ pub(super) fn check_lines(ctx: &mut Ctx<'_>, resources: &[Resource]) {
         {
             content_of.insert(f.path.as_str(), r);
         }
+    }
+    let mut persisted: BTreeMap<&str, &Resource> = BTreeMap::new();
+    for r in resources {
+        let Params::Sysctl(p) = &r.params else {
+            continue;
+        };
+        let Some(file) = &p.persist else { continue };
+        let clash = content_of
+            .get(file.as_str())
+            .or(persisted.get(file.as_str()));
+        if let Some(other) = clash {
+            let msg = format!(
+                "{} also writes {file:?}: one would undo the other",
+                other.id
+            );
+            ctx.err(None, Some(&r.id), msg);
+        }
+        persisted.insert(file, r);
     }
     // Per path: (match, line) -> the first present line seen; line -> state.
     let mut by_match: BTreeMap<(&str, &str), &Resource> = BTreeMap::new();

@@ -285,6 +285,12 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 .into_iter()
                 .filter_map(|y| host::line(ctx, y)),
         );
+        located.extend(
+            res.sysctl
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| host::sysctl(ctx, y)),
+        );
     }
 
     // Duplicates: report the later definition, pointing at the first.

@@ -821,10 +821,41 @@ fn bad_host_kinds_are_located_errors() {
             "graph: g\nresources:\n  line:\n  - name: a\n    path: /f\n    line: Port 1\n    match: ^Port\n  - name: b\n    path: /f\n    line: Port 2\n    match: ^Port\n",
             "one would undo the other",
         ),
+        (
+            "graph: g\nresources:\n  sysctl:\n  - name: net..ipv4\n    value: 1\n",
+            "g.yaml:4:11: Sysctl[net..ipv4]: \"net..ipv4\" is not a sysctl key",
+        ),
+        (
+            "graph: g\nresources:\n  sysctl:\n  - name: ../../etc/passwd\n    value: 1\n",
+            "is not a sysctl key",
+        ),
+        (
+            "graph: g\nresources:\n  sysctl:\n  - name: vm.swappiness\n    value: 1\n    interval: 0\n",
+            "g.yaml:6:15: Sysctl[vm.swappiness]: interval must be a number of seconds > 0",
+        ),
+        (
+            "graph: g\nresources:\n  sysctl:\n  - name: vm.swappiness\n    value: 1\n    file: /etc/s.conf\n  - name: vm.overcommit_memory\n    value: 1\n    file: /etc/s.conf\n",
+            "Sysctl[vm.swappiness]: Sysctl[vm.overcommit_memory] also writes \"/etc/s.conf\"",
+        ),
     ] {
         let e = err(text);
         assert!(e.contains(want), "{text}\nwanted {want:?} in:\n{e}");
     }
+}
+
+#[test]
+fn a_sysctl_persists_by_default_and_checks_its_live_value_on_a_timer() {
+    let g = ok("graph: g\nresources:\n  sysctl:\n  - name: net.ipv4.ip_local_port_range\n    value: \"20000   40000\"\n");
+    let Params::Sysctl(p) = &g.resources[0].params else {
+        panic!()
+    };
+    assert_eq!(p.value, "20000 40000");
+    assert_eq!(
+        p.persist.as_deref(),
+        Some("/etc/sysctl.d/99-mgmt-net.ipv4.ip_local_port_range.conf")
+    );
+    assert_eq!(p.proc_path(), "/proc/sys/net/ipv4/ip_local_port_range");
+    assert_eq!(g.resources[0].params.live_check_s(), Some(10));
 }
 
 #[test]

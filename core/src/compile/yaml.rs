@@ -44,6 +44,8 @@ pub struct ResourcesYaml {
     pub group: Option<Vec<GroupYaml>>,
     #[serde(default)]
     pub line: Option<Vec<LineYaml>>,
+    #[serde(default)]
+    pub sysctl: Option<Vec<SysctlYaml>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +242,22 @@ pub struct LineYaml {
     pub before: Option<Spanned<String>>,
     #[serde(default)]
     pub create: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysctlYaml {
+    /// The key (`net.ipv4.ip_forward`).
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    pub value: Spanned<ScalarYaml>,
+    #[serde(default)]
+    pub persist: Option<bool>,
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub interval: Option<Spanned<i64>>,
 }
 
 /// A string or an integer, for fields such as `mode: 0644` or `owner: 0` that

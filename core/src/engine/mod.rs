@@ -147,6 +147,8 @@ struct VConf {
     retry: Retry,
     delay: Millis,
     poll: Option<Millis>,
+    /// Watched for events (`meta: {poll}` replaces the watch).
+    watch: bool,
     noop: bool,
     /// A timer: its ticks are not activity, so a timer alone never holds
     /// off convergence (what its refreshes make others change still counts).
@@ -191,7 +193,12 @@ impl Engine {
                     children: Vec::new(),
                     retry: meta.retry,
                     delay: Millis(meta.delay_ms),
-                    poll: (meta.poll_s > 0).then(|| Millis(meta.poll_s.saturating_mul(1000))),
+                    poll: match meta.poll_s {
+                        0 => graph.resources[v.head()].params.live_check_s(),
+                        s => Some(s),
+                    }
+                    .map(|s| Millis(s.saturating_mul(1000))),
+                    watch: meta.poll_s == 0,
                     noop: v.members.iter().any(|&m| graph.resources[m].meta.noop),
                     ticks: v
                         .members
@@ -344,10 +351,14 @@ impl Engine {
         // at exit).
         let single_pass = self.config.converged_timeout == Some(Millis(0));
         for v in 0..self.conf.len() {
-            match self.conf[v].poll {
-                None if single_pass => {}
-                None => self.outputs.push_back(Output::StartWatch(v)),
-                Some(p) => self.set_timer(v, Timer::Poll, self.now + p),
+            if self.conf[v].watch && !single_pass {
+                self.outputs.push_back(Output::StartWatch(v));
+            }
+            // A live check of a kind that has one runs beside its watch.
+            if let Some(p) = self.conf[v].poll
+                && !(single_pass && self.conf[v].watch)
+            {
+                self.set_timer(v, Timer::Poll, self.now + p);
             }
             if self.conf[v].parents.is_empty() {
                 self.candidates.insert(v);
