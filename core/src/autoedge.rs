@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::{Graph, ResEdge, ResIdx};
-use crate::resource::{Params, Presence, Principal, Resource};
+use crate::resource::{MountState, Params, Presence, Principal, Resource};
 
 /// An identity a resource offers, or asks to be ordered against.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,6 +94,10 @@ pub trait AutoEdge {
 pub fn uids(r: &Resource) -> Vec<Uid> {
     match &r.params {
         Params::File(f) => vec![Uid::Path(f.path.clone())],
+        // What is below a mount point comes after the mount.
+        Params::Mount(m) if m.state == MountState::Mounted => {
+            vec![Uid::Path(format!("{}/", m.path))]
+        }
         Params::Svc(s) if !s.session => vec![Uid::Svc(s.name.clone())],
         // Only an account that will be there is something to come after.
         Params::User(u) if u.state == Presence::Present => vec![Uid::User(u.name.clone())],
@@ -107,7 +111,8 @@ pub fn uids(r: &Resource) -> Vec<Uid> {
         | Params::User(_)
         | Params::Group(_)
         | Params::Line(_)
-        | Params::Sysctl(_) => Vec::new(),
+        | Params::Sysctl(_)
+        | Params::Mount(_) => Vec::new(),
     }
 }
 
@@ -142,6 +147,13 @@ pub fn auto_edge(r: &Resource, packages: &PackageFiles) -> Option<Box<dyn AutoEd
         Params::Line(l) => Some(Box::new(Chain::new(
             Fixed::after([Uid::Path(l.path.clone())]),
             FileAncestors::new(&l.path),
+            true,
+        ))),
+        // A mount comes after its mount point's directory (or else the
+        // nearest managed ancestor, which may be another mount).
+        Params::Mount(m) => Some(Box::new(Chain::new(
+            Fixed::after([Uid::Path(format!("{}/", m.path))]),
+            FileAncestors::new(&m.path),
             true,
         ))),
         // A persisted sysctl comes after the directory of its file.

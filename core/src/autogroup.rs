@@ -16,7 +16,7 @@
 //!   manager transaction serves them all; a pinned version never groups;
 //! - `line` groups with the lines of the same file, so one read and one
 //!   atomic write apply them all, and no line's write can lose another's;
-//! - `exec`, `svc`, `timer`, `msg`, `user`, `group` and `sysctl` never
+//! - `exec`, `svc`, `timer`, `msg`, `user`, `group`, `sysctl` and `mount` never
 //!   group (each is its own unit of work);
 //! - kinds never mix, `meta: {autogroup: false}` opts a resource out, and
 //!   members must agree on `meta` retry, delay, poll and noop, because the
@@ -71,7 +71,8 @@ pub fn group_class(r: &Resource) -> Option<GroupClass> {
         | Params::Msg(_)
         | Params::User(_)
         | Params::Group(_)
-        | Params::Sysctl(_) => return None,
+        | Params::Sysctl(_)
+        | Params::Mount(_) => return None,
     };
     Some(GroupClass {
         kind: r.kind(),

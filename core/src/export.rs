@@ -216,6 +216,15 @@ pub fn to_mapping(r: &Resource) -> Map<String, Value> {
             put("file", json!(p.persist));
             put("interval", json!(p.interval_s));
         }
+        Params::Mount(m) => {
+            put("path", json!(m.path));
+            put("device", json!((!m.device.is_empty()).then_some(&m.device)));
+            put("fstype", json!((!m.fstype.is_empty()).then_some(&m.fstype)));
+            put("options", json!(m.options.join(",")));
+            put("dump", json!(m.dump));
+            put("pass", json!(m.pass));
+            put("state", json!(m.state.as_str()));
+        }
     }
     let meta = &r.meta;
     m.insert(

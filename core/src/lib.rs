@@ -25,6 +25,7 @@ pub mod graph;
 pub mod hostname;
 pub mod kv;
 pub mod line;
+pub mod mounts;
 pub mod resource;
 pub mod template;
 pub mod time;

@@ -20,6 +20,7 @@ pub enum Kind {
     Group,
     Line,
     Sysctl,
+    Mount,
 }
 
 impl Kind {
@@ -37,6 +38,7 @@ impl Kind {
             Kind::Group => "group",
             Kind::Line => "line",
             Kind::Sysctl => "sysctl",
+            Kind::Mount => "mount",
         }
     }
 
@@ -54,11 +56,12 @@ impl Kind {
             "group" => Some(Kind::Group),
             "line" => Some(Kind::Line),
             "sysctl" => Some(Kind::Sysctl),
+            "mount" => Some(Kind::Mount),
             _ => None,
         }
     }
 
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Exec,
         Kind::File,
         Kind::Noop,
@@ -70,6 +73,7 @@ impl Kind {
         Kind::Group,
         Kind::Line,
         Kind::Sysctl,
+        Kind::Mount,
     ];
 }
 
@@ -87,6 +91,7 @@ impl fmt::Display for Kind {
             Kind::Group => "Group",
             Kind::Line => "Line",
             Kind::Sysctl => "Sysctl",
+            Kind::Mount => "Mount",
         })
     }
 }
@@ -359,6 +364,48 @@ pub enum Params {
     Group(GroupParams),
     Line(LineParams),
     Sysctl(SysctlParams),
+    Mount(MountParams),
+}
+
+/// What a `mount` resource wants (Ansible's states).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MountState {
+    /// Mounted now, and in `/etc/fstab`.
+    Mounted,
+    /// Not mounted now; `/etc/fstab` left as it is.
+    Unmounted,
+    /// In `/etc/fstab`; whether it is mounted now is left as it is.
+    Present,
+    /// Neither mounted nor in `/etc/fstab`.
+    Absent,
+}
+
+impl MountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountState::Mounted => "mounted",
+            MountState::Unmounted => "unmounted",
+            MountState::Present => "present",
+            MountState::Absent => "absent",
+        }
+    }
+}
+
+/// A file system mounted at a path, and its `/etc/fstab` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MountParams {
+    /// The mount point, absolute, without a trailing `/`.
+    pub path: String,
+    /// What is mounted: a device, `UUID=`/`LABEL=`, an image file (mounted
+    /// through a loop device), or a name such as `tmpfs`.
+    pub device: String,
+    pub fstype: String,
+    /// Mount options (`defaults` if none given).
+    pub options: Vec<String>,
+    /// fstab's fifth and sixth fields.
+    pub dump: u32,
+    pub pass: u32,
+    pub state: MountState,
 }
 
 impl Params {

@@ -4,7 +4,6 @@
 //! (the tools replace those files by rename, which the directory watch sees).
 
 use std::io;
-use std::process::Stdio;
 
 use mgmt_core::accounts::{self, Accounts, Plan};
 use mgmt_core::resource::{GroupParams, UserParams};
@@ -18,14 +17,8 @@ pub enum AccountIoError {
     },
     #[error(transparent)]
     Plan(#[from] accounts::AccountError),
-    #[error("`{command}` could not start: {source}")]
-    Spawn { command: String, source: io::Error },
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Tool {
-        command: String,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     #[error("after `{command}`, the account still differs: {left}")]
     NotRepaired { command: String, left: String },
 }
@@ -67,27 +60,8 @@ fn shown(cmd: &[String]) -> String {
 
 /// Runs a shadow tool; its stderr is the error.
 async fn run(cmd: &[String]) -> Result<(), AccountIoError> {
-    let shown = shown(cmd);
-    let out = tokio::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| AccountIoError::Spawn {
-            command: shown.clone(),
-            source,
-        })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(AccountIoError::Tool {
-        command: shown,
-        status: out.status,
-        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    })
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    Ok(crate::tool::run(&args, shown(cmd)).await?)
 }
 
 /// Checks, and with `apply` repairs, through `plan`; after a repair the

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use mgmt_core::engine::{Engine, EngineConfig, Input, Output};
 use mgmt_core::resource::{
-    FileParams, GroupParams, Kind, LineParams, Params, PkgParams, ResourceId, SvcParams,
-    SysctlParams, UserParams,
+    FileParams, GroupParams, Kind, LineParams, MountParams, Params, PkgParams, ResourceId,
+    SvcParams, SysctlParams, UserParams,
 };
 use mgmt_core::{Graph, Millis, VertexId};
 use notify::RecommendedWatcher;
@@ -35,6 +35,7 @@ use crate::exec::{self, ExecRes};
 use crate::file;
 use crate::fswatch::FsWatch;
 use crate::line;
+use crate::mount;
 use crate::msg;
 use crate::pkg;
 use crate::svc;
@@ -198,6 +199,7 @@ enum Member {
     /// Checked and applied with the other lines of its file, in one write.
     Line(Arc<LineParams>),
     Sysctl(Arc<SysctlParams>),
+    Mount(Arc<MountParams>),
 }
 
 /// What the watches of one vertex saw since its last CheckApply.
@@ -223,6 +225,8 @@ enum WatchSpec {
     Tree(ResourceId, usize, String),
     Lines(mgmt_core::resource::Command, Arc<AtomicBool>),
     Unit(Arc<SvcParams>),
+    /// The mount table (`/proc/self/mountinfo`'s change events).
+    Mounts,
 }
 
 /// `Watch` and `WatchFailed` carry the generation of the graph whose watch
@@ -318,6 +322,7 @@ fn new_member(params: &Params) -> Member {
         Params::Group(p) => Member::Group(Arc::new(p.clone())),
         Params::Line(p) => Member::Line(Arc::new(p.clone())),
         Params::Sysctl(p) => Member::Sysctl(Arc::new(p.clone())),
+        Params::Mount(p) => Member::Mount(Arc::new(p.clone())),
     }
 }
 
@@ -371,6 +376,10 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                             .iter()
                             .map(|f| WatchSpec::Path(id.clone(), i, f.clone()))
                             .collect(),
+                        Member::Mount(_) => vec![
+                            WatchSpec::Mounts,
+                            WatchSpec::Path(id.clone(), i, mgmt_core::mounts::FSTAB.to_string()),
+                        ],
                         Member::Exec(e) => e
                             .params
                             .watch
@@ -914,6 +923,18 @@ fn start_watch(
                 });
                 watchers.entry(v).or_default().push(handle);
             }
+            WatchSpec::Mounts => {
+                let tx = tx.clone();
+                let handle = tokio::spawn(async move {
+                    let tx2 = tx.clone();
+                    let why = mount::watch(move || {
+                        let _ = tx2.send(Event::Watch(g, v));
+                    })
+                    .await;
+                    let _ = tx.send(Event::WatchFailed(g, v, why));
+                });
+                watchers.entry(v).or_default().push(handle);
+            }
             WatchSpec::Unit(p) => {
                 let (p, tx, services) = (p.clone(), tx.clone(), services.clone());
                 let handle = tokio::spawn(async move {
@@ -1021,6 +1042,9 @@ async fn check_apply_vertex(
                 .await
                 .map_err(|e| e.to_string()),
             Member::Group(p) => account::check_apply_group(p, apply)
+                .await
+                .map_err(|e| e.to_string()),
+            Member::Mount(p) => mount::check_apply(p, apply)
                 .await
                 .map_err(|e| e.to_string()),
             Member::Sysctl(p) => {

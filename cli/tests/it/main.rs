@@ -1,12 +1,12 @@
 //! End-to-end tests of the `mgmt` binary: real processes, real files, real
 //! inotify. One test binary (modules below) keeps link time down.
 
-mod accounts;
 mod bad_input;
 mod changeover;
 mod cluster;
 mod exports;
 mod fleet;
+mod host_kinds;
 mod operator;
 mod package;
 mod pkg;

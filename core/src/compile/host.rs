@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::yaml::{GroupYaml, LineYaml, SysctlYaml, UserYaml};
-use super::{Ctx, meta, named, path_problem, principal};
+use super::yaml::{GroupYaml, LineYaml, MountYaml, SysctlYaml, UserYaml};
+use super::{Ctx, meta, named, path_or_name, path_problem, principal};
 use crate::resource::{
-    GroupParams, Kind, LineParams, Params, Presence, Principal, Resource, ResourceId, SysctlParams,
-    UserParams,
+    GroupParams, Kind, LineParams, MountParams, MountState, Params, Presence, Principal, Resource,
+    ResourceId, SysctlParams, UserParams,
 };
 
 /// The largest uid or gid: `(uid_t) -1` means "none" to the kernel.
@@ -404,6 +404,201 @@ pub(super) fn sysctl(ctx: &mut Ctx<'_>, y: SysctlYaml) -> Option<(Resource, Loca
     ))
 }
 
+/// The file systems a `mount` may name: Linux's own, and FUSE's
+/// `fuse.<name>` (`auto` lets mount(8) probe; `none` with `bind` options).
+const FSTYPES: [&str; 44] = [
+    "auto",
+    "none",
+    "bind",
+    "ext2",
+    "ext3",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "vfat",
+    "msdos",
+    "exfat",
+    "ntfs",
+    "ntfs3",
+    "f2fs",
+    "jfs",
+    "reiserfs",
+    "hfsplus",
+    "iso9660",
+    "udf",
+    "squashfs",
+    "erofs",
+    "tmpfs",
+    "ramfs",
+    "overlay",
+    "fuse",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "9p",
+    "virtiofs",
+    "zfs",
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "hugetlbfs",
+    "mqueue",
+    "autofs",
+    "swap",
+];
+
+fn fstype_known(t: &str) -> bool {
+    FSTYPES.contains(&t)
+        || t.strip_prefix("fuse.").is_some_and(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        })
+}
+
+pub(super) fn mount(ctx: &mut Ctx<'_>, y: MountYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Mount, &y.name)?;
+    let before = ctx.diags.len();
+    let meta = meta(ctx, &id, y.meta);
+    let (path, path_loc) = path_or_name(&y.path, &id, &y.name);
+    if let Some(problem) = path_problem(&path) {
+        ctx.err(Some(path_loc), Some(&id), problem);
+    } else if path.contains(['\n', '\t', ' ']) {
+        ctx.err(
+            Some(path_loc),
+            Some(&id),
+            format!("path {path:?} must not contain whitespace"),
+        );
+    }
+    let state = match y.state.as_ref().map(|s| s.value.as_str()) {
+        None | Some("mounted") => MountState::Mounted,
+        Some("unmounted") => MountState::Unmounted,
+        Some("present") => MountState::Present,
+        Some("absent") => MountState::Absent,
+        Some(other) => {
+            let loc = y.state.as_ref().map(|s| s.referenced);
+            ctx.err(
+                loc,
+                Some(&id),
+                format!("state must be mounted, unmounted, present or absent, not {other:?}"),
+            );
+            MountState::Mounted
+        }
+    };
+    let needs_source = matches!(state, MountState::Mounted | MountState::Present);
+    let device = match &y.device {
+        Some(d)
+            if d.value.is_empty()
+                || d.value.starts_with('-')
+                || d.value.contains(char::is_whitespace)
+                || d.value.contains('\0') =>
+        {
+            ctx.err(
+                Some(d.referenced),
+                Some(&id),
+                format!(
+                    "device {:?} must be non-empty, without whitespace, not starting with '-'",
+                    d.value
+                ),
+            );
+            String::new()
+        }
+        Some(d) => d.value.clone(),
+        None => {
+            if needs_source {
+                ctx.err(
+                    Some(y.name.referenced),
+                    Some(&id),
+                    format!("device is required when state is {}", state.as_str()),
+                );
+            }
+            String::new()
+        }
+    };
+    let fstype = match &y.fstype {
+        Some(t) if !fstype_known(&t.value) => {
+            ctx.err(
+                Some(t.referenced),
+                Some(&id),
+                format!("unknown fstype {:?} (a Linux file system such as ext4, xfs, tmpfs, or fuse.<name>)", t.value),
+            );
+            String::new()
+        }
+        Some(t) => t.value.clone(),
+        None => {
+            if needs_source {
+                ctx.err(
+                    Some(y.name.referenced),
+                    Some(&id),
+                    format!("fstype is required when state is {}", state.as_str()),
+                );
+            }
+            String::new()
+        }
+    };
+    let options = match &y.options {
+        None => vec!["defaults".to_string()],
+        Some(o) => {
+            let opts: Vec<String> = o.value.split(',').map(str::to_string).collect();
+            if opts
+                .iter()
+                .any(|x| x.is_empty() || x.contains(char::is_whitespace))
+            {
+                ctx.err(
+                    Some(o.referenced),
+                    Some(&id),
+                    format!(
+                        "options {:?} must be comma-separated, without spaces or empty ones",
+                        o.value
+                    ),
+                );
+            }
+            opts
+        }
+    };
+    let mut small = |v: &Option<Spanned<i64>>, what: &str| match v {
+        None => 0,
+        Some(n) if (0..=9).contains(&n.value) => n.value as u32,
+        Some(n) => {
+            ctx.err(
+                Some(n.referenced),
+                Some(&id),
+                format!("{what} must be 0 to 9, not {}", n.value),
+            );
+            0
+        }
+    };
+    let dump = small(&y.dump, "dump");
+    let pass = small(&y.pass, "pass");
+    let params = MountParams {
+        path: match path.trim_end_matches('/') {
+            "" => path.clone(),
+            p => p.to_string(),
+        },
+        device,
+        fstype,
+        options,
+        dump,
+        pass,
+        state,
+    };
+    (ctx.diags.len() == before).then_some((
+        Resource {
+            id,
+            meta,
+            params: Params::Mount(params),
+            exported,
+        },
+        y.name.referenced,
+    ))
+}
+
 /// Refuses resources that would be undone by another on every run: a `line`
 /// in a file whose whole content a `file` resource writes, or beside a line
 /// of that file that wants the opposite; a `sysctl` persisted in a file
@@ -415,6 +610,19 @@ pub(super) fn check_lines(ctx: &mut Ctx<'_>, resources: &[Resource]) {
             && (f.content.is_some() || f.source.is_some())
         {
             content_of.insert(f.path.as_str(), r);
+        }
+    }
+    let mut mounts: BTreeMap<&str, &Resource> = BTreeMap::new();
+    for r in resources {
+        let Params::Mount(m) = &r.params else {
+            continue;
+        };
+        if let Some(other) = mounts.insert(&m.path, r) {
+            let msg = format!(
+                "{} also mounts {:?}: one would undo the other",
+                other.id, m.path
+            );
+            ctx.err(None, Some(&r.id), msg);
         }
     }
     let mut persisted: BTreeMap<&str, &Resource> = BTreeMap::new();

@@ -291,6 +291,12 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 .into_iter()
                 .filter_map(|y| host::sysctl(ctx, y)),
         );
+        located.extend(
+            res.mount
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| host::mount(ctx, y)),
+        );
     }
 
     // Duplicates: report the later definition, pointing at the first.
@@ -495,6 +501,19 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     graph
 }
 
+/// A resource's `path` and where it is written: the name when it has none,
+/// as in the original.
+fn path_or_name(
+    path: &Option<Spanned<String>>,
+    id: &ResourceId,
+    name: &Spanned<String>,
+) -> (String, Location) {
+    match path {
+        Some(p) => (p.value.clone(), p.referenced),
+        None => (id.name.clone(), name.referenced),
+    }
+}
+
 /// What is wrong with a managed path, if anything: it must be absolute,
 /// without NUL or `..`, and not `/`.
 fn path_problem(path: &str) -> Option<String> {
@@ -609,11 +628,7 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
     let (id, exported) = named(ctx, Kind::File, &y.name)?;
     let before = ctx.diags.len();
     let meta = meta(ctx, &id, y.meta);
-    // The path defaults to the name, as in the original.
-    let (path, path_loc) = match &y.path {
-        Some(p) => (p.value.clone(), p.referenced),
-        None => (id.name.clone(), y.name.referenced),
-    };
+    let (path, path_loc) = path_or_name(&y.path, &id, &y.name);
     if let Some(problem) = path_problem(&path) {
         ctx.err(Some(path_loc), Some(&id), problem);
     }

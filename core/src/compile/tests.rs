@@ -837,6 +837,26 @@ fn bad_host_kinds_are_located_errors() {
             "graph: g\nresources:\n  sysctl:\n  - name: vm.swappiness\n    value: 1\n    file: /etc/s.conf\n  - name: vm.overcommit_memory\n    value: 1\n    file: /etc/s.conf\n",
             "Sysctl[vm.swappiness]: Sysctl[vm.overcommit_memory] also writes \"/etc/s.conf\"",
         ),
+        (
+            "graph: g\nresources:\n  mount:\n  - name: /mnt/x\n    device: /dev/sdb1\n    fstype: ext5\n",
+            "g.yaml:6:13: Mount[/mnt/x]: unknown fstype \"ext5\"",
+        ),
+        (
+            "graph: g\nresources:\n  mount:\n  - name: mnt/x\n    device: /dev/sdb1\n    fstype: ext4\n",
+            "g.yaml:4:11: Mount[mnt/x]: path \"mnt/x\" must be absolute",
+        ),
+        (
+            "graph: g\nresources:\n  mount:\n  - name: /mnt/x\n    fstype: ext4\n",
+            "device is required when state is mounted",
+        ),
+        (
+            "graph: g\nresources:\n  mount:\n  - name: /mnt/x\n    device: -o\n    fstype: ext4\n",
+            "not starting with '-'",
+        ),
+        (
+            "graph: g\nresources:\n  mount:\n  - name: a\n    path: /mnt/x\n    device: tmpfs\n    fstype: tmpfs\n  - name: b\n    path: /mnt/x/\n    device: tmpfs\n    fstype: tmpfs\n",
+            "also mounts \"/mnt/x\"",
+        ),
     ] {
         let e = err(text);
         assert!(e.contains(want), "{text}\nwanted {want:?} in:\n{e}");
@@ -844,8 +864,29 @@ fn bad_host_kinds_are_located_errors() {
 }
 
 #[test]
+fn mounts_order_nested_mounts_and_what_is_below_them() {
+    let g = ok(
+        "graph: g\nresources:\n  mount:\n  - name: /srv\n    device: /dev/vdb\n    fstype: xfs\n  - name: /srv/cache\n    device: tmpfs\n    fstype: tmpfs\n  file:\n  - name: /srv/cache/\n  - name: /srv/cache/f\n    content: x\n",
+    );
+    let edges: Vec<String> = g
+        .edges
+        .iter()
+        .map(|e| format!("{} -> {}", g.resources[e.from].id, g.resources[e.to].id))
+        .collect();
+    for want in [
+        "Mount[/srv] -> File[/srv/cache/]",
+        "File[/srv/cache/] -> Mount[/srv/cache]",
+        "Mount[/srv/cache] -> File[/srv/cache/f]",
+    ] {
+        assert!(edges.contains(&want.to_string()), "{want} not in {edges:?}");
+    }
+}
+
+#[test]
 fn a_sysctl_persists_by_default_and_checks_its_live_value_on_a_timer() {
-    let g = ok("graph: g\nresources:\n  sysctl:\n  - name: net.ipv4.ip_local_port_range\n    value: \"20000   40000\"\n");
+    let g = ok(
+        "graph: g\nresources:\n  sysctl:\n  - name: net.ipv4.ip_local_port_range\n    value: \"20000   40000\"\n",
+    );
     let Params::Sysctl(p) = &g.resources[0].params else {
         panic!()
     };

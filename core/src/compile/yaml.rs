@@ -46,6 +46,8 @@ pub struct ResourcesYaml {
     pub line: Option<Vec<LineYaml>>,
     #[serde(default)]
     pub sysctl: Option<Vec<SysctlYaml>>,
+    #[serde(default)]
+    pub mount: Option<Vec<MountYaml>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +260,29 @@ pub struct SysctlYaml {
     pub file: Option<Spanned<String>>,
     #[serde(default)]
     pub interval: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    /// The mount point; defaults to the name.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    #[serde(default, alias = "src")]
+    pub device: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fstype: Option<Spanned<String>>,
+    #[serde(default, alias = "opts")]
+    pub options: Option<Spanned<String>>,
+    #[serde(default)]
+    pub dump: Option<Spanned<i64>>,
+    #[serde(default, alias = "passno")]
+    pub pass: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
 }
 
 /// A string or an integer, for fields such as `mode: 0644` or `owner: 0` that

@@ -1,9 +1,11 @@
-//! `user`, `group` and `line` against the real shadow tools. The agent runs
-//! in a mount namespace of its own where a private copy of `/etc` is
-//! bind-mounted over `/etc` (the tools replace `/etc/passwd` and friends by
-//! rename, which a bind mount of a single file would refuse) and `/home`,
-//! `/var/log` and `/var/mail` are empty tmpfs; each test checks afterwards
-//! that the host's own account files are unchanged.
+//! The kinds that manage a host's own configuration (`user`, `group`,
+//! `line`, `sysctl`, `mount`) against the real tools and the real kernel.
+//! The agent runs in a mount namespace of its own where a private copy of
+//! `/etc` is bind-mounted over `/etc` (the shadow tools replace
+//! `/etc/passwd` and friends by rename, which a bind mount of a single file
+//! would refuse) and `/home`, `/var/log` and `/var/mail` are empty tmpfs, in
+//! a network namespace of its own for `net.*` keys; each test checks
+//! afterwards that the host's own files are unchanged.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,7 +14,13 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// The host files no test may change.
-const HOST_FILES: [&str; 4] = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"];
+const HOST_FILES: [&str; 5] = [
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/fstab",
+];
 
 fn host_files() -> Vec<(String, Option<Vec<u8>>)> {
     HOST_FILES
@@ -159,6 +167,25 @@ fn inside(pid: i32, cmd: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The edges `mgmt graph` shows between vertices, as `From -> To`.
+fn graph_edges(graph: &str) -> Vec<String> {
+    let out = run_to_end(&["graph", "--file", graph]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} -> {}",
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 fn passwd_line<'a>(etc: &'a str, user: &str) -> Option<&'a str> {
     etc.lines().find(|l| l.starts_with(&format!("{user}:")))
 }
@@ -207,21 +234,7 @@ fn accounts_and_lines_converge_and_drift_is_repaired_without_polling() {
     );
 
     // AutoEdges: the group before the user, the user before the file it owns.
-    let out = run_to_end(&["graph", "--file", &graph]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let edges: Vec<String> = json["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} -> {}",
-                e["from"].as_str().unwrap(),
-                e["to"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let edges = graph_edges(&graph);
     for want in [
         "Group[mgmtweb] -> User[mgmtbob]",
         "User[mgmtbob] -> File[owned]",
@@ -468,4 +481,102 @@ fn sysctl_sets_the_live_value_and_its_boot_file_in_a_network_namespace() {
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap(),
         host_range
     );
+}
+
+/// Whether the host's mount table names `dir` (a test's mount leaked).
+fn host_mounts_under(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&dir.display().to_string())
+}
+
+#[test]
+fn mounts_are_made_kept_in_fstab_and_remounted_after_umount() {
+    let etc = PrivateEtc::new();
+    let dir = etc.path().display().to_string();
+    let image = etc.path().join("disk.img");
+    let mkfs = Command::new("sh")
+        .args([
+            "-ec",
+            "truncate -s 16M \"$1\" && mkfs.ext4 -q -F \"$1\"",
+            "sh",
+        ])
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(mkfs.success(), "mkfs.ext4");
+    let graph_text = format!(
+        "graph: mounts\nresources:\n  mount:\n  - name: scratch\n    path: {dir}/t\n    device: tmpfs\n    fstype: tmpfs\n    options: nodev,size=2m\n  - name: data\n    path: {dir}/img\n    device: {img}\n    fstype: ext4\n    options: noatime\n  file:\n  - name: {dir}/t/inside\n    content: \"on the tmpfs\\n\"\n",
+        img = image.display()
+    );
+    let graph = write(etc.path(), "g.yaml", &graph_text);
+    let want = format!("Mount[scratch] -> File[{dir}/t/inside]");
+    let edges = graph_edges(&graph);
+    assert!(edges.contains(&want), "{want} not in {edges:?}");
+
+    let agent = Agent::spawn(etc.mgmt(&["run", "--file", &graph]));
+    let mounted = |path: &str, fstype: &str| {
+        let info = inside(agent.pid(), &["cat", "/proc/self/mountinfo"]);
+        mgmt_core::mounts::parse_mountinfo(&info)
+            .iter()
+            .any(|e| e.mount_point == path && e.fstype == fstype)
+    };
+    let (t, img) = (format!("{dir}/t"), format!("{dir}/img"));
+    let converged = wait_until(Duration::from_secs(30), || {
+        mounted(&t, "tmpfs")
+            && mounted(&img, "ext4")
+            && etc
+                .read("fstab")
+                .contains(&format!("tmpfs {t} tmpfs nodev,size=2m 0 0"))
+            && inside(agent.pid(), &["cat", &format!("{t}/inside")]) == "on the tmpfs\n"
+    });
+    assert!(converged.is_some(), "not converged");
+    // The file went onto the tmpfs, not under it: the host sees none of it.
+    assert!(!Path::new(&format!("{t}/inside")).exists());
+    assert!(!host_mounts_under(etc.path()));
+
+    // Each drift is repaired from the mount table's change event.
+    for (what, cmd, path, fstype) in [
+        ("umount tmpfs", vec!["umount", t.as_str()], &t, "tmpfs"),
+        (
+            "umount ext4 image",
+            vec!["umount", img.as_str()],
+            &img,
+            "ext4",
+        ),
+    ] {
+        let started = Instant::now();
+        let _ = inside(agent.pid(), &cmd);
+        let took = wait_until(Duration::from_secs(15), || mounted(path, fstype));
+        assert!(took.is_some(), "{what}: not repaired");
+        eprintln!("{what}: repaired in {:?}", started.elapsed());
+    }
+    let started = Instant::now();
+    let _ = inside(agent.pid(), &["sed", "-i", "/ ext4 /d", "/etc/fstab"]);
+    let fixed = wait_until(Duration::from_secs(15), || {
+        etc.read("fstab")
+            .contains(&format!("{} {img} ext4 noatime 0 0", image.display()))
+    });
+    assert!(fixed.is_some(), "fstab edit not repaired");
+    eprintln!("fstab edit: repaired in {:?}", started.elapsed());
+
+    // The graph changes to absent: both unmounted, both entries gone.
+    let absent = graph_text
+        .split("  file:")
+        .next()
+        .unwrap()
+        .replace(
+            "    options: noatime\n",
+            "    options: noatime\n    state: absent\n",
+        )
+        .replace(
+            "    options: nodev,size=2m\n",
+            "    options: nodev,size=2m\n    state: absent\n",
+        );
+    std::fs::write(&graph, absent).unwrap();
+    let gone = wait_until(Duration::from_secs(15), || {
+        !mounted(&t, "tmpfs") && !mounted(&img, "ext4") && !etc.read("fstab").contains(&dir)
+    });
+    assert!(gone.is_some(), "absent mounts not removed");
+    assert!(agent.terminate().success());
 }
