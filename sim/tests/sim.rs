@@ -178,6 +178,17 @@ fn a_candidate_refused_for_its_term_asks_above_it() {
     replay(95185);
 }
 
+/// Sweep 110000+ on 7b28d5c: the leader lost its quorum when its joint
+/// configuration needed a crashed voter, went quiet, and when the voter
+/// came back led on, only to step aside again 250 ms later, judged by a
+/// quorum acknowledgement from before its pause; it flapped until the
+/// change finished, and the two live voters elected nobody in time. A
+/// leader that leads on has a lease to be acknowledged anew.
+#[test]
+fn a_leader_that_leads_on_gets_a_lease_to_be_heard() {
+    replay(112283);
+}
+
 #[test]
 fn partition_and_heal() {
     let mut c = Config::article(seed_base());

@@ -198,7 +198,9 @@ async fn lead(
 ) -> bool {
     let lease = lease(node);
     let lease_ms = lease.as_millis() as u64;
-    let leading = Instant::now();
+    // Since when this leader has led without a pause: a quorum's last
+    // acknowledgement older than that says nothing about the quorum now.
+    let mut leading = Instant::now();
     let mut quiet = false;
     let mut asked = Instant::now();
     let stopped = loop {
@@ -223,9 +225,14 @@ async fn lead(
             // MoveLeader silenced this leader on purpose (`Node::move_leader`).
             continue;
         }
-        // None until a quorum first acknowledged this leader.
+        // None until a quorum first acknowledged this leader. A leader that
+        // just led on again has a lease to be acknowledged anew: judged by
+        // an acknowledgement from before its pause, it would step aside
+        // again at once (seed 112283: it flapped for two seconds while a
+        // restarted voter caught up, and the cluster stayed leaderless).
         let acked_ms_ago = node.raft.metrics().borrow().millis_since_quorum_ack;
-        let since_ack = acked_ms_ago.unwrap_or(leading.elapsed().as_millis() as u64);
+        let led_ms = leading.elapsed().as_millis() as u64;
+        let since_ack = acked_ms_ago.map_or(led_ms, |a| a.min(led_ms));
         let lost = !alone && since_ack > lease_ms;
         match quiet {
             false if lost => {
@@ -248,6 +255,7 @@ async fn lead(
                 {
                     tracing::info!("a quorum answers this leader again: leading on");
                     quiet = false;
+                    leading = Instant::now();
                     node.raft.runtime_config().heartbeat(true);
                     node.leaderless.send_replace(false);
                 }
