@@ -112,7 +112,8 @@ pub fn uids(r: &Resource) -> Vec<Uid> {
         | Params::Group(_)
         | Params::Line(_)
         | Params::Sysctl(_)
-        | Params::Mount(_) => Vec::new(),
+        | Params::Mount(_)
+        | Params::Hostname { .. } => Vec::new(),
     }
 }
 
@@ -172,7 +173,8 @@ pub fn auto_edge(r: &Resource, packages: &PackageFiles) -> Option<Box<dyn AutoEd
         | Params::Timer { .. }
         | Params::Msg(_)
         | Params::User(_)
-        | Params::Group(_) => None,
+        | Params::Group(_)
+        | Params::Hostname { .. } => None,
     }
 }
 

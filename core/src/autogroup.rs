@@ -72,7 +72,8 @@ pub fn group_class(r: &Resource) -> Option<GroupClass> {
         | Params::User(_)
         | Params::Group(_)
         | Params::Sysctl(_)
-        | Params::Mount(_) => return None,
+        | Params::Mount(_)
+        | Params::Hostname { .. } => return None,
     };
     Some(GroupClass {
         kind: r.kind(),

@@ -225,6 +225,7 @@ pub fn to_mapping(r: &Resource) -> Map<String, Value> {
             put("pass", json!(m.pass));
             put("state", json!(m.state.as_str()));
         }
+        Params::Hostname { hostname } => put("hostname", json!(hostname)),
     }
     let meta = &r.meta;
     m.insert(

@@ -21,6 +21,7 @@ pub enum Kind {
     Line,
     Sysctl,
     Mount,
+    Hostname,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             Kind::Line => "line",
             Kind::Sysctl => "sysctl",
             Kind::Mount => "mount",
+            Kind::Hostname => "hostname",
         }
     }
 
@@ -57,11 +59,12 @@ impl Kind {
             "line" => Some(Kind::Line),
             "sysctl" => Some(Kind::Sysctl),
             "mount" => Some(Kind::Mount),
+            "hostname" => Some(Kind::Hostname),
             _ => None,
         }
     }
 
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Exec,
         Kind::File,
         Kind::Noop,
@@ -74,6 +77,7 @@ impl Kind {
         Kind::Line,
         Kind::Sysctl,
         Kind::Mount,
+        Kind::Hostname,
     ];
 }
 
@@ -92,6 +96,7 @@ impl fmt::Display for Kind {
             Kind::Line => "Line",
             Kind::Sysctl => "Sysctl",
             Kind::Mount => "Mount",
+            Kind::Hostname => "Hostname",
         })
     }
 }
@@ -365,6 +370,10 @@ pub enum Params {
     Line(LineParams),
     Sysctl(SysctlParams),
     Mount(MountParams),
+    /// The host's static name (`/etc/hostname`) and the kernel's.
+    Hostname {
+        hostname: String,
+    },
 }
 
 /// What a `mount` resource wants (Ansible's states).

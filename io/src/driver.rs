@@ -38,6 +38,7 @@ use crate::line;
 use crate::mount;
 use crate::msg;
 use crate::pkg;
+use crate::procwatch;
 use crate::svc;
 use crate::sysctl;
 
@@ -200,6 +201,7 @@ enum Member {
     Line(Arc<LineParams>),
     Sysctl(Arc<SysctlParams>),
     Mount(Arc<MountParams>),
+    Hostname(Arc<str>),
 }
 
 /// What the watches of one vertex saw since its last CheckApply.
@@ -225,8 +227,8 @@ enum WatchSpec {
     Tree(ResourceId, usize, String),
     Lines(mgmt_core::resource::Command, Arc<AtomicBool>),
     Unit(Arc<SvcParams>),
-    /// The mount table (`/proc/self/mountinfo`'s change events).
-    Mounts,
+    /// A `/proc` file the kernel flags with `POLLPRI` on change.
+    Proc(&'static str),
 }
 
 /// `Watch` and `WatchFailed` carry the generation of the graph whose watch
@@ -323,6 +325,7 @@ fn new_member(params: &Params) -> Member {
         Params::Line(p) => Member::Line(Arc::new(p.clone())),
         Params::Sysctl(p) => Member::Sysctl(Arc::new(p.clone())),
         Params::Mount(p) => Member::Mount(Arc::new(p.clone())),
+        Params::Hostname { hostname } => Member::Hostname(Arc::from(hostname.as_str())),
     }
 }
 
@@ -376,8 +379,16 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                             .iter()
                             .map(|f| WatchSpec::Path(id.clone(), i, f.clone()))
                             .collect(),
+                        Member::Hostname(_) => vec![
+                            WatchSpec::Proc(crate::hostname::KERNEL_HOSTNAME),
+                            WatchSpec::Path(
+                                id.clone(),
+                                i,
+                                crate::hostname::ETC_HOSTNAME.to_string(),
+                            ),
+                        ],
                         Member::Mount(_) => vec![
-                            WatchSpec::Mounts,
+                            WatchSpec::Proc(mgmt_core::mounts::MOUNTINFO),
                             WatchSpec::Path(id.clone(), i, mgmt_core::mounts::FSTAB.to_string()),
                         ],
                         Member::Exec(e) => e
@@ -923,11 +934,11 @@ fn start_watch(
                 });
                 watchers.entry(v).or_default().push(handle);
             }
-            WatchSpec::Mounts => {
-                let tx = tx.clone();
+            WatchSpec::Proc(path) => {
+                let (tx, path) = (tx.clone(), *path);
                 let handle = tokio::spawn(async move {
                     let tx2 = tx.clone();
-                    let why = mount::watch(move || {
+                    let why = procwatch::watch(path, move || {
                         let _ = tx2.send(Event::Watch(g, v));
                     })
                     .await;
@@ -1047,6 +1058,13 @@ async fn check_apply_vertex(
             Member::Mount(p) => mount::check_apply(p, apply)
                 .await
                 .map_err(|e| e.to_string()),
+            Member::Hostname(name) => {
+                let name = name.clone();
+                tokio::task::spawn_blocking(move || crate::hostname::check_apply(&name, apply))
+                    .await
+                    .map_err(|e| format!("hostname task failed: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
             Member::Sysctl(p) => {
                 let p = p.clone();
                 tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply))

@@ -1,4 +1,4 @@
-//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc, timer, msg, user, group, line, sysctl, mount) and the async
+//! I/O adapters for mgmt: the real resources (file, exec, noop, pkg, svc, timer, msg, user, group, line, sysctl, mount, hostname) and the async
 //! driver that runs the pure `mgmt-core` engine against them.
 //!
 //! Nothing here makes scheduling decisions: the engine decides, the driver
@@ -12,11 +12,13 @@ pub mod exec;
 pub mod facts;
 pub mod file;
 pub mod fswatch;
+pub mod hostname;
 pub mod line;
 pub mod mount;
 pub mod msg;
 pub mod packagekit;
 pub mod pkg;
+pub mod procwatch;
 pub mod svc;
 pub mod sysctl;
 pub mod tool;

@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 
 use mgmt_core::mounts::{self, MountEntry, Observed, Step};
 use mgmt_core::resource::MountParams;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 use crate::file::{Durability, FileError, write_atomically};
 
@@ -159,28 +157,4 @@ pub async fn check_apply(p: &MountParams, apply: bool) -> Result<Vec<String>, Mo
         });
     }
     Ok(changes)
-}
-
-/// Calls `on_change` each time the mount table of this namespace changes;
-/// returns why it stopped.
-pub async fn watch(on_change: impl Fn()) -> String {
-    let file = match fs::File::open(mounts::MOUNTINFO) {
-        Ok(f) => f,
-        Err(e) => return format!("{}: {e}", mounts::MOUNTINFO),
-    };
-    // SAFETY: the `File` is owned by the `AsyncFd` from here on, so its
-    // descriptor stays open and the same until the `AsyncFd` is dropped.
-    let fd = match unsafe { AsyncFd::register_with_interest(file, Interest::PRIORITY) } {
-        Ok(fd) => fd,
-        Err(e) => return format!("{}: cannot poll: {e}", mounts::MOUNTINFO),
-    };
-    loop {
-        match fd.ready(Interest::PRIORITY).await {
-            Ok(mut guard) => {
-                guard.clear_ready();
-                on_change();
-            }
-            Err(e) => return format!("{}: poll: {e}", mounts::MOUNTINFO),
-        }
-    }
 }

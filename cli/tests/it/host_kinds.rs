@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// The host files no test may change.
-const HOST_FILES: [&str; 5] = [
+const HOST_FILES: [&str; 7] = [
+    "/etc/hostname",
+    "/proc/sys/kernel/hostname",
     "/etc/passwd",
     "/etc/group",
     "/etc/shadow",
@@ -578,5 +580,42 @@ fn mounts_are_made_kept_in_fstab_and_remounted_after_umount() {
         !mounted(&t, "tmpfs") && !mounted(&img, "ext4") && !etc.read("fstab").contains(&dir)
     });
     assert!(gone.is_some(), "absent mounts not removed");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn hostname_is_set_in_a_uts_namespace_and_kept() {
+    let etc = PrivateEtc::new();
+    let graph = write(
+        etc.path(),
+        "g.yaml",
+        "graph: name\nresources:\n  hostname:\n  - name: web-01.example.test\n",
+    );
+    let agent = Agent::spawn(etc.mgmt_in(&["--uts"], &["run", "--file", &graph]));
+    let kernel = || inside(agent.pid(), &["cat", "/proc/sys/kernel/hostname"]);
+    let named = || {
+        kernel().trim_end() == "web-01.example.test"
+            && etc.read("hostname") == "web-01.example.test\n"
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), named).is_some(),
+        "not set"
+    );
+    // The kernel's name has no inotify event; its POLLPRI is the watch.
+    for (what, cmd) in [
+        ("hostname", vec!["hostname", "drifted"]),
+        (
+            "/etc/hostname edit",
+            vec!["sh", "-c", "echo drifted > /etc/hostname"],
+        ),
+    ] {
+        let started = Instant::now();
+        let _ = inside(agent.pid(), &cmd);
+        assert!(
+            wait_until(Duration::from_secs(10), named).is_some(),
+            "{what}: not repaired"
+        );
+        eprintln!("{what}: repaired in {:?}", started.elapsed());
+    }
     assert!(agent.terminate().success());
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::yaml::{GroupYaml, LineYaml, MountYaml, SysctlYaml, UserYaml};
+use super::yaml::{GroupYaml, HostnameYaml, LineYaml, MountYaml, SysctlYaml, UserYaml};
 use super::{Ctx, meta, named, path_or_name, path_problem, principal};
 use crate::resource::{
     GroupParams, Kind, LineParams, MountParams, MountState, Params, Presence, Principal, Resource,
@@ -599,6 +599,37 @@ pub(super) fn mount(ctx: &mut Ctx<'_>, y: MountYaml) -> Option<(Resource, Locati
     ))
 }
 
+/// The kernel's limit on a host name (`HOST_NAME_MAX`).
+const MAX_KERNEL_HOSTNAME: usize = 64;
+
+pub(super) fn hostname(ctx: &mut Ctx<'_>, y: HostnameYaml) -> Option<(Resource, Location)> {
+    let (id, exported) = named(ctx, Kind::Hostname, &y.name)?;
+    let before = ctx.diags.len();
+    let meta = meta(ctx, &id, y.meta);
+    let (name, loc) = match &y.hostname {
+        Some(h) => (h.value.clone(), h.referenced),
+        None => (id.name.clone(), y.name.referenced),
+    };
+    if let Err(e) = crate::hostname::Hostname::parse(&name) {
+        ctx.err(Some(loc), Some(&id), e.to_string());
+    } else if name.len() > MAX_KERNEL_HOSTNAME {
+        ctx.err(
+            Some(loc),
+            Some(&id),
+            format!("host name {name:?} is longer than the kernel's {MAX_KERNEL_HOSTNAME} bytes"),
+        );
+    }
+    (ctx.diags.len() == before).then_some((
+        Resource {
+            id,
+            meta,
+            params: Params::Hostname { hostname: name },
+            exported,
+        },
+        y.name.referenced,
+    ))
+}
+
 /// Refuses resources that would be undone by another on every run: a `line`
 /// in a file whose whole content a `file` resource writes, or beside a line
 /// of that file that wants the opposite; a `sysctl` persisted in a file
@@ -621,6 +652,18 @@ pub(super) fn check_lines(ctx: &mut Ctx<'_>, resources: &[Resource]) {
             let msg = format!(
                 "{} also mounts {:?}: one would undo the other",
                 other.id, m.path
+            );
+            ctx.err(None, Some(&r.id), msg);
+        }
+    }
+    let mut named_host: Option<&Resource> = None;
+    for r in resources {
+        if let Params::Hostname { .. } = &r.params
+            && let Some(other) = named_host.replace(r)
+        {
+            let msg = format!(
+                "{} also names this host: one would undo the other",
+                other.id
             );
             ctx.err(None, Some(&r.id), msg);
         }

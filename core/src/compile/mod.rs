@@ -297,6 +297,12 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
                 .into_iter()
                 .filter_map(|y| host::mount(ctx, y)),
         );
+        located.extend(
+            res.hostname
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|y| host::hostname(ctx, y)),
+        );
     }
 
     // Duplicates: report the later definition, pointing at the first.

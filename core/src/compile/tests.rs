@@ -857,6 +857,14 @@ fn bad_host_kinds_are_located_errors() {
             "graph: g\nresources:\n  mount:\n  - name: a\n    path: /mnt/x\n    device: tmpfs\n    fstype: tmpfs\n  - name: b\n    path: /mnt/x/\n    device: tmpfs\n    fstype: tmpfs\n",
             "also mounts \"/mnt/x\"",
         ),
+        (
+            "graph: g\nresources:\n  hostname:\n  - name: web_01\n",
+            "g.yaml:4:11: Hostname[web_01]: invalid host name \"web_01\"",
+        ),
+        (
+            "graph: g\nresources:\n  hostname:\n  - name: a\n  - name: b\n",
+            "Hostname[b]: Hostname[a] also names this host",
+        ),
     ] {
         let e = err(text);
         assert!(e.contains(want), "{text}\nwanted {want:?} in:\n{e}");

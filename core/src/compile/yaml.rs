@@ -48,6 +48,8 @@ pub struct ResourcesYaml {
     pub sysctl: Option<Vec<SysctlYaml>>,
     #[serde(default)]
     pub mount: Option<Vec<MountYaml>>,
+    #[serde(default)]
+    pub hostname: Option<Vec<HostnameYaml>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -283,6 +285,17 @@ pub struct MountYaml {
     pub pass: Option<Spanned<i64>>,
     #[serde(default)]
     pub state: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostnameYaml {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub meta: Option<MetaYaml>,
+    /// The host name; defaults to the resource's name.
+    #[serde(default)]
+    pub hostname: Option<Spanned<String>>,
 }
 
 /// A string or an integer, for fields such as `mode: 0644` or `owner: 0` that
