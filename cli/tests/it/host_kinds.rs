@@ -333,25 +333,45 @@ fn noop_changes_nothing_and_absent_accounts_are_removed() {
 }
 
 #[test]
-fn bad_accounts_exit_2_naming_the_spot_and_change_nothing() {
+fn bad_host_kinds_exit_2_naming_the_spot_and_change_nothing() {
     let d = tempfile::tempdir().unwrap();
     let target = d.path().join("lines.conf");
-    let graph = write(
-        d.path(),
-        "g.yaml",
-        &format!(
-            "graph: bad\nresources:\n  line:\n  - name: l\n    path: {}\n    line: x\n    create: true\n  user:\n  - name: bob\n    uid: 4294967296\n",
-            target.display()
+    // A valid line that would create its file, beside each bad resource.
+    let good = format!(
+        "  line:\n  - name: l\n    path: {}\n    line: x\n    create: true\n",
+        target.display()
+    );
+    for (bad, want) in [
+        (
+            "  user:\n  - name: bob\n    uid: 4294967296\n",
+            "g.yaml:10:10: User[bob]: uid 4294967296 is out of range",
         ),
-    );
-    let out = run_to_end(&["run", "--file", &graph, "--converged-timeout", "0"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("g.yaml:10:10: User[bob]: uid 4294967296 is out of range"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!target.exists());
+        (
+            "  line:\n  - name: rel\n    path: etc/hosts\n    line: x\n",
+            "g.yaml:9:11: Line[rel]: path \"etc/hosts\" must be absolute",
+        ),
+        (
+            "  line:\n  - name: re\n    path: /etc/hosts\n    line: x\n    match: \"(unclosed\"\n",
+            "g.yaml:11:12: Line[re]: match: invalid regular expression \"(unclosed\"",
+        ),
+        (
+            "  mount:\n  - name: /mnt/x\n    device: /dev/vdb\n    fstype: ext9\n",
+            "g.yaml:11:13: Mount[/mnt/x]: unknown fstype \"ext9\"",
+        ),
+    ] {
+        // Two `line:` keys would be a duplicate key: the bad line goes in the
+        // same list.
+        let text = if let Some(rest) = bad.strip_prefix("  line:\n") {
+            format!("graph: bad\nresources:\n{good}{rest}")
+        } else {
+            format!("graph: bad\nresources:\n{good}{bad}")
+        };
+        let graph = write(d.path(), "g.yaml", &text);
+        let out = run_to_end(&["run", "--file", &graph, "--converged-timeout", "0"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{want}\n{}", stderr(&out));
+        assert!(!target.exists(), "{want}: a bad graph changed something");
+    }
 }
 
 /// Counts the renames onto `name` in `dir` (each atomic write is one) while
