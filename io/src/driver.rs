@@ -229,6 +229,8 @@ enum WatchSpec {
     Unit(Arc<SvcParams>),
     /// A `/proc` file the kernel flags with `POLLPRI` on change.
     Proc(&'static str),
+    /// systemd-hostnamed's `PropertiesChanged`, where it runs.
+    Hostnamed,
 }
 
 /// `Watch` and `WatchFailed` carry the generation of the graph whose watch
@@ -380,6 +382,7 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                             .map(|f| WatchSpec::Path(id.clone(), i, f.clone()))
                             .collect(),
                         Member::Hostname(_) => vec![
+                            WatchSpec::Hostnamed,
                             WatchSpec::Proc(crate::hostname::KERNEL_HOSTNAME),
                             WatchSpec::Path(
                                 id.clone(),
@@ -922,44 +925,57 @@ fn start_watch(
                 }
             }
             WatchSpec::Lines(cmd, fired) => {
-                let (cmd, fired, tx) = (cmd.clone(), fired.clone(), tx.clone());
-                let handle = tokio::spawn(async move {
-                    let tx2 = tx.clone();
-                    let why = exec::watch_lines(&cmd, move || {
+                let (cmd, fired) = (cmd.clone(), fired.clone());
+                let handle = spawn_watch(tx, g, v, move |event| async move {
+                    exec::watch_lines(&cmd, move || {
                         fired.store(true, Ordering::SeqCst);
-                        let _ = tx2.send(Event::Watch(g, v));
+                        event();
                     })
-                    .await;
-                    let _ = tx.send(Event::WatchFailed(g, v, why));
+                    .await
                 });
+                watchers.entry(v).or_default().push(handle);
+            }
+            WatchSpec::Hostnamed => {
+                let handle = spawn_watch(tx, g, v, crate::hostname::watch_hostnamed);
                 watchers.entry(v).or_default().push(handle);
             }
             WatchSpec::Proc(path) => {
-                let (tx, path) = (tx.clone(), *path);
-                let handle = tokio::spawn(async move {
-                    let tx2 = tx.clone();
-                    let why = procwatch::watch(path, move || {
-                        let _ = tx2.send(Event::Watch(g, v));
-                    })
-                    .await;
-                    let _ = tx.send(Event::WatchFailed(g, v, why));
-                });
+                let path = *path;
+                let handle = spawn_watch(tx, g, v, move |event| procwatch::watch(path, event));
                 watchers.entry(v).or_default().push(handle);
             }
             WatchSpec::Unit(p) => {
-                let (p, tx, services) = (p.clone(), tx.clone(), services.clone());
-                let handle = tokio::spawn(async move {
-                    let tx2 = tx.clone();
-                    let why = svc::watch(&services, &p, move || {
-                        let _ = tx2.send(Event::Watch(g, v));
-                    })
-                    .await;
-                    let _ = tx.send(Event::WatchFailed(g, v, why));
+                let (p, services) = (p.clone(), services.clone());
+                let handle = spawn_watch(tx, g, v, move |event| async move {
+                    svc::watch(&services, &p, event).await
                 });
                 watchers.entry(v).or_default().push(handle);
             }
         }
     }
+}
+
+/// Runs a watch in a task of its own: `watch` is given the function that
+/// reports an event of vertex `v`, and returns why it stopped (a failure).
+fn spawn_watch<W, F>(
+    tx: &mpsc::UnboundedSender<Event>,
+    g: u64,
+    v: VertexId,
+    watch: W,
+) -> JoinHandle<()>
+where
+    W: FnOnce(Box<dyn Fn() + Send + Sync>) -> F,
+    F: Future<Output = String> + Send + 'static,
+{
+    let events = tx.clone();
+    let why = watch(Box::new(move || {
+        let _ = events.send(Event::Watch(g, v));
+    }));
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let why = why.await;
+        let _ = tx.send(Event::WatchFailed(g, v, why));
+    })
 }
 
 /// The shared backends a CheckApply may need.
@@ -1058,13 +1074,9 @@ async fn check_apply_vertex(
             Member::Mount(p) => mount::check_apply(p, apply)
                 .await
                 .map_err(|e| e.to_string()),
-            Member::Hostname(name) => {
-                let name = name.clone();
-                tokio::task::spawn_blocking(move || crate::hostname::check_apply(&name, apply))
-                    .await
-                    .map_err(|e| format!("hostname task failed: {e}"))
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-            }
+            Member::Hostname(name) => crate::hostname::check_apply(name, apply)
+                .await
+                .map_err(|e| e.to_string()),
             Member::Sysctl(p) => {
                 let p = p.clone();
                 tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply))

@@ -1,7 +1,13 @@
-//! The `hostname` kind: the static host name in `/etc/hostname` and the
-//! kernel's (`/proc/sys/kernel/hostname`, this UTS namespace's). The file
-//! is watched through inotify, the kernel's name by its `POLLPRI` change
-//! event (`procwatch`): a `hostname other` or an edit of the file is
+//! The `hostname` kind: the static host name and the kernel's.
+//!
+//! Where systemd-hostnamed answers on the system bus, both are read and set
+//! through it (`StaticHostname`/`Hostname`, `SetStaticHostname`/
+//! `SetHostname`), and its `PropertiesChanged` signal is a watch: the names
+//! then live wherever hostnamed keeps them. Elsewhere mgmt sets them itself:
+//! `/etc/hostname` (written atomically) and `/proc/sys/kernel/hostname`
+//! (this UTS namespace's). The file is watched through inotify and the
+//! kernel's name by its `POLLPRI` change event (`procwatch`) either way: a
+//! `hostname other`, an edit of the file or a `hostnamectl set-hostname` is
 //! repaired at once, without polling.
 
 use std::fs;
@@ -9,7 +15,28 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
+use zbus::{Connection, proxy};
+
 use crate::file::{Durability, FileError, write_atomically};
+
+#[proxy(
+    interface = "org.freedesktop.hostname1",
+    default_service = "org.freedesktop.hostname1",
+    default_path = "/org/freedesktop/hostname1"
+)]
+trait Hostname1 {
+    fn set_static_hostname(&self, hostname: &str, interactive: bool) -> zbus::Result<()>;
+    fn set_hostname(&self, hostname: &str, interactive: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn static_hostname(&self) -> zbus::Result<String>;
+    /// The kernel's (transient) name.
+    #[zbus(property)]
+    fn hostname(&self) -> zbus::Result<String>;
+}
+
+/// How long a call to hostnamed may take (it is activated on first use).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const ETC_HOSTNAME: &str = "/etc/hostname";
 pub const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
@@ -24,6 +51,90 @@ pub enum HostnameError {
     },
     #[error(transparent)]
     Write(#[from] FileError),
+    #[error("systemd-hostnamed: {0}")]
+    Hostnamed(String),
+}
+
+async fn bounded<T>(
+    what: &str,
+    f: impl std::future::Future<Output = zbus::Result<T>>,
+) -> Result<T, HostnameError> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| HostnameError::Hostnamed(format!("{what}: {e}"))),
+        Err(_) => Err(HostnameError::Hostnamed(format!(
+            "{what}: no answer within {}s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// hostnamed on the system bus, if it answers (asking activates it); `None`
+/// where there is no system bus or no hostnamed on it.
+async fn hostnamed() -> Option<(Connection, Hostname1Proxy<'static>)> {
+    let conn = tokio::time::timeout(CALL_TIMEOUT, Connection::system())
+        .await
+        .ok()?
+        .ok()?;
+    let builder = Hostname1Proxy::builder(&conn).cache_properties(zbus::proxy::CacheProperties::No);
+    let proxy = tokio::time::timeout(CALL_TIMEOUT, builder.build())
+        .await
+        .ok()?
+        .ok()?;
+    tokio::time::timeout(CALL_TIMEOUT, proxy.static_hostname())
+        .await
+        .ok()?
+        .ok()?;
+    Some((conn, proxy))
+}
+
+/// Checks both names and, with `apply`, sets them: through hostnamed where
+/// it answers, else in the files.
+pub async fn check_apply(name: &str, apply: bool) -> Result<Vec<String>, HostnameError> {
+    let Some((_conn, proxy)) = hostnamed().await else {
+        let name = name.to_string();
+        return tokio::task::spawn_blocking(move || check_apply_files(&name, apply))
+            .await
+            .map_err(|e| HostnameError::Hostnamed(format!("hostname task failed: {e}")))?;
+    };
+    let mut changes = Vec::new();
+    let have = bounded("StaticHostname", proxy.static_hostname()).await?;
+    if have != name {
+        changes.push(format!("static {have:?} -> {name:?}"));
+        if apply {
+            bounded("SetStaticHostname", proxy.set_static_hostname(name, false)).await?;
+        }
+    }
+    let kernel = bounded("Hostname", proxy.hostname()).await?;
+    if kernel != name {
+        changes.push(format!("kernel {kernel:?} -> {name:?}"));
+        if apply {
+            bounded("SetHostname", proxy.set_hostname(name, false)).await?;
+        }
+    }
+    Ok(changes)
+}
+
+/// Calls `on_change` on each `PropertiesChanged` of hostnamed; where no
+/// hostnamed answers, waits forever (the files are watched on their own).
+/// Returns why it stopped.
+pub async fn watch_hostnamed(on_change: impl Fn()) -> String {
+    let Some((conn, _)) = hostnamed().await else {
+        return std::future::pending().await;
+    };
+    let r: Result<String, HostnameError> = async {
+        let builder = zbus::fdo::PropertiesProxy::builder(&conn)
+            .destination("org.freedesktop.hostname1")
+            .and_then(|b| b.path("/org/freedesktop/hostname1"))
+            .map_err(|e| HostnameError::Hostnamed(e.to_string()))?;
+        let props = bounded("hostnamed", builder.build()).await?;
+        let mut changed = bounded("PropertiesChanged", props.receive_properties_changed()).await?;
+        while changed.next().await.is_some() {
+            on_change();
+        }
+        Ok("systemd-hostnamed's signals ended".to_string())
+    }
+    .await;
+    r.unwrap_or_else(|e| e.to_string())
 }
 
 fn io_err(path: &'static str, op: &'static str) -> impl FnOnce(io::Error) -> HostnameError {
@@ -49,8 +160,9 @@ fn static_name() -> Result<String, HostnameError> {
     }
 }
 
-/// Checks both names and, with `apply`, sets them. Blocking (small files).
-pub fn check_apply(name: &str, apply: bool) -> Result<Vec<String>, HostnameError> {
+/// Checks both names in the files and, with `apply`, sets them there.
+/// Blocking (small files).
+fn check_apply_files(name: &str, apply: bool) -> Result<Vec<String>, HostnameError> {
     let mut changes = Vec::new();
     let have = static_name()?;
     if have != name {

@@ -611,7 +611,14 @@ fn hostname_is_set_in_a_uts_namespace_and_kept() {
         "g.yaml",
         "graph: name\nresources:\n  hostname:\n  - name: web-01.example.test\n",
     );
-    let agent = Agent::spawn(etc.mgmt_in(&["--uts"], &["run", "--file", &graph]));
+    // No system bus: the files path (a hostnamed on the host's bus would
+    // name the host itself).
+    let mut c = etc.mgmt_in(&["--uts"], &["run", "--file", &graph]);
+    c.env(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        "unix:path=/nonexistent/mgmt-test-bus",
+    );
+    let agent = Agent::spawn(c);
     let kernel = || inside(agent.pid(), &["cat", "/proc/sys/kernel/hostname"]);
     let named = || {
         kernel().trim_end() == "web-01.example.test"
@@ -638,4 +645,51 @@ fn hostname_is_set_in_a_uts_namespace_and_kept() {
         eprintln!("{what}: repaired in {:?}", started.elapsed());
     }
     assert!(agent.terminate().success());
+}
+
+#[test]
+fn hostname_goes_through_hostnamed_in_a_namespaced_systemd() {
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host_file = std::fs::read("/etc/hostname").ok();
+    let sd = crate::system::NsSystemd::start_with_private_etc(&[]);
+    let d = tempfile::tempdir().unwrap();
+    let graph = write(
+        d.path(),
+        "g.yaml",
+        "graph: name\nresources:\n  hostname:\n  - name: db-02.example.test\n",
+    );
+    // mgmt runs on the host; hostnamed in the namespace does the setting.
+    let agent = Agent::start_env(
+        &["run", "--file", &graph],
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &sd.address)],
+    );
+    let named = || {
+        sd.exec(&["cat", "/proc/sys/kernel/hostname"]) == "db-02.example.test"
+            && std::fs::read_to_string(sd.etc().join("hostname"))
+                .ok()
+                .as_deref()
+                == Some("db-02.example.test\n")
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), named).is_some(),
+        "not set through hostnamed"
+    );
+    // hostnamectl goes through hostnamed too: its signal is the watch.
+    let started = Instant::now();
+    sd.exec(&["hostnamectl", "set-hostname", "drifted"]);
+    assert!(
+        wait_until(Duration::from_secs(15), named).is_some(),
+        "hostnamectl set-hostname not repaired"
+    );
+    eprintln!(
+        "hostnamectl set-hostname: repaired in {:?}",
+        started.elapsed()
+    );
+    assert!(agent.terminate().success());
+    drop(sd);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_name
+    );
+    assert_eq!(std::fs::read("/etc/hostname").ok(), host_file);
 }

@@ -5,7 +5,8 @@
 #
 #   ns-systemd.sh DIR     # in the foreground: becomes the namespace's systemd
 #
-# DIR must exist and hold `units/` (unit files to install) ; the system bus of
+# DIR must exist and hold `units/` (unit files to install) and may hold
+# `etc/` (a private /etc for the namespace); the system bus of
 # the namespace appears on the host as DIR/bus/system_bus_socket. The caller
 # puts this process into a cgroup of its own first (see support.rs), runs it
 # under `unshare --cgroup --pid --fork --mount --uts --propagation private
@@ -14,6 +15,12 @@ set -e
 dir=$1
 # Every mount is private to this namespace and made with -n: nothing reaches
 # the host's /run/mount.
+# A private copy of /etc, when the test gave one (DIR/etc): what the
+# namespace's services write there (hostnamed: /etc/hostname, by rename)
+# stays in the copy.
+if [ -d "$dir/etc" ]; then
+    mount -n --bind "$dir/etc" /etc
+fi
 umount -n -R /sys/fs/cgroup
 mount -n -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -n -t tmpfs tmpfs /run

@@ -188,7 +188,30 @@ impl NsSystemd {
     /// `units`: (file name, contents) to install into its `/etc/systemd/system`
     /// (a name may be a drop-in's, `x.service.d/y.conf`).
     pub fn start(units: &[(&str, &str)]) -> NsSystemd {
+        NsSystemd::start_in(units, false)
+    }
+
+    /// [`NsSystemd::start`] with a private copy of the host's `/etc` as the
+    /// namespace's `/etc`: see [`NsSystemd::etc`].
+    pub fn start_with_private_etc(units: &[(&str, &str)]) -> NsSystemd {
+        NsSystemd::start_in(units, true)
+    }
+
+    /// The namespace's private `/etc`, as the host sees it.
+    pub fn etc(&self) -> PathBuf {
+        self.dir.join("etc")
+    }
+
+    fn start_in(units: &[(&str, &str)], private_etc: bool) -> NsSystemd {
         let dir = temp_dir("systemd");
+        if private_etc {
+            let copy = Command::new("cp")
+                .args(["-a", "/etc"])
+                .arg(dir.join("etc"))
+                .status()
+                .unwrap();
+            assert!(copy.success(), "cp -a /etc");
+        }
         std::fs::create_dir_all(dir.join("bus")).unwrap();
         std::fs::create_dir_all(dir.join("units")).unwrap();
         for (name, text) in units {
@@ -259,7 +282,7 @@ impl NsSystemd {
     /// Runs `args` inside the namespaces (systemctl, kill...); returns stdout.
     pub fn exec(&self, args: &[&str]) -> String {
         let out = Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-m", "-p", "--"])
+            .args(["-t", &self.pid.to_string(), "-m", "-p", "-u", "--"])
             .args(args)
             .output()
             .expect("nsenter runs");
