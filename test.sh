@@ -4,12 +4,15 @@
 # dbus, polkitd and PackageKit (the pkg tests install and remove small Debian
 # packages through it), systemd (the svc tests boot one in namespaces of
 # its own), jq (JSON log lines are read with it), man-db (the man page) and
-# prometheus (a real one scrapes the agent; promtool checks the page).
+# prometheus (a real one scrapes the agent; promtool checks the page), and
+# the tools the host kinds drive (passwd's shadow tools, mount, e2fsprogs'
+# mkfs.ext4 for a loop-mounted image, hostname; all in namespaces of the
+# tests' own).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
-for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux jq man-db prometheus; do
+for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux jq man-db prometheus passwd mount e2fsprogs hostname; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
