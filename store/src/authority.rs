@@ -10,7 +10,8 @@
 //! accepts, rewrites every header block of that connection (the authority cut
 //! to its `host:port`) as literals without indexing, so the server's HPACK
 //! table stays empty and in step. A connection whose first authority is fine
-//! is passed through untouched from then on.
+//! is passed through untouched from then on, and so is a connection that
+//! does not open with HTTP/2's preface (HTTP/1.1, for the HTTP face).
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::net::Incoming;
 
-const PREFACE_LEN: usize = 24;
+/// What every HTTP/2 connection starts with (RFC 9113, 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PREFACE_LEN: usize = H2_PREFACE.len();
 const FRAME_HEADER_LEN: usize = 9;
 const HEADERS: u8 = 0x1;
 const CONTINUATION: u8 = 0x9;
@@ -88,8 +91,16 @@ impl<S> LenientAuthority<S> {
     fn process(&mut self) -> io::Result<()> {
         if self.preface_left > 0 {
             let n = self.preface_left.min(self.raw.len());
-            self.out.extend(self.raw.drain(..n));
-            self.preface_left -= n;
+            let at = PREFACE_LEN - self.preface_left;
+            if self.raw[..n] != H2_PREFACE[at..at + n] {
+                // Not HTTP/2 (an HTTP/1.1 request for the HTTP face): nothing
+                // to rewrite on this connection.
+                self.preface_left = 0;
+                self.mode = Mode::Pass;
+            } else {
+                self.out.extend(self.raw.drain(..n));
+                self.preface_left -= n;
+            }
         }
         while self.preface_left == 0 && !matches!(self.mode, Mode::Pass) {
             let Some(header) = self.raw.get(..FRAME_HEADER_LEN) else {

@@ -6,9 +6,10 @@
 //! The client listener serves HTTP/1.1 and HTTP/2 (tonic's `accept_http1`);
 //! [`HttpFaceLayer`] answers requests for these paths that are not gRPC
 //! (`content-type: application/grpc`) and passes everything else to the
-//! gRPC services. The bodies are etcd's: `{"health":"true"}` (503 and
-//! `"false"` with a `reason` when unhealthy), `ok` from `/livez` and
-//! `/readyz` (3.5's form), `{"etcdserver":...,"etcdcluster":...}`.
+//! gRPC services. The bodies are etcd 3.4's: `{"health":"true"}` (503 and
+//! `"false"` when unhealthy), `{"etcdserver":...,"etcdcluster":...}` (with
+//! `"mgmt"`'s version after them); `/livez` and `/readyz` answer as etcd
+//! 3.5.11 does (Kubernetes' format: `ok`, or the failed checks).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -108,15 +109,15 @@ fn params(query: &str) -> Vec<(&str, &str)> {
 async fn answer(node: &Node, path: &str, query: &str) -> Response<Body> {
     let params = params(query);
     match path {
+        // etcd's field order, and mgmt's own version after them.
         "/version" => reply(
             StatusCode::OK,
             "application/json",
-            serde_json::json!({
-                "etcdserver": ETCD_SERVER_VERSION,
-                "etcdcluster": crate::server::API_VERSION,
-                "mgmt": env!("CARGO_PKG_VERSION"),
-            })
-            .to_string(),
+            format!(
+                r#"{{"etcdserver":"{ETCD_SERVER_VERSION}","etcdcluster":"{}","mgmt":"{}"}}"#,
+                crate::server::API_VERSION,
+                env!("CARGO_PKG_VERSION")
+            ),
         ),
         "/health" => {
             let excluded: Vec<&str> = params
@@ -127,17 +128,21 @@ async fn answer(node: &Node, path: &str, query: &str) -> Response<Body> {
             let serializable = params
                 .iter()
                 .any(|(k, v)| *k == "serializable" && *v == "true");
+            // etcd 3.4's bodies; why it is unhealthy goes to the log.
             match health(node, &excluded, serializable).await {
                 Ok(()) => reply(
                     StatusCode::OK,
                     "application/json",
-                    r#"{"health":"true","reason":""}"#.to_string(),
+                    r#"{"health":"true"}"#.to_string(),
                 ),
-                Err(reason) => reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    serde_json::json!({"health": "false", "reason": reason}).to_string(),
-                ),
+                Err(reason) => {
+                    tracing::warn!(%reason, "/health: unhealthy");
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "application/json",
+                        r#"{"health":"false"}"#.to_string(),
+                    )
+                }
             }
         }
         "/livez" | "/readyz" => {
@@ -185,7 +190,11 @@ async fn answer(node: &Node, path: &str, query: &str) -> Response<Body> {
             "text/plain; version=0.0.4; charset=utf-8",
             crate::metrics::render(node),
         ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "404 page not found\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "404 page not found\n".into(),
+        ),
     }
 }
 

@@ -59,9 +59,11 @@ mod codec;
 mod elections;
 pub mod exports;
 pub mod fleet;
+pub mod http_face;
 mod in_flight;
 mod log_store;
 mod membership;
+mod metrics;
 pub mod net;
 mod network;
 mod node;
@@ -598,6 +600,7 @@ impl Store {
             leader_contact: Default::default(),
             leaderless: watch::channel(false).0,
             term_seen: Default::default(),
+            leader_changes: Default::default(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -610,6 +613,7 @@ impl Store {
             proposed,
         ));
         tasks.spawn(node::read_indexer(node.raft.clone(), to_confirm));
+        tasks.spawn(metrics::count_leader_changes(node.clone(), stop_rx.clone()));
         // Campaigns are this task's to call (PreVote), not raft's timer.
         node.raft.runtime_config().elect(false);
         tasks.spawn(elections::run(node.clone(), stop_rx.clone()));
@@ -668,8 +672,13 @@ impl Store {
             let counted = CountInFlight(in_flight.clone());
             let max = config.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
             tasks.spawn(async move {
+                // HTTP/1.1 beside HTTP/2: the HTTP face (`/health`, ...).
                 let res = tonic::transport::Server::builder()
+                    .accept_http1(true)
                     .layer(counted)
+                    .layer(http_face::HttpFaceLayer {
+                        node: etcd.node.clone(),
+                    })
                     .add_service(
                         epb::kv_server::KvServer::new(etcd.clone()).max_decoding_message_size(max),
                     )

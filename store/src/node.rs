@@ -229,6 +229,9 @@ pub struct Node {
     pub(crate) leaderless: tokio::sync::watch::Sender<bool>,
     /// The highest term a pre-vote answer named (see `elections::would_vote`).
     pub(crate) term_seen: std::sync::atomic::AtomicU64,
+    /// Leaders this member has seen take over (etcd's
+    /// `etcd_server_leader_changes_seen_total`).
+    pub(crate) leader_changes: std::sync::atomic::AtomicU64,
 }
 
 /// How long to wait before asking the leader again after a retryable failure.

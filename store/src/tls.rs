@@ -99,9 +99,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// gRPC runs over HTTP/2 only.
+/// gRPC runs over HTTP/2 only: what a member dials.
 fn alpn() -> Vec<Vec<u8>> {
     vec![b"h2".to_vec()]
+}
+
+/// What a member serves: HTTP/2 first (gRPC, curl), and HTTP/1.1 for the
+/// HTTP face's clients (load balancers, Python's urllib3) that offer only it.
+fn served_alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -239,7 +245,7 @@ impl LinkTls {
                 let mut config = builder
                     .with_single_cert(chain.clone(), key.clone_key())
                     .map_err(|e| invalid(files, e))?;
-                config.alpn_protocols = alpn();
+                config.alpn_protocols = served_alpn();
                 Some(Arc::new(config))
             }
         };

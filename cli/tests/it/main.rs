@@ -7,6 +7,7 @@ mod cluster;
 mod exports;
 mod fleet;
 mod host_kinds;
+mod http_face;
 mod operator;
 mod package;
 mod pkg;
