@@ -1,4 +1,5 @@
-//! etcd's plain HTTP endpoints on the client port, beside gRPC: `/health`,
+//! etcd's plain HTTP endpoints on the client port, beside gRPC (and the JSON
+//! gateway, `/v3/...`, handed to `gateway`): `/health`,
 //! `/livez`, `/readyz`, `/version` and `/metrics`, for load balancers,
 //! Kubernetes probes, Prometheus and gateway clients (which read `/version`
 //! to choose their API prefix).
@@ -62,6 +63,8 @@ where
     S: tower::Service<Request<ReqBody>, Response = Response<Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
@@ -76,6 +79,12 @@ where
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc && crate::gateway::serves(req.uri().path()) {
+            let etcd = crate::server::Etcd {
+                node: self.node.clone(),
+            };
+            return Box::pin(async move { Ok(gateway(&etcd, req).await) });
+        }
         if grpc || !PATHS.contains(&req.uri().path()) {
             return Box::pin(self.inner.call(req));
         }
@@ -84,6 +93,43 @@ where
         let query = req.uri().query().unwrap_or("").to_string();
         Box::pin(async move { Ok(answer(&node, &path, &query).await) })
     }
+}
+
+/// A JSON gateway call: its body read (up to the request limit), then
+/// answered by `gateway`.
+async fn gateway<B>(etcd: &crate::server::Etcd, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    if req.method() != http::Method::POST {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "the JSON gateway takes POST\n".into(),
+        );
+    }
+    let limit = etcd.node.limits.max_request_bytes + 4096;
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                format!("the request body: {e}\n"),
+            );
+        }
+    };
+    crate::gateway::answer(
+        etcd,
+        parts.uri.path(),
+        &parts.headers,
+        parts.extensions,
+        &body,
+    )
+    .await
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Body> {

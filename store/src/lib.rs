@@ -59,6 +59,7 @@ mod codec;
 mod elections;
 pub mod exports;
 pub mod fleet;
+mod gateway;
 pub mod http_face;
 mod in_flight;
 mod log_store;

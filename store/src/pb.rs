@@ -3,10 +3,13 @@
 
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    // The JSON gateway's mapping (pbjson, see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 pub mod mgmtpeer {

@@ -258,6 +258,11 @@ fn to_range(r: kv::RangeResponse, header: &pb::ResponseHeader) -> pb::RangeRespo
 
 fn to_txn(t: kv::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
     use pb::response_op::Response as A;
+    // The responses inside a txn carry only the revision, as etcd's do.
+    let inner = &pb::ResponseHeader {
+        revision: header.revision,
+        ..Default::default()
+    };
     pb::TxnResponse {
         header: Some(*header),
         succeeded: t.succeeded,
@@ -266,19 +271,19 @@ fn to_txn(t: kv::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
             .into_iter()
             .map(|r| pb::ResponseOp {
                 response: Some(match r {
-                    kv::ResponseOp::Range(r) => A::ResponseRange(to_range(r, header)),
+                    kv::ResponseOp::Range(r) => A::ResponseRange(to_range(r, inner)),
                     kv::ResponseOp::Put(p) => A::ResponsePut(pb::PutResponse {
-                        header: Some(*header),
+                        header: Some(*inner),
                         prev_kv: p.prev_kv.map(to_kv),
                     }),
                     kv::ResponseOp::DeleteRange(d) => {
                         A::ResponseDeleteRange(pb::DeleteRangeResponse {
-                            header: Some(*header),
+                            header: Some(*inner),
                             deleted: d.deleted,
                             prev_kvs: d.prev_kvs.into_iter().map(to_kv).collect(),
                         })
                     }
-                    kv::ResponseOp::Txn(t) => A::ResponseTxn(to_txn(t, header)),
+                    kv::ResponseOp::Txn(t) => A::ResponseTxn(to_txn(t, inner)),
                 }),
             })
             .collect(),
@@ -303,6 +308,28 @@ impl Etcd {
             member_id: self.node.id,
             revision,
             raft_term: term,
+        }
+    }
+
+    /// One keepalive of lease `id` (a message of the LeaseKeepAlive
+    /// stream, or one call of the JSON gateway's).
+    pub(crate) async fn keep_alive_once(
+        &self,
+        who: kv::auth::Identity,
+        id: i64,
+    ) -> pb::LeaseKeepAliveResponse {
+        match self.write_as(who, Command::LeaseKeepAlive { id }).await {
+            Ok((Output::LeaseKeepAlive { id, ttl }, header)) => pb::LeaseKeepAliveResponse {
+                header: Some(header),
+                id,
+                ttl,
+            },
+            // etcd answers TTL 0 for a lease that is gone.
+            _ => pb::LeaseKeepAliveResponse {
+                header: Some(self.current_header()),
+                id,
+                ttl: 0,
+            },
         }
     }
 
@@ -822,23 +849,8 @@ impl pb::lease_server::Lease for Etcd {
         let etcd = self.clone();
         tokio::spawn(async move {
             while let Some(Ok(r)) = input.next().await {
-                let keep = Command::LeaseKeepAlive { id: r.id };
-                let resp = match etcd.write_as(who.clone(), keep).await {
-                    Ok((Output::LeaseKeepAlive { id, ttl }, header)) => {
-                        Ok(pb::LeaseKeepAliveResponse {
-                            header: Some(header),
-                            id,
-                            ttl,
-                        })
-                    }
-                    // etcd answers TTL 0 for a lease that is gone.
-                    _ => Ok(pb::LeaseKeepAliveResponse {
-                        header: Some(etcd.current_header()),
-                        id: r.id,
-                        ttl: 0,
-                    }),
-                };
-                if tx.send(resp).is_err() {
+                let resp = etcd.keep_alive_once(who.clone(), r.id).await;
+                if tx.send(Ok(resp)).is_err() {
                     break;
                 }
             }
@@ -981,10 +993,11 @@ impl pb::maintenance_server::Maintenance for Etcd {
             _ => None,
         };
         let (alarms, header) = match (action, alarm) {
+            // etcd answers a GET with no header at all.
             (AlarmAction::Get, _) => {
                 self.node.read_barrier().await.map_err(status)?;
                 let alarms = self.node.sm.lock().data.kv.alarms();
-                (alarms, self.current_header())
+                (alarms, None)
             }
             (_, None) => return Err(Status::invalid_argument("etcdserver: unknown alarm type")),
             (AlarmAction::Activate | AlarmAction::Deactivate, Some(alarm)) => {
@@ -999,11 +1012,11 @@ impl pb::maintenance_server::Maintenance for Etcd {
                 let (_, header) = self.write_as(who, cmd).await?;
                 // etcd answers the alarm it raised, or the one it cleared.
                 let answered = (activate || before).then_some(key);
-                (answered.into_iter().collect(), header)
+                (answered.into_iter().collect(), Some(header))
             }
         };
         Ok(Response::new(pb::AlarmResponse {
-            header: Some(header),
+            header,
             alarms: alarms.into_iter().map(member).collect(),
         }))
     }

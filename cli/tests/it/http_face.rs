@@ -9,11 +9,24 @@ use crate::support::*;
 
 /// `GET path` over HTTP/1.1 on a fresh connection: (status, body).
 fn get(port: u16, path: &str) -> (u16, String) {
+    http(port, "GET", path, "")
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_as(port, None, method, path, body)
+}
+
+/// [`http`] with an `Authorization` header (a gateway token).
+fn http_as(port: u16, token: Option<&str>, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -177,5 +190,190 @@ fn health_fails_on_an_alarm_unless_it_is_excluded() {
         get(client, "/health?exclude=NOSPACE"),
         (200, r#"{"health":"true"}"#.to_string())
     );
+    assert!(agent.terminate().success());
+}
+
+/// A gateway answer with what differs between two clusters made equal: ids,
+/// revisions, terms, a lease's remaining TTL, and a JSON parser's wording.
+fn normalized(body: &str) -> serde_json::Value {
+    use serde_json::Value;
+    fn walk(v: &mut Value, key: &str) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    walk(v, k);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| walk(v, key)),
+            Value::String(_) | Value::Number(_)
+                if matches!(
+                    key,
+                    "cluster_id"
+                        | "member_id"
+                        | "revision"
+                        | "raft_term"
+                        | "create_revision"
+                        | "mod_revision"
+                ) =>
+            {
+                *v = Value::String("N".into())
+            }
+            _ => {}
+        }
+    }
+    let mut v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => return Value::String(body.trim().to_string()),
+    };
+    walk(&mut v, "");
+    v
+}
+
+/// Base64, as the gateway spells bytes.
+fn b64(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | u32::from(c) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_json_gateway_answers_as_etcd_34s_does() {
+    let (_etcd, etcd_port) = real_etcd();
+    let (_d, client, agent) = member(&[]);
+    let (foo, bar, baz) = (b64("foo"), b64("bar"), b64("baz"));
+    let session: Vec<(&str, String)> = vec![
+        (
+            "/v3/kv/put",
+            format!(r#"{{"key":"{foo}","value":"{bar}"}}"#),
+        ),
+        ("/v3/kv/range", format!(r#"{{"key":"{foo}"}}"#)),
+        (
+            "/v3beta/kv/range",
+            format!(r#"{{"key":"{foo}","serializable":true}}"#),
+        ),
+        ("/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64("none"))),
+        (
+            "/v3/kv/txn",
+            format!(
+                r#"{{"compare":[{{"key":"{foo}","result":"EQUAL","target":"VALUE","value":"{bar}"}}],"success":[{{"request_put":{{"key":"{foo}","value":"{baz}","prev_kv":true}}}},{{"request_range":{{"key":"{foo}"}}}}]}}"#
+            ),
+        ),
+        (
+            "/v3/kv/txn",
+            format!(
+                r#"{{"compare":[{{"key":"{foo}","result":"EQUAL","target":"CREATE","create_revision":"0"}}],"failure":[{{"request_delete_range":{{"key":"{foo}","prev_kv":true}}}}]}}"#
+            ),
+        ),
+        ("/v3/lease/grant", r#"{"TTL":60,"ID":7}"#.to_string()),
+        ("/v3/lease/keepalive", r#"{"ID":7}"#.to_string()),
+        ("/v3/kv/lease/leases", "{}".to_string()),
+        ("/v3/lease/revoke", r#"{"ID":7}"#.to_string()),
+        ("/v3/lease/keepalive", r#"{"ID":7}"#.to_string()),
+        ("/v3/kv/lease/revoke", r#"{"ID":7}"#.to_string()),
+        ("/v3/maintenance/alarm", r#"{"action":"GET"}"#.to_string()),
+        (
+            "/v3/auth/authenticate",
+            r#"{"name":"root","password":"x"}"#.to_string(),
+        ),
+        ("/v3/kv/nothing", "{}".to_string()),
+    ];
+    for (path, body) in &session {
+        let (want_status, want) = http(etcd_port, "POST", path, body);
+        let (status, got) = http(client, "POST", path, body);
+        if path.ends_with("/leases") {
+            // The agent holds leases of its own (its liveness key): ours
+            // must be among them.
+            let ids = |b: &str| {
+                let v: serde_json::Value = serde_json::from_str(b).unwrap();
+                v["leases"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["ID"].clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!((status, want_status), (200, 200));
+            assert!(ids(&got).contains(&serde_json::json!("7")), "{got}");
+            assert_eq!(ids(&want), [serde_json::json!("7")]);
+            continue;
+        }
+        assert_eq!(status, want_status, "{path} {body}: {got} vs etcd's {want}");
+        assert_eq!(
+            normalized(&got),
+            normalized(&want),
+            "{path} {body}\n mgmt: {got}\n etcd: {want}"
+        );
+    }
+    // Bad JSON: the same status and code (the parser's words differ).
+    let (status, got) = http(client, "POST", "/v3/kv/range", "{bad");
+    let (want_status, want) = http(etcd_port, "POST", "/v3/kv/range", "{bad");
+    assert_eq!((status, want_status), (400, 400));
+    let code = |b: &str| serde_json::from_str::<serde_json::Value>(b).unwrap()["code"].clone();
+    assert_eq!(code(&got), code(&want));
+    // Cluster and status: the same fields (their values are each cluster's).
+    for path in ["/v3/cluster/member/list", "/v3/maintenance/status"] {
+        let keys = |b: &str| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let (_, got) = http(client, "POST", path, "{}");
+        let (_, want) = http(etcd_port, "POST", path, "{}");
+        assert_eq!(keys(&got), keys(&want), "{path}: {got} vs {want}");
+    }
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn the_gateway_applies_auth_as_grpc_does() {
+    let (_etcd, etcd_port) = real_etcd();
+    let (_d, client, agent) = member(&[]);
+    let mut answers = Vec::new();
+    for port in [client, etcd_port] {
+        let _ = try_etcdctl(port, &["user", "add", "root:rootpw"]);
+        let _ = try_etcdctl(port, &["auth", "enable"]);
+        let (status, body) = http(
+            port,
+            "POST",
+            "/v3/auth/authenticate",
+            r#"{"name":"root","password":"rootpw"}"#,
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let token = v["token"].as_str().unwrap().to_string();
+        let put = r#"{"key":"YQ==","value":"Yg=="}"#;
+        answers.push([
+            http(port, "POST", "/v3/kv/put", put),
+            http_as(port, Some(&token), "POST", "/v3/kv/put", put),
+            http_as(port, Some("bogus"), "POST", "/v3/kv/put", put),
+            http(
+                port,
+                "POST",
+                "/v3/auth/authenticate",
+                r#"{"name":"root","password":"wrong"}"#,
+            ),
+        ]);
+    }
+    let statuses = |a: &[(u16, String)]| a.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+    assert_eq!(statuses(&answers[0]), [400, 200, 401, 400]);
+    assert_eq!(statuses(&answers[0]), statuses(&answers[1]));
+    for ((_, ours), (_, theirs)) in answers[0].iter().zip(&answers[1]) {
+        assert_eq!(normalized(ours), normalized(theirs), "{ours} vs {theirs}");
+    }
     assert!(agent.terminate().success());
 }

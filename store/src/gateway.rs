@@ -1,0 +1,186 @@
+//! etcd's JSON gateway (grpc-gateway, as etcd 3.4 serves it) on the client
+//! port: `POST /v3/<service>/<method>` with the request message as JSON,
+//! answered with the response message as JSON, through the same service
+//! code as gRPC (so auth, quotas and errors are the same). `/v3beta/...` is
+//! the same as `/v3/...`, as in etcd 3.4 and 3.5.
+//!
+//! The JSON mapping is pbjson's, generated from our protos (`build.rs`):
+//! proto field names, 64-bit integers as strings, bytes as base64, enums by
+//! name, zero values omitted. A token from `/v3/auth/authenticate` goes in
+//! the `Authorization` header (not `Bearer`), as etcd reads it; a client
+//! certificate counts as on gRPC. Errors have etcd 3.4's unary shape,
+//! `{"error":...,"code":N,"message":...}`, with grpc-gateway's HTTP status.
+//!
+//! Served: KV (range, put, deleterange, txn, compaction), Lease (grant,
+//! revoke, timetolive, leases, and one keepalive per request, answered as a
+//! one-message stream), Cluster (member list), Maintenance (status, alarm),
+//! Auth (authenticate). Not yet: the Watch stream.
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::body::Body;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
+
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::auth_server::Auth as _;
+use crate::pb::etcdserverpb::cluster_server::Cluster as _;
+use crate::pb::etcdserverpb::kv_server::Kv as _;
+use crate::pb::etcdserverpb::lease_server::Lease as _;
+use crate::pb::etcdserverpb::maintenance_server::Maintenance as _;
+use crate::server::Etcd;
+
+/// Whether `path` is the gateway's (`/v3/...` or `/v3beta/...`).
+pub(crate) fn serves(path: &str) -> bool {
+    path.starts_with("/v3/") || path.starts_with("/v3beta/")
+}
+
+fn json_reply(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Body::new(http_body_util::Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// grpc-gateway 1.x's HTTP status for a gRPC code (what etcd 3.4 answers).
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// etcd 3.4's unary error body.
+fn error_reply(status: &Status) -> Response<Body> {
+    #[derive(Serialize)]
+    struct GatewayError<'a> {
+        error: &'a str,
+        message: &'a str,
+        code: i32,
+    }
+    let body = serde_json::to_vec(&GatewayError {
+        error: status.message(),
+        message: status.message(),
+        code: status.code() as i32,
+    })
+    .unwrap_or_default();
+    json_reply(http_status(status.code()), body)
+}
+
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    // grpc-gateway takes an empty body as the empty message.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn reply<T: Serialize>(r: Result<tonic::Response<T>, Status>) -> Response<Body> {
+    match r {
+        Ok(resp) => match serde_json::to_vec(resp.get_ref()) {
+            Ok(body) => json_reply(StatusCode::OK, body),
+            Err(e) => error_reply(&Status::internal(e.to_string())),
+        },
+        Err(status) => error_reply(&status),
+    }
+}
+
+/// A gRPC request carrying what the HTTP one did: the `Authorization`
+/// token as the `token` metadata gRPC clients send, and the connection's
+/// extensions (the client certificate's identity).
+fn request<T>(msg: T, headers: &HeaderMap, extensions: http::Extensions) -> tonic::Request<T> {
+    let mut metadata = MetadataMap::new();
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| MetadataValue::try_from(t).ok())
+    {
+        metadata.insert("token", token);
+    }
+    tonic::Request::from_parts(metadata, extensions, msg)
+}
+
+/// Answers one gateway call.
+pub(crate) async fn answer(
+    etcd: &Etcd,
+    path: &str,
+    headers: &HeaderMap,
+    extensions: http::Extensions,
+    body: &[u8],
+) -> Response<Body> {
+    let path = path.strip_prefix("/v3beta").map_or(path, |rest| rest);
+    let path = path.strip_prefix("/v3").unwrap_or(path);
+    macro_rules! call {
+        ($method:ident, $ty:ty) => {{
+            match parse::<$ty>(body) {
+                Ok(msg) => reply(etcd.$method(request(msg, headers, extensions)).await),
+                Err(status) => error_reply(&status),
+            }
+        }};
+    }
+    match path {
+        "/kv/range" => call!(range, pb::RangeRequest),
+        "/kv/put" => call!(put, pb::PutRequest),
+        "/kv/deleterange" => call!(delete_range, pb::DeleteRangeRequest),
+        "/kv/txn" => call!(txn, pb::TxnRequest),
+        "/kv/compaction" => call!(compact, pb::CompactionRequest),
+        "/lease/grant" => call!(lease_grant, pb::LeaseGrantRequest),
+        "/lease/revoke" | "/kv/lease/revoke" => call!(lease_revoke, pb::LeaseRevokeRequest),
+        "/lease/timetolive" | "/kv/lease/timetolive" => {
+            call!(lease_time_to_live, pb::LeaseTimeToLiveRequest)
+        }
+        "/lease/leases" | "/kv/lease/leases" => call!(lease_leases, pb::LeaseLeasesRequest),
+        "/cluster/member/list" => call!(member_list, pb::MemberListRequest),
+        "/maintenance/status" => call!(status, pb::StatusRequest),
+        "/maintenance/alarm" => call!(alarm, pb::AlarmRequest),
+        "/auth/authenticate" => call!(authenticate, pb::AuthenticateRequest),
+        // A stream on gRPC: here one request, one `{"result":...}` line.
+        "/lease/keepalive" => match parse::<pb::LeaseKeepAliveRequest>(body) {
+            Ok(msg) => {
+                let req = request(msg, headers, extensions);
+                match etcd.who(&req) {
+                    Ok(who) => {
+                        let resp = etcd.keep_alive_once(who, req.get_ref().id).await;
+                        #[derive(Serialize)]
+                        struct Streamed {
+                            result: pb::LeaseKeepAliveResponse,
+                        }
+                        let mut body =
+                            serde_json::to_vec(&Streamed { result: resp }).unwrap_or_default();
+                        body.push(b'\n');
+                        json_reply(StatusCode::OK, body)
+                    }
+                    Err(status) => error_reply(&status),
+                }
+            }
+            Err(status) => error_reply(&status),
+        },
+        "/watch" => error_reply(&Status::unimplemented(
+            "the JSON gateway does not serve the watch stream yet: watch over gRPC",
+        )),
+        // grpc-gateway's answer to a path it has no route for.
+        _ => {
+            let mut r = Response::new(Body::new(http_body_util::Full::new(Bytes::from_static(
+                b"Not Found\n",
+            ))));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    }
+}
