@@ -5,11 +5,8 @@
 //! each scrape; only the count of leader changes is kept as it happens.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::node::Node;
@@ -31,16 +28,13 @@ pub(crate) async fn count_leader_changes(node: Arc<Node>, mut stop: watch::Recei
     }
 }
 
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
-    let g: Gauge = Gauge::default();
-    g.set(value);
-    registry.register(name, help, g);
-}
-
-fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
-    let c: Counter<u64, AtomicU64> = Counter::default();
-    c.inc_by(value);
-    registry.register(name, help, c);
+/// One metric in Prometheus' text format 0.0.4 (what etcd serves, and
+/// what `promtool check metrics` reads): its help, its type, its sample.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// What `/proc/self` says of this process: resident bytes, CPU seconds,
@@ -88,103 +82,115 @@ fn process() -> Option<Process> {
     })
 }
 
-/// The Prometheus text of this member's metrics now.
+/// The Prometheus text of this member's metrics now. Monotonic counts are
+/// counters (etcd declares some of them gauges; the names are etcd's).
 pub(crate) fn render(node: &Node) -> String {
-    let mut r = Registry::default();
+    let mut out = String::new();
     let m = node.raft.metrics().borrow().clone();
     let leader = node.leader();
-    gauge(
-        &mut r,
+    let o = &mut out;
+    metric(
+        o,
         "etcd_server_has_leader",
+        "gauge",
         "Whether or not a leader exists. 1 is existence, 0 is not.",
         i64::from(leader.is_some()),
     );
-    gauge(
-        &mut r,
+    metric(
+        o,
         "etcd_server_is_leader",
+        "gauge",
         "Whether or not this member is a leader. 1 if is, 0 otherwise.",
         i64::from(leader == Some(node.id)),
     );
-    counter(
-        &mut r,
-        "etcd_server_leader_changes_seen",
+    metric(
+        o,
+        "etcd_server_leader_changes_seen_total",
+        "counter",
         "The number of leader changes seen.",
         node.leader_changes.load(Ordering::Relaxed),
     );
     let applied = m.last_applied.map_or(0, |l| l.index);
     let last = m.last_log_index.unwrap_or(0);
-    gauge(
-        &mut r,
+    metric(
+        o,
         "etcd_server_proposals_committed_total",
+        "counter",
         "The total number of consensus proposals committed.",
-        applied as i64,
+        applied,
     );
-    gauge(
-        &mut r,
+    metric(
+        o,
         "etcd_server_proposals_applied_total",
+        "counter",
         "The total number of consensus proposals applied.",
-        applied as i64,
+        applied,
     );
-    gauge(
-        &mut r,
+    metric(
+        o,
         "etcd_server_proposals_pending",
+        "gauge",
         "The current number of pending proposals to commit.",
-        last.saturating_sub(applied) as i64,
+        last.saturating_sub(applied),
     );
-    counter(
-        &mut r,
-        "etcd_server_proposals_failed",
+    metric(
+        o,
+        "etcd_server_proposals_failed_total",
+        "counter",
         "The total number of failed proposals seen.",
         0,
     );
-    gauge(
-        &mut r,
+    metric(
+        o,
         "etcd_server_term",
+        "gauge",
         "The raft term of this member.",
-        m.current_term as i64,
+        m.current_term,
     );
-    let size = node.sm.lock().data.kv.size_bytes() as i64;
-    gauge(
-        &mut r,
+    let size = node.sm.lock().data.kv.size_bytes();
+    metric(
+        o,
         "etcd_mvcc_db_total_size_in_bytes",
+        "gauge",
         "Total size of the underlying database physically allocated in bytes.",
         size,
     );
-    gauge(
-        &mut r,
+    metric(
+        o,
         "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "gauge",
         "Total size of the underlying database logically in use in bytes.",
         size,
     );
     if let Some(p) = process() {
-        gauge(
-            &mut r,
+        metric(
+            o,
             "process_resident_memory_bytes",
+            "gauge",
             "Resident memory size in bytes.",
             p.resident_bytes,
         );
-        gauge(
-            &mut r,
+        metric(
+            o,
             "process_open_fds",
+            "gauge",
             "Number of open file descriptors.",
             p.open_fds,
         );
-        gauge(
-            &mut r,
+        metric(
+            o,
             "process_start_time_seconds",
+            "gauge",
             "Start time of the process since unix epoch in seconds.",
             p.start_time_seconds,
         );
-        let cpu: Counter<f64, AtomicU64> = Counter::default();
-        cpu.inc_by(p.cpu_seconds);
-        r.register(
-            "process_cpu_seconds",
+        metric(
+            o,
+            "process_cpu_seconds_total",
+            "counter",
             "Total user and system CPU time spent in seconds.",
-            cpu,
+            p.cpu_seconds,
         );
     }
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
     out
 }

@@ -6,19 +6,6 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 
 /// Runs `program` with `input` on its stdin; its output.
-fn piped(program: &str, args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} runs (see test.sh for its package): {e}"));
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 /// A graph of one file to create, one already right, a noop, a command that
 /// fails, and a file after it (skipped: its dependency failed).
 fn mixed_graph(dir: &std::path::Path) -> String {

@@ -210,3 +210,17 @@ pub fn real_etcd() -> (mgmt_store::testing::RealEtcd, u16) {
     );
     (etcd, port)
 }
+
+/// Runs `program args` with `input` on its stdin; its output.
+pub fn piped(program: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs (see test.sh for its package): {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
