@@ -14,7 +14,7 @@
 //! Served: KV (range, put, deleterange, txn, compaction), Lease (grant,
 //! revoke, timetolive, leases, and one keepalive per request, answered as a
 //! one-message stream), Cluster (member list), Maintenance (status, alarm),
-//! Auth (authenticate). Not yet: the Watch stream.
+//! Auth (authenticate), and Watch (a stream of `{"result":...}` lines).
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
@@ -116,6 +116,72 @@ fn request<T>(msg: T, headers: &HeaderMap, extensions: http::Extensions) -> toni
     tonic::Request::from_parts(metadata, extensions, msg)
 }
 
+/// `/v3/watch`: the body's requests (one JSON object or several) start a
+/// watch stream, answered as a stream of `{"result":...}` lines that lasts
+/// until the client closes the connection (as grpc-gateway streams it).
+fn watch(
+    etcd: &Etcd,
+    headers: &HeaderMap,
+    extensions: http::Extensions,
+    body: &[u8],
+) -> Response<Body> {
+    use futures::StreamExt;
+    let requests: Result<Vec<pb::WatchRequest>, _> = serde_json::Deserializer::from_slice(body)
+        .into_iter::<pb::WatchRequest>()
+        .collect();
+    let requests = match requests {
+        Ok(r) => r,
+        Err(e) => return error_reply(&Status::invalid_argument(e.to_string())),
+    };
+    let req = request((), headers, extensions);
+    let who = match etcd.who(&req) {
+        Ok(who) => who,
+        Err(status) => return error_reply(&status),
+    };
+    // The requests, then an input that stays open: the stream ends when the
+    // client goes (the response body is dropped).
+    let input =
+        futures::stream::iter(requests.into_iter().map(Ok)).chain(futures::stream::pending());
+    let responses = match etcd.watch_stream(who, false, input) {
+        Ok(s) => s,
+        Err(status) => return error_reply(&status),
+    };
+    #[derive(Serialize)]
+    struct Line {
+        result: pb::WatchResponse,
+    }
+    #[derive(Serialize)]
+    struct StreamError {
+        grpc_code: i32,
+        http_code: u16,
+        message: String,
+        http_status: String,
+    }
+    let lines = responses.map(|r| {
+        let mut line = match r {
+            Ok(result) => serde_json::to_vec(&Line { result }),
+            Err(status) => {
+                let http = http_status(status.code());
+                serde_json::to_vec(&serde_json::json!({ "error": StreamError {
+                    grpc_code: status.code() as i32,
+                    http_code: http.as_u16(),
+                    message: status.message().to_string(),
+                    http_status: http.canonical_reason().unwrap_or("").to_string(),
+                }}))
+            }
+        }
+        .unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(line)))
+    });
+    let mut r = Response::new(Body::new(http_body_util::StreamBody::new(lines)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// Answers one gateway call.
 pub(crate) async fn answer(
     etcd: &Etcd,
@@ -171,9 +237,7 @@ pub(crate) async fn answer(
             }
             Err(status) => error_reply(&status),
         },
-        "/watch" => error_reply(&Status::unimplemented(
-            "the JSON gateway does not serve the watch stream yet: watch over gRPC",
-        )),
+        "/watch" => watch(etcd, headers, extensions, body),
         // grpc-gateway's answer to a path it has no route for.
         _ => {
             let mut r = Response::new(Body::new(http_body_util::Full::new(Bytes::from_static(

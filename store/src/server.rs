@@ -725,6 +725,25 @@ impl pb::watch_server::Watch for Etcd {
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v.as_bytes() == b"true");
+        let who = self.who(&req)?;
+        let stream = self.watch_stream(who, needs_leader, req.into_inner())?;
+        Ok(Response::new(stream))
+    }
+}
+
+impl Etcd {
+    /// A watch stream: `input`'s requests (create, cancel, progress) in,
+    /// responses out; it ends when `input` ends or the responses are dropped.
+    /// gRPC's Watch and the JSON gateway's `/v3/watch` both run one.
+    pub(crate) fn watch_stream<I>(
+        &self,
+        who: kv::auth::Identity,
+        needs_leader: bool,
+        mut input: I,
+    ) -> Result<BoxStream<pb::WatchResponse>, Status>
+    where
+        I: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
+    {
         let mut leader = self.node.raft.server_metrics();
         let mut leaderless = self.node.leaderless.subscribe();
         let learns = |m: &openraft::metrics::RaftServerMetrics<u64, crate::MemberNode>,
@@ -736,8 +755,6 @@ impl pb::watch_server::Watch for Etcd {
         if needs_leader && !learns(&leader.borrow_and_update(), *leaderless.borrow_and_update()) {
             return Err(Status::unavailable("etcdserver: no leader"));
         }
-        let who = self.who(&req)?;
-        let mut input = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(WATCH_OUT_BUFFER);
         let (ev_tx, mut ev_rx) = mpsc::channel::<WatchMsg>(crate::state_machine::WATCH_BUFFER);
         let mut ws = WatchStream {
@@ -793,8 +810,8 @@ impl pb::watch_server::Watch for Etcd {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            out_rx,
         )))
     }
 }

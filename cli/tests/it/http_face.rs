@@ -393,3 +393,75 @@ fn the_gateway_applies_auth_as_grpc_does() {
     }
     assert!(agent.terminate().success());
 }
+
+/// `POST /v3/watch` with `body`; every `{"result":...}` line the stream
+/// sends while `during` runs and shortly after (the stream itself never
+/// ends: the connection is dropped).
+fn watch_lines(port: u16, body: &str, during: impl FnOnce()) -> Vec<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v3/watch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The created response first, then the changes, then a quiet spell.
+    let mut read_for = |raw: &mut Vec<u8>, quiet: Duration| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = std::time::Instant::now();
+        while std::time::Instant::now() < deadline && last.elapsed() < quiet {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    last = std::time::Instant::now();
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    read_for(&mut raw, Duration::from_millis(300));
+    during();
+    read_for(&mut raw, Duration::from_millis(600));
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    dechunk(body)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_gateway_watch_streams_events_as_etcds_does() {
+    let (_etcd, etcd_port) = real_etcd();
+    let (_d, client, agent) = member(&[]);
+    let create = format!(
+        r#"{{"create_request":{{"key":"{}","range_end":"{}"}}}}"#,
+        b64("wk"),
+        b64("wl")
+    );
+    let streams: Vec<Vec<String>> = [client, etcd_port]
+        .into_iter()
+        .map(|port| {
+            watch_lines(port, &create, || {
+                let put = format!(r#"{{"key":"{}","value":"{}"}}"#, b64("wk1"), b64("1"));
+                assert_eq!(http(port, "POST", "/v3/kv/put", &put).0, 200);
+                let del = format!(r#"{{"key":"{}"}}"#, b64("wk1"));
+                assert_eq!(http(port, "POST", "/v3/kv/deleterange", &del).0, 200);
+            })
+        })
+        .collect();
+    // Created, the put, the delete: the same three lines on both.
+    assert_eq!(streams[1].len(), 3, "etcd: {:?}", streams[1]);
+    assert_eq!(streams[0].len(), 3, "mgmt: {:?}", streams[0]);
+    for (ours, theirs) in streams[0].iter().zip(&streams[1]) {
+        assert_eq!(normalized(ours), normalized(theirs), "{ours} vs {theirs}");
+    }
+    assert!(agent.terminate().success());
+}
