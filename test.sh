@@ -7,12 +7,12 @@
 # prometheus (a real one scrapes the agent; promtool checks the page), and
 # the tools the host kinds drive (passwd's shadow tools, mount, e2fsprogs'
 # mkfs.ext4 for a loop-mounted image, hostname; all in namespaces of the
-# tests' own).
+# tests' own), and Patroni with PostgreSQL 15 (a gateway client of the store).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
-for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux jq man-db prometheus passwd mount e2fsprogs hostname; do
+for pkg in etcd-client etcd-server dbus dbus-bin procps packagekit packagekit-tools polkitd systemd util-linux jq man-db prometheus passwd mount e2fsprogs hostname patroni postgresql-15; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -7,70 +7,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// `GET path` over HTTP/1.1 on a fresh connection: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    http(port, "GET", path, "")
-}
-
-/// One HTTP/1.1 request on a fresh connection: (status, body).
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    http_as(port, None, method, path, body)
-}
-
-/// [`http`] with an `Authorization` header (a gateway token).
-fn http_as(port: u16, token: Option<&str>, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    // A server that answers without reading the whole request may close
-    // with a reset after its answer: what came before it is the answer.
-    if let Err(e) = s.read_to_end(&mut raw) {
-        assert!(
-            e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty(),
-            "{method} {path} on {port}: {e}"
-        );
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_string()
-        },
-    )
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
-
 /// The metric names a scrape shows (no comments, no labels, no values).
 fn metric_names(text: &str) -> Vec<String> {
     text.lines()
@@ -78,36 +14,6 @@ fn metric_names(text: &str) -> Vec<String> {
         .filter_map(|l| l.split([' ', '{']).next())
         .map(str::to_string)
         .collect()
-}
-
-/// One agent serving its store on a free loopback port, with `extra` flags:
-/// its state directory, its client port and the agent.
-fn member(extra: &[&str]) -> (tempfile::TempDir, u16, Agent) {
-    let d = tempfile::tempdir().unwrap();
-    let client = free_port();
-    let g = write(d.path(), "g.yaml", "graph: g\n");
-    let (prefix, client_url, peer_url) = (
-        d.path().join("state").to_string_lossy().into_owned(),
-        format!("http://127.0.0.1:{client}"),
-        format!("http://127.0.0.1:{}", free_port()),
-    );
-    let mut args = vec![
-        "run",
-        "--file",
-        &g,
-        "--hostname",
-        "h1",
-        "--prefix",
-        &prefix,
-        "--client-urls",
-        &client_url,
-        "--peer-urls",
-        &peer_url,
-    ];
-    args.extend_from_slice(extra);
-    let agent = Agent::start(&args);
-    agent.wait_for_line("running graph", Duration::from_secs(20));
-    (d, client, agent)
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod host_kinds;
 mod http_face;
 mod operator;
 mod package;
+mod patroni;
 mod pkg;
 mod run;
 mod source;

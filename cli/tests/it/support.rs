@@ -1,4 +1,4 @@
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -223,4 +223,104 @@ pub fn piped(program: &str, args: &[&str], input: &[u8]) -> Output {
         .unwrap_or_else(|e| panic!("{program} runs (see test.sh for its package): {e}"));
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `GET path` over HTTP/1.1 on a fresh connection: (status, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    http(port, "GET", path, "")
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_as(port, None, method, path, body)
+}
+
+/// [`http`] with an `Authorization` header (a gateway token).
+pub fn http_as(
+    port: u16,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    // A server that answers without reading the whole request may close
+    // with a reset after its answer: what came before it is the answer.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        assert!(
+            e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty(),
+            "{method} {path} on {port}: {e}"
+        );
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+pub fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// One agent serving its store on a free loopback port, with `extra` flags:
+/// its state directory, its client port and the agent.
+pub fn member(extra: &[&str]) -> (tempfile::TempDir, u16, Agent) {
+    let d = tempfile::tempdir().unwrap();
+    let client = free_port();
+    let g = write(d.path(), "g.yaml", "graph: g\n");
+    let (prefix, client_url, peer_url) = (
+        d.path().join("state").to_string_lossy().into_owned(),
+        format!("http://127.0.0.1:{client}"),
+        format!("http://127.0.0.1:{}", free_port()),
+    );
+    let mut args = vec![
+        "run",
+        "--file",
+        &g,
+        "--hostname",
+        "h1",
+        "--prefix",
+        &prefix,
+        "--client-urls",
+        &client_url,
+        "--peer-urls",
+        &peer_url,
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&args);
+    agent.wait_for_line("running graph", Duration::from_secs(20));
+    (d, client, agent)
 }
