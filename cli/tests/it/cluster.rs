@@ -77,7 +77,7 @@ fn operator_tls(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// `mgmt tls init DIR --hosts HOSTS`; returns DIR.
-fn tls_init(top: &std::path::Path, name: &str, hosts: &str) -> std::path::PathBuf {
+pub(crate) fn tls_init(top: &std::path::Path, name: &str, hosts: &str) -> std::path::PathBuf {
     let dir = top.join(name);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mgmt"))
         .args(["tls", "init", dir.to_str().unwrap(), "--hosts", hosts])
@@ -98,7 +98,7 @@ fn ctl_command(global: &[String], args: &[&str]) -> std::process::Command {
 }
 
 /// The agent flags for TLS on both links with host `name`'s files in `dir`.
-fn agent_tls(dir: &std::path::Path, name: &str) -> Vec<String> {
+pub(crate) fn agent_tls(dir: &std::path::Path, name: &str) -> Vec<String> {
     let f = |file: String| dir.join(file).to_string_lossy().into_owned();
     let (cert, key, ca) = (
         f(format!("{name}.crt")),

@@ -371,3 +371,69 @@ fn a_gateway_watch_streams_events_as_etcds_does() {
     }
     assert!(agent.terminate().success());
 }
+
+/// Python's http.client (HTTP/1.1 only, as urllib3-based gateway clients
+/// such as Patroni) over TLS: `GET /health` and a gateway put, with the
+/// operator's client certificate and without one.
+const TLS_CLIENT: &str = r#"
+import http.client, json, ssl, sys
+port, d = int(sys.argv[1]), sys.argv[2]
+def call(cert, method, path, body=None):
+    ctx = ssl.create_default_context(cafile=d + "/ca.crt")
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(["http/1.1"])
+    if cert:
+        ctx.load_cert_chain(d + "/root.crt", d + "/root.key")
+    try:
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        c.request(method, path, body=body)
+        r = c.getresponse()
+        return [r.status, r.read().decode()]
+    except (ssl.SSLError, ConnectionError, OSError) as e:
+        return ["refused", type(e).__name__]
+print(json.dumps([
+    call(True, "GET", "/health"),
+    call(True, "POST", "/v3/kv/put", '{"key":"YQ==","value":"Yg=="}'),
+    call(False, "GET", "/health"),
+]))
+"#;
+
+#[test]
+fn http_11_clients_get_the_face_over_tls_with_client_certificates() {
+    let d = tempfile::tempdir().unwrap();
+    let pki = crate::cluster::tls_init(d.path(), "pki", "h1");
+    let tls = crate::cluster::agent_tls(&pki, "h1");
+    let client = free_port();
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--file".into(),
+        write(d.path(), "g.yaml", "graph: g\n"),
+        "--hostname".into(),
+        "h1".into(),
+        "--prefix".into(),
+        d.path().join("state").to_string_lossy().into_owned(),
+        "--client-urls".into(),
+        format!("https://127.0.0.1:{client}"),
+        "--peer-urls".into(),
+        format!("https://127.0.0.1:{}", free_port()),
+    ];
+    args.extend(tls);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&args);
+    agent.wait_for_line("running graph", Duration::from_secs(20));
+    let out = std::process::Command::new("python3")
+        .args(["-c", TLS_CLIENT, &client.to_string(), pki.to_str().unwrap()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answers[0], serde_json::json!([200, r#"{"health":"true"}"#]));
+    assert_eq!(answers[1][0], 200, "{answers}");
+    // --client-cert-auth: no certificate, no HTTP either.
+    assert_eq!(answers[2][0], "refused", "{answers}");
+    assert!(agent.terminate().success());
+}
