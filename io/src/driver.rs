@@ -482,7 +482,17 @@ pub async fn run(
     let services = Arc::new(svc::Backend::default());
     let mut specs = watch_specs(&slots, &packages);
     clean_up_after_a_killed_run(&graph, opts.noop);
-    let (mut fs, mut fs_events) = FsWatch::new()?;
+    // Without an inotify instance (the per-user limit reached, with many
+    // agents on one machine) the agent goes on: its store keeps serving, and
+    // each file resource's watch fails on its own, naming the cause.
+    let (mut fs, mut fs_events) = FsWatch::new().unwrap_or_else(|e| {
+        let why = format!(
+            "cannot start the file watcher: {e} (inotify instances: see \
+             fs.inotify.max_user_instances)"
+        );
+        error!("{why}; file resources are checked but not watched");
+        FsWatch::unavailable(why)
+    });
     // The previous graph's watcher, kept until the new one has armed its
     // watches, so no change falls between the two.
     let mut retired_fs: Option<FsWatch> = None;

@@ -84,7 +84,9 @@ fn take_own_rename(path: &Path) -> bool {
 pub type MemberRef = (VertexId, usize);
 
 pub struct FsWatch {
-    watcher: RecommendedWatcher,
+    /// `Err`: the kernel gave no inotify instance (say the per-user limit
+    /// is reached); every watch fails with this, and the agent goes on.
+    watcher: Result<RecommendedWatcher, String>,
     /// Managed path (clean, as bytes) -> members managing it.
     targets: BTreeMap<OsString, BTreeSet<MemberRef>>,
     /// Vertex -> the managed paths it added, so removing one touches only those.
@@ -114,18 +116,35 @@ impl FsWatch {
         let watcher = notify::recommended_watcher(move |ev: RawEvent| {
             let _ = tx.send(ev);
         })?;
-        Ok((
-            FsWatch {
-                watcher,
-                targets: BTreeMap::new(),
-                by_vertex: BTreeMap::new(),
-                via: BTreeMap::new(),
-                dirs: BTreeMap::new(),
-                trees: BTreeMap::new(),
-                trees_by_vertex: BTreeMap::new(),
-            },
-            rx,
-        ))
+        Ok((FsWatch::with(Ok(watcher)), rx))
+    }
+
+    /// A watcher that watches nothing: each [`FsWatch::add`] fails with
+    /// `why`. For a process that could not get an inotify instance: its
+    /// file resources are still checked, and their watches fail one by one
+    /// (retried as their meta says) rather than the whole agent.
+    pub fn unavailable(why: String) -> (Self, mpsc::UnboundedReceiver<RawEvent>) {
+        let (_, rx) = mpsc::unbounded_channel();
+        (FsWatch::with(Err(why)), rx)
+    }
+
+    fn with(watcher: Result<RecommendedWatcher, String>) -> Self {
+        FsWatch {
+            watcher,
+            targets: BTreeMap::new(),
+            by_vertex: BTreeMap::new(),
+            via: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            trees: BTreeMap::new(),
+            trees_by_vertex: BTreeMap::new(),
+        }
+    }
+
+    /// The inotify watcher, or why there is none.
+    fn watcher(&mut self) -> notify::Result<&mut RecommendedWatcher> {
+        self.watcher
+            .as_mut()
+            .map_err(|why| notify::Error::generic(why))
     }
 
     /// Starts watching `path` on behalf of member `member` of `vertex`.
@@ -199,7 +218,7 @@ impl FsWatch {
     /// One more user of a watch on `dir`, which is watched from the first.
     fn acquire(&mut self, dir: &Path) -> notify::Result<()> {
         if !self.dirs.contains_key(dir) {
-            self.watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            self.watcher()?.watch(dir, RecursiveMode::NonRecursive)?;
         }
         *self.dirs.entry(dir.to_path_buf()).or_insert(0) += 1;
         Ok(())
@@ -289,7 +308,10 @@ impl FsWatch {
                 continue;
             }
             if !self.dirs.contains_key(&d) {
-                match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
+                match self
+                    .watcher()
+                    .and_then(|w| w.watch(&d, RecursiveMode::NonRecursive))
+                {
                     Ok(()) => {}
                     // Gone between the check and the watch: its creation or
                     // removal event will re-arm us.
@@ -320,7 +342,7 @@ impl FsWatch {
                 // A directory that is gone took its watch with it, and notify
                 // drops it on its own (unwatching too would only race it).
                 if fs_is_dir(dir) {
-                    let _ = self.watcher.unwatch(dir);
+                    let _ = self.watcher().map(|w| w.unwatch(dir));
                 }
             }
         }
@@ -398,7 +420,7 @@ impl FsWatch {
                 continue;
             }
             if watch_dead && self.dirs.remove(p).is_some() {
-                let _ = self.watcher.unwatch(p);
+                let _ = self.watcher().map(|w| w.unwatch(p));
                 for dirs in self.via.values_mut() {
                     dirs.retain(|d| d != p);
                 }
@@ -428,7 +450,7 @@ impl FsWatch {
         let dead: Vec<PathBuf> = self.dirs.keys().filter(|d| !d.is_dir()).cloned().collect();
         for d in dead {
             self.dirs.remove(&d);
-            let _ = self.watcher.unwatch(&d);
+            let _ = self.watcher().map(|w| w.unwatch(&d));
             for dirs in self.via.values_mut() {
                 dirs.retain(|v| *v != d);
             }

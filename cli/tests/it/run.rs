@@ -641,3 +641,50 @@ fn a_rename_over_a_managed_file_is_drift_even_right_after_our_own_write() {
     }
     assert!(agent.terminate().success());
 }
+
+/// With many agents on one machine the per-user inotify limit runs out.
+/// Here a user namespace of the test's own sets it to 0 for the agent
+/// alone (`user.max_inotify_instances` is per user namespace): the agent
+/// stays up, its store serves, its file is still made, and the watch
+/// failure names the cause.
+#[test]
+fn an_agent_without_inotify_stays_up_and_says_why() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("f");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file:\n  - name: {}\n    content: \"hi\\n\"\n",
+            target.display()
+        ),
+    );
+    let client = free_port();
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--user", "--map-root-user", "--", "sh", "-ec"])
+        .arg("echo 0 > /proc/sys/user/max_inotify_instances; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_mgmt"))
+        .args(["run", "--file", &g, "--hostname", "h1", "--prefix"])
+        .arg(d.path().join("state"))
+        .arg("--client-urls")
+        .arg(format!("http://127.0.0.1:{client}"))
+        .arg("--peer-urls")
+        .arg(format!("http://127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "info");
+    let agent = Agent::spawn(c);
+    agent.wait_for_line("cannot start the file watcher", Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_to_string(&target)
+            .is_ok_and(|t| t == "hi\n"))
+        .is_some(),
+        "the file was not made"
+    );
+    etcdctl(client, &["put", "k", "v"]);
+    assert_eq!(
+        etcdctl(client, &["get", "k", "--print-value-only"]).trim(),
+        "v"
+    );
+    // A clean stop, reporting the resource whose watch failed (exit 1).
+    assert_eq!(agent.terminate().code(), Some(1));
+}
