@@ -11,10 +11,13 @@
 //! certificate counts as on gRPC. Errors have etcd 3.4's unary shape,
 //! `{"error":...,"code":N,"message":...}`, with grpc-gateway's HTTP status.
 //!
-//! Served: KV (range, put, deleterange, txn, compaction), Lease (grant,
-//! revoke, timetolive, leases, and one keepalive per request, answered as a
-//! one-message stream), Cluster (member list), Maintenance (status, alarm),
-//! Auth (authenticate), and Watch (a stream of `{"result":...}` lines).
+//! Served, at etcd 3.4's paths: KV (range, put, deleterange, txn,
+//! compaction), Lease (grant, revoke, timetolive, leases, and keepalive: a
+//! line per request of the body), Cluster (member list, add, remove, update,
+//! promote), Maintenance (status, alarm, defragment, hash,
+//! transfer-leadership), Auth (authenticate, enable, disable, users, roles),
+//! and Watch (a stream of `{"result":...}` lines). Not served: the snapshot
+//! stream and the lock and election services (not in this store).
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
@@ -182,6 +185,39 @@ fn watch(
     r
 }
 
+/// `/v3/lease/keepalive`: each request of the body (one JSON object or
+/// several) renews its lease; a `{"result":...}` line answers each.
+async fn keep_alive(
+    etcd: &Etcd,
+    headers: &HeaderMap,
+    extensions: http::Extensions,
+    body: &[u8],
+) -> Response<Body> {
+    let requests: Result<Vec<pb::LeaseKeepAliveRequest>, _> =
+        serde_json::Deserializer::from_slice(body)
+            .into_iter()
+            .collect();
+    let requests = match requests {
+        Ok(r) => r,
+        Err(e) => return error_reply(&Status::invalid_argument(e.to_string())),
+    };
+    let who = match etcd.who(&request((), headers, extensions)) {
+        Ok(who) => who,
+        Err(status) => return error_reply(&status),
+    };
+    #[derive(Serialize)]
+    struct Line {
+        result: pb::LeaseKeepAliveResponse,
+    }
+    let mut out = Vec::new();
+    for r in requests {
+        let result = etcd.keep_alive_once(who.clone(), r.id).await;
+        out.extend(serde_json::to_vec(&Line { result }).unwrap_or_default());
+        out.push(b'\n');
+    }
+    json_reply(StatusCode::OK, out)
+}
+
 /// Answers one gateway call.
 pub(crate) async fn answer(
     etcd: &Etcd,
@@ -213,30 +249,34 @@ pub(crate) async fn answer(
         }
         "/lease/leases" | "/kv/lease/leases" => call!(lease_leases, pb::LeaseLeasesRequest),
         "/cluster/member/list" => call!(member_list, pb::MemberListRequest),
+        "/cluster/member/add" => call!(member_add, pb::MemberAddRequest),
+        "/cluster/member/remove" => call!(member_remove, pb::MemberRemoveRequest),
+        "/cluster/member/update" => call!(member_update, pb::MemberUpdateRequest),
+        "/cluster/member/promote" => call!(member_promote, pb::MemberPromoteRequest),
         "/maintenance/status" => call!(status, pb::StatusRequest),
         "/maintenance/alarm" => call!(alarm, pb::AlarmRequest),
+        "/maintenance/defragment" => call!(defragment, pb::DefragmentRequest),
+        "/maintenance/hash" => call!(hash, pb::HashRequest),
+        "/maintenance/transfer-leadership" => call!(move_leader, pb::MoveLeaderRequest),
         "/auth/authenticate" => call!(authenticate, pb::AuthenticateRequest),
-        // A stream on gRPC: here one request, one `{"result":...}` line.
-        "/lease/keepalive" => match parse::<pb::LeaseKeepAliveRequest>(body) {
-            Ok(msg) => {
-                let req = request(msg, headers, extensions);
-                match etcd.who(&req) {
-                    Ok(who) => {
-                        let resp = etcd.keep_alive_once(who, req.get_ref().id).await;
-                        #[derive(Serialize)]
-                        struct Streamed {
-                            result: pb::LeaseKeepAliveResponse,
-                        }
-                        let mut body =
-                            serde_json::to_vec(&Streamed { result: resp }).unwrap_or_default();
-                        body.push(b'\n');
-                        json_reply(StatusCode::OK, body)
-                    }
-                    Err(status) => error_reply(&status),
-                }
-            }
-            Err(status) => error_reply(&status),
-        },
+        "/auth/enable" => call!(auth_enable, pb::AuthEnableRequest),
+        "/auth/disable" => call!(auth_disable, pb::AuthDisableRequest),
+        "/auth/user/add" => call!(user_add, pb::AuthUserAddRequest),
+        "/auth/user/get" => call!(user_get, pb::AuthUserGetRequest),
+        "/auth/user/list" => call!(user_list, pb::AuthUserListRequest),
+        "/auth/user/delete" => call!(user_delete, pb::AuthUserDeleteRequest),
+        "/auth/user/changepw" => call!(user_change_password, pb::AuthUserChangePasswordRequest),
+        "/auth/user/grant" => call!(user_grant_role, pb::AuthUserGrantRoleRequest),
+        "/auth/user/revoke" => call!(user_revoke_role, pb::AuthUserRevokeRoleRequest),
+        "/auth/role/add" => call!(role_add, pb::AuthRoleAddRequest),
+        "/auth/role/get" => call!(role_get, pb::AuthRoleGetRequest),
+        "/auth/role/list" => call!(role_list, pb::AuthRoleListRequest),
+        "/auth/role/delete" => call!(role_delete, pb::AuthRoleDeleteRequest),
+        "/auth/role/grant" => call!(role_grant_permission, pb::AuthRoleGrantPermissionRequest),
+        "/auth/role/revoke" => call!(role_revoke_permission, pb::AuthRoleRevokePermissionRequest),
+        // A stream on gRPC: here the body's requests, a `{"result":...}`
+        // line each.
+        "/lease/keepalive" => keep_alive(etcd, headers, extensions, body).await,
         "/watch" => watch(etcd, headers, extensions, body),
         // grpc-gateway's answer to a path it has no route for.
         _ => {
