@@ -79,12 +79,18 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// How long each sync of the log took (`/metrics`).
+    fsyncs: Arc<crate::metrics::Histogram>,
     /// Wakes the flusher; it exits once every clone is gone.
     flush: mpsc::Sender<()>,
 }
 
 /// Syncs the log and completes the callbacks of every append written before the sync.
-fn flusher(inner: Arc<Mutex<Inner>>, wake: mpsc::Receiver<()>) {
+fn flusher(
+    inner: Arc<Mutex<Inner>>,
+    wake: mpsc::Receiver<()>,
+    fsyncs: Arc<crate::metrics::Histogram>,
+) {
     while wake.recv().is_ok() {
         while wake.try_recv().is_ok() {}
         let (callbacks, file) = {
@@ -96,7 +102,10 @@ fn flusher(inner: Arc<Mutex<Inner>>, wake: mpsc::Receiver<()>) {
         };
         // Every frame of these callbacks was written before we took them, so one
         // sync of the file (outside the lock: appends go on meanwhile) covers them.
-        complete(callbacks, file.and_then(|f| f.sync_data()));
+        let started = std::time::Instant::now();
+        let synced = file.and_then(|f| f.sync_data());
+        fsyncs.observe(started.elapsed());
+        complete(callbacks, synced);
     }
 }
 
@@ -278,13 +287,26 @@ impl LogStore {
             wants_snapshot: Arc::new(tokio::sync::Notify::new()),
         }));
         let (flush, wake) = mpsc::channel();
+        let fsyncs = Arc::new(crate::metrics::Histogram::wal_fsync());
         if flusher_thread {
-            let for_flusher = inner.clone();
+            let (for_flusher, timed) = (inner.clone(), fsyncs.clone());
             std::thread::Builder::new()
                 .name("raft-log-flush".into())
-                .spawn(move || flusher(for_flusher, wake))?;
+                .spawn(move || flusher(for_flusher, wake, timed))?;
         }
-        Ok((LogStore { inner, flush }, torn))
+        Ok((
+            LogStore {
+                inner,
+                fsyncs,
+                flush,
+            },
+            torn,
+        ))
+    }
+
+    /// How long the log's syncs took.
+    pub(crate) fn fsync_durations(&self) -> &crate::metrics::Histogram {
+        &self.fsyncs
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -35,6 +35,8 @@ use crate::types::{MemberNode, NodeId, TypeConfig};
 pub struct Channels {
     env: Env,
     map: Arc<Mutex<BTreeMap<String, Cached>>>,
+    /// Round trips of raft calls that were answered (`/metrics`).
+    round_trips: Arc<crate::metrics::Histogram>,
 }
 
 struct Cached {
@@ -54,10 +56,16 @@ const REDIAL_AFTER: Duration = Duration::from_millis(500);
 pub struct Dialed(u64);
 
 impl Channels {
+    /// How long answered raft calls took.
+    pub(crate) fn round_trips(&self) -> &crate::metrics::Histogram {
+        &self.round_trips
+    }
+
     pub fn new(env: Env) -> Self {
         Channels {
             env,
             map: Arc::default(),
+            round_trips: Arc::new(crate::metrics::Histogram::peer_round_trip()),
         }
     }
 
@@ -184,6 +192,7 @@ impl PeerConn {
         if let Ok(v) = self.target.to_string().parse() {
             blob.metadata_mut().insert(RAFT_TO, v);
         }
+        let started = std::time::Instant::now();
         let res = match method {
             "append" => client.append_entries(blob).await,
             "vote" => client.vote(blob).await,
@@ -210,6 +219,7 @@ impl PeerConn {
             }
         };
         self.channels.answered(&self.url, dialed);
+        self.channels.round_trips.observe(started.elapsed());
         let res: Result<Resp, RaftError<NodeId, E>> = crate::codec::decode(&blob.data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -68,6 +68,8 @@ fn health_version_and_metrics_answer_as_etcds_do() {
         "etcd_server_proposals_pending",
         "etcd_server_proposals_failed_total",
         "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_disk_wal_fsync_duration_seconds_bucket",
+        "etcd_disk_wal_fsync_duration_seconds_sum",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
         "process_open_fds",
@@ -76,6 +78,11 @@ fn health_version_and_metrics_answer_as_etcds_do() {
         assert!(theirs.iter().any(|n| n == name), "etcd lacks {name}");
         assert!(ours.iter().any(|n| n == name), "mgmt lacks {name}");
     }
+    // etcd shows peer round trips only once it has a peer; ours is there.
+    assert!(
+        ours.iter()
+            .any(|n| n == "etcd_network_peer_round_trip_time_seconds_bucket")
+    );
     // etcd 3.5.11's probes (3.4 has none).
     assert_eq!(get(client, "/livez"), (200, "ok".to_string()));
     let (status, ready) = get(client, "/readyz?verbose");
