@@ -20,8 +20,11 @@
 //!   a deadline. Writes on a follower are forwarded to the leader; reads are
 //!   linearizable (the leader confirms leadership and names a read index) unless the
 //!   request is `serializable`.
-//! * The etcd API (KV, Watch, Lease, Cluster.MemberList, Maintenance.Status) is served
-//!   on the client URLs. MemberAdd/Remove/Update/Promote answer `Unimplemented`:
+//! * The etcd API (KV, Watch, Lease, Cluster, Maintenance: Status, Alarm, Hash,
+//!   HashKV, Snapshot, Defragment, MoveLeader; Auth) is served on the client URLs,
+//!   over gRPC and, on the same port, over etcd's HTTP face (`/health`,
+//!   `/version`, `/metrics`, the JSON gateway: `http_face`, `gateway`).
+//!   MemberAdd/Remove/Update/Promote answer `Unimplemented`:
 //!   membership changes go through [`StoreHandle::change_membership_here`] (on the
 //!   leader, never forwarded: what the clustering logic drives, watching
 //!   [`StoreHandle::membership_changes`] and [`StoreHandle::replication_changes`]),
