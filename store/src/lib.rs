@@ -63,7 +63,7 @@ mod elections;
 pub mod exports;
 pub mod fleet;
 mod gateway;
-pub mod http_face;
+mod http_face;
 mod in_flight;
 mod log_store;
 mod membership;
