@@ -802,18 +802,22 @@ pub async fn run(
                 }
             },
             Some(raw) = fs_events.recv() => {
-                let t = now();
-                let mut last = None;
+                // Every vertex this change concerns, told to the engine at
+                // once (a parent and its child watching one file: the
+                // parent runs first).
+                let mut vertices = Vec::new();
                 for (v, m) in fs.members_for(raw) {
                     touched[v].members.insert(m);
-                    if last != Some(v) {
-                        last = Some(v);
+                    if vertices.last() != Some(&v) {
+                        vertices.push(v);
                         if let Some(o) = &opts.observer {
                             o.watch_event(graph.vertex_id(v).kind);
                         }
                         debug!("{}: watch event", graph.vertex_id(v));
-                        engine.handle(t, Input::WatchEvent(v));
                     }
+                }
+                if !vertices.is_empty() {
+                    engine.handle(now(), Input::WatchEvents(vertices));
                 }
             }
             Some(()) = reload_rx.recv() => {

@@ -29,6 +29,11 @@ pub enum Input {
     Start,
     /// A vertex's watch saw its real state change (or may have).
     WatchEvent(VertexId),
+    /// One change seen by the watches of several vertices at once (a file
+    /// several resources watch): every one is marked before anything is
+    /// scheduled, so a child never starts ahead of a parent that saw the
+    /// same change.
+    WatchEvents(Vec<VertexId>),
     /// A vertex's watch stopped with an error.
     WatchFailed { vertex: VertexId, error: String },
     /// A CheckApply the engine asked for finished.
@@ -278,12 +283,8 @@ impl Engine {
         self.now = self.now.max(now);
         match input {
             Input::Start => self.start(),
-            Input::WatchEvent(v) => {
-                self.activity();
-                // The watch works: earlier failures no longer count against it.
-                self.state[v].watch_failures = 0;
-                self.poke(v);
-            }
+            Input::WatchEvent(v) => self.watch_events(&[v]),
+            Input::WatchEvents(vs) => self.watch_events(&vs),
             Input::WatchFailed { vertex, error } => self.watch_failed(vertex, error),
             Input::CheckApplyDone { vertex, result } => self.done(vertex, result),
             Input::Tick => {}
@@ -397,6 +398,15 @@ impl Engine {
             s.full = true;
         }
         self.candidates.insert(v);
+    }
+
+    fn watch_events(&mut self, vs: &[VertexId]) {
+        self.activity();
+        for &v in vs {
+            // The watch works: earlier failures no longer count against it.
+            self.state[v].watch_failures = 0;
+            self.poke(v);
+        }
     }
 
     fn watch_failed(&mut self, v: VertexId, error: String) {

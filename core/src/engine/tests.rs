@@ -978,3 +978,32 @@ fn a_failure_under_a_changing_world_gets_one_more_try() {
         [Output::FailedPermanently { .. }]
     ));
 }
+
+#[test]
+fn drift_seen_by_a_parent_and_its_child_at_once_runs_the_parent_first() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
+        e.handle(
+            Millis(t),
+            Input::CheckApplyDone {
+                vertex: v,
+                result: Ok(false),
+            },
+        );
+    }
+    drain(&mut e);
+    // One change that b (the parent) and c (its child) both watch, the
+    // child named first: only b starts, and c after it.
+    e.handle(Millis(10), Input::WatchEvents(vec![2, 1]));
+    assert_eq!(check_applies(&drain(&mut e)), vec![1]);
+    e.handle(
+        Millis(11),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(check_applies(&drain(&mut e)), vec![2]);
+}
