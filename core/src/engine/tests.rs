@@ -33,6 +33,19 @@ edges:
 - {name: e2, from: {kind: noop, name: b}, to: {kind: noop, name: c}, notify: true}
 "#;
 
+/// Finishes the first run of [`CHAIN`]'s four vertices, nothing changed.
+fn settle_chain(e: &mut Engine) {
+    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
+        e.handle(
+            Millis(t),
+            Input::CheckApplyDone {
+                vertex: v,
+                result: Ok(false),
+            },
+        );
+    }
+}
+
 #[test]
 fn start_watches_everything_and_runs_roots_in_parallel() {
     let g = graph(CHAIN);
@@ -107,15 +120,7 @@ fn watch_event_reruns_only_that_vertex_when_nothing_changed() {
     let g = graph(CHAIN);
     let mut e = Engine::new(&g, EngineConfig::default());
     e.handle(Millis(0), Input::Start);
-    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
-        e.handle(
-            Millis(t),
-            Input::CheckApplyDone {
-                vertex: v,
-                result: Ok(false),
-            },
-        );
-    }
+    settle_chain(&mut e);
     drain(&mut e);
     e.handle(Millis(10), Input::WatchEvent(1));
     assert_eq!(check_applies(&drain(&mut e)), vec![1]);
@@ -172,15 +177,7 @@ fn watch_only_rerun_is_partial_and_anything_else_is_full() {
     let g = graph(CHAIN);
     let mut e = Engine::new(&g, EngineConfig::default());
     e.handle(Millis(0), Input::Start);
-    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
-        e.handle(
-            Millis(t),
-            Input::CheckApplyDone {
-                vertex: v,
-                result: Ok(false),
-            },
-        );
-    }
+    settle_chain(&mut e);
     drain(&mut e);
     let full_of = |out: &[Output]| -> Vec<(usize, bool)> {
         out.iter()
@@ -244,15 +241,7 @@ fn upstream_dirty_blocks_downstream() {
     let g = graph(CHAIN);
     let mut e = Engine::new(&g, EngineConfig::default());
     e.handle(Millis(0), Input::Start);
-    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
-        e.handle(
-            Millis(t),
-            Input::CheckApplyDone {
-                vertex: v,
-                result: Ok(false),
-            },
-        );
-    }
+    settle_chain(&mut e);
     drain(&mut e);
     // Both a and b see drift at once: b must wait until a has run again.
     e.handle(Millis(10), Input::WatchEvent(0));
@@ -984,15 +973,7 @@ fn drift_seen_by_a_parent_and_its_child_at_once_runs_the_parent_first() {
     let g = graph(CHAIN);
     let mut e = Engine::new(&g, EngineConfig::default());
     e.handle(Millis(0), Input::Start);
-    for (v, t) in [(0, 1), (3, 1), (1, 2), (2, 3)] {
-        e.handle(
-            Millis(t),
-            Input::CheckApplyDone {
-                vertex: v,
-                result: Ok(false),
-            },
-        );
-    }
+    settle_chain(&mut e);
     drain(&mut e);
     // One change that b (the parent) and c (its child) both watch, the
     // child named first: only b starts, and c after it.
