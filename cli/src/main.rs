@@ -19,7 +19,7 @@ mod exports;
 mod fleet;
 mod logging;
 mod metrics;
-mod notify;
+mod sd_notify;
 mod report;
 mod tls;
 
@@ -555,7 +555,7 @@ fn run(args: RunArgs) -> ExitCode {
     for note in &graph.notes {
         info!("{note}");
     }
-    let notifier = notify::Notifier::from_env().map(std::sync::Arc::new);
+    let notifier = sd_notify::Notifier::from_env().map(std::sync::Arc::new);
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(mgmt_io::Progress::default());
     let metrics = args
         .prometheus
@@ -668,7 +668,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
         if let Some(n) = &notifier {
             let store = cluster.as_ref().map(|c| c.status());
-            tokio::spawn(notify::follow(n.clone(), progress_rx, store));
+            tokio::spawn(sd_notify::follow(n.clone(), progress_rx, store));
         }
         let (error_tx, error_rx) = tokio::sync::watch::channel(None);
         let origin = match (&args.file, &cluster) {

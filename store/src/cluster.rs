@@ -34,7 +34,7 @@ use crate::{
 /// Errors starting clustering.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("etcd client: {0}")]
     Client(#[from] ClientError),
