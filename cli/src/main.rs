@@ -19,8 +19,8 @@ mod exports;
 mod fleet;
 mod logging;
 mod metrics;
-mod sd_notify;
 mod report;
+mod sd_notify;
 mod tls;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
