@@ -75,10 +75,13 @@ pub(crate) struct Counted<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// gRPC methods whose calls last as long as the client wants.
-const LONG_LIVED: [&str; 2] = [
+/// Calls that last as long as the client wants (gRPC methods and gateway paths).
+const LONG_LIVED: [&str; 4] = [
     "/etcdserverpb.Watch/Watch",
     "/etcdserverpb.Lease/LeaseKeepAlive",
+    // The JSON gateway's watch stream (see `gateway`).
+    "/v3/watch",
+    "/v3beta/watch",
 ];
 
 impl<S, ReqBody, B> tower::Service<http::Request<ReqBody>> for Counted<S>
