@@ -233,6 +233,13 @@ enum WatchSpec {
     Hostnamed,
 }
 
+impl WatchSpec {
+    /// Whether this watch goes through the inotify watcher (`FsWatch`).
+    fn uses_inotify(&self) -> bool {
+        matches!(self, WatchSpec::Path(..) | WatchSpec::Tree(..))
+    }
+}
+
 /// `Watch` and `WatchFailed` carry the generation of the graph whose watch
 /// sent them.
 enum Event {
@@ -285,6 +292,9 @@ pub struct Reload {
     /// compile again now.
     pub trigger: Option<mpsc::UnboundedReceiver<()>>,
 }
+
+/// How often a process without an inotify instance tries again to get one.
+const WATCHER_RETRY: Duration = Duration::from_secs(1);
 
 /// Quiet time after the last finished write or rename of the graph file
 /// before it is read: an editor's save may be several.
@@ -483,16 +493,16 @@ pub async fn run(
     let mut specs = watch_specs(&slots, &packages);
     clean_up_after_a_killed_run(&graph, opts.noop);
     // Without an inotify instance (the per-user limit reached, with many
-    // agents on one machine) the agent goes on: its store keeps serving, and
-    // each file resource's watch fails on its own, naming the cause.
-    let (mut fs, mut fs_events) = FsWatch::new().unwrap_or_else(|e| {
-        let why = format!(
-            "cannot start the file watcher: {e} (inotify instances: see \
-             fs.inotify.max_user_instances)"
-        );
-        error!("{why}; file resources are checked but not watched");
-        FsWatch::unavailable(why)
-    });
+    // agents on one machine) the agent goes on: its store keeps serving, each
+    // file resource's watch fails on its own, naming the cause, and the
+    // watcher is tried again every second; once it starts, those watches are
+    // armed and their resources checked again.
+    let (mut fs, mut fs_events) = FsWatch::new();
+    if let Some(why) = fs.unavailable() {
+        error!("{why}; file resources are checked but not watched until it starts");
+    }
+    let mut unwatched: BTreeSet<VertexId> = BTreeSet::new();
+    let mut revive = tokio::time::interval(WATCHER_RETRY);
     // The previous graph's watcher, kept until the new one has armed its
     // watches, so no change falls between the two.
     let mut retired_fs: Option<FsWatch> = None;
@@ -554,6 +564,9 @@ pub async fn run(
                         &services,
                         generation,
                     );
+                    if fs.unavailable().is_some() && specs[v].iter().any(WatchSpec::uses_inotify) {
+                        unwatched.insert(v);
+                    }
                 }
                 Output::CheckApply {
                     vertex,
@@ -671,19 +684,15 @@ pub async fn run(
         if pending.is_some() && slots.iter().all(Option::is_some) {
             let (new, new_tag) = pending.take().expect("checked");
             // A fresh watcher first: without one the running graph goes on.
-            let (new_fs, new_events) = match FsWatch::new() {
-                Ok(w) => w,
-                Err(e) => {
-                    error!(
-                        "cannot start a watcher for the new graph: {e}; the running graph goes on"
-                    );
-                    // What was held back for the changeover runs after all.
-                    for v in std::mem::take(&mut deferred) {
-                        engine.handle(now(), Input::WatchEvent(v));
-                    }
-                    continue;
+            let (new_fs, new_events) = FsWatch::new();
+            if let Some(why) = new_fs.unavailable() {
+                error!("{why}: no watcher for the new graph; the running graph goes on");
+                // What was held back for the changeover runs after all.
+                for v in std::mem::take(&mut deferred) {
+                    engine.handle(now(), Input::WatchEvent(v));
                 }
-            };
+                continue;
+            }
             // Drift already seen but not yet handed to the engine: a vertex it
             // touches has not settled.
             while let Ok(raw) = fs_events.try_recv() {
@@ -851,6 +860,17 @@ pub async fn run(
                 }
             }
             () = sleep => engine.handle(now(), Input::Tick),
+            _ = revive.tick(), if !unwatched.is_empty() => {
+                if fs.revive() {
+                    info!("the file watcher started: file resources are watched again");
+                    let again: Vec<VertexId> = std::mem::take(&mut unwatched).into_iter().collect();
+                    for &v in &again {
+                        start_watch(v, &specs[v], &mut fs, &tx, &mut watchers, &services, generation);
+                    }
+                    // Whatever changed meanwhile went unseen: check them again.
+                    engine.handle(now(), Input::WatchEvents(again));
+                }
+            }
             () = &mut shutdown => {
                 info!("shutting down");
                 break;

@@ -87,6 +87,8 @@ pub struct FsWatch {
     /// `Err`: the kernel gave no inotify instance (say the per-user limit
     /// is reached); every watch fails with this, and the agent goes on.
     watcher: Result<RecommendedWatcher, String>,
+    /// Where the watcher sends events: kept to make one later.
+    tx: mpsc::UnboundedSender<RawEvent>,
     /// Managed path (clean, as bytes) -> members managing it.
     targets: BTreeMap<OsString, BTreeSet<MemberRef>>,
     /// Vertex -> the managed paths it added, so removing one touches only those.
@@ -110,34 +112,51 @@ struct Tree {
 
 impl FsWatch {
     /// Creates the watcher; raw events arrive on the returned channel and go
-    /// back in through [`FsWatch::members_for`].
-    pub fn new() -> notify::Result<(Self, mpsc::UnboundedReceiver<RawEvent>)> {
+    /// back in through [`FsWatch::members_for`]. Without an inotify instance
+    /// (the per-user limit reached, with many agents on one machine) it
+    /// still comes back, watching nothing: each [`FsWatch::add`] fails with
+    /// why, the caller says so, and [`FsWatch::revive`] tries again.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<RawEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let watcher = notify::recommended_watcher(move |ev: RawEvent| {
-            let _ = tx.send(ev);
-        })?;
-        Ok((FsWatch::with(Ok(watcher)), rx))
-    }
-
-    /// A watcher that watches nothing: each [`FsWatch::add`] fails with
-    /// `why`. For a process that could not get an inotify instance: its
-    /// file resources are still checked, and their watches fail one by one
-    /// (retried as their meta says) rather than the whole agent.
-    pub fn unavailable(why: String) -> (Self, mpsc::UnboundedReceiver<RawEvent>) {
-        let (_, rx) = mpsc::unbounded_channel();
-        (FsWatch::with(Err(why)), rx)
-    }
-
-    fn with(watcher: Result<RecommendedWatcher, String>) -> Self {
-        FsWatch {
+        let watcher = Self::inotify(&tx);
+        let fs = FsWatch {
             watcher,
+            tx,
             targets: BTreeMap::new(),
             by_vertex: BTreeMap::new(),
             via: BTreeMap::new(),
             dirs: BTreeMap::new(),
             trees: BTreeMap::new(),
             trees_by_vertex: BTreeMap::new(),
+        };
+        (fs, rx)
+    }
+
+    fn inotify(tx: &mpsc::UnboundedSender<RawEvent>) -> Result<RecommendedWatcher, String> {
+        let tx = tx.clone();
+        notify::recommended_watcher(move |ev: RawEvent| {
+            let _ = tx.send(ev);
+        })
+        .map_err(|e| {
+            format!(
+                "cannot start the file watcher: {e} (inotify instances: see \
+                 fs.inotify.max_user_instances)"
+            )
+        })
+    }
+
+    /// Why this watcher watches nothing, if it does not.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.watcher.as_ref().err().map(String::as_str)
+    }
+
+    /// Tries again to get an inotify instance; true once there is one. Its
+    /// events go to the same channel as ever.
+    pub fn revive(&mut self) -> bool {
+        if self.watcher.is_err() {
+            self.watcher = Self::inotify(&self.tx);
         }
+        self.watcher.is_ok()
     }
 
     /// The inotify watcher, or why there is none.

@@ -403,8 +403,10 @@ impl Engine {
     fn watch_events(&mut self, vs: &[VertexId]) {
         self.activity();
         for &v in vs {
-            // The watch works: earlier failures no longer count against it.
+            // The watch works: earlier failures no longer count against it,
+            // and one that had died for good is back.
             self.state[v].watch_failures = 0;
+            self.state[v].watch_dead = false;
             self.poke(v);
         }
     }

@@ -988,3 +988,40 @@ fn drift_seen_by_a_parent_and_its_child_at_once_runs_the_parent_first() {
     );
     assert_eq!(check_applies(&drain(&mut e)), vec![2]);
 }
+
+#[test]
+fn a_watch_that_died_for_good_comes_back_with_its_next_event() {
+    let g = graph("graph: g\nresources:\n  noop: [{name: a}]\n");
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    drain(&mut e);
+    // No retries: the watch's failure is for good, and so is the vertex's.
+    e.handle(
+        Millis(1),
+        Input::WatchFailed {
+            vertex: 0,
+            error: "no inotify".into(),
+        },
+    );
+    e.handle(
+        Millis(2),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    drain(&mut e);
+    assert!(!e.settled(0));
+    // The driver armed the watch again and says so with an event: the
+    // vertex runs and, when it succeeds, it is healthy again.
+    e.handle(Millis(3), Input::WatchEvents(vec![0]));
+    assert_eq!(check_applies(&drain(&mut e)), vec![0]);
+    e.handle(
+        Millis(4),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(false),
+        },
+    );
+    assert!(e.settled(0));
+}
