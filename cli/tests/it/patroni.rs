@@ -14,6 +14,19 @@ use crate::support::*;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// Patroni's and PostgreSQL's own loopback address: their ports, bound by
+/// other processes a while after they are picked, can never be taken by,
+/// or take, a port another test picked on 127.0.0.1.
+const ADDR: &str = "127.0.5.1";
+
+/// A port free on [`ADDR`] now.
+fn free_port_here() -> u16 {
+    std::net::TcpListener::bind((ADDR, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on the test's own loopback address")
+}
+
 /// One Patroni node: its process (Patroni runs as `postgres`), its REST
 /// port, its PostgreSQL port and data directory.
 struct Node {
@@ -27,23 +40,23 @@ struct Node {
 
 impl Node {
     fn new(dir: &Path, scope: &str, name: &str, dcs_port: u16) -> Node {
-        let (api, pg) = (free_port(), free_port());
+        let (api, pg) = (free_port_here(), free_port_here());
         let data = dir.join(format!("data-{name}"));
         let config = dir.join(format!("{name}.yml"));
         std::fs::write(
             &config,
             format!(
-                "scope: {scope}\nname: {name}\nrestapi:\n  listen: 127.0.0.1:{api}\n  \
-                 connect_address: 127.0.0.1:{api}\netcd3:\n  hosts: 127.0.0.1:{dcs_port}\n\
+                "scope: {scope}\nname: {name}\nrestapi:\n  listen: {ADDR}:{api}\n  \
+                 connect_address: {ADDR}:{api}\netcd3:\n  hosts: 127.0.0.1:{dcs_port}\n\
                  bootstrap:\n  dcs:\n    ttl: 10\n    loop_wait: 2\n    retry_timeout: 5\n    \
                  postgresql:\n      use_pg_rewind: true\n  initdb:\n  - encoding: UTF8\n\
-                 postgresql:\n  listen: 127.0.0.1:{pg}\n  connect_address: 127.0.0.1:{pg}\n  \
+                 postgresql:\n  listen: {ADDR}:{pg}\n  connect_address: {ADDR}:{pg}\n  \
                  data_dir: {data}\n  bin_dir: {PG_BIN}\n  pgpass: {dir}/pgpass-{name}\n  \
                  authentication:\n    superuser: {{username: postgres, password: pw}}\n    \
                  replication: {{username: replicator, password: rep}}\n    \
                  rewind: {{username: rewinder, password: rw}}\n  pg_hba:\n  \
-                 - local all all trust\n  - host all all 127.0.0.1/32 trust\n  \
-                 - host replication replicator 127.0.0.1/32 trust\n",
+                 - local all all trust\n  - host all all 127.0.0.0/8 trust\n  \
+                 - host replication replicator 127.0.0.0/8 trust\n",
                 data = data.display(),
                 dir = dir.display(),
             ),
@@ -83,8 +96,17 @@ impl Node {
 
     /// Whether Patroni's REST API answers 200 on `path` (`/leader`, `/replica`).
     fn is(&self, path: &str) -> bool {
-        std::net::TcpStream::connect(("127.0.0.1", self.api)).is_ok()
-            && get(self.api, path).0 == 200
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect((ADDR, self.api)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {ADDR}\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        s.write_all(request.as_bytes()).is_ok()
+            && s.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+            || answer.starts_with("HTTP/1.0 200")
     }
 
     /// kill -9 of Patroni and of its PostgreSQL postmaster.
@@ -145,7 +167,7 @@ impl Node {
                 "--init-groups",
                 "--",
             ])
-            .args([&format!("{PG_BIN}/psql"), "-h", "127.0.0.1", "-p"])
+            .args([&format!("{PG_BIN}/psql"), "-h", ADDR, "-p"])
             .arg(self.pg.to_string())
             .args(["-U", "postgres", "-d", "postgres", "-Atc", sql])
             .output()
