@@ -443,6 +443,12 @@ pub struct SysctlParams {
 }
 
 impl SysctlParams {
+    /// A value as values are compared: runs of whitespace as one space (the
+    /// kernel separates fields with tabs; users write spaces).
+    pub fn normal(value: &str) -> String {
+        value.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
     /// The file under `/proc/sys` (a key with `/` keeps its dots: `eth0.1`).
     pub fn proc_path(&self) -> String {
         if self.key.contains('/') {

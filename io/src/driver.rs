@@ -1083,9 +1083,15 @@ async fn check_apply_vertex(
         .await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match done {
-            Ok(results) => {
+            Ok(Ok(results)) => {
                 for (i, r) in idx.into_iter().zip(results) {
                     outcomes.insert(i, (r.map_err(|e| e.to_string()), ms));
+                }
+            }
+            // The file's own trouble is every member's.
+            Ok(Err(e)) => {
+                for i in idx {
+                    outcomes.insert(i, (Err(e.to_string()), ms));
                 }
             }
             Err(e) => {

@@ -13,12 +13,12 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures_util::StreamExt;
 use zbus::{Connection, proxy};
 
-use crate::file::{Durability, FileError, write_atomically};
+use crate::file::{Durability, FileError, io_err, write_atomically};
 
 #[proxy(
     interface = "org.freedesktop.hostname1",
@@ -35,7 +35,7 @@ trait Hostname1 {
     fn hostname(&self) -> zbus::Result<String>;
 }
 
-/// How long a call to hostnamed may take (it is activated on first use).
+/// How long finding hostnamed may take (asking activates it).
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const ETC_HOSTNAME: &str = "/etc/hostname";
@@ -43,29 +43,20 @@ pub const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostnameError {
-    #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
     #[error(transparent)]
-    Write(#[from] FileError),
+    File(#[from] FileError),
     #[error("systemd-hostnamed: {0}")]
     Hostnamed(String),
 }
 
+/// A hostnamed call with svc's bound on D-Bus calls.
 async fn bounded<T>(
     what: &str,
     f: impl std::future::Future<Output = zbus::Result<T>>,
 ) -> Result<T, HostnameError> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(r) => r.map_err(|e| HostnameError::Hostnamed(format!("{what}: {e}"))),
-        Err(_) => Err(HostnameError::Hostnamed(format!(
-            "{what}: no answer within {}s",
-            CALL_TIMEOUT.as_secs()
-        ))),
-    }
+    crate::svc::bounded(what, f)
+        .await
+        .map_err(HostnameError::Hostnamed)
 }
 
 /// hostnamed on the system bus, if it answers (asking activates it); `None`
@@ -137,14 +128,6 @@ pub async fn watch_hostnamed(on_change: impl Fn()) -> String {
     r.unwrap_or_else(|e| e.to_string())
 }
 
-fn io_err(path: &'static str, op: &'static str) -> impl FnOnce(io::Error) -> HostnameError {
-    move |source| HostnameError::Io {
-        path: PathBuf::from(path),
-        op,
-        source,
-    }
-}
-
 /// The name `/etc/hostname` gives: its first line that is not a comment
 /// (hostname(5)); empty when there is none or no file.
 fn static_name() -> Result<String, HostnameError> {
@@ -156,7 +139,7 @@ fn static_name() -> Result<String, HostnameError> {
             .unwrap_or("")
             .to_string()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(io_err(ETC_HOSTNAME, "read")(e)),
+        Err(e) => Err(io_err(Path::new(ETC_HOSTNAME), "read")(e).into()),
     }
 }
 
@@ -179,13 +162,15 @@ fn check_apply_files(name: &str, apply: bool) -> Result<Vec<String>, HostnameErr
             )?;
         }
     }
-    let kernel = fs::read_to_string(KERNEL_HOSTNAME).map_err(io_err(KERNEL_HOSTNAME, "read"))?;
+    let kernel =
+        fs::read_to_string(KERNEL_HOSTNAME).map_err(io_err(Path::new(KERNEL_HOSTNAME), "read"))?;
     let kernel = kernel.trim_end();
     if kernel != name {
         changes.push(format!("kernel {kernel:?} -> {name:?}"));
         if apply {
             // sethostname(2) of this UTS namespace, as `hostname NAME` does.
-            fs::write(KERNEL_HOSTNAME, name).map_err(io_err(KERNEL_HOSTNAME, "write"))?;
+            fs::write(KERNEL_HOSTNAME, name)
+                .map_err(io_err(Path::new(KERNEL_HOSTNAME), "write"))?;
         }
     }
     Ok(changes)

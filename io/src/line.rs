@@ -15,25 +15,19 @@ use std::path::{Path, PathBuf};
 use mgmt_core::line::{Edited, LineError, edit};
 use mgmt_core::resource::LineParams;
 
-use crate::file::{Durability, FileError, write_atomically};
+use crate::file::{Durability, FileError, io_err, write_atomically};
 
 /// A new file's mode (as `file` creates them).
 const NEW_FILE_MODE: u32 = 0o644;
 
+/// Why a file's lines could not be checked or written: the whole file's
+/// trouble, shared by all its members (a member's own is a [`LineError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum LineIoError {
-    #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
     #[error("{0}: is not a regular file")]
     NotAFile(PathBuf),
     #[error(transparent)]
-    Line(#[from] LineError),
-    #[error(transparent)]
-    Write(#[from] FileError),
+    File(#[from] FileError),
 }
 
 /// The file, read: where it really is (links followed), its text (`None`:
@@ -45,13 +39,6 @@ struct Current {
 }
 
 fn read(path: &Path) -> Result<Current, LineIoError> {
-    let io_err = |op| {
-        move |source| LineIoError::Io {
-            path: path.to_path_buf(),
-            op,
-            source,
-        }
-    };
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -61,17 +48,15 @@ fn read(path: &Path) -> Result<Current, LineIoError> {
                 like: None,
             });
         }
-        Err(e) => return Err(io_err("stat")(e)),
+        Err(e) => return Err(io_err(path, "stat")(e).into()),
     };
     if !meta.is_file() {
         return Err(LineIoError::NotAFile(path.to_path_buf()));
     }
-    let real = fs::canonicalize(path).map_err(io_err("resolve"))?;
-    let bytes = fs::read(&real).map_err(io_err("read"))?;
-    let text = String::from_utf8(bytes).map_err(|_| LineIoError::Io {
-        path: path.to_path_buf(),
-        op: "read",
-        source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"),
+    let real = fs::canonicalize(path).map_err(io_err(path, "resolve"))?;
+    let bytes = fs::read(&real).map_err(io_err(path, "read"))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        io_err(path, "read")(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
     })?;
     Ok(Current {
         real,
@@ -82,50 +67,30 @@ fn read(path: &Path) -> Result<Current, LineIoError> {
 
 /// Checks the `line` resources of `path` and, if `apply`, writes the file
 /// once with all of them. One result per member, in order: what it changed
-/// (or would have), or why it could not. Blocking: run it off the runtime.
+/// (or would have), or why it could not; `Err` when the file itself could
+/// not be read or written. Blocking: run it off the runtime.
 pub fn check_apply(
     path: &str,
     members: &[&LineParams],
     apply: bool,
-) -> Vec<Result<Vec<String>, LineIoError>> {
-    let fail_all = |e: &LineIoError| -> Vec<Result<Vec<String>, LineIoError>> {
-        members
-            .iter()
-            .map(|_| {
-                Err(LineIoError::Io {
-                    path: PathBuf::from(path),
-                    op: "check",
-                    source: io::Error::other(e.to_string()),
-                })
-            })
-            .collect()
-    };
-    let current = match read(Path::new(path)) {
-        Ok(c) => c,
-        Err(e) => return fail_all(&e),
-    };
+) -> Result<Vec<Result<Vec<String>, LineError>>, LineIoError> {
+    let current = read(Path::new(path))?;
     let Edited { text, outcomes } = edit(current.text.as_deref(), members);
-    let outcomes: Vec<_> = outcomes
-        .into_iter()
-        .map(|o| o.map_err(LineIoError::from))
-        .collect();
     let Some(text) = text.filter(|_| apply) else {
-        return outcomes;
+        return Ok(outcomes);
     };
     let (mode, owner) = match current.like {
         Some((mode, owner)) => (mode, Some(owner)),
         None => (NEW_FILE_MODE, None),
     };
-    match write_atomically(
+    write_atomically(
         &current.real,
         text.as_bytes(),
         mode,
         owner,
         Durability::PerFile,
-    ) {
-        Ok(_) => outcomes,
-        Err(e) => fail_all(&LineIoError::Write(e)),
-    }
+    )?;
+    Ok(outcomes)
 }
 
 #[cfg(test)]
@@ -156,10 +121,10 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let (b, c) = (line(&link, "b"), line(&link, "c"));
         let path = link.display().to_string();
-        let dry = check_apply(&path, &[&b, &c], false);
+        let dry = check_apply(&path, &[&b, &c], false).unwrap();
         assert!(dry.iter().all(|o| o.as_ref().is_ok_and(|c| c.len() == 1)));
         assert_eq!(fs::read_to_string(&real).unwrap(), "a\n");
-        let done = check_apply(&path, &[&b, &c], true);
+        let done = check_apply(&path, &[&b, &c], true).unwrap();
         assert!(done.iter().all(|o| o.is_ok()), "{done:?}");
         assert_eq!(fs::read_to_string(&real).unwrap(), "a\nb\nc\n");
         assert!(
@@ -169,7 +134,7 @@ mod tests {
                 .is_symlink()
         );
         assert_eq!(fs::metadata(&real).unwrap().mode() & 0o7777, 0o600);
-        let again = check_apply(&path, &[&b, &c], true);
+        let again = check_apply(&path, &[&b, &c], true).unwrap();
         assert!(again.iter().all(|o| o.as_ref().is_ok_and(|c| c.is_empty())));
     }
 
@@ -179,7 +144,7 @@ mod tests {
         let f = dir.path().join("new.conf");
         let mut a = line(&f, "x");
         let path = f.display().to_string();
-        let r = check_apply(&path, &[&a], true);
+        let r = check_apply(&path, &[&a], true).unwrap();
         assert!(
             r[0].as_ref()
                 .unwrap_err()
@@ -187,7 +152,7 @@ mod tests {
                 .contains("does not exist")
         );
         a.create = true;
-        assert!(check_apply(&path, &[&a], true)[0].is_ok());
+        assert!(check_apply(&path, &[&a], true).unwrap()[0].is_ok());
         assert_eq!(fs::read_to_string(&f).unwrap(), "x\n");
     }
 }

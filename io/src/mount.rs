@@ -15,30 +15,16 @@ use std::path::{Path, PathBuf};
 use mgmt_core::mounts::{self, MountEntry, Observed, Step};
 use mgmt_core::resource::MountParams;
 
-use crate::file::{Durability, FileError, write_atomically};
+use crate::file::{Durability, FileError, io_err, write_atomically};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
     #[error(transparent)]
     Tool(#[from] crate::tool::ToolError),
     #[error("after mounting, {path} still differs: {left}")]
     NotRepaired { path: String, left: String },
     #[error(transparent)]
-    Fstab(#[from] FileError),
-}
-
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> MountError + 'a {
-    move |source| MountError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
+    File(#[from] FileError),
 }
 
 /// The block device `device` names, if it is one (`UUID=`/`LABEL=` through
@@ -96,7 +82,7 @@ async fn observe(p: &MountParams) -> Result<(Vec<String>, Vec<Step>), MountError
     let fstab = match tokio::fs::read_to_string(mounts::FSTAB).await {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_err(Path::new(mounts::FSTAB), "read")(e)),
+        Err(e) => return Err(io_err(Path::new(mounts::FSTAB), "read")(e).into()),
     };
     let entries = mounts::parse_mountinfo(&info);
     let mounted = mounts::mounted_at(&entries, &p.path);

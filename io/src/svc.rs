@@ -123,7 +123,10 @@ impl Observed {
     }
 }
 
-async fn bounded<T>(what: &str, f: impl Future<Output = zbus::Result<T>>) -> Result<T, String> {
+pub(crate) async fn bounded<T>(
+    what: &str,
+    f: impl Future<Output = zbus::Result<T>>,
+) -> Result<T, String> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| format!("{what}: {}", tidy(e))),
         Err(_) => Err(format!(

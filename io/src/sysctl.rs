@@ -8,22 +8,16 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mgmt_core::resource::SysctlParams;
 
-use crate::file::{Durability, FileError, write_atomically};
+use crate::file::{Durability, FileError, io_err, write_atomically};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysctlError {
     #[error("{key}: no such kernel parameter ({path} does not exist)")]
     Unknown { key: String, path: String },
-    #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
     #[error("{key}: the kernel kept {have:?} after writing {want:?}")]
     Refused {
         key: String,
@@ -31,28 +25,18 @@ pub enum SysctlError {
         have: String,
     },
     #[error(transparent)]
-    Persist(#[from] FileError),
-}
-
-/// A value with runs of whitespace as one space (the kernel separates
-/// fields with tabs; users write spaces).
-fn normal(v: &str) -> String {
-    v.split_whitespace().collect::<Vec<_>>().join(" ")
+    File(#[from] FileError),
 }
 
 fn read_live(p: &SysctlParams) -> Result<String, SysctlError> {
     let path = p.proc_path();
     match fs::read_to_string(&path) {
-        Ok(v) => Ok(normal(&v)),
+        Ok(v) => Ok(SysctlParams::normal(&v)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SysctlError::Unknown {
             key: p.key.clone(),
             path,
         }),
-        Err(source) => Err(SysctlError::Io {
-            path: path.into(),
-            op: "read",
-            source,
-        }),
+        Err(e) => Err(io_err(Path::new(&path), "read")(e).into()),
     }
 }
 
@@ -70,11 +54,8 @@ pub fn check_apply(p: &SysctlParams, apply: bool) -> Result<Vec<String>, SysctlE
         changes.push(format!("live value {live:?} -> {:?}", p.value));
         if apply {
             let path = p.proc_path();
-            fs::write(&path, format!("{}\n", p.value)).map_err(|source| SysctlError::Io {
-                path: path.into(),
-                op: "write",
-                source,
-            })?;
+            fs::write(&path, format!("{}\n", p.value))
+                .map_err(io_err(Path::new(&path), "write"))?;
             let now = read_live(p)?;
             if now != p.value {
                 return Err(SysctlError::Refused {
@@ -93,11 +74,7 @@ pub fn check_apply(p: &SysctlParams, apply: bool) -> Result<Vec<String>, SysctlE
             changes.push(format!("persisted in {file}"));
             if apply {
                 if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(|source| SysctlError::Io {
-                        path: dir.to_path_buf(),
-                        op: "create directory",
-                        source,
-                    })?;
+                    fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
                 }
                 write_atomically(path, want.as_bytes(), 0o644, None, Durability::PerFile)?;
             }

@@ -41,13 +41,15 @@ pub(crate) fn serves(path: &str) -> bool {
 }
 
 fn json_reply(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Body::new(http_body_util::Full::new(Bytes::from(body))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r
+    crate::http_face::reply(status, "application/json", body)
+}
+
+/// The requests of a streaming call's body: one JSON object or several.
+fn requests<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, Status> {
+    serde_json::Deserializer::from_slice(body)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// grpc-gateway 1.x's HTTP status for a gRPC code (what etcd 3.4 answers).
@@ -129,12 +131,9 @@ fn watch(
     body: &[u8],
 ) -> Response<Body> {
     use futures::StreamExt;
-    let requests: Result<Vec<pb::WatchRequest>, _> = serde_json::Deserializer::from_slice(body)
-        .into_iter::<pb::WatchRequest>()
-        .collect();
-    let requests = match requests {
+    let requests = match requests::<pb::WatchRequest>(body) {
         Ok(r) => r,
-        Err(e) => return error_reply(&Status::invalid_argument(e.to_string())),
+        Err(status) => return error_reply(&status),
     };
     let req = request((), headers, extensions);
     let who = match etcd.who(&req) {
@@ -193,13 +192,9 @@ async fn keep_alive(
     extensions: http::Extensions,
     body: &[u8],
 ) -> Response<Body> {
-    let requests: Result<Vec<pb::LeaseKeepAliveRequest>, _> =
-        serde_json::Deserializer::from_slice(body)
-            .into_iter()
-            .collect();
-    let requests = match requests {
+    let requests = match requests::<pb::LeaseKeepAliveRequest>(body) {
         Ok(r) => r,
-        Err(e) => return error_reply(&Status::invalid_argument(e.to_string())),
+        Err(status) => return error_reply(&status),
     };
     let who = match etcd.who(&request((), headers, extensions)) {
         Ok(who) => who,
@@ -279,12 +274,6 @@ pub(crate) async fn answer(
         "/lease/keepalive" => keep_alive(etcd, headers, extensions, body).await,
         "/watch" => watch(etcd, headers, extensions, body),
         // grpc-gateway's answer to a path it has no route for.
-        _ => {
-            let mut r = Response::new(Body::new(http_body_util::Full::new(Bytes::from_static(
-                b"Not Found\n",
-            ))));
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            r
-        }
+        _ => crate::http_face::reply(StatusCode::NOT_FOUND, "text/plain", "Not Found\n"),
     }
 }

@@ -107,7 +107,7 @@ where
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "the JSON gateway takes POST\n".into(),
+            "the JSON gateway takes POST\n",
         );
     }
     let limit = etcd.node.limits.max_request_bytes + 4096;
@@ -132,13 +132,17 @@ where
     .await
 }
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
-    let mut r = Response::new(Body::new(http_body_util::Full::new(Bytes::from(body))));
+/// A whole answer: a status, a content type and a body.
+pub(crate) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(Body::new(http_body_util::Full::new(body.into())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_str(content_type)
-            .unwrap_or(header::HeaderValue::from_static("text/plain")),
+        header::HeaderValue::from_static(content_type),
     );
     r
 }
@@ -236,11 +240,7 @@ async fn answer(node: &Node, path: &str, query: &str) -> Response<Body> {
             "text/plain; version=0.0.4; charset=utf-8",
             crate::metrics::render(node),
         ),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "404 page not found\n".into(),
-        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "404 page not found\n"),
     }
 }
 

@@ -147,9 +147,9 @@ impl Drop for PrivateEtc {
     }
 }
 
-/// [`inside`], or `None` if the command fails (a file not there yet).
-fn try_inside(pid: i32, cmd: &[&str]) -> Option<String> {
-    let out = Command::new("nsenter")
+/// `nsenter` into the namespaces of process `pid` (the agent's), then `cmd`.
+fn nsenter(pid: i32, cmd: &[&str]) -> std::process::Output {
+    Command::new("nsenter")
         .args([
             "--target",
             &pid.to_string(),
@@ -160,7 +160,12 @@ fn try_inside(pid: i32, cmd: &[&str]) -> Option<String> {
         ])
         .args(cmd)
         .output()
-        .ok()?;
+        .unwrap()
+}
+
+/// [`inside`], or `None` if the command fails (a file not there yet).
+fn try_inside(pid: i32, cmd: &[&str]) -> Option<String> {
+    let out = nsenter(pid, cmd);
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -168,18 +173,7 @@ fn try_inside(pid: i32, cmd: &[&str]) -> Option<String> {
 
 /// Runs `cmd` in the namespaces of process `pid` (the agent's).
 fn inside(pid: i32, cmd: &[&str]) -> String {
-    let out = Command::new("nsenter")
-        .args([
-            "--target",
-            &pid.to_string(),
-            "--mount",
-            "--net",
-            "--uts",
-            "--",
-        ])
-        .args(cmd)
-        .output()
-        .unwrap();
+    let out = nsenter(pid, cmd);
     assert!(
         out.status.success(),
         "{cmd:?}: {}",

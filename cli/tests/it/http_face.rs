@@ -332,10 +332,11 @@ fn the_gateway_applies_auth_as_grpc_does() {
     assert!(agent.terminate().success());
 }
 
-/// `POST /v3/watch` with `body`; every `{"result":...}` line the stream
-/// sends while `during` runs and shortly after (the stream itself never
-/// ends: the connection is dropped).
-fn watch_lines(port: u16, body: &str, during: impl FnOnce()) -> Vec<String> {
+/// `POST /v3/watch` with `body`: the stream's `{"result":...}` lines once
+/// the watch is created, `during` has run, and `events` events have come (a
+/// busy server may batch several in one line). The stream itself never
+/// ends: the connection is dropped.
+fn watch_lines(port: u16, body: &str, events: usize, during: impl FnOnce()) -> Vec<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
@@ -344,35 +345,37 @@ fn watch_lines(port: u16, body: &str, during: impl FnOnce()) -> Vec<String> {
         body.len()
     )
     .unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    // The created response first, then the changes, then a quiet spell.
-    let mut read_for = |raw: &mut Vec<u8>, quiet: Duration| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut last = std::time::Instant::now();
-        while std::time::Instant::now() < deadline && last.elapsed() < quiet {
+    let lines = |raw: &[u8]| -> Vec<String> {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        dechunk(body)
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n') && !l.trim().is_empty())
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    };
+    let seen = |lines: &[String]| -> usize {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["result"]["events"].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    let mut read_until = |raw: &mut Vec<u8>, done: &dyn Fn(&[String]) -> bool| {
+        let mut buf = [0u8; 4096];
+        while !done(&lines(raw)) {
             match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    raw.extend_from_slice(&buf[..n]);
-                    last = std::time::Instant::now();
-                }
-                Err(_) => {}
+                Ok(n) if n > 0 => raw.extend_from_slice(&buf[..n]),
+                other => panic!("the watch stream on {port} ended early: {other:?}"),
             }
         }
     };
-    read_for(&mut raw, Duration::from_millis(300));
+    read_until(&mut raw, &|l| !l.is_empty());
     during();
-    read_for(&mut raw, Duration::from_millis(600));
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    dechunk(body)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
+    read_until(&mut raw, &|l| seen(l) >= events);
+    lines(&raw)
 }
 
 #[test]
@@ -387,7 +390,7 @@ fn a_gateway_watch_streams_events_as_etcds_does() {
     let streams: Vec<Vec<String>> = [client, etcd_port]
         .into_iter()
         .map(|port| {
-            watch_lines(port, &create, || {
+            watch_lines(port, &create, 2, || {
                 let put = format!(r#"{{"key":"{}","value":"{}"}}"#, b64("wk1"), b64("1"));
                 assert_eq!(http(port, "POST", "/v3/kv/put", &put).0, 200);
                 let del = format!(r#"{{"key":"{}"}}"#, b64("wk1"));

@@ -282,15 +282,17 @@ pub fn http_as(
     )
 }
 
+/// The data of a chunked body, as far as it has arrived (a chunk still
+/// coming is left out).
 pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
+        let Some(chunk) = rest.get(..n).filter(|_| n > 0) else {
             break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
+        };
+        out.push_str(chunk);
+        body = rest.get(n + 2..).unwrap_or("");
     }
     out
 }

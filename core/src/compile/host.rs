@@ -389,7 +389,7 @@ pub(super) fn sysctl(ctx: &mut Ctx<'_>, y: SysctlYaml) -> Option<(Resource, Loca
     };
     let params = SysctlParams {
         key: id.name.clone(),
-        value: value.split_whitespace().collect::<Vec<_>>().join(" "),
+        value: SysctlParams::normal(&value),
         persist,
         interval_s,
     };
