@@ -189,6 +189,16 @@ fn a_leader_that_leads_on_gets_a_lease_to_be_heard() {
     replay(112283);
 }
 
+/// Sweep 130000+ on e3d428a: the leader of two voters, leaving, proposed
+/// its own removal and crashed before the entry reached the other voter.
+/// Restarted, its own log's latest configuration left it out, so it did not
+/// campaign, and the other voter could not win without it: no leader, for
+/// good. A leader now hands over first, and the new leader removes it.
+#[test]
+fn a_leaving_leader_hands_over_before_it_is_removed() {
+    replay(132366);
+}
+
 #[test]
 fn partition_and_heal() {
     let mut c = Config::article(seed_base());

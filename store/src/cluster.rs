@@ -775,6 +775,16 @@ async fn execute(ctx: &Ctx, action: Action) -> (Input, Option<Arc<StoreHandle>>)
                     }),
                     MemberChange::Promote { id } => MembershipChange::Promote(id),
                     MemberChange::Remove { id } => MembershipChange::Remove(id),
+                    MemberChange::MoveLeader { to } => {
+                        let result = s.move_leader(to).await.map_err(|e| e.to_string());
+                        return (
+                            Input::MembershipChanged {
+                                result,
+                                membership: membership(s.membership()),
+                            },
+                            None,
+                        );
+                    }
                 };
                 let result =
                     match tokio::time::timeout(ADMIN_TIMEOUT, s.change_membership_here(&change))

@@ -101,7 +101,7 @@ pub use membership::{
     ReplicationWatch,
 };
 pub use net::Env;
-pub use node::Member;
+pub use node::{Member, MoveLeaderError};
 pub use types::{MemberNode, member_id};
 
 use crate::in_flight::{CountInFlight, InFlight};
@@ -985,6 +985,13 @@ impl StoreHandle {
                 node: spec.node,
             })
             .await
+    }
+
+    /// etcd's MoveLeader, on this member if it is the leader: the target
+    /// voter campaigns once it has the whole log (writes pause for about
+    /// one election timeout). Never forwarded.
+    pub async fn move_leader(&self, to: u64) -> Result<(), MoveLeaderError> {
+        self.node.move_leader(to).await
     }
 
     /// Make a learner a voter.

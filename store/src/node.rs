@@ -514,11 +514,42 @@ impl Node {
                 "etcdserver: leader transfer in progress".into(),
             ));
         }
+        // Writes pause from here on: a transferee that is gone (crashed, cut
+        // off) would hold them up for nothing, so it must answer first.
+        if let Err(e) = self.ping(&url).await {
+            self.transferring.send_replace(false);
+            return Err(e);
+        }
         self.raft.runtime_config().heartbeat(false);
         let result = self.hand_over(target, &url).await;
         self.raft.runtime_config().heartbeat(true);
         self.transferring.send_replace(false);
         result
+    }
+
+    /// Asks the member at `url` a question with no side effects (a PreVote at
+    /// this leader's own term, which it refuses): any answer within an
+    /// election timeout proves it is there.
+    async fn ping(&self, url: &str) -> Result<(), MoveLeaderError> {
+        let (term, last_log) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.last_applied)
+        };
+        let timeout = Duration::from_millis(self.raft.config().election_timeout_max);
+        let mut peer = self
+            .channels
+            .get(url)
+            .map_err(|e| MoveLeaderError::Other(e.to_string()))?;
+        let op = AdminOp::PreVote { term, last_log };
+        match tokio::time::timeout(timeout, peer.admin(request(encode(&op), timeout))).await {
+            // A member of an older version does not know the question, but
+            // answers it.
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => Ok(()),
+            Ok(Err(e)) => Err(MoveLeaderError::Other(e.message().to_string())),
+            Err(_) => Err(MoveLeaderError::Timeout),
+        }
     }
 
     async fn hand_over(&self, target: NodeId, url: &str) -> Result<(), MoveLeaderError> {

@@ -170,6 +170,11 @@ pub enum MemberChange {
     Remove {
         id: u64,
     },
+    /// Not a membership change but carried as one: hand the leadership to
+    /// this voter (etcd's MoveLeader), which then removes this leader.
+    MoveLeader {
+        to: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1515,6 +1520,15 @@ impl Agent {
                     None => self.command_failed(format!("{h} is not a member")),
                 }
             }
+            Command::HandOver(h) => match named(false, h).into_iter().find(|id| {
+                self.membership
+                    .members
+                    .iter()
+                    .any(|m| m.id == *id && !m.learner)
+            }) {
+                Some(to) => self.change_membership(MemberChange::MoveLeader { to }),
+                None => self.command_failed(format!("{h} is not a voter")),
+            },
         }
     }
 
@@ -1572,6 +1586,10 @@ impl Agent {
                 .iter()
                 .map(|m| (m.name.clone(), nominator::Member { learner: m.learner }))
                 .collect(),
+            leader_outgoing: self.running_id().is_some_and(|id| {
+                let sets = &self.membership.voter_sets;
+                sets.len() > 1 && sets.last().is_some_and(|s| !s.contains(&id))
+            }),
         })
     }
 
@@ -1820,7 +1838,10 @@ fn input_lane(input: &Input) -> Option<Lane> {
 fn is_membership(c: &Command) -> bool {
     matches!(
         c,
-        Command::AddLearner { .. } | Command::Promote(_) | Command::RemoveMember(_)
+        Command::AddLearner { .. }
+            | Command::Promote(_)
+            | Command::RemoveMember(_)
+            | Command::HandOver(_)
     )
 }
 

@@ -896,6 +896,42 @@ fn the_leader_shrinks_the_cluster_unnominate_then_remove() {
 }
 
 #[test]
+fn a_leader_whose_nomination_is_withdrawn_hands_over_and_never_removes_itself() {
+    let id1 = member_id("h1");
+    let id2 = incarnation_id("h2", 11);
+    let k = keys(&["h2"], &[("h2", 11)], &[("h1", id1), ("h2", id2)]);
+    let mut a = leader();
+    let both = [member("h1", id1, false), member("h2", id2, false)];
+    act(&mut a, 503, Input::Membership(membership(id1, &both)));
+    act(&mut a, 504, Input::Tick);
+    let out = act(&mut a, 505, read(20, k));
+    let changes: Vec<&Action> = out
+        .iter()
+        .filter(|a| matches!(a, Action::ChangeMembership(_)))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![&Action::ChangeMembership(MemberChange::MoveLeader {
+            to: id2
+        })]
+    );
+    // Once h2 leads, h1 proposes nothing: h2's nominator removes it.
+    let out = act(
+        &mut a,
+        506,
+        Input::MembershipChanged {
+            result: Ok(()),
+            membership: membership(id2, &both),
+        },
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::ChangeMembership(_) | Action::Txn(_))),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn a_failed_nomination_is_told_and_retried_after_the_delay() {
     let id1 = member_id("h1");
     let mut a = leader_with(keys(&["h1", "h2"], &[("h1", 2)], &[("h1", id1)]));

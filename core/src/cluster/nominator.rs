@@ -10,7 +10,8 @@
 //! - grow: `Nominate(h)`; once `h` has started its peer server and advertised
 //!   it, `AddLearner(h)`; once it is a learner, `Promote(h)`;
 //! - shrink: `Unnominate(h)`, then `RemoveMember(h)`; `h` stops its server
-//!   once it sees it is no longer a member.
+//!   once it sees it is no longer a member. The leader is removed by the next
+//!   one: it first hands over (`HandOver(voter)`).
 //!
 //! Choices are deterministic: grow picks the alphabetically first volunteer;
 //! shrink removes hosts that stopped volunteering first, then the
@@ -50,6 +51,8 @@ pub struct View {
     pub started: BTreeMap<Host, Vec<String>>,
     /// Raft membership.
     pub members: BTreeMap<Host, Member>,
+    /// The membership is joint, and its new voter set leaves the leader out.
+    pub leader_outgoing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,8 +63,11 @@ pub enum Command {
     AddLearner { host: Host, peer_urls: Vec<String> },
     /// Make a learner a voter.
     Promote(Host),
-    /// Remove a member from the raft membership.
+    /// Remove a member from the raft membership; never the leader itself.
     RemoveMember(Host),
+    /// Hand the leadership to this voter (etcd's MoveLeader), so that it
+    /// removes the leader, whose nomination was withdrawn.
+    HandOver(Host),
     /// Delete `/_mgmt/nominated/<host>`: the host should stop its server.
     Unnominate(Host),
 }
@@ -216,6 +222,12 @@ impl Nominator {
     fn decide(&self) -> Option<Command> {
         let v = &self.view;
         let ideal = self.ideal() as usize;
+        // A leader outside its own membership (it finishes a change that
+        // removed it, begun by an earlier leader) changes nothing more: its
+        // host stops its server, and a member leads on.
+        if !v.members.contains_key(&v.leader) {
+            return None;
+        }
 
         // Finish what is half done before starting anything new.
         // A learner gets promoted (unless it is leaving).
@@ -241,11 +253,32 @@ impl Nominator {
             }
         }
         // A member whose nomination was withdrawn leaves the membership; its
-        // host stops its server once it sees it is no longer a member. The
-        // leader can remove itself too, but only while another member remains.
+        // host stops its server once it sees it is no longer a member.
         for h in v.members.keys() {
-            if !v.nominated.contains(h) && (*h != v.leader || v.members.len() > 1) {
+            if !v.nominated.contains(h) && *h != v.leader {
                 return Some(Command::RemoveMember(h.clone()));
+            }
+        }
+        // The leader never removes itself: a leader of two that crashes after
+        // proposing its own removal restarts with a log whose latest
+        // configuration leaves it out, so it does not campaign, and the other
+        // voter cannot win without it: no leader, for good. It hands the
+        // leadership to another voter instead, which then removes it (as
+        // etcd's docs advise). The heir is a voter whose leased key says it is
+        // alive (a crashed one would only hold the writes up). A leader of a
+        // joint configuration that removes it (begun by an earlier leader)
+        // hands over the same way, and starts nothing else: only a member of
+        // the new configuration may finish it.
+        if !v.nominated.contains(&v.leader) || v.leader_outgoing {
+            let heir = v
+                .members
+                .iter()
+                .find(|(h, m)| **h != v.leader && !m.learner && v.volunteers.contains_key(*h));
+            if let Some((heir, _)) = heir {
+                return Some(Command::HandOver(heir.clone()));
+            }
+            if v.leader_outgoing {
+                return None;
             }
         }
         // A nominee that stopped volunteering, or never started, is dropped.

@@ -25,6 +25,7 @@ fn view(
             .iter()
             .map(|h| (h.to_string(), Member { learner: false }))
             .collect(),
+        leader_outgoing: false,
     }
 }
 
@@ -181,9 +182,44 @@ fn leader_that_stops_volunteering_goes_last() {
     );
     let v = view(&["h1", "h2"], &["h2"], &["h2"], &["h1", "h2"], Some("5"));
     step(&mut n, 1, Input::Observed(v));
+    // The leader does not remove itself: it hands over to the other voter,
     assert_eq!(
         step(&mut n, 2, Input::Done { ok: true }),
+        cmd(Command::HandOver("h2".into()))
+    );
+    // whose nominator removes it.
+    let mut n = Nominator::new();
+    let mut v = view(&["h1", "h2"], &["h2"], &["h2"], &["h1", "h2"], Some("5"));
+    v.leader = "h2".into();
+    assert_eq!(
+        step(&mut n, 3, Input::Observed(v)),
         cmd(Command::RemoveMember("h1".into()))
+    );
+    // A learner is no heir: it is promoted first.
+    let mut n = Nominator::new();
+    let mut v = view(&["h1", "h2"], &["h2"], &["h2"], &["h1", "h2"], Some("5"));
+    v.members.get_mut("h2").unwrap().learner = true;
+    assert_eq!(
+        step(&mut n, 0, Input::Observed(v)),
+        cmd(Command::Promote("h2".into()))
+    );
+    // A leader of a joint configuration that removes it (an earlier leader
+    // began the change) hands over even while nominated, and does nothing
+    // else until it can.
+    let mut n = Nominator::new();
+    let mut v = view(
+        &["h1", "h2"],
+        &["h1"],
+        &["h1", "h2"],
+        &["h1", "h2"],
+        Some("5"),
+    );
+    v.leader_outgoing = true;
+    assert_eq!(step(&mut n, 0, Input::Observed(v.clone())), vec![]);
+    v.volunteers = hosts(&["h1", "h2"]);
+    assert_eq!(
+        step(&mut n, 1, Input::Observed(v)),
+        cmd(Command::HandOver("h2".into()))
     );
     // Alone, the leader cannot remove itself.
     let mut n = Nominator::new();
@@ -364,7 +400,16 @@ mod model {
                 }
                 Command::RemoveMember(h) => {
                     prop_assert!(v.members.len() > 1, "removed the last member");
+                    prop_assert!(*h != v.leader, "the leader removed itself");
                     v.members.remove(h);
+                }
+                Command::HandOver(h) => {
+                    prop_assert!(*h != v.leader, "handed over to itself");
+                    prop_assert!(
+                        v.members.get(h).is_some_and(|m| !m.learner),
+                        "handed over to {h}, no voter"
+                    );
+                    v.leader = h.clone();
                 }
                 Command::Unnominate(h) => {
                     prop_assert!(
@@ -391,6 +436,7 @@ mod model {
                     nominated: ["h1".to_string()].into(),
                     started: hosts(&["h1"]),
                     members: [("h1".to_string(), Member { learner: false })].into(),
+                    leader_outgoing: false,
                 },
                 muted: BTreeSet::new(),
                 nominated_ever_while_nominated: ["h1".to_string()].into(),
@@ -404,8 +450,15 @@ mod model {
                     world.apply(&c, n.ideal())?;
                     prop_assert!(world.view.members.len() <= before.max(n.ideal() as usize));
                     world.react();
+                    // The new leader runs a nominator of its own.
+                    let handed_over = matches!(c, Command::HandOver(_));
+                    if handed_over {
+                        *n = Nominator::new();
+                    }
                     n.handle(Millis(now), Input::Observed(world.view.clone()));
-                    n.handle(Millis(now), Input::Done { ok: true });
+                    if !handed_over {
+                        n.handle(Millis(now), Input::Done { ok: true });
+                    }
                 } else {
                     world.react();
                     n.handle(Millis(now), Input::Observed(world.view.clone()));
@@ -422,8 +475,7 @@ mod model {
                 match op {
                     Op::SetIdeal(text) => world.view.ideal = Some(raw(&text)),
                     Op::Volunteer(i) => { world.view.volunteers.insert(format!("h{i}"), vec![format!("http://h{i}:2380")]); }
-                    Op::Withdraw(i) if i > 1 => { world.view.volunteers.remove(&format!("h{i}")); }
-                    Op::Withdraw(_) => {}
+                    Op::Withdraw(i) => { world.view.volunteers.remove(&format!("h{i}")); }
                     Op::Mute(i) if i > 1 => { world.muted.insert(format!("h{i}")); }
                     Op::Mute(_) => {}
                     Op::Step => now += 5_000,
