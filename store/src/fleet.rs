@@ -240,8 +240,15 @@ pub async fn publish_status(
                     }
                     return;
                 }
-                // Let the burst end: what is written is the latest.
-                tokio::time::sleep(STATUS_EVERY).await;
+                // Let the burst end: what is written is the latest. The run's
+                // end ends the wait (a one-shot run does not linger for it).
+                let settled = tokio::time::Instant::now() + STATUS_EVERY;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(settled) => break,
+                        changed = status.changed() => if changed.is_err() { break },
+                    }
+                }
             }
             ev = crate::cluster::next_event(&mut alive_watch) => {
                 if ev.is_none() {
