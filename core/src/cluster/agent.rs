@@ -1584,12 +1584,18 @@ impl Agent {
                 .membership
                 .members
                 .iter()
-                .map(|m| (m.name.clone(), nominator::Member { learner: m.learner }))
+                .map(|m| {
+                    let sets = &self.membership.voter_sets;
+                    let outgoing = !m.learner
+                        && sets.len() > 1
+                        && sets.last().is_some_and(|s| !s.contains(&m.id));
+                    let member = nominator::Member {
+                        learner: m.learner,
+                        outgoing,
+                    };
+                    (m.name.clone(), member)
+                })
                 .collect(),
-            leader_outgoing: self.running_id().is_some_and(|id| {
-                let sets = &self.membership.voter_sets;
-                sets.len() > 1 && sets.last().is_some_and(|s| !s.contains(&id))
-            }),
         })
     }
 

@@ -10,8 +10,8 @@
 //! - grow: `Nominate(h)`; once `h` has started its peer server and advertised
 //!   it, `AddLearner(h)`; once it is a learner, `Promote(h)`;
 //! - shrink: `Unnominate(h)`, then `RemoveMember(h)`; `h` stops its server
-//!   once it sees it is no longer a member. The leader is removed by the next
-//!   one: it first hands over (`HandOver(voter)`).
+//!   once it sees it is no longer a member. A leader of two hands over
+//!   first (`HandOver(voter)`), and the next leader removes it.
 //!
 //! Choices are deterministic: grow picks the alphabetically first volunteer;
 //! shrink removes hosts that stopped volunteering first, then the
@@ -33,6 +33,8 @@ pub const RETRY_DELAY: Millis = Millis(1_000);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub learner: bool,
+    /// The membership is joint, and its new voter set leaves this one out.
+    pub outgoing: bool,
 }
 
 /// What the leader observes in the store and in its raft membership.
@@ -51,8 +53,6 @@ pub struct View {
     pub started: BTreeMap<Host, Vec<String>>,
     /// Raft membership.
     pub members: BTreeMap<Host, Member>,
-    /// The membership is joint, and its new voter set leaves the leader out.
-    pub leader_outgoing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,7 +63,8 @@ pub enum Command {
     AddLearner { host: Host, peer_urls: Vec<String> },
     /// Make a learner a voter.
     Promote(Host),
-    /// Remove a member from the raft membership; never the leader itself.
+    /// Remove a member from the raft membership (the leader itself only
+    /// while at least two other voters remain).
     RemoveMember(Host),
     /// Hand the leadership to this voter (etcd's MoveLeader), so that it
     /// removes the leader, whose nomination was withdrawn.
@@ -219,6 +220,35 @@ impl Nominator {
         }
     }
 
+    /// How the leader leaves the membership. It removes itself only while
+    /// the other voters hold a quorum without it (three voters or more). A
+    /// leader of two that crashed after proposing its own removal would
+    /// restart with a log whose latest configuration leaves it out, so it
+    /// would not campaign, and the other voter cannot win without it: no
+    /// leader, for good. So a leader of two hands the leadership over (as
+    /// etcd's docs advise), and the next leader removes it.
+    fn remove_leader(&self) -> Option<Command> {
+        let v = &self.view;
+        let voters = v.members.values().filter(|m| !m.learner).count();
+        if voters >= 3 {
+            return Some(Command::RemoveMember(v.leader.clone()));
+        }
+        self.heir().map(Command::HandOver)
+    }
+
+    /// Whom the leader hands over to: a voter that stays in the membership
+    /// and whose leased key says it is alive (a crashed one would only hold
+    /// the writes up).
+    fn heir(&self) -> Option<Host> {
+        let v = &self.view;
+        v.members
+            .iter()
+            .find(|(h, m)| {
+                **h != v.leader && !m.learner && !m.outgoing && v.volunteers.contains_key(*h)
+            })
+            .map(|(h, _)| h.clone())
+    }
+
     fn decide(&self) -> Option<Command> {
         let v = &self.view;
         let ideal = self.ideal() as usize;
@@ -227,6 +257,12 @@ impl Nominator {
         // host stops its server, and a member leads on.
         if !v.members.contains_key(&v.leader) {
             return None;
+        }
+        // A leader of a joint configuration that removes it (begun by an
+        // earlier leader) starts nothing else: it finishes that change, or
+        // hands over to a member of the new configuration to finish it.
+        if v.members.get(&v.leader).is_some_and(|m| m.outgoing) {
+            return self.remove_leader();
         }
 
         // Finish what is half done before starting anything new.
@@ -259,27 +295,11 @@ impl Nominator {
                 return Some(Command::RemoveMember(h.clone()));
             }
         }
-        // The leader never removes itself: a leader of two that crashes after
-        // proposing its own removal restarts with a log whose latest
-        // configuration leaves it out, so it does not campaign, and the other
-        // voter cannot win without it: no leader, for good. It hands the
-        // leadership to another voter instead, which then removes it (as
-        // etcd's docs advise). The heir is a voter whose leased key says it is
-        // alive (a crashed one would only hold the writes up). A leader of a
-        // joint configuration that removes it (begun by an earlier leader)
-        // hands over the same way, and starts nothing else: only a member of
-        // the new configuration may finish it.
-        if !v.nominated.contains(&v.leader) || v.leader_outgoing {
-            let heir = v
-                .members
-                .iter()
-                .find(|(h, m)| **h != v.leader && !m.learner && v.volunteers.contains_key(*h));
-            if let Some((heir, _)) = heir {
-                return Some(Command::HandOver(heir.clone()));
-            }
-            if v.leader_outgoing {
-                return None;
-            }
+        // Then the leader, once no other member is left to remove.
+        if !v.nominated.contains(&v.leader)
+            && let Some(command) = self.remove_leader()
+        {
+            return Some(command);
         }
         // A nominee that stopped volunteering, or never started, is dropped.
         for h in &v.nominated {

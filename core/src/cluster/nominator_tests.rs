@@ -23,9 +23,16 @@ fn view(
         started: hosts(started),
         members: members
             .iter()
-            .map(|h| (h.to_string(), Member { learner: false }))
+            .map(|h| {
+                (
+                    h.to_string(),
+                    Member {
+                        learner: false,
+                        outgoing: false,
+                    },
+                )
+            })
             .collect(),
-        leader_outgoing: false,
     }
 }
 
@@ -207,19 +214,28 @@ fn leader_that_stops_volunteering_goes_last() {
     // began the change) hands over even while nominated, and does nothing
     // else until it can.
     let mut n = Nominator::new();
-    let mut v = view(
-        &["h1", "h2"],
-        &["h1"],
-        &["h1", "h2"],
-        &["h1", "h2"],
-        Some("5"),
-    );
-    v.leader_outgoing = true;
+    let two = ["h1", "h2"];
+    let mut v = view(&two, &["h1"], &two, &two, Some("5"));
+    v.members.get_mut("h1").unwrap().outgoing = true;
     assert_eq!(step(&mut n, 0, Input::Observed(v.clone())), vec![]);
-    v.volunteers = hosts(&["h1", "h2"]);
+    v.volunteers = hosts(&two);
     assert_eq!(
         step(&mut n, 1, Input::Observed(v)),
         cmd(Command::HandOver("h2".into()))
+    );
+    // Never to a member that goes too; with two others left to hold a
+    // quorum, the leader finishes the change itself.
+    let mut n = Nominator::new();
+    let all = ["h1", "h2", "h3"];
+    let mut v = view(&all, &all, &all, &all, Some("5"));
+    v.members.get_mut("h1").unwrap().outgoing = true;
+    v.members.get_mut("h3").unwrap().learner = true;
+    v.members.get_mut("h2").unwrap().outgoing = true;
+    assert_eq!(step(&mut n, 0, Input::Observed(v.clone())), vec![]);
+    v.members.get_mut("h3").unwrap().learner = false;
+    assert_eq!(
+        step(&mut n, 1, Input::Observed(v)),
+        cmd(Command::RemoveMember("h1".into()))
     );
     // Alone, the leader cannot remove itself.
     let mut n = Nominator::new();
@@ -390,7 +406,13 @@ mod model {
                         v.members.len() < ideal as usize,
                         "membership would exceed the ideal size {ideal}"
                     );
-                    v.members.insert(host.clone(), Member { learner: true });
+                    v.members.insert(
+                        host.clone(),
+                        Member {
+                            learner: true,
+                            outgoing: false,
+                        },
+                    );
                 }
                 Command::Promote(h) => {
                     v.members
@@ -400,8 +422,16 @@ mod model {
                 }
                 Command::RemoveMember(h) => {
                     prop_assert!(v.members.len() > 1, "removed the last member");
-                    prop_assert!(*h != v.leader, "the leader removed itself");
+                    let voters = v.members.values().filter(|m| !m.learner).count();
+                    prop_assert!(
+                        *h != v.leader || voters >= 3,
+                        "the leader of {voters} voters removed itself"
+                    );
                     v.members.remove(h);
+                    if *h == v.leader {
+                        let next = v.members.iter().find(|(_, m)| !m.learner);
+                        v.leader = next.map(|(h, _)| h.clone()).expect("a voter left");
+                    }
                 }
                 Command::HandOver(h) => {
                     prop_assert!(*h != v.leader, "handed over to itself");
@@ -435,9 +465,8 @@ mod model {
                     volunteers: hosts(&["h1"]),
                     nominated: ["h1".to_string()].into(),
                     started: hosts(&["h1"]),
-                    members: [("h1".to_string(), Member { learner: false })].into(),
-                    leader_outgoing: false,
-                },
+                    members: [("h1".to_string(), Member { learner: false, outgoing: false })].into(),
+                            },
                 muted: BTreeSet::new(),
                 nominated_ever_while_nominated: ["h1".to_string()].into(),
             };
@@ -447,11 +476,13 @@ mod model {
             let run = |n: &mut Nominator, world: &mut World, in_flight: &mut Option<Command>, now: u64| -> Result<(), TestCaseError> {
                 if let Some(c) = in_flight.take() {
                     let before = world.view.members.len();
+                    let before_leader = world.view.leader.clone();
                     world.apply(&c, n.ideal())?;
                     prop_assert!(world.view.members.len() <= before.max(n.ideal() as usize));
                     world.react();
                     // The new leader runs a nominator of its own.
-                    let handed_over = matches!(c, Command::HandOver(_));
+                    let handed_over = matches!(c, Command::HandOver(_))
+                        || matches!(&c, Command::RemoveMember(h) if world.view.leader != before_leader);
                     if handed_over {
                         *n = Nominator::new();
                     }
