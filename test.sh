@@ -35,11 +35,9 @@ fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
-# The Debian package the package test installs (and purges): a release build,
-# its man page and completions, then cargo-deb.
-cargo build --release -p mgmt --locked
-cli/debian/assets.sh
-cargo deb -p mgmt --no-build --locked -o target/debian/mgmt.deb >/dev/null
+# The Debian package the package test installs (and purges): cargo-deb alone
+# (a release build; build.rs writes the man page and completions).
+cargo deb -p mgmt --locked -o target/debian/mgmt.deb >/dev/null
 export MGMT_DEB="$PWD/target/debian/mgmt.deb"
 
 cargo fmt --all -- --check

@@ -4,11 +4,9 @@
 //! and `mgmt_core::fleet`; store access: `mgmt_store::fleet`.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args};
 use mgmt_core::Graph;
 use mgmt_core::deploy::{Deploy, Draft};
 use mgmt_core::facts::Facts;
@@ -17,36 +15,8 @@ use mgmt_store::client::{ClientConfig, EtcdClient, WatchEvent};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::args::{ClientArgs, DeployArgs, StatusArgs, TlsArgs};
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED};
-
-/// How to reach the cluster, as a client.
-#[derive(Args)]
-pub struct ClientArgs {
-    /// Client URLs of the cluster's members (comma- or semicolon-separated).
-    #[arg(
-        long,
-        visible_alias = "endpoints",
-        default_value = "http://127.0.0.1:2379"
-    )]
-    seeds: String,
-    /// A client certificate, for https:// seeds whose members ask for one
-    /// (its common name is who deploys, under auth).
-    #[arg(long, value_name = "FILE")]
-    cert_file: Option<PathBuf>,
-    /// The private key of --cert-file.
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
-    /// The CA the members' certificates are checked against (https:// seeds).
-    #[arg(long, value_name = "FILE")]
-    trusted_ca_file: Option<PathBuf>,
-    /// An etcd user, as etcdctl takes it: `NAME:PASSWORD` (or the password
-    /// in --password). Under auth, who deploys.
-    #[arg(long, value_name = "NAME[:PASSWORD]")]
-    user: Option<String>,
-    /// The password of --user.
-    #[arg(long, requires = "user")]
-    password: Option<String>,
-}
 
 impl ClientArgs {
     fn connect(&self) -> Result<EtcdClient, String> {
@@ -54,7 +24,7 @@ impl ClientArgs {
         if endpoints.is_empty() {
             return Err("--seeds needs at least one URL".into());
         }
-        let tls = crate::tls::TlsArgs::client_only(
+        let tls = TlsArgs::client_only(
             self.cert_file.clone(),
             self.key_file.clone(),
             self.trusted_ca_file.clone(),
@@ -93,56 +63,6 @@ impl ClientArgs {
                 .and_then(|f| mgmt_store::tls::certificate_name(f).ok()),
         }
     }
-}
-
-#[derive(Args)]
-#[command(group(ArgGroup::new("what").args(["file", "list", "show", "rollback"]).required(true)))]
-pub struct DeployArgs {
-    /// The graph (a template, rendered by every host for itself) to deploy.
-    #[arg(long, short = 'f')]
-    file: Option<PathBuf>,
-    /// List the stored deploys, oldest first.
-    #[arg(long)]
-    list: bool,
-    /// Print the text of deploy ID.
-    #[arg(long, value_name = "ID")]
-    show: Option<u64>,
-    /// Deploy again the text of deploy ID (default: the one before the newest),
-    /// as a new deploy.
-    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "0")]
-    rollback: Option<u64>,
-    /// Deploy even if the graph does not render or compile for some hosts
-    /// (they keep the graph they run, and say so in `mgmt status`).
-    #[arg(long)]
-    force: bool,
-    /// Then wait until every live host runs it and converged: exit 0, or 1
-    /// with the hosts that failed.
-    #[arg(long)]
-    wait: bool,
-    /// How long --wait waits, in seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    timeout: u64,
-    /// Refuse a graph file larger than this many bytes.
-    #[arg(long, default_value_t = crate::DEFAULT_MAX_GRAPH_BYTES)]
-    max_graph_bytes: u64,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-#[derive(Args)]
-pub struct StatusArgs {
-    /// One JSON array of hosts instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// Wait until every live host runs deploy ID and converged: exit 0, or 1
-    /// with the hosts that failed.
-    #[arg(long, value_name = "ID")]
-    wait: Option<u64>,
-    /// How long --wait waits, in seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    timeout: u64,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

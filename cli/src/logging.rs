@@ -7,21 +7,14 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tracing::field::{Field, Visit};
+
+use crate::args::LogFormat;
 use tracing_subscriber::Layer;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Lines for people.
-    #[default]
-    Human,
-    /// One JSON object per line, for log shippers (`jq` reads every line).
-    Json,
-}
 
 /// Fields a resource's log lines carry for `--log-format json`; the human
 /// lines say the same in their message, so they leave these out.

@@ -15,6 +15,7 @@ macro_rules! report {
 }
 
 mod allocator;
+mod args;
 mod exports;
 mod fleet;
 mod logging;
@@ -23,7 +24,8 @@ mod report;
 mod sd_notify;
 mod tls;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use args::{Cli, Command, GraphArgs, RestoreArgs, RunArgs};
+use clap::{CommandFactory, Parser};
 use mgmt_core::Graph;
 use mgmt_core::facts::Facts;
 use tracing::{error, info, warn};
@@ -32,152 +34,6 @@ use tracing::{error, info, warn};
 const EXIT_BAD_INPUT: u8 = 2;
 /// Exit status when some resource failed for good.
 const EXIT_FAILED: u8 = 1;
-
-#[derive(Parser)]
-#[command(
-    name = "mgmt",
-    version,
-    about = "Event-driven, parallel configuration management"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-    /// How log lines look on stderr.
-    #[arg(long, global = true, value_enum, default_value_t)]
-    log_format: logging::LogFormat,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Compile a graph and keep this machine in the state it describes.
-    Run(Box<RunArgs>),
-    /// Compile a graph and print it as JSON, without running anything.
-    Graph(GraphArgs),
-    /// Put a graph into the cluster for every agent to run (rendered by each
-    /// host with its facts), list, show or roll back deploys.
-    Deploy(Box<fleet::DeployArgs>),
-    /// One row per host of the fleet: what it runs, how that went, whether
-    /// it answers.
-    Status(fleet::StatusArgs),
-    /// Put a file of `etcdctl snapshot save` into this host's empty store
-    /// directory: the next `mgmt run` here without --seeds starts a new
-    /// cluster holding its keys.
-    Restore(RestoreArgs),
-    /// Certificates for TLS on both links: `mgmt tls init DIR --hosts h1,h2,h3`.
-    Tls(tls::TlsCommand),
-    /// Print a completion script for SHELL (bash, zsh, fish) on stdout.
-    Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff) on stdout: `mgmt man | man -l -`.
-    Man,
-}
-
-#[derive(Args)]
-struct RestoreArgs {
-    /// The snapshot file.
-    file: PathBuf,
-    /// This host's name (default: the machine's), as `mgmt run` will be given.
-    #[arg(long)]
-    hostname: Option<String>,
-    /// As `mgmt run` will be given.
-    #[arg(long, default_value = "/var/lib/mgmt/")]
-    prefix: PathBuf,
-}
-
-#[derive(Args)]
-struct GraphArgs {
-    /// The graph, in YAML.
-    #[arg(long, short = 'f')]
-    file: PathBuf,
-    /// Render the graph for this host: what it would run. Its facts are
-    /// this machine's but for the name, or with --from-cluster the ones it
-    /// published.
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Render with the facts --hostname published in the cluster (its status).
-    #[arg(long, requires = "hostname")]
-    from_cluster: bool,
-    /// Refuse a graph file larger than this many bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_BYTES)]
-    max_graph_bytes: u64,
-    #[command(flatten)]
-    client: fleet::ClientArgs,
-}
-
-/// 64 MiB: far beyond any hand-written graph (100 000 resources take ~5 MB).
-const DEFAULT_MAX_GRAPH_BYTES: u64 = 64 << 20;
-
-#[derive(Args)]
-struct RunArgs {
-    /// The graph, in YAML (a template, rendered with this host's facts).
-    /// Without it, in a cluster, this host runs the cluster's newest deploy
-    /// (`mgmt deploy`), and an empty graph before the first.
-    #[arg(long, short = 'f')]
-    file: Option<PathBuf>,
-    /// Refuse a graph file larger than this many bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_BYTES)]
-    max_graph_bytes: u64,
-    /// Exit after this many seconds with nothing to do; -1 runs forever; 0 makes
-    /// a single pass (no watches).
-    #[arg(long, short = 't', default_value_t = -1, allow_negative_numbers = true)]
-    converged_timeout: i64,
-    /// Check only: report what would change, change nothing.
-    #[arg(long)]
-    noop: bool,
-    /// Write the compiled graph to this file in Graphviz dot.
-    #[arg(long, short = 'g')]
-    graphviz: Option<PathBuf>,
-    /// This host's name (default: the machine's).
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Where the store's etcd API listens; comma- or semicolon-separated.
-    #[arg(long, default_value = "http://127.0.0.1:2379")]
-    client_urls: String,
-    /// Where store peers reach this host; comma- or semicolon-separated.
-    #[arg(
-        long,
-        visible_alias = "peer-urls",
-        default_value = "http://127.0.0.1:2380"
-    )]
-    server_urls: String,
-    /// Run no store server on this host (with --seeds: only a client of that cluster).
-    #[arg(long)]
-    no_server: bool,
-    /// Client URLs of an existing cluster to join (comma- or semicolon-separated);
-    /// without it this host starts a new cluster.
-    #[arg(long)]
-    seeds: Option<String>,
-    /// Directory holding all state (the store's data lives in PREFIX/HOSTNAME/).
-    #[arg(long, default_value = "/var/lib/mgmt/")]
-    prefix: PathBuf,
-    /// The cluster size to aim for, written to /_mgmt/idealClusterSize when this
-    /// host starts the cluster (unset: the stored value is kept, 5 if none);
-    /// change it live with etcdctl.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    ideal_cluster_size: Option<u32>,
-    /// The store refuses a put, txn or delete larger than this (etcd's flag).
-    #[arg(long, default_value_t = mgmt_store::Limits::default().max_request_bytes)]
-    max_request_bytes: usize,
-    /// The most compares, or operations of one branch, in a txn (etcd's flag).
-    #[arg(long, default_value_t = mgmt_store::Limits::default().max_txn_ops)]
-    max_txn_ops: usize,
-    /// Once the store would outgrow this many bytes (history included) it raises
-    /// the NOSPACE alarm and refuses writes that grow it, as etcd does: compact,
-    /// delete, then `etcdctl alarm disarm`.
-    #[arg(long, default_value_t = mgmt_store::Limits::default().quota_backend_bytes)]
-    quota_backend_bytes: u64,
-    #[command(flatten)]
-    tls: tls::TlsArgs,
-    /// Serve Prometheus metrics (`GET /metrics`).
-    #[arg(long)]
-    prometheus: bool,
-    /// Where `--prometheus` listens.
-    #[arg(long, value_name = "ADDR", default_value = metrics::DEFAULT_LISTEN, requires = "prometheus")]
-    prometheus_listen: std::net::SocketAddr,
-    /// When the run ends, write a JSON report of every resource's outcome
-    /// and timing to FILE (Puppet's last-run report is the model).
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -902,4 +758,28 @@ fn nix_hostname() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::args;
+
+    /// The flags' defaults are written out in `args` (it needs only clap, for
+    /// the build script): they must stay the store's own.
+    #[test]
+    fn the_store_limit_flags_default_to_the_store_s_limits() {
+        let limits = mgmt_store::Limits::default();
+        assert_eq!(args::DEFAULT_MAX_REQUEST_BYTES, limits.max_request_bytes);
+        assert_eq!(args::DEFAULT_MAX_TXN_OPS, limits.max_txn_ops);
+        assert_eq!(
+            args::DEFAULT_QUOTA_BACKEND_BYTES,
+            limits.quota_backend_bytes
+        );
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        args::Cli::command().debug_assert();
+    }
 }

@@ -18,9 +18,6 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
 
-/// Upstream mgmt's default.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9233";
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,

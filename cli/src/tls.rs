@@ -3,41 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use crate::args::{TlsArgs, TlsCommand, TlsSubcommand};
 use mgmt_store::tls::{LinkTls, Links, TlsFiles};
-
-#[derive(Args, Default)]
-pub struct TlsArgs {
-    /// This host's certificate for its https:// client URLs, presented too when
-    /// it dials other members' client URLs or https:// seeds.
-    #[arg(long, value_name = "FILE")]
-    cert_file: Option<PathBuf>,
-    /// The private key of --cert-file.
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
-    /// The CA that signs the client link's certificates: clients' under
-    /// --client-cert-auth, and the servers' this host dials.
-    #[arg(long, value_name = "FILE")]
-    trusted_ca_file: Option<PathBuf>,
-    /// Ask every client of the client URLs for a certificate signed by
-    /// --trusted-ca-file.
-    #[arg(long)]
-    client_cert_auth: bool,
-    /// This host's certificate for its https:// server (peer) URLs, presented
-    /// too when it dials other members' peer URLs.
-    #[arg(long, value_name = "FILE")]
-    peer_cert_file: Option<PathBuf>,
-    /// The private key of --peer-cert-file.
-    #[arg(long, value_name = "FILE")]
-    peer_key_file: Option<PathBuf>,
-    /// The CA that signs every member's peer certificate.
-    #[arg(long, value_name = "FILE")]
-    peer_trusted_ca_file: Option<PathBuf>,
-    /// Accepted for etcd's sake: peer links over TLS always authenticate both
-    /// ends.
-    #[arg(long)]
-    peer_client_cert_auth: bool,
-}
 
 impl TlsArgs {
     /// Only the client link's files: a client of the cluster (`mgmt deploy`).
@@ -142,34 +109,6 @@ pub fn links(
         );
     }
     Ok(links)
-}
-
-#[derive(Args)]
-pub struct TlsCommand {
-    #[command(subcommand)]
-    command: TlsSubcommand,
-}
-
-#[derive(Subcommand)]
-enum TlsSubcommand {
-    /// Make a CA, a certificate and key per host, and one for the operator's
-    /// etcdctl (root.crt, root.key), in DIR; refuses if any of them exists.
-    Init(InitArgs),
-}
-
-#[derive(Args)]
-struct InitArgs {
-    /// Where the files go (created if missing).
-    dir: PathBuf,
-    /// The hosts, comma-separated: each gets HOST.crt and HOST.key, for the
-    /// name HOST.
-    #[arg(long, value_delimiter = ',', required = true)]
-    hosts: Vec<String>,
-    /// More names and addresses every host certificate is valid for
-    /// (repeatable; default: localhost, 127.0.0.1, ::1). Give the addresses
-    /// the hosts' URLs use.
-    #[arg(long = "san", value_name = "NAME|IP")]
-    sans: Vec<String>,
 }
 
 /// Runs `mgmt tls ...`; an error is the operator's (exit 2).

@@ -58,9 +58,32 @@ fn the_package_runs_as_a_notify_service_in_a_real_systemd() {
         "/etc/mgmt/graph.yaml",
         "/usr/share/man/man1/mgmt.1.gz",
         "/usr/share/bash-completion/completions/mgmt",
+        "/usr/share/zsh/vendor-completions/_mgmt",
+        "/usr/share/fish/vendor_completions.d/mgmt.fish",
     ] {
         assert!(Path::new(shipped).exists(), "{shipped} not installed");
     }
+    // `cargo deb -p mgmt` alone made them (build.rs): the man page is the
+    // one the installed binary prints, gzipped; the binary is stripped.
+    let page = Command::new("gzip")
+        .args(["-dc", "/usr/share/man/man1/mgmt.1.gz"])
+        .output()
+        .unwrap();
+    let printed = Command::new("/usr/bin/mgmt").arg("man").output().unwrap();
+    assert!(page.status.success() && printed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout),
+        String::from_utf8_lossy(&printed.stdout),
+        "the packaged man page is not the binary's"
+    );
+    let completion =
+        std::fs::read_to_string("/usr/share/bash-completion/completions/mgmt").unwrap();
+    assert!(completion.contains("--converged-timeout"), "{completion}");
+    let binary = std::fs::read("/usr/bin/mgmt").unwrap();
+    assert!(
+        !binary.windows(7).any(|w| w == b".symtab"),
+        "/usr/bin/mgmt is not stripped (it has a symbol table)"
+    );
     let conffiles = std::fs::read_to_string("/var/lib/dpkg/info/mgmt.conffiles").unwrap();
     assert!(conffiles.contains("/etc/mgmt/graph.yaml"), "{conffiles}");
 
