@@ -199,6 +199,16 @@ fn a_leaving_leader_hands_over_before_it_is_removed() {
     replay(132366);
 }
 
+/// Sweep 150000+ on f3d023f: a leader of two handing over began to leave,
+/// which drops the transfer it waits for; the transfer's future, dropped
+/// half-way, left the leader with its heartbeats off and every write held,
+/// for good. A transfer now ends (heartbeats and writes resume) however its
+/// future ends.
+#[test]
+fn a_leader_transfer_given_up_half_way_resumes_writes() {
+    replay(150543);
+}
+
 #[test]
 fn partition_and_heal() {
     let mut c = Config::article(seed_base());

@@ -187,6 +187,24 @@ pub enum AdminOp {
     },
 }
 
+/// Ends a leader transfer however its future ends (done, failed, or dropped
+/// by a caller that stopped waiting, as an agent that begins to leave does):
+/// heartbeats resume and proposals flow again. Without it a dropped transfer
+/// left the leader silent and holding every write, for good.
+struct Transfer<'a> {
+    node: &'a Node,
+    silenced: bool,
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        if self.silenced {
+            self.node.raft.runtime_config().heartbeat(true);
+        }
+        self.node.transferring.send_replace(false);
+    }
+}
+
 /// Why [`Node::move_leader`] failed, with etcd's texts.
 #[derive(Debug, thiserror::Error)]
 pub enum MoveLeaderError {
@@ -514,17 +532,16 @@ impl Node {
                 "etcdserver: leader transfer in progress".into(),
             ));
         }
+        let mut transfer = Transfer {
+            node: self,
+            silenced: false,
+        };
         // Writes pause from here on: a transferee that is gone (crashed, cut
         // off) would hold them up for nothing, so it must answer first.
-        if let Err(e) = self.ping(&url).await {
-            self.transferring.send_replace(false);
-            return Err(e);
-        }
+        self.ping(&url).await?;
         self.raft.runtime_config().heartbeat(false);
-        let result = self.hand_over(target, &url).await;
-        self.raft.runtime_config().heartbeat(true);
-        self.transferring.send_replace(false);
-        result
+        transfer.silenced = true;
+        self.hand_over(target, &url).await
     }
 
     /// Asks the member at `url` a question with no side effects (a PreVote at
