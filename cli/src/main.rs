@@ -467,6 +467,17 @@ fn run(args: RunArgs) -> ExitCode {
     let single_pass = args.converged_timeout == 0;
     let report = runtime.block_on(async {
         let shutdown = shutdown_signal();
+        // A one-shot run of a file that needs nothing from the store (no
+        // exports to publish, nothing to collect) runs its graph while the
+        // store elects its leader, and the store's last word (this host's
+        // status) comes after. A server that cannot start (a port in use)
+        // still stops the run before its graph.
+        let store_in_background = single_pass
+            && args.file.is_some()
+            && graph.exported.is_empty()
+            && graph.collect.is_empty()
+            && metrics.is_none()
+            && notifier.is_none();
         // No server and no seeds: no cluster at all, just the graph.
         let cluster = if args.no_server && seeds.is_empty() {
             None
@@ -484,11 +495,14 @@ fn run(args: RunArgs) -> ExitCode {
             config.server = !args.no_server;
             config.seeds = seeds;
             config.ideal_cluster_size = args.ideal_cluster_size;
-            let cluster = mgmt_store::cluster::Cluster::start(config)
-                .await
-                .map_err(|e| format!("store: {e}"))?;
-            if let Some(urls) = cluster.status().borrow().server.clone() {
-                info!("store serving the etcd API on {}", urls.join(", "));
+            let cluster = if store_in_background {
+                mgmt_store::cluster::Cluster::begin(config).await
+            } else {
+                mgmt_store::cluster::Cluster::start(config).await
+            };
+            let cluster = cluster.map_err(|e| format!("store: {e}"))?;
+            if !store_in_background {
+                log_serving(&cluster);
             }
             Some(cluster)
         };
@@ -501,13 +515,20 @@ fn run(args: RunArgs) -> ExitCode {
         let shared: exports::Shared = Default::default();
         let (poke_tx, poke_rx) = tokio::sync::mpsc::unbounded_channel();
         let store = cluster.as_ref().map(|c| (c.client(), tokio::runtime::Handle::current()));
+        // Publishing withdraws the exports an earlier graph left, too.
+        let mut publishing = None;
         if let Some((client, _)) = &store {
             // A host that follows deploys publishes once its deploy compiled
             // (the empty graph's none would withdraw the exports it has).
-            if args.file.is_some()
-                && let Err(e) = exports::publish(client, &hostname, &graph.exported).await
-            {
-                warn!("exports: cannot publish: {e}");
+            if args.file.is_some() {
+                let (client, host) = (client.clone(), hostname.clone());
+                let exported = graph.exported.clone();
+                let publish = async move { exports::publish(&client, &host, &exported).await };
+                if store_in_background {
+                    publishing = Some(tokio::spawn(publish));
+                } else if let Err(e) = publish.await {
+                    warn!("exports: cannot publish: {e}");
+                }
             }
             tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx.clone()));
         } else if !graph.exported.is_empty() || !graph.collect.is_empty() {
@@ -646,6 +667,15 @@ fn run(args: RunArgs) -> ExitCode {
         if let Some(n) = &notifier {
             n.send("STOPPING=1");
         }
+        if store_in_background && let Some(cluster) = &cluster {
+            cluster.ready().await;
+            log_serving(cluster);
+        }
+        if let Some(task) = publishing
+            && let Ok(Err(e)) = task.await
+        {
+            warn!("exports: cannot publish: {e}");
+        }
         // The run's progress is gone: the status task says goodbye (its
         // alive key revoked) while the store still serves.
         if let Some(task) = status
@@ -692,6 +722,12 @@ fn run(args: RunArgs) -> ExitCode {
             error!("{e}");
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+fn log_serving(cluster: &mgmt_store::cluster::Cluster) {
+    if let Some(urls) = cluster.status().borrow().server.clone() {
+        info!("store serving the etcd API on {}", urls.join(", "));
     }
 }
 

@@ -104,6 +104,8 @@ pub struct Cluster {
     server: SharedServer,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// The store is ready (or was given up on), as `start` waits for.
+    ready: watch::Receiver<bool>,
 }
 
 impl Drop for Cluster {
@@ -120,6 +122,26 @@ impl Cluster {
     /// a bootstrap host also makes its first writes (bounded by the request
     /// timeout). Everything else happens in the background.
     pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        Self::launch(config, true).await
+    }
+
+    /// As [`Cluster::start`] (its server started, or the error why not), but
+    /// without waiting for the store to be ready: that goes on in the
+    /// background ([`Cluster::ready`]). For a run that needs nothing from the
+    /// store before its end (a one-shot graph with no exports or collection):
+    /// the graph runs while the store elects its leader.
+    pub async fn begin(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        Self::launch(config, false).await
+    }
+
+    /// Waits until the store is ready, as [`Cluster::start`] does (or gave up
+    /// within the request timeout, or the cluster stops).
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|&r| r).await;
+    }
+
+    async fn launch(config: ClusterConfig, wait_ready: bool) -> Result<Cluster, ClusterError> {
         if config.seeds.is_empty() && !config.server {
             return Err(ClusterError::NoCluster);
         }
@@ -163,11 +185,16 @@ impl Cluster {
         cc.request_timeout = driver.config.request_timeout;
         let client = EtcdClient::new(cc)?;
         driver.client = Some(client.clone());
-        if !driver.agent.ready() {
-            let budget = driver.config.request_timeout;
+        let budget = driver.config.request_timeout;
+        if wait_ready && !driver.agent.ready() {
             let _ = tokio::time::timeout(budget, driver.run(stop_rx.clone(), true)).await;
         }
+        let (ready_tx, ready) = watch::channel(wait_ready);
         let task = tokio::spawn(async move {
+            if !wait_ready && !driver.agent.ready() {
+                let _ = tokio::time::timeout(budget, driver.run(stop_rx.clone(), true)).await;
+            }
+            ready_tx.send_replace(true);
             driver.run(stop_rx, false).await;
         });
         Ok(Cluster {
@@ -176,6 +203,7 @@ impl Cluster {
             server: shared_server,
             stop,
             task: Some(task),
+            ready,
         })
     }
 

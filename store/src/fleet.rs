@@ -195,6 +195,16 @@ pub async fn publish_status(
     let mut next_keep_alive = tokio::time::Instant::now() + keep_alive;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
+        // A run that ended before this host was ever marked alive (a one-shot
+        // run, its store still starting) has only its last status to say:
+        // one write, not a lease granted to be revoked at once.
+        if lease.is_none() && status.has_changed().is_err() {
+            let value = stamped(&status.borrow(), &now);
+            if let Err(e) = client.put(status_key.as_bytes(), value.as_bytes(), 0).await {
+                warn!("status: cannot write {status_key}: {e}");
+            }
+            return;
+        }
         // The lease first: a status is only written by a host known alive.
         if lease.is_none() {
             match grant_alive(&client, &alive_key, &host).await {

@@ -66,18 +66,26 @@ fn deploy(seeds: &str, file: &str, extra: &[&str]) -> Output {
 
 /// `mgmt run --converged-timeout 0` of `host`, following the deploys.
 fn one_shot(work: &Path, seeds: &str, host: &str) -> Output {
-    run_mgmt(&[
+    let args = one_shot_args(work, seeds, host);
+    run_mgmt(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn one_shot_args(work: &Path, seeds: &str, host: &str) -> Vec<String> {
+    let prefix = work.join(format!("state-{host}")).display().to_string();
+    [
         "run",
         "--hostname",
         host,
         "--prefix",
-        &work.join(format!("state-{host}")).display().to_string(),
+        &prefix,
         "--no-server",
         "--seeds",
         seeds,
         "--converged-timeout",
         "0",
-    ])
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// CheckApply count of each resource in an agent's `--report`.
@@ -344,6 +352,27 @@ fn scenario(etcd: Option<&str>) {
     let h5 = &rows.iter().find(|(h, ..)| h == "h5").unwrap().2["status"];
     assert_eq!(h5["source"]["deploy"], 4, "{h5}");
     assert_eq!(h5["state"], "converged", "{h5}");
+    // A one-shot run of a local file that needs nothing from the store runs
+    // its graph while its client connects, and still leaves its status.
+    let local = work.path().join("local.yaml");
+    let local_file = out.join("h6-local");
+    std::fs::write(
+        &local,
+        format!(
+            "graph: local\nresources:\n  file:\n  - name: l\n    path: {}\n    content: \"L\\n\"\n",
+            local_file.display()
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = one_shot_args(work.path(), &seeds, "h6");
+    args.extend(["--file".to_string(), local.display().to_string()]);
+    let h6 = run_mgmt(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(h6.status.success(), "{}", stderr(&h6));
+    assert_eq!(std::fs::read_to_string(&local_file).unwrap(), "L\n");
+    let rows = status(&seeds);
+    let h6 = &rows.iter().find(|(h, ..)| h == "h6").unwrap().2["status"];
+    assert_eq!(h6["source"]["file"], local.display().to_string(), "{h6}");
+    assert_eq!(h6["state"], "converged", "{h6}");
 
     // Unchanged renders ran nothing again: h1 and h3 checked each file once,
     // h2 its `b` three times (deploys 1, 2, 3).
