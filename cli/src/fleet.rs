@@ -477,8 +477,17 @@ pub struct StatusInputs {
 /// it (`mgmt_store::fleet::publish_status`). Ends when the progress sender
 /// is gone (the run ended), revoking this host's `alive` key.
 pub async fn publish_status(client: EtcdClient, mut inputs: StatusInputs) {
-    let (tx, rx) = watch::channel(build_status(&mut inputs, None));
     let host = inputs.host.clone();
+    // A run already over (a one-shot run whose store started beside it): its
+    // last status is all there is to say.
+    if inputs.progress.has_changed().is_err() {
+        let changed = inputs.progress.borrow().changed != 0;
+        let last = build_status(&mut inputs, changed.then(now_rfc3339));
+        let (_, rx) = watch::channel(last);
+        mgmt_store::fleet::publish_status(client, host, rx, now_rfc3339).await;
+        return;
+    }
+    let (tx, rx) = watch::channel(build_status(&mut inputs, None));
     let publisher = tokio::spawn(mgmt_store::fleet::publish_status(
         client,
         host,

@@ -587,20 +587,25 @@ fn run(args: RunArgs) -> ExitCode {
             }
             (None, None) => unreachable!("checked: no --file needs a cluster"),
         };
-        // This host's status in the fleet, until the run ends.
-        let status = cluster.as_ref().map(|c| {
-            tokio::spawn(fleet::publish_status(
-                c.client(),
-                fleet::StatusInputs {
-                    host: hostname.clone(),
-                    facts: facts.clone(),
-                    file: args.file.as_ref().map(|f| f.display().to_string()),
-                    error: error_rx,
-                    progress: progress_tx.subscribe(),
-                    store: c.status(),
-                },
-            ))
+        // This host's status in the fleet, until the run ends; with the store
+        // in the background, only its last word, once the run is over.
+        let status_inputs = cluster.as_ref().map(|c| {
+            let inputs = fleet::StatusInputs {
+                host: hostname.clone(),
+                facts: facts.clone(),
+                file: args.file.as_ref().map(|f| f.display().to_string()),
+                error: error_rx,
+                progress: progress_tx.subscribe(),
+                store: c.status(),
+            };
+            (c.client(), inputs)
         });
+        let (mut status, status_at_end) = match status_inputs {
+            Some((client, inputs)) if !store_in_background => {
+                (Some(tokio::spawn(fleet::publish_status(client, inputs))), None)
+            }
+            later => (None, later),
+        };
         drop(progress_tx);
         let following = matches!(origin, Origin::Deploys { .. });
         let facts_here = facts.clone();
@@ -675,6 +680,9 @@ fn run(args: RunArgs) -> ExitCode {
             && let Ok(Err(e)) = task.await
         {
             warn!("exports: cannot publish: {e}");
+        }
+        if let Some((client, inputs)) = status_at_end {
+            status = Some(tokio::spawn(fleet::publish_status(client, inputs)));
         }
         // The run's progress is gone: the status task says goodbye (its
         // alive key revoked) while the store still serves.
