@@ -672,6 +672,9 @@ fn run(args: RunArgs) -> ExitCode {
         if let Some(n) = &notifier {
             n.send("STOPPING=1");
         }
+        // The status and the shutdown come once the store is ready, as they
+        // would after `Cluster::start` (a store asked to stop while still
+        // starting hung a run at its end).
         if store_in_background && let Some(cluster) = &cluster {
             cluster.ready().await;
             log_serving(cluster);

@@ -1520,15 +1520,17 @@ impl Agent {
                     None => self.command_failed(format!("{h} is not a member")),
                 }
             }
-            Command::HandOver(h) => match named(false, h).into_iter().find(|id| {
-                self.membership
-                    .members
-                    .iter()
-                    .any(|m| m.id == *id && !m.learner)
-            }) {
-                Some(to) => self.change_membership(MemberChange::MoveLeader { to }),
-                None => self.command_failed(format!("{h} is not a voter")),
-            },
+            Command::HandOver(h) => {
+                let voter = self.membership.members.iter();
+                match voter
+                    .filter(|m| m.name == *h && !m.learner)
+                    .map(|m| m.id)
+                    .next()
+                {
+                    Some(to) => self.change_membership(MemberChange::MoveLeader { to }),
+                    None => self.command_failed(format!("{h} is not a voter")),
+                }
+            }
         }
     }
 
