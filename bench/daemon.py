@@ -67,6 +67,21 @@ def drift(path):
         f.write("drift\n")
 
 
+def drift_latencies(out, n, samples):
+    """Writes "drift" into `samples` of the n managed files in turn, each alone,
+    and polls until it is repaired: the repair latencies in ms."""
+    lat = []
+    for k in range(samples):
+        i = (k * 7919) % n
+        p = f"{out}/f{i}"
+        t0 = time.perf_counter()
+        drift(p)
+        wait_right(p, content(i))
+        lat.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.02)
+    return lat
+
+
 def pct(samples, p):
     s = sorted(samples)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
@@ -100,15 +115,7 @@ def measure(mgmt, n, samples, idle_s, work):
         c0 = cpu_s(proc.pid)
         time.sleep(idle_s)
         idle_cpu = cpu_s(proc.pid) - c0
-        lat = []
-        for k in range(samples):
-            i = (k * 7919) % n
-            p = f"{out}/f{i}"
-            t0 = time.perf_counter()
-            drift(p)
-            wait_right(p, content(i))
-            lat.append((time.perf_counter() - t0) * 1000)
-            time.sleep(0.02)
+        lat = drift_latencies(out, n, samples)
         time.sleep(0.2)
         verify(n, out)
         mem_after = mem_mib(proc.pid)

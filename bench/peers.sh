@@ -17,17 +17,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-need=()
-command -v cf-agent >/dev/null || need+=(cfengine3)
-[ -x /usr/bin/time ] || need+=(time)
-[ "$puppet" = 1 ] && ! command -v puppet >/dev/null && need+=(puppet)
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release -p mgmt -q
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-mgmt="$target/release/mgmt"
-echo "machine: $(nproc) cores, $(uname -r); $("$mgmt" --version); $(cf-agent --version | head -1)"
+tools=(cf-agent:cfengine3 /usr/bin/time:time)
+[ "$puppet" = 1 ] && tools+=(puppet:puppet)
+. bench/setup.sh
+bench_setup "${tools[@]}"
 if [ "$puppet" = 1 ]; then echo "puppet $(puppet --version)"; fi
 exec python3 bench/peers.py --mgmt "$mgmt" --sizes "$sizes" "${extra[@]}"

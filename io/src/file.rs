@@ -271,8 +271,8 @@ pub fn check_apply_bytes(
 
     let current_mode = meta.mode() & 0o7777;
     if let Some(want) = content {
-        let same = meta.len() == want.len() as u64
-            && fs::read(path).map_err(io_err(path, "read"))? == want;
+        let same =
+            meta.len() == want.len() as u64 && holds(path, want).map_err(io_err(path, "read"))?;
         if !same {
             changes.push("changed content".to_string());
             if apply {
@@ -303,6 +303,32 @@ pub fn check_apply_bytes(
         }
     }
     Ok((changes, None))
+}
+
+/// Whether the file at `path` holds exactly `want`. Read in pieces no longer
+/// than what is left to compare plus one byte, and without a stat of its own
+/// (the caller has one): a check of a converged file costs an open, a read
+/// and the read that finds its end.
+fn holds(path: &Path, want: &[u8]) -> io::Result<bool> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path)?;
+    let mut buf = [0u8; 8192];
+    let mut rest = want;
+    loop {
+        let room = (rest.len() + 1).min(buf.len());
+        let n = match file.read(&mut buf[..room]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(rest.is_empty());
+        }
+        if n > rest.len() || buf[..n] != rest[..n] {
+            return Ok(false);
+        }
+        rest = &rest[n..];
+    }
 }
 
 fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), FileError> {
@@ -537,6 +563,36 @@ mod tests {
         ] {
             assert_eq!(parse_temp_name(not_ours), None, "{not_ours}");
         }
+    }
+
+    #[test]
+    fn a_file_holds_only_exactly_its_content() {
+        let d = tempdir();
+        let f = d.join("f");
+        let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        for (on_disk, want, holds_it) in [
+            (&b"hello\n"[..], &b"hello\n"[..], true),
+            (b"", b"", true),
+            (b"hello", b"hello\n", false),
+            (b"hello\n!", b"hello\n", false),
+            (b"hellO\n", b"hello\n", false),
+            (b"x", b"", false),
+            (&big, &big, true),
+            (&big[..19_999], &big, false),
+        ] {
+            std::fs::write(&f, on_disk).unwrap();
+            assert_eq!(
+                holds(&f, want).unwrap(),
+                holds_it,
+                "{} bytes",
+                on_disk.len()
+            );
+        }
+        let mut changed = big.clone();
+        changed[15_000] ^= 1;
+        std::fs::write(&f, &changed).unwrap();
+        assert!(!holds(&f, &big).unwrap());
+        assert!(holds(&d.join("missing"), b"").is_err());
     }
 
     #[test]

@@ -304,12 +304,28 @@ impl Node {
 
     /// Wait until some leader is known, at most `timeout`.
     pub async fn await_leader(&self, timeout: Duration) -> Result<NodeId, StoreError> {
-        self.raft
-            .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "leader")
+        // As `leader` says: raft names one and this member is not between
+        // leaders (a new leader's own `lead` loop clears that).
+        let mut metrics = self.raft.metrics();
+        let mut leaderless = self.leaderless.subscribe();
+        let known = async {
+            loop {
+                if let Some(leader) = self.leader() {
+                    return Some(leader);
+                }
+                let changed = tokio::select! {
+                    r = metrics.changed() => r.is_ok(),
+                    r = leaderless.changed() => r.is_ok(),
+                };
+                if !changed {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, known)
             .await
             .ok()
-            .and_then(|m| m.current_leader)
+            .flatten()
             .ok_or(StoreError::NoLeader)
     }
 
@@ -361,15 +377,21 @@ impl Node {
                     RETRY_PAUSE
                 }
                 None => {
+                    // A leader elected while this waited (often this member,
+                    // restarting) is asked at once; one known all along but
+                    // not taking the request yet, after a pause.
+                    let known = self.leader().is_some();
                     let left = deadline.saturating_duration_since(Instant::now());
                     self.await_leader(left).await?;
-                    LEADER_PAUSE
+                    if known { LEADER_PAUSE } else { Duration::ZERO }
                 }
             };
             if Instant::now() >= deadline {
                 return Err(StoreError::Timeout);
             }
-            tokio::time::sleep(pause).await;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
         }
     }
 
