@@ -12,6 +12,9 @@
 //! client-only agent's heap peaks near 2 MiB: committed on demand its RSS
 //! is 13 MiB instead of 23 (a fleet runs one on every host).
 //!
+//! `--features system-allocator` builds with glibc's malloc instead, for heap
+//! profilers that intercept malloc (heaptrack, valgrind's massif).
+//!
 //! Also compiled into the store's bench (`#[path]`), so it measures what `mgmt`
 //! runs.
 

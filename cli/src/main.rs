@@ -14,6 +14,7 @@ macro_rules! report {
     }};
 }
 
+#[cfg(not(feature = "system-allocator"))]
 mod allocator;
 mod args;
 mod exports;

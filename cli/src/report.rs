@@ -62,6 +62,7 @@ pub fn json(
                 "name": r.id.name,
                 "status": status(r, report),
                 "changes": r.changes,
+                "changes_dropped": r.changes_dropped,
                 "checks": r.checks,
                 "errors": r.errors,
                 "last_error": r.last_error,

@@ -131,8 +131,11 @@ pub struct ResourceRun {
     pub id: ResourceId,
     /// CheckApply calls.
     pub checks: u64,
-    /// What its CheckApplies changed (or would have, under noop), in order.
+    /// What its CheckApplies changed (or would have, under noop), in order:
+    /// the last [`CHANGES_KEPT`] (a daemon repairs drift for months).
     pub changes: Vec<String>,
+    /// Changes older than those kept.
+    pub changes_dropped: u64,
     /// CheckApplies that failed, and the last error.
     pub errors: u64,
     pub last_error: Option<String>,
@@ -148,6 +151,19 @@ type MemberOutcome = (usize, Result<Vec<String>, String>, f64);
 #[derive(Default)]
 struct Tally(BTreeMap<ResourceId, ResourceRun>);
 
+/// How many of a resource's changes a run keeps for its report.
+pub const CHANGES_KEPT: usize = 64;
+
+impl ResourceRun {
+    /// Adds what a CheckApply changed, keeping the last [`CHANGES_KEPT`].
+    fn note_changes(&mut self, changes: Vec<String>) {
+        self.changes.extend(changes);
+        let over = self.changes.len().saturating_sub(CHANGES_KEPT);
+        self.changes.drain(..over);
+        self.changes_dropped += over as u64;
+    }
+}
+
 impl Tally {
     fn add_graph(&mut self, graph: &Graph) {
         for r in &graph.resources {
@@ -155,6 +171,7 @@ impl Tally {
                 id: r.id.clone(),
                 checks: 0,
                 changes: Vec::new(),
+                changes_dropped: 0,
                 errors: 0,
                 last_error: None,
                 busy_us: 0,
@@ -170,7 +187,7 @@ impl Tally {
             run.checks += 1;
             run.busy_us += (ms * 1000.0) as u64;
             match result {
-                Ok(changes) => run.changes.extend(changes),
+                Ok(changes) => run.note_changes(changes),
                 Err(e) => {
                     run.errors += 1;
                     run.last_error = Some(e);
@@ -1340,4 +1357,34 @@ fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), String>> {
         results[k] = r;
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_keeps_its_last_changes_and_counts_the_older_ones() {
+        let mut run = ResourceRun {
+            id: ResourceId::new(Kind::File, "f"),
+            checks: 0,
+            changes: Vec::new(),
+            changes_dropped: 0,
+            errors: 0,
+            last_error: None,
+            busy_us: 0,
+        };
+        run.note_changes(vec!["created file".into()]);
+        assert_eq!(run.changes, ["created file"]);
+        for i in 0..CHANGES_KEPT + 9 {
+            run.note_changes(vec![format!("repair {i}")]);
+        }
+        assert_eq!(run.changes.len(), CHANGES_KEPT);
+        assert_eq!(run.changes_dropped, 10);
+        assert_eq!(run.changes[0], "repair 9");
+        assert_eq!(
+            run.changes.last().map(String::as_str),
+            Some(format!("repair {}", CHANGES_KEPT + 8).as_str())
+        );
+    }
 }

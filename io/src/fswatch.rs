@@ -32,32 +32,58 @@ pub type RawEvent = notify::Result<notify::Event>;
 /// ours costs one CheckApply, not one more for its own echo. An expectation
 /// lasts [`OWN_RENAME_TTL`] at most, so one whose event never came cannot
 /// hide a later rename by someone else.
-static OWN_RENAMES: std::sync::Mutex<BTreeMap<PathBuf, Vec<std::time::Instant>>> =
-    std::sync::Mutex::new(BTreeMap::new());
+static OWN_RENAMES: std::sync::Mutex<OwnRenames> = std::sync::Mutex::new(OwnRenames {
+    by_path: BTreeMap::new(),
+    order: std::collections::VecDeque::new(),
+});
 
 const OWN_RENAME_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct OwnRenames {
+    /// Path -> when each rename expected onto it was announced, oldest first.
+    by_path: BTreeMap<PathBuf, Vec<std::time::Instant>>,
+    /// Every announcement, oldest first: expiry looks at the front only, so
+    /// an apply of N files costs N steps, not N² (a scan per write).
+    order: std::collections::VecDeque<(std::time::Instant, PathBuf)>,
+}
+
+impl OwnRenames {
+    /// Drops the expectations whose event never came (an unwatched path).
+    fn expire(&mut self, now: std::time::Instant) {
+        let live = |t: &std::time::Instant| now.duration_since(*t) < OWN_RENAME_TTL;
+        while let Some((t, _)) = self.order.front() {
+            if live(t) {
+                break;
+            }
+            let Some((_, path)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = self.by_path.get_mut(&path) {
+                v.retain(live);
+                if v.is_empty() {
+                    self.by_path.remove(&path);
+                }
+            }
+        }
+    }
+}
 
 /// Call just before renaming a temp file over `path` (and [`own_rename_failed`]
 /// if the rename then fails).
 pub fn expect_own_rename(path: &Path) {
     let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    // Expectations whose event never came (an unwatched path) expire here.
     let now = std::time::Instant::now();
-    m.retain(|_, v| {
-        v.retain(|t| now.duration_since(*t) < OWN_RENAME_TTL);
-        !v.is_empty()
-    });
-    m.entry(path.to_path_buf())
-        .or_default()
-        .push(std::time::Instant::now());
+    m.expire(now);
+    m.by_path.entry(path.to_path_buf()).or_default().push(now);
+    m.order.push_back((now, path.to_path_buf()));
 }
 
 pub fn own_rename_failed(path: &Path) {
     let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = m.get_mut(path) {
+    if let Some(v) = m.by_path.get_mut(path) {
         v.pop();
         if v.is_empty() {
-            m.remove(path);
+            m.by_path.remove(path);
         }
     }
 }
@@ -65,7 +91,7 @@ pub fn own_rename_failed(path: &Path) {
 /// Whether a rename onto `path` is the echo of one of ours (used up if so).
 fn take_own_rename(path: &Path) -> bool {
     let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(v) = m.get_mut(path) else {
+    let Some(v) = m.by_path.get_mut(path) else {
         return false;
     };
     let now = std::time::Instant::now();
@@ -75,7 +101,7 @@ fn take_own_rename(path: &Path) -> bool {
         v.remove(0);
     }
     if v.is_empty() {
-        m.remove(path);
+        m.by_path.remove(path);
     }
     ours
 }
@@ -89,8 +115,9 @@ pub struct FsWatch {
     watcher: Result<RecommendedWatcher, String>,
     /// Where the watcher sends events: kept to make one later.
     tx: mpsc::UnboundedSender<RawEvent>,
-    /// Managed path (clean, as bytes) -> members managing it.
-    targets: BTreeMap<OsString, BTreeSet<MemberRef>>,
+    /// Managed path (clean, as bytes) -> members managing it (most often
+    /// one: a list, not a set, which would cost a tree node per path).
+    targets: BTreeMap<OsString, Vec<MemberRef>>,
     /// Vertex -> the managed paths it added, so removing one touches only those.
     by_vertex: BTreeMap<VertexId, Vec<OsString>>,
     /// Managed path -> the directories we watch it through.
@@ -174,7 +201,9 @@ impl FsWatch {
             .or_default()
             .push(target.clone());
         let members = self.targets.entry(target.clone()).or_default();
-        members.insert((vertex, member));
+        if !members.contains(&(vertex, member)) {
+            members.push((vertex, member));
+        }
         if members.len() > 1 && self.via.contains_key(&target) {
             return Ok(()); // Already armed for another member.
         }

@@ -407,6 +407,10 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// How long [`StoreHandle::shutdown`] lets open connections finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Entries applied since the last snapshot that make a stopping member take
+/// one as it stops (see `StoreHandle::shutdown`).
+const SNAPSHOT_AT_STOP_AFTER: u64 = 256;
+
 /// Pause after a lease expiry that did not commit.
 const LEASE_EXPIRY_RETRY: Duration = Duration::from_millis(200);
 
@@ -1183,8 +1187,11 @@ impl StoreHandle {
     /// again at once. Watch streams are ended, requests still being answered
     /// get [`SHUTDOWN_GRACE`] to finish, and then every accepted connection is
     /// cut: an idle one (this agent's own client, a peer's keepalive
-    /// connection) costs no wait at all.
+    /// connection) costs no wait at all. A member that applied
+    /// [`SNAPSHOT_AT_STOP_AFTER`] entries since its last snapshot takes one
+    /// first.
     pub async fn shutdown(&self) {
+        self.snapshot_before_stop().await;
         let _ = self.stop.send(true);
         // End watchers so their streams close and count as finished.
         self.node.sm.lock().watchers.clear();
@@ -1205,5 +1212,27 @@ impl StoreHandle {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.node.sm.lock().watchers.clear();
+    }
+
+    /// A member that applied [`SNAPSHOT_AT_STOP_AFTER`] entries or more
+    /// since its last snapshot takes one as it stops: it restarts from the
+    /// snapshot instead of applying them all again. One-shot runs from cron
+    /// append a few entries each and rarely reach `snapshot_every`: after
+    /// 400 of them, each run took twice as long (17 ms more) to replay.
+    async fn snapshot_before_stop(&self) {
+        let since = {
+            let m = self.node.raft.metrics();
+            let m = m.borrow();
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            applied.saturating_sub(m.snapshot.map_or(0, |s| s.index))
+        };
+        if since < SNAPSHOT_AT_STOP_AFTER {
+            return;
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.node.snapshot_now()).await {
+            Ok(Ok(())) => tracing::debug!(entries = since, "snapshot taken before stopping"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "no snapshot before stopping"),
+            Err(_) => tracing::warn!("no snapshot before stopping: it took too long"),
+        }
     }
 }

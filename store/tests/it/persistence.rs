@@ -157,3 +157,32 @@ async fn a_data_dir_keeps_the_member_id_it_was_created_with() {
     assert_eq!(h.get(b"/k").await.unwrap().unwrap().value, b"v");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stopping_after_many_writes_restarts_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_single("stops", dir.path()).await;
+    for i in 0..300 {
+        h.put(format!("/s/{i:03}").as_bytes(), format!("v{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    h.shutdown().await;
+    drop(h);
+    // The stop took a snapshot: a restart loads it instead of applying the
+    // 300 entries again.
+    let snapshot = dir.path().join("stops").join("snapshot.bin");
+    let taken = std::fs::read(&snapshot).expect("a snapshot taken at the stop");
+    let h = start_single("stops", dir.path()).await;
+    let kvs = h.get_prefix(b"/s/").await.unwrap();
+    assert_eq!(kvs.len(), 300);
+    assert_eq!(kvs[299].value, b"v299");
+    h.put(b"/s/after", b"ok").await.unwrap();
+    h.shutdown().await;
+    drop(h);
+    // A few writes since are no reason for another.
+    assert_eq!(std::fs::read(&snapshot).unwrap(), taken);
+    let h = start_single("stops", dir.path()).await;
+    assert_eq!(h.get_prefix(b"/s/").await.unwrap().len(), 301);
+    h.shutdown().await;
+}
