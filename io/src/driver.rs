@@ -203,7 +203,9 @@ pub enum DriverError {
     Watcher(#[from] notify::Error),
 }
 
-enum Member {
+/// What the driver holds to run one member's CheckApply: its parameters,
+/// or the state an exec or a msg keeps between runs.
+enum MemberState {
     Noop,
     File(Arc<FileParams>),
     Exec(ExecRes),
@@ -232,7 +234,7 @@ struct Touched {
 
 struct VertexRes {
     ids: Vec<ResourceId>,
-    members: Vec<Member>,
+    members: Vec<MemberState>,
 }
 
 /// What to watch for a vertex, fixed at start so a watch can restart while
@@ -319,7 +321,10 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(10);
 
 /// The members of each vertex of `graph`, each made by `member` from its
 /// resource's index.
-fn slots_of(graph: &Graph, mut member: impl FnMut(usize) -> Member) -> Vec<Option<Box<VertexRes>>> {
+fn slots_of(
+    graph: &Graph,
+    mut member: impl FnMut(usize) -> MemberState,
+) -> Vec<Option<Box<VertexRes>>> {
     graph
         .vertices
         .iter()
@@ -340,21 +345,21 @@ fn build_slots(graph: &Graph) -> Vec<Option<Box<VertexRes>>> {
     slots_of(graph, |m| new_member(&graph.resources[m].params))
 }
 
-fn new_member(params: &Params) -> Member {
+fn new_member(params: &Params) -> MemberState {
     match params {
-        Params::Noop { .. } => Member::Noop,
-        Params::File(p) => Member::File(Arc::new(p.clone())),
-        Params::Exec(p) => Member::Exec(ExecRes::new(p.clone())),
-        Params::Pkg(p) => Member::Pkg(Arc::new(p.clone())),
-        Params::Svc(p) => Member::Svc(Arc::new(p.clone())),
-        Params::Timer { .. } => Member::Timer,
-        Params::Msg(p) => Member::Msg(msg::MsgRes::new(p.clone())),
-        Params::User(p) => Member::User(Arc::new(p.clone())),
-        Params::Group(p) => Member::Group(Arc::new(p.clone())),
-        Params::Line(p) => Member::Line(Arc::new(p.clone())),
-        Params::Sysctl(p) => Member::Sysctl(Arc::new(p.clone())),
-        Params::Mount(p) => Member::Mount(Arc::new(p.clone())),
-        Params::Hostname { hostname } => Member::Hostname(Arc::from(hostname.as_str())),
+        Params::Noop { .. } => MemberState::Noop,
+        Params::File(p) => MemberState::File(Arc::new(p.clone())),
+        Params::Exec(p) => MemberState::Exec(ExecRes::new(p.clone())),
+        Params::Pkg(p) => MemberState::Pkg(Arc::new(p.clone())),
+        Params::Svc(p) => MemberState::Svc(Arc::new(p.clone())),
+        Params::Timer { .. } => MemberState::Timer,
+        Params::Msg(p) => MemberState::Msg(msg::MsgRes::new(p.clone())),
+        Params::User(p) => MemberState::User(Arc::new(p.clone())),
+        Params::Group(p) => MemberState::Group(Arc::new(p.clone())),
+        Params::Line(p) => MemberState::Line(Arc::new(p.clone())),
+        Params::Sysctl(p) => MemberState::Sysctl(Arc::new(p.clone())),
+        Params::Mount(p) => MemberState::Mount(Arc::new(p.clone())),
+        Params::Hostname { hostname } => MemberState::Hostname(Arc::from(hostname.as_str())),
     }
 }
 
@@ -371,9 +376,9 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                 .enumerate()
                 .flat_map(|(i, (id, m))| -> Vec<WatchSpec> {
                     match m {
-                        Member::Noop | Member::Timer | Member::Msg(_) => Vec::new(),
+                        MemberState::Noop | MemberState::Timer | MemberState::Msg(_) => Vec::new(),
                         // A copy watches its source as well as its target.
-                        Member::File(p) => match &p.source {
+                        MemberState::File(p) => match &p.source {
                             Some(src) if p.recurse => vec![
                                 WatchSpec::Tree(id.clone(), i, p.path.clone()),
                                 WatchSpec::Tree(id.clone(), i, src.clone()),
@@ -385,30 +390,32 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                             None => vec![WatchSpec::Path(id.clone(), i, p.path.clone())],
                         },
                         // Every change to the installed set rewrites dpkg's database.
-                        Member::Pkg(_) => packages
+                        MemberState::Pkg(_) => packages
                             .watch_path()
                             .map(|path| WatchSpec::Path(id.clone(), i, path.to_string()))
                             .into_iter()
                             .collect(),
-                        Member::Svc(p) => vec![WatchSpec::Unit(p.clone())],
-                        Member::User(p) => account::user_files(p)
+                        MemberState::Svc(p) => vec![WatchSpec::Unit(p.clone())],
+                        MemberState::User(p) => account::user_files(p)
                             .into_iter()
                             .map(|f| WatchSpec::Path(id.clone(), i, f.to_string()))
                             .collect(),
-                        Member::Group(_) => vec![WatchSpec::Path(
+                        MemberState::Group(_) => vec![WatchSpec::Path(
                             id.clone(),
                             i,
                             mgmt_core::accounts::GROUP.to_string(),
                         )],
-                        Member::Line(p) => vec![WatchSpec::Path(id.clone(), i, p.path.clone())],
+                        MemberState::Line(p) => {
+                            vec![WatchSpec::Path(id.clone(), i, p.path.clone())]
+                        }
                         // The live value has no events: the engine's timer
                         // checks it (`live_check_s`); the file is watched.
-                        Member::Sysctl(p) => p
+                        MemberState::Sysctl(p) => p
                             .persist
                             .iter()
                             .map(|f| WatchSpec::Path(id.clone(), i, f.clone()))
                             .collect(),
-                        Member::Hostname(_) => vec![
+                        MemberState::Hostname(_) => vec![
                             WatchSpec::Hostnamed,
                             WatchSpec::Proc(crate::hostname::KERNEL_HOSTNAME),
                             WatchSpec::Path(
@@ -417,11 +424,11 @@ fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec
                                 crate::hostname::ETC_HOSTNAME.to_string(),
                             ),
                         ],
-                        Member::Mount(_) => vec![
+                        MemberState::Mount(_) => vec![
                             WatchSpec::Proc(mgmt_core::mounts::MOUNTINFO),
                             WatchSpec::Path(id.clone(), i, mgmt_core::mounts::FSTAB.to_string()),
                         ],
-                        Member::Exec(e) => e
+                        MemberState::Exec(e) => e
                             .params
                             .watch
                             .clone()
@@ -934,7 +941,8 @@ fn carry_members(
     new: &Graph,
     plan: &mgmt_core::changeover::Plan,
 ) -> Vec<Option<Box<VertexRes>>> {
-    let mut by_resource: Vec<Option<Member>> = (0..old.resources.len()).map(|_| None).collect();
+    let mut by_resource: Vec<Option<MemberState>> =
+        (0..old.resources.len()).map(|_| None).collect();
     for (v, slot) in old_slots.into_iter().enumerate() {
         let Some(res) = slot else { continue };
         for (k, member) in res.members.into_iter().enumerate() {
@@ -1050,7 +1058,7 @@ async fn check_apply_vertex(
     let files: Vec<(usize, Arc<FileParams>)> = which
         .iter()
         .filter_map(|&i| match &res.members[i] {
-            Member::File(p) => Some((i, p.clone())),
+            MemberState::File(p) => Some((i, p.clone())),
             _ => None,
         })
         .collect();
@@ -1069,7 +1077,7 @@ async fn check_apply_vertex(
     let pkgs: Vec<(usize, Arc<PkgParams>)> = which
         .iter()
         .filter_map(|&i| match &res.members[i] {
-            Member::Pkg(p) => Some((i, p.clone())),
+            MemberState::Pkg(p) => Some((i, p.clone())),
             _ => None,
         })
         .collect();
@@ -1082,7 +1090,7 @@ async fn check_apply_vertex(
     }
     let mut lines: BTreeMap<String, Vec<(usize, Arc<LineParams>)>> = BTreeMap::new();
     for &i in which {
-        if let Member::Line(p) = &res.members[i] {
+        if let MemberState::Line(p) = &res.members[i] {
             lines
                 .entry(p.path.clone())
                 .or_default()
@@ -1121,31 +1129,36 @@ async fn check_apply_vertex(
     for &i in which {
         let started = Instant::now();
         let result = match &mut res.members[i] {
-            Member::File(_) | Member::Pkg(_) | Member::Line(_) => continue,
-            Member::User(p) => account::check_apply_user(p, apply)
+            MemberState::File(_) | MemberState::Pkg(_) | MemberState::Line(_) => continue,
+            MemberState::User(p) => account::check_apply_user(p, apply)
                 .await
                 .map_err(|e| e.to_string()),
-            Member::Group(p) => account::check_apply_group(p, apply)
+            MemberState::Group(p) => account::check_apply_group(p, apply)
                 .await
                 .map_err(|e| e.to_string()),
-            Member::Mount(p) => mount::check_apply(p, apply)
+            MemberState::Mount(p) => mount::check_apply(p, apply)
                 .await
                 .map_err(|e| e.to_string()),
-            Member::Hostname(name) => crate::hostname::check_apply(name, apply)
+            MemberState::Hostname(name) => crate::hostname::check_apply(name, apply)
                 .await
                 .map_err(|e| e.to_string()),
-            Member::Sysctl(p) => {
+            MemberState::Sysctl(p) => {
                 let p = p.clone();
                 tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply))
                     .await
                     .map_err(|e| format!("sysctl task failed: {e}"))
                     .and_then(|r| r.map_err(|e| e.to_string()))
             }
-            Member::Noop => Ok(Vec::new()),
-            Member::Exec(e) => e.check_apply(apply, refresh, cancel).await,
-            Member::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh).await,
-            Member::Timer => Ok(vec!["tick".to_string()]),
-            Member::Msg(m) => m.check_apply(&res.ids[i].to_string(), apply, refresh),
+            MemberState::Noop => Ok(Vec::new()),
+            MemberState::Exec(e) => e
+                .check_apply(apply, refresh, cancel)
+                .await
+                .map_err(|e| e.to_string()),
+            MemberState::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh).await,
+            MemberState::Timer => Ok(vec!["tick".to_string()]),
+            MemberState::Msg(m) => m
+                .check_apply(&res.ids[i].to_string(), apply, refresh)
+                .map_err(|e| e.to_string()),
         };
         outcomes.insert(i, (result, started.elapsed().as_secs_f64() * 1000.0));
     }

@@ -40,7 +40,7 @@ impl ExecRes {
         apply: bool,
         refresh: bool,
         cancel: &mut watch::Receiver<bool>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ExecError> {
         let fired = self.watch_fired.swap(false, Ordering::SeqCst);
         let due = match &self.params.ifcmd {
             // The guard gets the same time limit as the command it guards.
@@ -51,7 +51,7 @@ impl ExecRes {
             )
             .await
             .map(|o| o.success)
-            .map_err(|e| format!("ifcmd: {e}"))?,
+            .map_err(|e| ExecError::Guard(Box::new(e)))?,
             None => !self.ran_once || refresh || fired,
         };
         if !due {
@@ -64,14 +64,40 @@ impl ExecRes {
         let timeout = self.params.timeout_s.map(Duration::from_secs);
         let out = run(&self.params.cmd, timeout, cancel).await?;
         if !out.success {
-            return Err(format!(
-                "{:?} {}{}",
-                self.params.cmd.cmd, out.status, out.stderr_tail
-            ));
+            return Err(ExecError::Failed {
+                cmd: self.params.cmd.cmd.clone(),
+                status: out.status,
+                stderr_tail: out.stderr_tail,
+            });
         }
         self.ran_once = true;
         Ok(vec![what])
     }
+}
+
+/// Why a command did not do what it was run for. The texts are what the
+/// logs and the run report say.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("empty command")]
+    Empty,
+    /// It could not be started, or waited for.
+    #[error("{cmd:?}: {source}")]
+    Os { cmd: String, source: std::io::Error },
+    #[error("{cmd:?} timed out after {seconds} s; its process group was killed")]
+    TimedOut { cmd: String, seconds: u64 },
+    #[error("{cmd:?} stopped: shutting down")]
+    Stopped { cmd: String },
+    /// It ran and exited non-zero (or was killed by a signal).
+    #[error("{cmd:?} {status}{stderr_tail}")]
+    Failed {
+        cmd: String,
+        status: String,
+        stderr_tail: String,
+    },
+    /// The `ifcmd` guard could not run.
+    #[error("ifcmd: {0}")]
+    Guard(Box<ExecError>),
 }
 
 /// What a finished command did.
@@ -82,7 +108,7 @@ pub struct RunOutput {
 }
 
 /// Builds the OS command: split on whitespace, or `shell -c cmd`.
-pub fn os_command(c: &Command) -> Result<tokio::process::Command, String> {
+pub fn os_command(c: &Command) -> Result<tokio::process::Command, ExecError> {
     let mut cmd = match &c.shell {
         Some(shell) => {
             let mut cmd = tokio::process::Command::new(shell);
@@ -91,7 +117,7 @@ pub fn os_command(c: &Command) -> Result<tokio::process::Command, String> {
         }
         None => {
             let mut words = c.cmd.split_whitespace();
-            let prog = words.next().ok_or("empty command")?;
+            let prog = words.next().ok_or(ExecError::Empty)?;
             let mut cmd = tokio::process::Command::new(prog);
             cmd.args(words);
             cmd
@@ -130,10 +156,14 @@ pub async fn run(
     c: &Command,
     timeout: Option<Duration>,
     cancel: &mut watch::Receiver<bool>,
-) -> Result<RunOutput, String> {
+) -> Result<RunOutput, ExecError> {
+    let os = |source| ExecError::Os {
+        cmd: c.cmd.clone(),
+        source,
+    };
     let mut cmd = os_command(c)?;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("{:?}: {e}", c.cmd))?;
+    let mut child = cmd.spawn().map_err(os)?;
     let mut killer = GroupKiller::new(child.id());
     // Read output beside the wait: the command is done when it exits, not when
     // its pipes close (a daemon it started may hold them open forever).
@@ -146,14 +176,17 @@ pub async fn run(
         }
     };
     let status = tokio::select! {
-        status = child.wait() => status.map_err(|e| format!("{:?}: {e}", c.cmd))?,
+        status = child.wait() => status.map_err(os)?,
         () = timeout_fut => {
             killer.kill();
-            return Err(format!("{:?} timed out after {} s; its process group was killed", c.cmd, timeout.unwrap_or_default().as_secs()));
+            return Err(ExecError::TimedOut {
+                cmd: c.cmd.clone(),
+                seconds: timeout.unwrap_or_default().as_secs(),
+            });
         }
         _ = cancel.wait_for(|&stop| stop) => {
             killer.kill();
-            return Err(format!("{:?} stopped: shutting down", c.cmd));
+            return Err(ExecError::Stopped { cmd: c.cmd.clone() });
         }
     };
     killer.disarm();
@@ -220,7 +253,7 @@ async fn output_after_exit(mut reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<
 pub async fn watch_lines(c: &Command, mut on_line: impl FnMut()) -> String {
     let mut cmd = match os_command(c) {
         Ok(cmd) => cmd,
-        Err(e) => return e,
+        Err(e) => return e.to_string(),
     };
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = match cmd.spawn() {
@@ -320,7 +353,10 @@ mod tests {
         let (_tx, mut rx) = watch::channel(false);
         let mut e = ExecRes::new(params(sh("echo oops >&2; exit 3")));
         let err = e.check_apply(true, false, &mut rx).await.unwrap_err();
-        assert_eq!(err, "\"echo oops >&2; exit 3\" exited with status 3: oops");
+        assert_eq!(
+            err.to_string(),
+            "\"echo oops >&2; exit 3\" exited with status 3: oops"
+        );
     }
 
     #[tokio::test]
@@ -339,7 +375,11 @@ mod tests {
             .check_apply(true, false, &mut rx)
             .await
             .unwrap_err();
-        assert!(err.contains("timed out after 1 s"), "{err}");
+        assert!(
+            matches!(err, ExecError::TimedOut { seconds: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("timed out after 1 s"), "{err}");
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
@@ -369,7 +409,8 @@ mod tests {
         });
         tx.send(true).unwrap();
         let err = task.await.unwrap().unwrap_err();
-        assert!(err.contains("shutting down"), "{err}");
+        assert!(matches!(err, ExecError::Stopped { .. }), "{err}");
+        assert!(err.to_string().contains("shutting down"), "{err}");
     }
 
     #[tokio::test]

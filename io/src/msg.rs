@@ -40,7 +40,7 @@ impl MsgRes {
         id: &str,
         apply: bool,
         refresh: bool,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, MsgError> {
         if self.logged && !refresh {
             return Ok(Vec::new());
         }
@@ -51,8 +51,7 @@ impl MsgRes {
         }
         log(id, p);
         if p.journal {
-            send(Path::new(JOURNAL_SOCKET), &journal_datagram(p))
-                .map_err(|e| format!("journal: {e}"))?;
+            send(Path::new(JOURNAL_SOCKET), &journal_datagram(p)).map_err(MsgError::Journal)?;
             did.push("sent it to the journal".to_string());
         }
         if p.syslog {
@@ -62,7 +61,7 @@ impl MsgRes {
                 std::process::id(),
                 p.body
             );
-            send(Path::new(SYSLOG_SOCKET), line.as_bytes()).map_err(|e| format!("syslog: {e}"))?;
+            send(Path::new(SYSLOG_SOCKET), line.as_bytes()).map_err(MsgError::Syslog)?;
             did.push("sent it to syslog".to_string());
         }
         self.logged = true;
@@ -106,26 +105,54 @@ pub fn journal_datagram(p: &MsgParams) -> Vec<u8> {
     out
 }
 
+/// Why a message did not reach the journal or syslog.
+#[derive(Debug, thiserror::Error)]
+pub enum MsgError {
+    #[error("journal: {0}")]
+    Journal(SendError),
+    #[error("syslog: {0}")]
+    Syslog(SendError),
+}
+
+/// Why one datagram was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{} does not exist: no {daemon} runs on this machine", socket.display())]
+    NoSocket {
+        socket: std::path::PathBuf,
+        daemon: &'static str,
+    },
+    #[error("{0}")]
+    Socket(std::io::Error),
+    #[error("{}: {source}", socket.display())]
+    Send {
+        socket: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// One datagram to a listening socket, with a message that says what is
 /// missing when nothing listens there.
-fn send(socket: &Path, bytes: &[u8]) -> Result<(), String> {
+fn send(socket: &Path, bytes: &[u8]) -> Result<(), SendError> {
     if !socket.exists() {
-        return Err(format!(
-            "{} does not exist: no {} runs on this machine",
-            socket.display(),
-            if socket == Path::new(JOURNAL_SOCKET) {
+        return Err(SendError::NoSocket {
+            socket: socket.to_path_buf(),
+            daemon: if socket == Path::new(JOURNAL_SOCKET) {
                 "systemd journal"
             } else {
                 "syslog daemon"
-            }
-        ));
+            },
+        });
     }
-    let s = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+    let s = UnixDatagram::unbound().map_err(SendError::Socket)?;
     // A stalled log daemon (its queue full) must not block the agent.
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    s.set_nonblocking(true).map_err(SendError::Socket)?;
     s.send_to(bytes, socket)
         .map(|_| ())
-        .map_err(|e| format!("{}: {e}", socket.display()))
+        .map_err(|source| SendError::Send {
+            socket: socket.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -181,7 +208,8 @@ mod tests {
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         let missing = send(&dir.join("nothing"), b"x").unwrap_err();
-        assert!(missing.contains("does not exist"), "{missing}");
+        assert!(matches!(missing, SendError::NoSocket { .. }), "{missing}");
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -192,10 +192,10 @@ fn token_refused(s: &Status) -> bool {
 /// Every value of `kvs` that `decode` (key, value) accepts; the others are
 /// skipped with a warning naming them (`what: skipped: ...`), so one bad key
 /// never hides the rest.
-pub fn decode_each<T>(
+pub fn decode_each<T, E: std::fmt::Display>(
     kvs: Vec<KeyValue>,
     what: &str,
-    decode: impl Fn(&str, &[u8]) -> Result<T, String>,
+    decode: impl Fn(&str, &[u8]) -> Result<T, E>,
 ) -> Vec<T> {
     kvs.into_iter()
         .filter_map(|kv| {

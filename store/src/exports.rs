@@ -11,7 +11,7 @@ use mgmt_core::export::{self, Exported};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::client::{EtcdClient, TxnRequest, WatchEvent, txn};
+use crate::client::{ClientError, EtcdClient, TxnRequest, WatchEvent, txn};
 
 /// How long changes under `/_mgmt/exported/` are gathered, from the first
 /// of a burst, before the view is handed on: a host's whole transaction,
@@ -24,15 +24,18 @@ pub type Shared = Arc<Mutex<Vec<Exported>>>;
 /// Publishes `exported` as `host`'s whole set, in one transaction: new and
 /// changed ones written, dropped ones withdrawn (keys only, so etcd's rule
 /// against a put inside a deleted range in one txn never applies).
-pub async fn publish(client: &EtcdClient, host: &str, exported: &[Resource]) -> Result<(), String> {
+pub async fn publish(
+    client: &EtcdClient,
+    host: &str,
+    exported: &[Resource],
+) -> Result<(), ClientError> {
     let want: BTreeMap<String, String> = exported
         .iter()
         .map(|r| (export::key(host, r), export::encode(r)))
         .collect();
     let (_, have) = client
         .get_prefix(export::host_prefix(host).as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut ops = Vec::new();
     for kv in &have {
         if !want.contains_key(String::from_utf8_lossy(&kv.key).as_ref()) {
@@ -57,8 +60,7 @@ pub async fn publish(client: &EtcdClient, host: &str, exported: &[Resource]) -> 
             success: ops,
             failure: Vec::new(),
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     info!(
         "exports: {} of this host's resources published, {n} keys changed",
         want.len()
@@ -68,11 +70,8 @@ pub async fn publish(client: &EtcdClient, host: &str, exported: &[Resource]) -> 
 
 /// Reads every export once; a key that does not parse is skipped with a
 /// warning naming it.
-pub async fn read_all(client: &EtcdClient) -> Result<(i64, Vec<Exported>), String> {
-    let (rev, kvs) = client
-        .get_prefix(export::PREFIX.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn read_all(client: &EtcdClient) -> Result<(i64, Vec<Exported>), ClientError> {
+    let (rev, kvs) = client.get_prefix(export::PREFIX.as_bytes()).await?;
     Ok((
         rev,
         crate::client::decode_each(kvs, "exports", export::decode),

@@ -101,7 +101,7 @@ pub use membership::{
     ReplicationWatch,
 };
 pub use net::Env;
-pub use node::{Member, MoveLeaderError};
+pub use node::{MemberInfo, MoveLeaderError};
 pub use types::{MemberNode, member_id};
 
 use crate::in_flight::{CountInFlight, InFlight};
@@ -977,7 +977,7 @@ impl StoreHandle {
     }
 
     /// Members of the cluster as this member knows them (MemberList).
-    pub fn members(&self) -> Vec<Member> {
+    pub fn members(&self) -> Vec<MemberInfo> {
         self.node.members()
     }
 
@@ -1001,6 +1001,12 @@ impl StoreHandle {
     /// Make a learner a voter.
     pub async fn promote(&self, id: u64) -> Result<(), StoreError> {
         self.node.admin(AdminOp::Promote { id }).await
+    }
+
+    /// Remove member `id` (a learner, or a voter the rest can do without),
+    /// on the leader (forwarded there if this member is not).
+    pub async fn remove(&self, id: u64) -> Result<(), StoreError> {
+        self.node.admin(AdminOp::Remove { id }).await
     }
 
     /// Change the membership on this member only, if it is the leader: never

@@ -12,7 +12,7 @@ use openraft::StoredMembership;
 use openraft::metrics::{RaftDataMetrics, RaftServerMetrics};
 use tokio::sync::watch;
 
-use crate::node::Member;
+use crate::node::MemberInfo;
 use crate::stopped;
 use crate::types::{MemberNode, NodeId};
 
@@ -56,7 +56,7 @@ pub struct MembershipState {
     /// The leader, if one is known.
     pub leader: Option<u64>,
     /// Voters and learners, by ID.
-    pub members: Vec<Member>,
+    pub members: Vec<MemberInfo>,
     /// The voter sets of the config, by ID: one, or two while a change is
     /// joint (a quorum then needs a majority of each).
     pub voter_sets: Vec<Vec<u64>>,
@@ -95,12 +95,12 @@ impl MembershipState {
 }
 
 /// The members of a membership config, voters and learners, by ID.
-pub(crate) fn members_of(m: &StoredMembership<NodeId, MemberNode>) -> Vec<Member> {
+pub(crate) fn members_of(m: &StoredMembership<NodeId, MemberNode>) -> Vec<MemberInfo> {
     let membership = m.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     membership
         .nodes()
-        .map(|(id, n)| Member {
+        .map(|(id, n)| MemberInfo {
             id: *id,
             name: n.name.clone(),
             peer_urls: n.peer_urls.clone(),

@@ -134,7 +134,7 @@ async fn propose(raft: &Raft, timed: Timed) -> Result<Option<Applied>, FwdError>
 
 /// A member as listed by MemberList.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
+pub struct MemberInfo {
     pub id: u64,
     /// The member's hostname.
     pub name: String,
@@ -298,7 +298,7 @@ impl Node {
             .and_then(|n| n.peer_urls.first().cloned())
     }
 
-    pub fn members(&self) -> Vec<Member> {
+    pub fn members(&self) -> Vec<MemberInfo> {
         members_of(&self.raft.metrics().borrow().membership_config)
     }
 

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::StoreError;
-use crate::node::{Member, Node};
+use crate::node::{MemberInfo, Node};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb;
 use crate::state_machine::{WatchMsg, Watcher};
@@ -290,7 +290,7 @@ fn to_txn(t: kv::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
     }
 }
 
-pub fn to_member(m: Member) -> pb::Member {
+pub fn to_member(m: MemberInfo) -> pb::Member {
     pb::Member {
         id: m.id,
         name: m.name,

@@ -238,3 +238,17 @@ async fn update_own_urls_has_nothing_to_do_while_they_are_current() {
     assert!(!n1.update_own_urls().await.unwrap());
     n1.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_asked_of_a_learner_is_forwarded_to_the_leader() {
+    let (dir, n1) = single("r1").await;
+    let n2 = join("r2", dir.path()).await;
+    n1.add_learner(n2.member_spec("r2")).await.unwrap();
+    membership_until(&n2, |m| m.leader == Some(n1.id()) && m.members.len() == 2).await;
+    // The learner is not the leader: it forwards its own removal there.
+    n2.remove(n2.id()).await.unwrap();
+    membership_until(&n1, |m| m.members.len() == 1).await;
+    assert!(n1.membership().members.iter().all(|m| m.id == n1.id()));
+    n2.shutdown().await;
+    n1.shutdown().await;
+}
