@@ -1154,7 +1154,9 @@ async fn check_apply_vertex(
                 .check_apply(apply, refresh, cancel)
                 .await
                 .map_err(|e| e.to_string()),
-            MemberState::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh).await,
+            MemberState::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh)
+                .await
+                .map_err(|e| e.to_string()),
             MemberState::Timer => Ok(vec!["tick".to_string()]),
             MemberState::Msg(m) => m
                 .check_apply(&res.ids[i].to_string(), apply, refresh)

@@ -46,7 +46,9 @@ pub enum HostnameError {
     #[error(transparent)]
     File(#[from] FileError),
     #[error("systemd-hostnamed: {0}")]
-    Hostnamed(String),
+    Hostnamed(#[from] crate::svc::CallError),
+    #[error("hostname task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A hostnamed call with svc's bound on D-Bus calls.
@@ -54,9 +56,7 @@ async fn bounded<T>(
     what: &str,
     f: impl std::future::Future<Output = zbus::Result<T>>,
 ) -> Result<T, HostnameError> {
-    crate::svc::bounded(what, f)
-        .await
-        .map_err(HostnameError::Hostnamed)
+    Ok(crate::svc::bounded(what, f).await?)
 }
 
 /// hostnamed on the system bus, if it answers (asking activates it); `None`
@@ -83,9 +83,7 @@ async fn hostnamed() -> Option<(Connection, Hostname1Proxy<'static>)> {
 pub async fn check_apply(name: &str, apply: bool) -> Result<Vec<String>, HostnameError> {
     let Some((_conn, proxy)) = hostnamed().await else {
         let name = name.to_string();
-        return tokio::task::spawn_blocking(move || check_apply_files(&name, apply))
-            .await
-            .map_err(|e| HostnameError::Hostnamed(format!("hostname task failed: {e}")))?;
+        return tokio::task::spawn_blocking(move || check_apply_files(&name, apply)).await?;
     };
     let mut changes = Vec::new();
     let have = bounded("StaticHostname", proxy.static_hostname()).await?;
@@ -116,7 +114,10 @@ pub async fn watch_hostnamed(on_change: impl Fn()) -> String {
         let builder = zbus::fdo::PropertiesProxy::builder(&conn)
             .destination("org.freedesktop.hostname1")
             .and_then(|b| b.path("/org/freedesktop/hostname1"))
-            .map_err(|e| HostnameError::Hostnamed(e.to_string()))?;
+            .map_err(|source| crate::svc::CallError::Failed {
+                what: "hostnamed".into(),
+                source: Box::new(source),
+            })?;
         let props = bounded("hostnamed", builder.build()).await?;
         let mut changed = bounded("PropertiesChanged", props.receive_properties_changed()).await?;
         while changed.next().await.is_some() {

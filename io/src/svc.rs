@@ -72,7 +72,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    async fn conn(&self, session: bool) -> Result<Connection, String> {
+    async fn conn(&self, session: bool) -> Result<Connection, SvcError> {
         let slot = if session { &self.session } else { &self.system };
         let mut c = slot.lock().await;
         if let Some(conn) = c.as_ref() {
@@ -83,11 +83,9 @@ impl Backend {
         } else {
             Connection::system().await
         }
-        .map_err(|e| {
-            format!(
-                "cannot connect to the {} bus: {e}",
-                if session { "session" } else { "system" }
-            )
+        .map_err(|source| SvcError::Bus {
+            bus: if session { "session" } else { "system" },
+            source: Box::new(source),
         })?;
         *c = Some(conn.clone());
         Ok(conn)
@@ -123,38 +121,88 @@ impl Observed {
     }
 }
 
+/// A D-Bus call that failed, or got no answer within [`CALL_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{what}: {}", tidy(source))]
+    Failed {
+        what: String,
+        source: Box<zbus::Error>,
+    },
+    #[error("{what}: no answer within {seconds}s")]
+    NoAnswer { what: String, seconds: u64 },
+}
+
+/// Why a service could not be checked or put right.
+#[derive(Debug, thiserror::Error)]
+pub enum SvcError {
+    #[error("cannot connect to the {bus} bus: {source}")]
+    Bus {
+        bus: &'static str,
+        source: Box<zbus::Error>,
+    },
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("unit {0} does not exist")]
+    NoSuchUnit(String),
+    #[error("unit {0} is masked")]
+    Masked(String),
+    #[error("unit {unit} did not load ({state})")]
+    NotLoaded { unit: String, state: String },
+    #[error(
+        "unit {unit} cannot be enabled (its unit file state is {file_state:?}: it has no \
+         [Install] section to enable)"
+    )]
+    CannotEnable { unit: String, file_state: String },
+    #[error("unit {unit} cannot be disabled (its unit file state is {file_state:?})")]
+    CannotDisable { unit: String, file_state: String },
+    #[error("{what} {unit}: the job ended {result:?}")]
+    JobFailed {
+        what: String,
+        unit: String,
+        result: String,
+    },
+    #[error("{what} {unit}: the connection to systemd closed")]
+    Closed { what: String, unit: String },
+    #[error("{what} {unit}: no result within {seconds}s")]
+    JobTimedOut {
+        what: String,
+        unit: String,
+        seconds: u64,
+    },
+}
+
 pub(crate) async fn bounded<T>(
     what: &str,
     f: impl Future<Output = zbus::Result<T>>,
-) -> Result<T, String> {
+) -> Result<T, CallError> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(r) => r.map_err(|e| format!("{what}: {}", tidy(e))),
-        Err(_) => Err(format!(
-            "{what}: no answer within {}s",
-            CALL_TIMEOUT.as_secs()
-        )),
+        Ok(r) => r.map_err(|source| CallError::Failed {
+            what: what.to_string(),
+            source: Box::new(source),
+        }),
+        Err(_) => Err(CallError::NoAnswer {
+            what: what.to_string(),
+            seconds: CALL_TIMEOUT.as_secs(),
+        }),
     }
 }
 
 /// `Subscribe`: once per connection is enough, and systemd refuses a second.
-async fn subscribe(manager: &ManagerProxy<'_>) -> Result<(), String> {
-    match tokio::time::timeout(CALL_TIMEOUT, manager.subscribe()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(zbus::Error::MethodError(name, _, _)))
-            if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+async fn subscribe(manager: &ManagerProxy<'_>) -> Result<(), CallError> {
+    match bounded("Subscribe", manager.subscribe()).await {
+        Err(CallError::Failed { ref source, .. })
+            if matches!(&**source, zbus::Error::MethodError(name, _, _)
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed") =>
         {
             Ok(())
         }
-        Ok(Err(e)) => Err(format!("Subscribe: {}", tidy(e))),
-        Err(_) => Err(format!(
-            "Subscribe: no answer within {}s",
-            CALL_TIMEOUT.as_secs()
-        )),
+        r => r,
     }
 }
 
 /// A D-Bus error as systemd words it, without zbus's wrapping.
-fn tidy(e: zbus::Error) -> String {
+fn tidy(e: &zbus::Error) -> String {
     match e {
         zbus::Error::MethodError(name, Some(msg), _) => format!("{msg} ({name})"),
         zbus::Error::MethodError(name, None, _) => name.to_string(),
@@ -162,20 +210,28 @@ fn tidy(e: zbus::Error) -> String {
     }
 }
 
-async fn observe(conn: &Connection, unit: &str) -> Result<(OwnedObjectPath, Observed), String> {
+async fn observe(conn: &Connection, unit: &str) -> Result<(OwnedObjectPath, Observed), SvcError> {
     let manager = bounded("systemd", ManagerProxy::new(conn)).await?;
     let path = bounded(&format!("LoadUnit {unit}"), manager.load_unit(unit)).await?;
     let builder = UnitProxy::builder(conn)
         .path(path.clone())
-        .map_err(|e| format!("{unit}: {e}"))?
+        .map_err(|source| CallError::Failed {
+            what: unit.to_string(),
+            source: Box::new(source),
+        })?
         .cache_properties(zbus::proxy::CacheProperties::No);
     let u = bounded(unit, builder.build()).await?;
     let load = bounded(unit, u.load_state()).await?;
     match load.as_str() {
         "loaded" => {}
-        "not-found" => return Err(format!("unit {unit} does not exist")),
-        "masked" => return Err(format!("unit {unit} is masked")),
-        other => return Err(format!("unit {unit} did not load ({other})")),
+        "not-found" => return Err(SvcError::NoSuchUnit(unit.to_string())),
+        "masked" => return Err(SvcError::Masked(unit.to_string())),
+        other => {
+            return Err(SvcError::NotLoaded {
+                unit: unit.to_string(),
+                state: other.to_string(),
+            });
+        }
     }
     let active = bounded(unit, u.active_state()).await?;
     let file = bounded(unit, u.unit_file_state()).await?;
@@ -189,7 +245,7 @@ pub async fn check_apply(
     p: &SvcParams,
     apply: bool,
     refresh: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, SvcError> {
     let r = check_apply_on(backend, p, apply, refresh).await;
     // Any failure may be a connection gone bad: the next check connects
     // afresh (cheap) rather than fail on a dead one for ever.
@@ -204,7 +260,7 @@ async fn check_apply_on(
     p: &SvcParams,
     apply: bool,
     refresh: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, SvcError> {
     let conn = backend.conn(p.session).await?;
     let unit = p.unit();
     let (_, seen) = observe(&conn, &unit).await?;
@@ -240,11 +296,10 @@ async fn check_apply_on(
             // Nothing to link (a static unit, no [Install] section): saying
             // "enabled" would only make the next check try again, forever.
             if done.is_empty() {
-                return Err(format!(
-                    "unit {unit} cannot be enabled (its unit file state is {:?}: it has no \
-                     [Install] section to enable)",
-                    seen.file
-                ));
+                return Err(SvcError::CannotEnable {
+                    unit,
+                    file_state: seen.file,
+                });
             }
             bounded("Reload", manager.reload()).await?;
             changes.push("enabled".to_string());
@@ -257,10 +312,10 @@ async fn check_apply_on(
             )
             .await?;
             if done.is_empty() {
-                return Err(format!(
-                    "unit {unit} cannot be disabled (its unit file state is {:?})",
-                    seen.file
-                ));
+                return Err(SvcError::CannotDisable {
+                    unit,
+                    file_state: seen.file,
+                });
             }
             bounded("Reload", manager.reload()).await?;
             changes.push("disabled".to_string());
@@ -286,7 +341,7 @@ async fn check_apply_on(
 
 /// Starts a job and waits for systemd's `JobRemoved` of it; an outcome other
 /// than `done` is an error naming it.
-async fn run_job(manager: &ManagerProxy<'_>, unit: &str, what: &str) -> Result<(), String> {
+async fn run_job(manager: &ManagerProxy<'_>, unit: &str, what: &str) -> Result<(), SvcError> {
     // Subscribed first: a quick job may be removed before the call returns.
     subscribe(manager).await?;
     let mut removed = bounded("JobRemoved", manager.inner().receive_signal("JobRemoved")).await?;
@@ -325,14 +380,16 @@ async fn run_job(manager: &ManagerProxy<'_>, unit: &str, what: &str) -> Result<(
         }
         None
     };
+    let (what, unit) = (what.to_string(), unit.to_string());
     match tokio::time::timeout(JOB_TIMEOUT, wait).await {
         Ok(Some(r)) if r == "done" => Ok(()),
-        Ok(Some(r)) => Err(format!("{what} {unit}: the job ended {r:?}")),
-        Ok(None) => Err(format!("{what} {unit}: the connection to systemd closed")),
-        Err(_) => Err(format!(
-            "{what} {unit}: no result within {}s",
-            JOB_TIMEOUT.as_secs()
-        )),
+        Ok(Some(result)) => Err(SvcError::JobFailed { what, unit, result }),
+        Ok(None) => Err(SvcError::Closed { what, unit }),
+        Err(_) => Err(SvcError::JobTimedOut {
+            what,
+            unit,
+            seconds: JOB_TIMEOUT.as_secs(),
+        }),
     }
 }
 
@@ -342,17 +399,20 @@ async fn run_job(manager: &ManagerProxy<'_>, unit: &str, what: &str) -> Result<(
 pub async fn watch(backend: &Backend, p: &SvcParams, mut on_change: impl FnMut()) -> String {
     let conn = match backend.conn(p.session).await {
         Ok(c) => c,
-        Err(e) => return e,
+        Err(e) => return e.to_string(),
     };
     let unit = p.unit();
-    let r: Result<String, String> = async {
+    let r: Result<String, CallError> = async {
         let manager = bounded("systemd", ManagerProxy::new(&conn)).await?;
         subscribe(&manager).await?;
         let path = bounded(&format!("LoadUnit {unit}"), manager.load_unit(&unit)).await?;
         let builder = zbus::fdo::PropertiesProxy::builder(&conn)
             .destination("org.freedesktop.systemd1")
             .and_then(|b| b.path(path))
-            .map_err(|e| format!("{unit}: {e}"))?;
+            .map_err(|source| CallError::Failed {
+                what: unit.clone(),
+                source: Box::new(source),
+            })?;
         let props = bounded(unit.as_str(), builder.build()).await?;
         let mut changed = bounded(unit.as_str(), props.receive_properties_changed()).await?;
         let mut files = bounded(
@@ -382,9 +442,7 @@ pub async fn watch(backend: &Backend, p: &SvcParams, mut on_change: impl FnMut()
     }
     .await;
     backend.forget(p.session).await;
-    match r {
-        Ok(why) | Err(why) => why,
-    }
+    r.unwrap_or_else(|e| e.to_string())
 }
 
 #[cfg(test)]
