@@ -31,6 +31,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use crate::account;
+use crate::copy;
 use crate::exec::{self, ExecRes};
 use crate::file;
 use crate::fswatch::FsWatch;
@@ -1199,6 +1200,18 @@ async fn check_apply_vertex(
     (result, done)
 }
 
+/// A file resource's CheckApply: a copy of its `source`, or its own content.
+fn check_apply_file(
+    p: &FileParams,
+    apply: bool,
+    durability: file::Durability,
+) -> Result<(Vec<String>, Option<file::PendingWrite>), file::FileError> {
+    match &p.source {
+        Some(source) => copy::check_apply(p, source, apply).map(|c| (c, None)),
+        None => file::check_apply_with(p, apply, durability),
+    }
+}
+
 /// Files per worker thread below which another thread costs more than it saves.
 const FILES_PER_THREAD: usize = 64;
 
@@ -1249,7 +1262,9 @@ fn check_apply_files(files: &[(usize, Arc<FileParams>)], apply: bool) -> Vec<Fil
                 return out;
             };
             let started = Instant::now();
-            let r = file::check_apply(p, false).map_err(|e| e.to_string());
+            let r = check_apply_file(p, false, file::Durability::PerFile)
+                .map(|(changes, _)| changes)
+                .map_err(|e| e.to_string());
             out.push((*i, r, started.elapsed().as_secs_f64() * 1000.0));
         }
     };
@@ -1297,8 +1312,7 @@ fn check_apply_files(files: &[(usize, Arc<FileParams>)], apply: bool) -> Vec<Fil
         .map(|(i, r, ms)| match r {
             Ok(changes) if !changes.is_empty() => {
                 let started = Instant::now();
-                let r =
-                    file::check_apply_with(params[&i], true, durability).map_err(|e| e.to_string());
+                let r = check_apply_file(params[&i], true, durability).map_err(|e| e.to_string());
                 (i, r, ms + started.elapsed().as_secs_f64() * 1000.0)
             }
             r => (i, r.map(|c| (c, None)), ms),

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use mgmt_core::resource::{FileParams, FileState, Principal};
 
+use crate::own_writes;
+
 /// Mode for files and directories we create when the graph sets none.
 const DEFAULT_FILE_MODE: u32 = 0o644;
 const DEFAULT_DIR_MODE: u32 = 0o755;
@@ -87,9 +89,9 @@ impl PendingWrite {
     /// Renames the temp file over the target. Call only after
     /// [`PendingWrite::sync`] succeeded, or a crash could leave an empty file.
     pub fn commit(mut self) -> Result<(), FileError> {
-        crate::fswatch::expect_own_rename(&self.path);
+        own_writes::expect_own_rename(&self.path);
         fs::rename(&self.tmp, &self.path).map_err(|e| {
-            crate::fswatch::own_rename_failed(&self.path);
+            own_writes::own_rename_failed(&self.path);
             io_err(&self.path, "rename")(e)
         })?;
         self.committed = true;
@@ -120,6 +122,7 @@ pub fn sync_fs(dir: &Path) -> Result<(), FileError> {
 /// Checks a file against its desired state and, if `apply`, repairs it.
 /// Returns what differed (and was changed, or would be with `apply == false`);
 /// empty means the state was already right. Blocking: run it off the async runtime.
+/// A file with a `source` is a copy (`copy::check_apply`).
 pub fn check_apply(p: &FileParams, apply: bool) -> Result<Vec<String>, FileError> {
     let (changes, pending) = check_apply_with(p, apply, Durability::PerFile)?;
     debug_assert!(pending.is_none(), "per-file writes are committed");
@@ -134,9 +137,7 @@ pub fn check_apply_with(
     apply: bool,
     durability: Durability,
 ) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
-    if let Some(source) = &p.source {
-        return crate::copy::check_apply(p, source, apply).map(|c| (c, None));
-    }
+    debug_assert!(p.source.is_none(), "a copy is copy::check_apply's");
     check_apply_bytes(
         p,
         p.content.as_deref().map(str::as_bytes),
@@ -338,31 +339,6 @@ fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), FileErro
     std::os::unix::fs::lchown(path, uid, gid).map_err(io_err(path, "chown"))
 }
 
-/// The temp file process `pid` writes `base`'s new content to, beside it.
-fn temp_name(base: &str, pid: u32) -> String {
-    format!(".{base}.mgmt-{pid}.tmp")
-}
-
-/// The managed name and the writer's pid of a [`temp_name`], if it is
-/// exactly one (`007` or `+7` are not pids we write).
-/// Whether `path` names a temp file of this process's atomic writes.
-pub(crate) fn is_own_temp(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(parse_temp_name)
-        .is_some_and(|(_, pid)| pid == std::process::id())
-}
-
-fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (base, pid) = inner.rsplit_once(".mgmt-")?;
-    let pid: u32 = pid
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| pid.parse().ok())??;
-    (temp_name(base, pid) == name).then_some((base, pid))
-}
-
 /// Whether process `pid` is gone: only "no such process" says so. A process
 /// of another user (EPERM) is alive; one in another pid namespace sharing the
 /// directory cannot be told from a dead one (documented limit).
@@ -414,7 +390,7 @@ pub fn remove_stale_temp_files<'a>(
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some((base, pid)) = name.to_str().and_then(parse_temp_name) else {
+            let Some((base, pid)) = name.to_str().and_then(own_writes::parse_temp_name) else {
                 continue;
             };
             // A managed file that happens to be named like a temp file is
@@ -467,7 +443,7 @@ fn atomic_write(
         .file_name()
         .map(|b| b.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(temp_name(&base, std::process::id()));
+    let tmp = dir.join(own_writes::temp_name(&base, std::process::id()));
     let create = || {
         OpenOptions::new()
             .write(true)
@@ -504,9 +480,9 @@ fn atomic_write(
     }
     f.sync_data().map_err(io_err(&tmp, "fsync"))?;
     drop(f);
-    crate::fswatch::expect_own_rename(path);
+    own_writes::expect_own_rename(path);
     fs::rename(&tmp, path).map_err(|e| {
-        crate::fswatch::own_rename_failed(path);
+        own_writes::own_rename_failed(path);
         io_err(path, "rename")(e)
     })?;
     std::mem::forget(guard);
@@ -545,25 +521,6 @@ fn resolve_group(p: &Principal) -> Result<u32, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_exact_temp_names_of_ours_parse() {
-        assert_eq!(parse_temp_name(".a.conf.mgmt-42.tmp"), Some(("a.conf", 42)));
-        assert_eq!(
-            parse_temp_name(&temp_name("x.mgmt-1", 7)),
-            Some(("x.mgmt-1", 7))
-        );
-        for not_ours in [
-            ".a.mgmt-007.tmp",
-            ".a.mgmt-+7.tmp",
-            ".a.mgmt-.tmp",
-            "a.mgmt-7.tmp",
-            ".a.mgmt-7.tmp.bak",
-            ".a.mgmt-99999999999.tmp",
-        ] {
-            assert_eq!(parse_temp_name(not_ours), None, "{not_ours}");
-        }
-    }
 
     #[test]
     fn a_file_holds_only_exactly_its_content() {

@@ -25,86 +25,9 @@ use mgmt_core::VertexId;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use crate::own_writes;
+
 pub type RawEvent = notify::Result<notify::Event>;
-
-/// Renames this process is about to make over managed paths (its atomic
-/// writes), each seen once by the watch and not taken for drift: a write of
-/// ours costs one CheckApply, not one more for its own echo. An expectation
-/// lasts [`OWN_RENAME_TTL`] at most, so one whose event never came cannot
-/// hide a later rename by someone else.
-static OWN_RENAMES: std::sync::Mutex<OwnRenames> = std::sync::Mutex::new(OwnRenames {
-    by_path: BTreeMap::new(),
-    order: std::collections::VecDeque::new(),
-});
-
-const OWN_RENAME_TTL: std::time::Duration = std::time::Duration::from_secs(2);
-
-struct OwnRenames {
-    /// Path -> when each rename expected onto it was announced, oldest first.
-    by_path: BTreeMap<PathBuf, Vec<std::time::Instant>>,
-    /// Every announcement, oldest first: expiry looks at the front only, so
-    /// an apply of N files costs N steps, not N² (a scan per write).
-    order: std::collections::VecDeque<(std::time::Instant, PathBuf)>,
-}
-
-impl OwnRenames {
-    /// Drops the expectations whose event never came (an unwatched path).
-    fn expire(&mut self, now: std::time::Instant) {
-        let live = |t: &std::time::Instant| now.duration_since(*t) < OWN_RENAME_TTL;
-        while let Some((t, _)) = self.order.front() {
-            if live(t) {
-                break;
-            }
-            let Some((_, path)) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(v) = self.by_path.get_mut(&path) {
-                v.retain(live);
-                if v.is_empty() {
-                    self.by_path.remove(&path);
-                }
-            }
-        }
-    }
-}
-
-/// Call just before renaming a temp file over `path` (and [`own_rename_failed`]
-/// if the rename then fails).
-pub fn expect_own_rename(path: &Path) {
-    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let now = std::time::Instant::now();
-    m.expire(now);
-    m.by_path.entry(path.to_path_buf()).or_default().push(now);
-    m.order.push_back((now, path.to_path_buf()));
-}
-
-pub fn own_rename_failed(path: &Path) {
-    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = m.by_path.get_mut(path) {
-        v.pop();
-        if v.is_empty() {
-            m.by_path.remove(path);
-        }
-    }
-}
-
-/// Whether a rename onto `path` is the echo of one of ours (used up if so).
-fn take_own_rename(path: &Path) -> bool {
-    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(v) = m.by_path.get_mut(path) else {
-        return false;
-    };
-    let now = std::time::Instant::now();
-    v.retain(|t| now.duration_since(*t) < OWN_RENAME_TTL);
-    let ours = !v.is_empty();
-    if ours {
-        v.remove(0);
-    }
-    if v.is_empty() {
-        m.by_path.remove(path);
-    }
-    ours
-}
 
 /// A resource inside a vertex: the vertex and the member's index in it.
 pub type MemberRef = (VertexId, usize);
@@ -442,7 +365,7 @@ impl FsWatch {
         let ours: Vec<bool> = ev
             .paths
             .iter()
-            .map(|p| (renamed_to && take_own_rename(p)) || crate::file::is_own_temp(p))
+            .map(|p| (renamed_to && own_writes::take_own_rename(p)) || own_writes::is_own_temp(p))
             .collect();
         for (p, &ours) in ev.paths.iter().zip(&ours) {
             if ours {

@@ -16,6 +16,7 @@ pub mod hostname;
 pub mod line;
 pub mod mount;
 pub mod msg;
+mod own_writes;
 pub mod packagekit;
 pub mod pkg;
 pub mod procwatch;
