@@ -45,9 +45,13 @@ fn main() -> ExitCode {
         {
             Ok((_, graph, _)) => {
                 use std::io::Write as _;
-                let json = serde_json::to_string_pretty(&graph.to_json()).expect("JSON");
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 // A reader that stopped early (`| head`) is not an error of ours.
-                let _ = writeln!(std::io::stdout(), "{json}");
+                let _ = graph
+                    .write_json(&mut out)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+                    .and_then(|()| out.flush());
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -37,6 +37,22 @@ edges:
 "#;
 
 #[test]
+fn the_printed_json_is_the_json_value_pretty_printed() {
+    // Grouped members, auto and notify edges: every field and both orders.
+    let g = ok(
+        "graph: g\nresources:\n  noop: [{name: a}, {name: b}]\n  file:\n  - {name: d, path: /t/}\n  - {name: f1, path: /t/f1}\n  - {name: f2, path: /t/f2}\nedges:\n- {name: e, from: {kind: noop, name: a}, to: {kind: file, name: f1}, notify: true}\n",
+    );
+    let mut written = Vec::new();
+    g.write_json(&mut written).unwrap();
+    let value = serde_json::to_string_pretty(&g.to_json()).unwrap();
+    assert_eq!(String::from_utf8(written).unwrap(), value);
+    assert!(
+        value.contains("\"notify\": true") && value.contains("\"grouped\": [\n"),
+        "{value}"
+    );
+}
+
+#[test]
 fn graph0_compiles_to_two_vertices_and_one_edge() {
     let g = ok(GRAPH0);
     assert_eq!(g.name, "mygraph");
