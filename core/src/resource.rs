@@ -356,7 +356,9 @@ pub enum Params {
     Noop {
         comment: Option<String>,
     },
-    File(FileParams),
+    /// Shared (`Arc`) with the driver that runs it: a daemon keeping 10 000
+    /// files held every path and content twice.
+    File(std::sync::Arc<FileParams>),
     Exec(ExecParams),
     Pkg(PkgParams),
     Svc(SvcParams),

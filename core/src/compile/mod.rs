@@ -735,7 +735,7 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
             Resource {
                 id,
                 meta,
-                params: Params::File(params),
+                params: Params::File(std::sync::Arc::new(params)),
                 exported,
             },
             y.name.referenced,
