@@ -214,7 +214,7 @@ fn file(path: String) -> Resource {
     Resource {
         id: ResourceId::new(Kind::File, path.clone()),
         meta: Meta::default(),
-        params: Params::File(std::sync::Arc::new(FileParams {
+        params: Params::File(FileParams {
             path,
             content: None,
             source: None,
@@ -224,7 +224,7 @@ fn file(path: String) -> Resource {
             mode: None,
             owner: None,
             group: None,
-        })),
+        }),
         exported: false,
     }
 }

@@ -356,9 +356,7 @@ pub enum Params {
     Noop {
         comment: Option<String>,
     },
-    /// Shared (`Arc`) with the driver that runs it: a daemon keeping 10 000
-    /// files held every path and content twice.
-    File(std::sync::Arc<FileParams>),
+    File(FileParams),
     Exec(ExecParams),
     Pkg(PkgParams),
     Svc(SvcParams),

@@ -349,7 +349,7 @@ fn build_slots(graph: &Graph) -> Vec<Option<Box<VertexRes>>> {
 fn new_member(params: &Params) -> MemberState {
     match params {
         Params::Noop { .. } => MemberState::Noop,
-        Params::File(p) => MemberState::File(Arc::clone(p)),
+        Params::File(p) => MemberState::File(Arc::new(p.clone())),
         Params::Exec(p) => MemberState::Exec(ExecRes::new(p.clone())),
         Params::Pkg(p) => MemberState::Pkg(Arc::new(p.clone())),
         Params::Svc(p) => MemberState::Svc(Arc::new(p.clone())),

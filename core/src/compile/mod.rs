@@ -735,7 +735,7 @@ fn file(ctx: &mut Ctx<'_>, y: FileYaml) -> Option<(Resource, Location)> {
             Resource {
                 id,
                 meta,
-                params: Params::File(std::sync::Arc::new(params)),
+                params: Params::File(params),
                 exported,
             },
             y.name.referenced,
