@@ -12,11 +12,17 @@
 //! only to the vertex's own watch (`full: false`), just the members the watch
 //! events named are checked: a drift on one of 10 000 files checks one file.
 
+mod files;
+mod report;
+
+pub use report::{CHANGES_KEPT, ResourceRun, RunReport};
+use report::{MemberOutcome, Tally};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mgmt_core::engine::{Engine, EngineConfig, Input, Output};
@@ -31,9 +37,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use crate::account;
-use crate::copy;
 use crate::exec::{self, ExecRes};
-use crate::file;
 use crate::fswatch::FsWatch;
 use crate::line;
 use crate::mount;
@@ -111,91 +115,6 @@ pub struct Progress {
     /// CheckApplies that changed something (or would have, under noop),
     /// since the run started.
     pub changed: u64,
-}
-
-/// How a run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunReport {
-    /// The name of the graph that ran last (after reloads and deploys).
-    pub graph: String,
-    /// True if it stopped because it converged (rather than a signal).
-    pub converged: bool,
-    /// Resources whose vertex failed for good.
-    pub failed: Vec<ResourceId>,
-    /// Every resource of the run (of each graph it ran, after a reload), by id.
-    pub resources: Vec<ResourceRun>,
-}
-
-/// What one resource went through in a run (an entry of `mgmt run --report`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResourceRun {
-    pub id: ResourceId,
-    /// CheckApply calls.
-    pub checks: u64,
-    /// What its CheckApplies changed (or would have, under noop), in order:
-    /// the last [`CHANGES_KEPT`] (a daemon repairs drift for months).
-    pub changes: Vec<String>,
-    /// Changes older than those kept.
-    pub changes_dropped: u64,
-    /// CheckApplies that failed, and the last error.
-    pub errors: u64,
-    pub last_error: Option<String>,
-    /// Time spent in its CheckApplies, in microseconds.
-    pub busy_us: u64,
-}
-
-/// One member's CheckApply: its index in the vertex, what it changed or why
-/// it failed, and how long it took (ms).
-type MemberOutcome = (usize, Result<Vec<String>, String>, f64);
-
-/// Each resource's [`ResourceRun`], kept up to date as CheckApplies return.
-#[derive(Default)]
-struct Tally(BTreeMap<ResourceId, ResourceRun>);
-
-/// How many of a resource's changes a run keeps for its report.
-pub const CHANGES_KEPT: usize = 64;
-
-impl ResourceRun {
-    /// Adds what a CheckApply changed, keeping the last [`CHANGES_KEPT`].
-    fn note_changes(&mut self, changes: Vec<String>) {
-        self.changes.extend(changes);
-        let over = self.changes.len().saturating_sub(CHANGES_KEPT);
-        self.changes.drain(..over);
-        self.changes_dropped += over as u64;
-    }
-}
-
-impl Tally {
-    fn add_graph(&mut self, graph: &Graph) {
-        for r in &graph.resources {
-            self.0.entry(r.id.clone()).or_insert_with(|| ResourceRun {
-                id: r.id.clone(),
-                checks: 0,
-                changes: Vec::new(),
-                changes_dropped: 0,
-                errors: 0,
-                last_error: None,
-                busy_us: 0,
-            });
-        }
-    }
-
-    fn record(&mut self, res: &VertexRes, outcomes: Vec<MemberOutcome>) {
-        for (i, result, ms) in outcomes {
-            let Some(run) = self.0.get_mut(&res.ids[i]) else {
-                continue;
-            };
-            run.checks += 1;
-            run.busy_us += (ms * 1000.0) as u64;
-            match result {
-                Ok(changes) => run.note_changes(changes),
-                Err(e) => {
-                    run.errors += 1;
-                    run.last_error = Some(e);
-                }
-            }
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -830,7 +749,7 @@ pub async fn run(
                         .iter()
                         .filter(|(_, r, _)| r.as_ref().is_ok_and(|c| !c.is_empty()))
                         .count() as u64;
-                    tally.record(&res, outcomes);
+                    tally.record(&res.ids, outcomes);
                     slots[vertex] = Some(res);
                     engine.handle(now(), Input::CheckApplyDone { vertex, result });
                 }
@@ -929,7 +848,7 @@ pub async fn run(
         graph: graph.name.clone(),
         converged: converged.is_some(),
         failed,
-        resources: tally.0.into_values().collect(),
+        resources: tally.into_runs(),
     })
 }
 
@@ -1066,7 +985,7 @@ async fn check_apply_vertex(
     let mut outcomes: BTreeMap<usize, (Result<Vec<String>, String>, f64)> = BTreeMap::new();
     if !files.is_empty() {
         let idx: Vec<usize> = files.iter().map(|(i, _)| *i).collect();
-        match tokio::task::spawn_blocking(move || check_apply_files(&files, apply)).await {
+        match tokio::task::spawn_blocking(move || files::check_apply_files(&files, apply)).await {
             Ok(done) => outcomes.extend(done.into_iter().map(|(i, r, ms)| (i, (r, ms)))),
             Err(e) => {
                 for i in idx {
@@ -1198,222 +1117,4 @@ async fn check_apply_vertex(
         None => Ok(changed),
     };
     (result, done)
-}
-
-/// A file resource's CheckApply: a copy of its `source`, or its own content.
-fn check_apply_file(
-    p: &FileParams,
-    apply: bool,
-    durability: file::Durability,
-) -> Result<(Vec<String>, Option<file::PendingWrite>), file::FileError> {
-    match &p.source {
-        Some(source) => copy::check_apply(p, source, apply).map(|c| (c, None)),
-        None => file::check_apply_with(p, apply, durability),
-    }
-}
-
-/// Files per worker thread below which another thread costs more than it saves.
-const FILES_PER_THREAD: usize = 64;
-
-/// From this many files to rewrite in one run, they are written first and
-/// fsynced together afterwards (see [`file::Durability`]).
-const BATCH_SYNC_MIN_FILES: usize = 8;
-
-/// Threads that fsync a batch: each mostly waits on the disk.
-const SYNC_THREADS: usize = 8;
-
-/// From this many rewritten files, one `syncfs` per directory replaces the
-/// fsyncs. Measured alternating with cf-agent (which leaves its own files
-/// dirty), median of 6: 100 files 37 ms with syncfs, 20 ms with fsyncs on 8
-/// threads; 1 000 files 108 ms with syncfs, 174 ms with fsyncs. Each fsync of
-/// a new file waits for its data and its inode; syncfs merges the writeback
-/// but also flushes other processes' dirty data, which matters less the more
-/// of the batch is ours.
-const SYNCFS_MIN_FILES: usize = 256;
-
-/// How many threads check a batch of files: one per core.
-fn file_threads(files: usize) -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    files.div_ceil(FILES_PER_THREAD).clamp(1, cores)
-}
-
-type FileOutcome = (usize, Result<Vec<String>, String>, f64);
-type Staged = (
-    usize,
-    Result<(Vec<String>, Option<file::PendingWrite>), String>,
-    f64,
-);
-
-/// Checks files on a few threads (taking the next file from a shared
-/// counter), then repairs the ones that differ on this thread, then, for a
-/// batch, fsyncs every temp file on several threads and renames each into
-/// place. Checking is CPU and page-cache work and
-/// spreads over cores; creating files in one directory does not (perf: a
-/// second writer thread spun on the directory lock and the inode allocator,
-/// and made applying 1 000 files slower). Blocking: call it from a blocking task.
-fn check_apply_files(files: &[(usize, Arc<FileParams>)], apply: bool) -> Vec<FileOutcome> {
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut out: Vec<FileOutcome> = Vec::new();
-        loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some((i, p)) = files.get(k) else {
-                return out;
-            };
-            let started = Instant::now();
-            let r = check_apply_file(p, false, file::Durability::PerFile)
-                .map(|(changes, _)| changes)
-                .map_err(|e| e.to_string());
-            out.push((*i, r, started.elapsed().as_secs_f64() * 1000.0));
-        }
-    };
-    let threads = file_threads(files.len());
-    let mut checked = if threads == 1 {
-        work()
-    } else {
-        std::thread::scope(|s| {
-            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let mut out = work();
-            for h in helpers {
-                // A helper that panicked leaves its files without an outcome;
-                // they are reported as failed below.
-                if let Ok(done) = h.join() {
-                    out.extend(done);
-                }
-            }
-            out
-        })
-    };
-    if checked.len() < files.len() {
-        let have: BTreeSet<usize> = checked.iter().map(|o| o.0).collect();
-        for (i, _) in files {
-            if !have.contains(i) {
-                checked.push((*i, Err("file worker panicked".to_string()), 0.0));
-            }
-        }
-    }
-    if !apply {
-        return checked;
-    }
-    let params: BTreeMap<usize, &FileParams> = files.iter().map(|(i, p)| (*i, &**p)).collect();
-    let to_fix = checked
-        .iter()
-        .filter(|(_, r, _)| r.as_ref().is_ok_and(|c| !c.is_empty()))
-        .count();
-    let durability = if to_fix >= BATCH_SYNC_MIN_FILES {
-        file::Durability::Batched
-    } else {
-        file::Durability::PerFile
-    };
-    // Repair what differs; this checks again, so what it reports is what it did.
-    let staged: Vec<Staged> = checked
-        .into_iter()
-        .map(|(i, r, ms)| match r {
-            Ok(changes) if !changes.is_empty() => {
-                let started = Instant::now();
-                let r = check_apply_file(params[&i], true, durability).map_err(|e| e.to_string());
-                (i, r, ms + started.elapsed().as_secs_f64() * 1000.0)
-            }
-            r => (i, r.map(|c| (c, None)), ms),
-        })
-        .collect();
-    // Durable first, then visible.
-    let pending: Vec<&file::PendingWrite> = staged
-        .iter()
-        .filter_map(|(_, r, _)| r.as_ref().ok()?.1.as_ref())
-        .collect();
-    let synced = if pending.len() >= SYNCFS_MIN_FILES {
-        let mut by_dir: BTreeMap<&Path, Result<(), String>> = BTreeMap::new();
-        pending
-            .iter()
-            .map(|w| {
-                let dir = w.path().parent().unwrap_or(Path::new("/"));
-                by_dir
-                    .entry(dir)
-                    .or_insert_with(|| file::sync_fs(dir).map_err(|e| e.to_string()))
-                    .clone()
-            })
-            .collect()
-    } else {
-        sync_all(&pending)
-    };
-    let mut synced = synced.into_iter();
-    staged
-        .into_iter()
-        .map(|(i, r, ms)| {
-            let r = r.and_then(|(changes, pending)| match pending {
-                None => Ok(changes),
-                Some(w) => {
-                    synced.next().expect("one result per pending write")?;
-                    w.commit().map_err(|e| e.to_string())?;
-                    Ok(changes)
-                }
-            });
-            (i, r, ms)
-        })
-        .collect()
-}
-
-/// fsyncs pending writes on a few threads; one result per write, in order.
-fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), String>> {
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut out = Vec::new();
-        loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some(w) = pending.get(k) else {
-                return out;
-            };
-            out.push((k, w.sync().map_err(|e| e.to_string())));
-        }
-    };
-    let mut done: Vec<(usize, Result<(), String>)> = std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..SYNC_THREADS.min(pending.len()))
-            .map(|_| s.spawn(work))
-            .collect();
-        let mut out = work();
-        for h in helpers {
-            if let Ok(d) = h.join() {
-                out.extend(d);
-            }
-        }
-        out
-    });
-    done.sort_by_key(|(k, _)| *k);
-    let mut results = vec![Err("fsync worker panicked".to_string()); pending.len()];
-    for (k, r) in done {
-        results[k] = r;
-    }
-    results
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_resource_keeps_its_last_changes_and_counts_the_older_ones() {
-        let mut run = ResourceRun {
-            id: ResourceId::new(Kind::File, "f"),
-            checks: 0,
-            changes: Vec::new(),
-            changes_dropped: 0,
-            errors: 0,
-            last_error: None,
-            busy_us: 0,
-        };
-        run.note_changes(vec!["created file".into()]);
-        assert_eq!(run.changes, ["created file"]);
-        for i in 0..CHANGES_KEPT + 9 {
-            run.note_changes(vec![format!("repair {i}")]);
-        }
-        assert_eq!(run.changes.len(), CHANGES_KEPT);
-        assert_eq!(run.changes_dropped, 10);
-        assert_eq!(run.changes[0], "repair 9");
-        assert_eq!(
-            run.changes.last().map(String::as_str),
-            Some(format!("repair {}", CHANGES_KEPT + 8).as_str())
-        );
-    }
 }
