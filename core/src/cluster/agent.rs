@@ -1521,12 +1521,10 @@ impl Agent {
                 }
             }
             Command::HandOver(h) => {
-                let voter = self.membership.members.iter();
-                match voter
-                    .filter(|m| m.name == *h && !m.learner)
-                    .map(|m| m.id)
-                    .next()
-                {
+                let voter = (self.membership.members.iter())
+                    .find(|m| m.name == *h && !m.learner)
+                    .map(|m| m.id);
+                match voter {
                     Some(to) => self.change_membership(MemberChange::MoveLeader { to }),
                     None => self.command_failed(format!("{h} is not a voter")),
                 }

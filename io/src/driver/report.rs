@@ -48,6 +48,19 @@ pub(super) struct Tally(BTreeMap<ResourceId, ResourceRun>);
 pub const CHANGES_KEPT: usize = 64;
 
 impl ResourceRun {
+    /// A resource not checked yet.
+    fn new(id: ResourceId) -> Self {
+        ResourceRun {
+            id,
+            checks: 0,
+            changes: Vec::new(),
+            changes_dropped: 0,
+            errors: 0,
+            last_error: None,
+            busy_us: 0,
+        }
+    }
+
     /// Adds what a CheckApply changed, keeping the last [`CHANGES_KEPT`].
     fn note_changes(&mut self, changes: Vec<String>) {
         self.changes.extend(changes);
@@ -60,15 +73,9 @@ impl ResourceRun {
 impl Tally {
     pub(super) fn add_graph(&mut self, graph: &Graph) {
         for r in &graph.resources {
-            self.0.entry(r.id.clone()).or_insert_with(|| ResourceRun {
-                id: r.id.clone(),
-                checks: 0,
-                changes: Vec::new(),
-                changes_dropped: 0,
-                errors: 0,
-                last_error: None,
-                busy_us: 0,
-            });
+            self.0
+                .entry(r.id.clone())
+                .or_insert_with(|| ResourceRun::new(r.id.clone()));
         }
     }
 
@@ -103,15 +110,7 @@ mod tests {
 
     #[test]
     fn a_resource_keeps_its_last_changes_and_counts_the_older_ones() {
-        let mut run = ResourceRun {
-            id: ResourceId::new(Kind::File, "f"),
-            checks: 0,
-            changes: Vec::new(),
-            changes_dropped: 0,
-            errors: 0,
-            last_error: None,
-            busy_us: 0,
-        };
+        let mut run = ResourceRun::new(ResourceId::new(Kind::File, "f"));
         run.note_changes(vec!["created file".into()]);
         assert_eq!(run.changes, ["created file"]);
         for i in 0..CHANGES_KEPT + 9 {
