@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_saphyr::{Location, Spanned};
-
-use super::yaml::{GroupYaml, HostnameYaml, LineYaml, MountYaml, SysctlYaml, UserYaml};
+use super::yaml::{
+    GroupYaml, HostnameYaml, LineYaml, Location, MountYaml, Spanned, SysctlYaml, UserYaml,
+};
 use super::{Ctx, meta, named, path_or_name, path_problem, principal};
 use crate::resource::{
     GroupParams, Kind, LineParams, MountParams, MountState, Params, Presence, Principal, Resource,

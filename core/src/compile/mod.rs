@@ -2,13 +2,12 @@
 //! sees an unvalidated value. The compiler never panics on any input and reports
 //! every problem it can find, each with a location.
 
+mod block_yaml;
 mod host;
 mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-
-use serde_saphyr::{Location, Spanned};
 
 use crate::graph::{Collect, Graph, ResEdge, Vertex};
 use crate::hostname::Hostname;
@@ -17,8 +16,8 @@ use crate::resource::{
     Principal, Priority, Resource, ResourceId, Retry, SvcParams, SvcStartup, SvcState,
 };
 use yaml::{
-    ExecYaml, FileYaml, GraphYaml, MetaYaml, MsgYaml, NoopYaml, PkgYaml, ScalarYaml, SvcYaml,
-    TimerYaml,
+    ExecYaml, FileYaml, GraphYaml, Location, MetaYaml, MsgYaml, NoopYaml, PkgYaml, ScalarYaml,
+    Spanned, SvcYaml, TimerYaml,
 };
 
 /// Where a problem is: a position in the file and/or the resource it concerns.
@@ -174,7 +173,7 @@ pub fn compile_with(file: &str, text: &str, opts: &CompileOptions) -> Result<Gra
         Ok(p) => p,
         Err(e) => {
             ctx.err(
-                e.location(),
+                e.location().map(Location::from),
                 None,
                 tidy_parse_message(&e.without_snippet().to_string()),
             );
@@ -193,7 +192,17 @@ pub fn compile_with(file: &str, text: &str, opts: &CompileOptions) -> Result<Gra
     }
 }
 
+/// The graph's YAML: read by the fast reader where it can, else by
+/// serde_saphyr (which gives every error).
 fn parse(text: &str) -> Result<GraphYaml, serde_saphyr::Error> {
+    match block_yaml::from_str(text) {
+        Some(graph) => Ok(graph),
+        None => parse_fully(text),
+    }
+}
+
+/// The graph's YAML read by serde_saphyr, whatever it holds.
+fn parse_fully(text: &str) -> Result<GraphYaml, serde_saphyr::Error> {
     let mut options = serde_saphyr::Options::default();
     // `mode: 0644` must stay the string "0644", not the number 644.
     options.leading_zero_numbers_as_strings = true;

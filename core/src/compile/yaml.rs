@@ -1,8 +1,98 @@
 //! The YAML schema of a graph file, as serde types. Every struct denies unknown
 //! fields so a typo is an error with a location, never silently ignored.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+/// A 1-based line and column in the graph's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    line: u64,
+    column: u64,
+}
+
+impl Location {
+    pub fn new(line: u64, column: u64) -> Self {
+        Location { line, column }
+    }
+
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    pub fn column(&self) -> u64 {
+        self.column
+    }
+}
+
+impl From<serde_saphyr::Location> for Location {
+    fn from(l: serde_saphyr::Location) -> Self {
+        Location::new(l.line(), l.column())
+    }
+}
+
+/// A value and where it is written. Either reader fills it in: serde_saphyr
+/// through its own `Spanned` (the newtype path), [`super::block_yaml`] as a
+/// map of `line`, `column` and `value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub referenced: Location,
+}
+
+/// The newtype name [`Spanned`] asks its deserializer for.
+pub const SPANNED: &str = "__mgmt_spanned";
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpannedVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for SpannedVisitor<T> {
+            type Value = Spanned<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value")
+            }
+
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Self::Value, D::Error> {
+                let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+                Ok(Spanned {
+                    value: spanned.value,
+                    referenced: spanned.referenced.into(),
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                fn field<'de, A: MapAccess<'de>>(
+                    map: &mut A,
+                    name: &'static str,
+                ) -> Result<(), A::Error> {
+                    match map.next_key::<String>()? {
+                        Some(key) if key == name => Ok(()),
+                        _ => Err(de::Error::missing_field(name)),
+                    }
+                }
+                field(&mut map, "line")?;
+                let line = map.next_value()?;
+                field(&mut map, "column")?;
+                let column = map.next_value()?;
+                field(&mut map, "value")?;
+                Ok(Spanned {
+                    value: map.next_value()?,
+                    referenced: Location::new(line, column),
+                })
+            }
+        }
+
+        deserializer.deserialize_newtype_struct(SPANNED, SpannedVisitor(PhantomData))
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
