@@ -584,15 +584,15 @@ impl<'a> Reader<'a> {
 /// A plain scalar YAML reads as null, a bool, or a number other than a
 /// decimal integer.
 fn resolves_to_other(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    let first = text.as_bytes().first().copied().unwrap_or(b' ');
-    text.is_empty()
-        || matches!(
-            lower.as_str(),
-            "~" | "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
-        )
-        || first.is_ascii_digit()
+    const WORDS: [&str; 10] = [
+        "~", "null", "true", "false", "yes", "no", "on", "off", "y", "n",
+    ];
+    let Some(&first) = text.as_bytes().first() else {
+        return true;
+    };
+    first.is_ascii_digit()
         || matches!(first, b'+' | b'-' | b'.')
+        || (text.len() <= 5 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(text)))
 }
 
 /// A decimal integer as YAML writes it without a leading zero: `0`, `12`, `-3`.

@@ -253,12 +253,7 @@ const KINDS: [(&str, &[&str]); 4] = [
 ];
 
 /// A graph document from generated pieces, with comments and blank lines.
-fn document(
-    name: usize,
-    resources: &[GenResource],
-    indent_seq: bool,
-    noise: u8,
-) -> String {
+fn document(name: usize, resources: &[GenResource], indent_seq: bool, noise: u8) -> String {
     let mut out = String::new();
     if noise & 1 != 0 {
         out.push_str("---\n");

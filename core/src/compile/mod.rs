@@ -6,7 +6,7 @@ mod block_yaml;
 mod host;
 mod yaml;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::graph::{Collect, Graph, ResEdge, Vertex};
@@ -315,38 +315,26 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     }
 
     // Duplicates: report the later definition, pointing at the first.
-    let mut seen: BTreeMap<(ResourceId, bool), Location> = BTreeMap::new();
-    let mut unique = Vec::with_capacity(located.len());
-    for (r, loc) in located {
-        let key = (r.id.clone(), r.exported);
-        if let Some(first) = seen.get(&key) {
+    let mut first_of: HashMap<(&ResourceId, bool), Location> =
+        HashMap::with_capacity(located.len());
+    let mut duplicate = vec![false; located.len()];
+    for (i, (r, loc)) in located.iter().enumerate() {
+        if let Some(first) = first_of.get(&(&r.id, r.exported)) {
             let msg = format!("duplicate resource, first defined at line {}", first.line());
-            ctx.err(Some(loc), Some(&r.id), msg);
-            continue;
+            ctx.err(Some(*loc), Some(&r.id), msg);
+            duplicate[i] = true;
+        } else {
+            first_of.insert((&r.id, r.exported), *loc);
         }
-        seen.insert(key, loc);
-        unique.push(r);
     }
+    drop(first_of);
+    let unique = located
+        .into_iter()
+        .zip(duplicate)
+        .filter_map(|((r, _), duplicate)| (!duplicate).then_some(r));
     let (exported, mut resources): (Vec<_>, Vec<_>) = unique.into_iter().partition(|r| r.exported);
-    let mut taken_ids: BTreeSet<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
-    let mut taken_paths: BTreeSet<String> = resources
-        .iter()
-        .filter_map(|r| path_key(r).map(str::to_string))
-        .collect();
-    for (r, from) in &opts.collected {
-        let path = path_key(r).map(str::to_string);
-        if taken_ids.contains(&r.id) || path.as_ref().is_some_and(|p| taken_paths.contains(p)) {
-            let w = ctx.diagnostic(
-                None,
-                Some(&r.id),
-                format!("collected from {from}, but this graph already has it (or its path): the local one wins"),
-            );
-            ctx.warnings.push(w);
-            continue;
-        }
-        taken_ids.insert(r.id.clone());
-        taken_paths.extend(path);
-        resources.push(r.clone());
+    if !opts.collected.is_empty() {
+        collect_into(ctx, &mut resources, &opts.collected);
     }
     resources.sort_by(|a, b| a.id.cmp(&b.id));
 
@@ -419,7 +407,7 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     };
 
     // Edge ends are looked up by hash: a graph may have 100 000 edges.
-    let index: std::collections::HashMap<(Kind, &str), usize> = graph
+    let index: HashMap<(Kind, &str), usize> = graph
         .resources
         .iter()
         .enumerate()
@@ -514,6 +502,36 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         }
     }
     graph
+}
+
+/// Adds the resources collected from other hosts, except those this graph
+/// has already (by id, or by path for files): the local one wins, with a
+/// warning.
+fn collect_into(
+    ctx: &mut Ctx<'_>,
+    resources: &mut Vec<Resource>,
+    collected: &[(Resource, String)],
+) {
+    let mut taken_ids: BTreeSet<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
+    let mut taken_paths: BTreeSet<String> = resources
+        .iter()
+        .filter_map(|r| path_key(r).map(str::to_string))
+        .collect();
+    for (r, from) in collected {
+        let path = path_key(r).map(str::to_string);
+        if taken_ids.contains(&r.id) || path.as_ref().is_some_and(|p| taken_paths.contains(p)) {
+            let w = ctx.diagnostic(
+                None,
+                Some(&r.id),
+                format!("collected from {from}, but this graph already has it (or its path): the local one wins"),
+            );
+            ctx.warnings.push(w);
+            continue;
+        }
+        taken_ids.insert(r.id.clone());
+        taken_paths.extend(path);
+        resources.push(r.clone());
+    }
 }
 
 /// A resource's `path` and where it is written: the name when it has none,
