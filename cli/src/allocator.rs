@@ -44,3 +44,12 @@ extern "C" fn configure_early() {
         libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
     }
 }
+
+/// Hands the pages this thread freed back to the kernel now. mimalloc
+/// purges a thread's freed pages only when that thread allocates or frees
+/// again: the compile's garbage, freed on the main thread just before it
+/// waits on the runtime for the rest of a daemon's life, would stay resident.
+pub fn release_freed() {
+    // SAFETY: mi_collect only walks this thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}

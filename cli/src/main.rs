@@ -433,6 +433,8 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    #[cfg(not(feature = "system-allocator"))]
+    allocator::release_freed();
     if let Some(dot) = &args.graphviz
         && let Err(e) = std::fs::write(dot, graph.to_dot())
     {

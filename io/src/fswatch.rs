@@ -18,8 +18,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
+use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mgmt_core::VertexId;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -38,20 +40,29 @@ pub struct FsWatch {
     watcher: Result<RecommendedWatcher, String>,
     /// Where the watcher sends events: kept to make one later.
     tx: mpsc::UnboundedSender<RawEvent>,
-    /// Managed path (clean, as bytes) -> members managing it (most often
-    /// one: a list, not a set, which would cost a tree node per path).
-    targets: BTreeMap<OsString, Vec<MemberRef>>,
+    /// Managed path (clean, as bytes) -> who manages it and how it is
+    /// watched. The path is shared with `by_vertex`: a daemon keeping 10 000
+    /// files holds each once.
+    targets: BTreeMap<Arc<OsStr>, Target>,
     /// Vertex -> the managed paths it added, so removing one touches only those.
-    by_vertex: BTreeMap<VertexId, Vec<OsString>>,
-    /// Managed path -> the directories we watch it through.
-    via: BTreeMap<OsString, Vec<PathBuf>>,
-    /// Watched directory -> how many targets and trees use it.
-    dirs: BTreeMap<PathBuf, usize>,
+    by_vertex: BTreeMap<VertexId, Vec<Arc<OsStr>>>,
+    /// Watched directory -> how many targets and trees use it. The targets
+    /// hold the same `Arc`, not copies of the path.
+    dirs: BTreeMap<Arc<Path>, usize>,
     /// Tree root (clean) -> the members syncing it and the directories of it
     /// watched for them.
     trees: BTreeMap<OsString, Tree>,
     /// Vertex -> the tree roots it added.
     trees_by_vertex: BTreeMap<VertexId, Vec<OsString>>,
+}
+
+/// A managed path.
+struct Target {
+    /// The members managing it: most often one (a list, not a set, which
+    /// would cost a tree node per path).
+    members: Vec<MemberRef>,
+    /// The directories it is watched through; `None` until it is armed.
+    via: Option<Vec<Arc<Path>>>,
 }
 
 #[derive(Default)]
@@ -74,7 +85,6 @@ impl FsWatch {
             tx,
             targets: BTreeMap::new(),
             by_vertex: BTreeMap::new(),
-            via: BTreeMap::new(),
             dirs: BTreeMap::new(),
             trees: BTreeMap::new(),
             trees_by_vertex: BTreeMap::new(),
@@ -118,16 +128,27 @@ impl FsWatch {
 
     /// Starts watching `path` on behalf of member `member` of `vertex`.
     pub fn add(&mut self, path: &str, vertex: VertexId, member: usize) -> notify::Result<()> {
-        let target = clean(path);
+        let cleaned = clean(path);
+        let target: Arc<OsStr> = match self.targets.get_key_value(cleaned.as_os_str()) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(cleaned),
+        };
+        let entry = self
+            .targets
+            .entry(target.clone())
+            .or_insert_with(|| Target {
+                members: Vec::with_capacity(1),
+                via: None,
+            });
+        if !entry.members.contains(&(vertex, member)) {
+            entry.members.push((vertex, member));
+        }
+        let armed = entry.members.len() > 1 && entry.via.is_some();
         self.by_vertex
             .entry(vertex)
             .or_default()
             .push(target.clone());
-        let members = self.targets.entry(target.clone()).or_default();
-        if !members.contains(&(vertex, member)) {
-            members.push((vertex, member));
-        }
-        if members.len() > 1 && self.via.contains_key(&target) {
+        if armed {
             return Ok(()); // Already armed for another member.
         }
         self.arm(&target)
@@ -191,7 +212,7 @@ impl FsWatch {
         if !self.dirs.contains_key(dir) {
             self.watcher()?.watch(dir, RecursiveMode::NonRecursive)?;
         }
-        *self.dirs.entry(dir.to_path_buf()).or_insert(0) += 1;
+        *self.dirs.entry(Arc::from(dir)).or_insert(0) += 1;
         Ok(())
     }
 
@@ -247,13 +268,13 @@ impl FsWatch {
             }
         }
         for t in self.by_vertex.remove(&vertex).unwrap_or_default() {
-            let Some(members) = self.targets.get_mut(&t) else {
+            let Some(target) = self.targets.get_mut(&*t) else {
                 continue;
             };
-            members.retain(|&(v, _)| v != vertex);
-            if members.is_empty() {
-                self.targets.remove(&t);
-                for dir in self.via.remove(&t).unwrap_or_default() {
+            target.members.retain(|&(v, _)| v != vertex);
+            if target.members.is_empty() {
+                let via = self.targets.remove(&*t).and_then(|t| t.via);
+                for dir in via.unwrap_or_default() {
                     self.release(&dir);
                 }
             }
@@ -270,15 +291,19 @@ impl FsWatch {
             .filter(|d| self.dirs.contains_key(*d) || d.is_dir())
             .map(Path::to_path_buf)
             .collect();
-        let have = self.via.remove(target).unwrap_or_default();
-        let mut held = Vec::with_capacity(want.len());
+        let have = self
+            .targets
+            .get_mut(target)
+            .and_then(|t| t.via.take())
+            .unwrap_or_default();
+        let mut held: Vec<Arc<Path>> = Vec::with_capacity(want.len());
         let mut result = Ok(());
         for d in want {
-            if have.contains(&d) {
-                held.push(d);
+            if let Some(h) = have.iter().find(|h| ***h == *d) {
+                held.push(h.clone());
                 continue;
             }
-            if !self.dirs.contains_key(&d) {
+            if !self.dirs.contains_key(d.as_path()) {
                 match self
                     .watcher()
                     .and_then(|w| w.watch(&d, RecursiveMode::NonRecursive))
@@ -293,15 +318,22 @@ impl FsWatch {
                     }
                 }
             }
-            *self.dirs.entry(d.clone()).or_insert(0) += 1;
-            held.push(d);
+            let key = match self.dirs.get_key_value(d.as_path()) {
+                Some((key, _)) => key.clone(),
+                None => Arc::from(d),
+            };
+            *self.dirs.entry(key.clone()).or_insert(0) += 1;
+            held.push(key);
         }
         for d in have {
             if !held.contains(&d) {
                 self.release(&d);
             }
         }
-        self.via.insert(target.to_os_string(), held);
+        match self.targets.get_mut(target) {
+            Some(t) => t.via = Some(held),
+            None => held.iter().for_each(|d| self.release(d)),
+        }
         result
     }
 
@@ -327,7 +359,7 @@ impl FsWatch {
             Ok(ev) if !ev.need_rescan() => ev,
             _ => {
                 self.forget_dead_dirs();
-                let all: Vec<OsString> = self.targets.keys().cloned().collect();
+                let all: Vec<Arc<OsStr>> = self.targets.keys().cloned().collect();
                 for t in &all {
                     let _ = self.arm(t);
                 }
@@ -335,11 +367,15 @@ impl FsWatch {
                 for root in roots {
                     let live = &self.dirs;
                     if let Some(t) = self.trees.get_mut(&root) {
-                        t.dirs.retain(|d| live.contains_key(d));
+                        t.dirs.retain(|d| live.contains_key(d.as_path()));
                     }
                     let _ = self.arm_tree(&root, Path::new(&root).to_path_buf());
                 }
-                return self.targets.values().flatten().copied().collect();
+                return self
+                    .targets
+                    .values()
+                    .flat_map(|t| t.members.iter().copied())
+                    .collect();
             }
         };
         if matches!(ev.kind, EventKind::Access(_)) {
@@ -371,18 +407,18 @@ impl FsWatch {
             if ours {
                 continue;
             }
-            if let Some(vs) = self.targets.get(p.as_os_str()) {
-                hit.extend(vs.iter().copied());
+            if let Some(t) = self.targets.get(p.as_os_str()) {
+                hit.extend(t.members.iter().copied());
             }
             // Something at or above managed paths appeared, vanished or moved:
             // those paths may have too, and their watches may need to move.
             let prefix = p.join("").into_os_string();
             let itself = self.targets.get_key_value(p.as_os_str());
-            let below: Vec<OsString> = itself
+            let below: Vec<Arc<OsStr>> = itself
                 .into_iter()
                 .chain(
                     self.targets
-                        .range(prefix.clone()..)
+                        .range::<OsStr, _>((Bound::Included(prefix.as_os_str()), Bound::Unbounded))
                         .take_while(|(t, _)| t.as_bytes().starts_with(prefix.as_bytes())),
                 )
                 .map(|(t, _)| t.clone())
@@ -390,11 +426,9 @@ impl FsWatch {
             if below.is_empty() {
                 continue;
             }
-            if watch_dead && self.dirs.remove(p).is_some() {
+            if watch_dead && self.dirs.remove(p.as_path()).is_some() {
                 let _ = self.watcher().map(|w| w.unwatch(p));
-                for dirs in self.via.values_mut() {
-                    dirs.retain(|d| d != p);
-                }
+                self.forget_watches_through(p);
                 // Its share in trees went with it.
                 for t in self.trees.values_mut() {
                     t.dirs.remove(p);
@@ -402,7 +436,7 @@ impl FsWatch {
             }
             for t in below {
                 let _ = self.arm(&t);
-                hit.extend(self.targets[&t].iter().copied());
+                hit.extend(self.targets[&*t].members.iter().copied());
             }
         }
         if !self.trees.is_empty() {
@@ -418,12 +452,19 @@ impl FsWatch {
 
     /// Drops watches on directories that no longer exist (inotify dropped them).
     fn forget_dead_dirs(&mut self) {
-        let dead: Vec<PathBuf> = self.dirs.keys().filter(|d| !d.is_dir()).cloned().collect();
+        let dead: Vec<Arc<Path>> = self.dirs.keys().filter(|d| !d.is_dir()).cloned().collect();
         for d in dead {
             self.dirs.remove(&d);
             let _ = self.watcher().map(|w| w.unwatch(&d));
-            for dirs in self.via.values_mut() {
-                dirs.retain(|v| *v != d);
+            self.forget_watches_through(&d);
+        }
+    }
+
+    /// No target is watched through `dir` any more (its watch is gone).
+    fn forget_watches_through(&mut self, dir: &Path) {
+        for t in self.targets.values_mut() {
+            if let Some(via) = &mut t.via {
+                via.retain(|d| **d != *dir);
             }
         }
     }
