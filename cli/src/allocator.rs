@@ -49,6 +49,10 @@ extern "C" fn configure_early() {
 /// purges a thread's freed pages only when that thread allocates or frees
 /// again: the compile's garbage, freed on the main thread just before it
 /// waits on the runtime for the rest of a daemon's life, would stay resident.
+#[allow(
+    dead_code,
+    reason = "the store's bench includes this file and has no compile to release"
+)]
 pub fn release_freed() {
     // SAFETY: mi_collect only walks this thread's own heap.
     unsafe { libmimalloc_sys::mi_collect(true) }
