@@ -1,8 +1,6 @@
 //! What a run reports: each resource's CheckApplies, changes and errors,
 //! tallied as they return (`mgmt run --report`).
 
-use std::collections::BTreeMap;
-
 use mgmt_core::{Graph, ResourceId};
 
 /// How a run ended.
@@ -40,9 +38,11 @@ pub struct ResourceRun {
 /// it failed, and how long it took (ms).
 pub(super) type MemberOutcome = (usize, Result<Vec<String>, String>, f64);
 
-/// Each resource's [`ResourceRun`], kept up to date as CheckApplies return.
+/// Each resource's [`ResourceRun`], kept up to date as CheckApplies return:
+/// sorted by id, each id once (a list, not a map keyed by a second copy of
+/// every id: a daemon keeping 10 000 files holds 10 000 of them).
 #[derive(Default)]
-pub(super) struct Tally(BTreeMap<ResourceId, ResourceRun>);
+pub(super) struct Tally(Vec<ResourceRun>);
 
 /// How many of a resource's changes a run keeps for its report.
 pub const CHANGES_KEPT: usize = 64;
@@ -72,22 +72,31 @@ impl ResourceRun {
 
 impl Tally {
     pub(super) fn add_graph(&mut self, graph: &Graph) {
-        for r in &graph.resources {
-            self.0
-                .entry(r.id.clone())
-                .or_insert_with(|| ResourceRun::new(r.id.clone()));
+        let mut new: Vec<ResourceRun> = graph
+            .resources
+            .iter()
+            .filter(|r| self.find(&r.id).is_none())
+            .map(|r| ResourceRun::new(r.id.clone()))
+            .collect();
+        if !new.is_empty() {
+            self.0.append(&mut new);
+            self.0.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         }
+    }
+
+    fn find(&self, id: &ResourceId) -> Option<usize> {
+        self.0.binary_search_by(|run| run.id.cmp(id)).ok()
     }
 
     /// Every resource's run, by id.
     pub(super) fn into_runs(self) -> Vec<ResourceRun> {
-        self.0.into_values().collect()
+        self.0
     }
 
     /// Records a vertex's CheckApply: `ids` are its members'.
     pub(super) fn record(&mut self, ids: &[ResourceId], outcomes: Vec<MemberOutcome>) {
         for (i, result, ms) in outcomes {
-            let Some(run) = self.0.get_mut(&ids[i]) else {
+            let Some(run) = self.find(&ids[i]).map(|k| &mut self.0[k]) else {
                 continue;
             };
             run.checks += 1;
