@@ -141,27 +141,12 @@ fn is_key_byte(b: u8) -> bool {
 
 /// Characters that start something else than a plain scalar.
 fn is_indicator(b: u8) -> bool {
-    matches!(
-        b,
-        b'-' | b'?'
-            | b':'
-            | b','
-            | b'['
-            | b']'
-            | b'{'
-            | b'}'
-            | b'#'
-            | b'&'
-            | b'*'
-            | b'!'
-            | b'|'
-            | b'>'
-            | b'\''
-            | b'"'
-            | b'%'
-            | b'@'
-            | b'`'
-    )
+    b"-?:,[]{}#&*!|>'\"%@`".contains(&b)
+}
+
+/// A line (from its indentation on) that is an entry of a block list.
+fn is_list_entry(rest: &[u8]) -> bool {
+    rest == b"-" || rest.starts_with(b"- ")
 }
 
 impl<'a> Reader<'a> {
@@ -251,6 +236,21 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// The start of the next entry of a block collection indented `indent`:
+    /// the next line with content, if indented as much; `None` once the
+    /// collection ended (the text did, or a line is less indented).
+    fn next_entry(&mut self, indent: usize) -> Result<Option<usize>> {
+        self.skip_blank_lines()?;
+        if self.at_eof() {
+            return Ok(None);
+        }
+        match self.indent()? {
+            n if n < indent => Ok(None),
+            n if n > indent => Err(Declined),
+            n => Ok(Some(self.line_start + n)),
+        }
+    }
+
     /// The rest of the line is blank or a comment: go to the next line.
     fn end_line(&mut self) -> Result<()> {
         let before = self.pos;
@@ -337,7 +337,7 @@ impl<'a> Reader<'a> {
             let indent = self.indent()?;
             let at = self.line_start + indent;
             let rest = &self.bytes()[at..self.line_end];
-            if rest == b"-" || rest.starts_with(b"- ") {
+            if is_list_entry(rest) {
                 if indent > parent || (indent == parent && compact) {
                     let spaces = rest[1..].iter().take_while(|&&b| b == b' ').count();
                     let item = at + 1 + spaces;
@@ -673,8 +673,7 @@ impl<'a> Node<'_, 'a> {
     }
 }
 
-/// Forwards to `deserialize_any` the methods whose target YAML cannot tell
-/// apart from it.
+/// The methods for types a graph's schema never asks for: they decline.
 macro_rules! declines {
     ($($method:ident)*) => {
         $(fn $method<V: Visitor<'a>>(self, _visitor: V) -> Result<V::Value> {
@@ -891,19 +890,10 @@ impl<'a> de::MapAccess<'a> for BlockMap<'_, 'a> {
         if self.first {
             self.first = false;
         } else {
-            let reader = &mut *self.reader;
-            reader.skip_blank_lines()?;
-            if reader.at_eof() {
+            let Some(key) = self.reader.next_entry(self.indent)? else {
                 return Ok(None);
-            }
-            let indent = reader.indent()?;
-            if indent < self.indent {
-                return Ok(None);
-            }
-            if indent > self.indent {
-                return Err(Declined);
-            }
-            reader.pos = reader.line_start + indent;
+            };
+            self.reader.pos = key;
         }
         let key = self.reader.key()?;
         key_seed(seed, key, &mut self.keys).map(Some)
@@ -933,20 +923,11 @@ impl<'a> de::SeqAccess<'a> for BlockSeq<'_, 'a> {
 
     fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         let reader = &mut *self.reader;
-        reader.skip_blank_lines()?;
-        if reader.at_eof() {
+        let Some(dash) = reader.next_entry(self.indent)? else {
             return Ok(None);
-        }
-        let indent = reader.indent()?;
-        if indent < self.indent {
-            return Ok(None);
-        }
-        if indent > self.indent {
-            return Err(Declined);
-        }
-        let dash = reader.line_start + indent;
+        };
         let rest = &reader.bytes()[dash..reader.line_end];
-        if !(rest == b"-" || rest.starts_with(b"- ")) {
+        if !is_list_entry(rest) {
             // The mapping this sequence is the compact value of goes on.
             return Ok(None);
         }
