@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 /// Every deploy lives under this prefix.
-pub const PREFIX: &str = "/_mgmt/deploy/";
+pub const PREFIX: &str = crate::keyspace::DEPLOYS;
 
 /// The value format this build writes, and the only one it reads.
 pub const VERSION: u64 = 1;

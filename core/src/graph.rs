@@ -74,7 +74,7 @@ pub struct Graph {
     pub notes: Vec<String>,
     /// Input accepted but ignored, located like errors (a directory given
     /// `content`, as the original allowed). The CLI logs them as warnings.
-    pub warnings: Vec<crate::compile::Diagnostic>,
+    pub warnings: Vec<crate::diagnostic::Diagnostic>,
 }
 
 impl Graph {

@@ -86,21 +86,6 @@ pub fn verify(auth: &AuthState, token: &str, now_ms: u64) -> Result<String, Auth
     }
 }
 
-/// Who a client certificate says its holder is: an agent, or the user its
-/// common name names.
-pub fn identity_of_certificate(der: &[u8]) -> Option<Identity> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    if subject
-        .iter_organizational_unit()
-        .any(|ou| ou.as_str().ok() == Some(crate::certs::AGENT_UNIT))
-    {
-        return Some(Identity::Agent);
-    }
-    let cn = subject.iter_common_name().next()?.as_str().ok()?;
-    Some(Identity::User(cn.to_string()))
-}
-
 impl Etcd {
     /// Who sent `req`: by its token, else by its verified client certificate,
     /// else no one. A bad token is refused only while auth is on.
@@ -121,7 +106,7 @@ impl Etcd {
         }
         Ok(req
             .extensions()
-            .get::<crate::net::ConnInfo>()
+            .get::<crate::conn::ConnInfo>()
             .and_then(|i| i.client.clone())
             .unwrap_or(Identity::Anonymous))
     }
@@ -521,30 +506,5 @@ mod tests {
         })
         .unwrap();
         assert_eq!(verify(&a, &t, 1_000), Err(AuthError::InvalidAuthToken));
-    }
-
-    #[test]
-    fn a_certificate_names_an_agent_or_a_user() {
-        let ca = crate::certs::Authority::new("t", crate::certs::Validity::days(1)).unwrap();
-        let der = |pem: &str| {
-            use rustls::pki_types::pem::PemObject;
-            rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-                .unwrap()
-                .to_vec()
-        };
-        let host = ca
-            .issue_agent("h1", &["127.0.0.1".into()], crate::certs::Validity::days(1))
-            .unwrap();
-        assert_eq!(
-            identity_of_certificate(&der(&host.cert_pem)),
-            Some(Identity::Agent)
-        );
-        let root = ca
-            .issue("root", &[], crate::certs::Validity::days(1))
-            .unwrap();
-        assert_eq!(
-            identity_of_certificate(&der(&root.cert_pem)),
-            Some(Identity::User("root".into()))
-        );
     }
 }

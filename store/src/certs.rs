@@ -250,6 +250,21 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
     f.sync_all().map_err(err)
 }
 
+/// Who a client certificate says its holder is: an agent, or the user its
+/// common name names.
+pub fn identity_of_certificate(der: &[u8]) -> Option<mgmt_core::kv::auth::Identity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    if subject
+        .iter_organizational_unit()
+        .any(|ou| ou.as_str().ok() == Some(AGENT_UNIT))
+    {
+        return Some(mgmt_core::kv::auth::Identity::Agent);
+    }
+    let cn = subject.iter_common_name().next()?.as_str().ok()?;
+    Some(mgmt_core::kv::auth::Identity::User(cn.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +287,28 @@ mod tests {
         assert!(matches!(again, Err(CertError::Exists { .. })), "{again:?}");
         assert_eq!(std::fs::read(dir.path().join("ca.key")).unwrap(), before);
         assert!(!dir.path().join("h3.crt").exists());
+    }
+
+    #[test]
+    fn a_certificate_names_an_agent_or_a_user() {
+        let ca = Authority::new("t", Validity::days(1)).unwrap();
+        let der = |pem: &str| {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .unwrap()
+                .to_vec()
+        };
+        let host = ca
+            .issue_agent("h1", &["127.0.0.1".into()], Validity::days(1))
+            .unwrap();
+        assert_eq!(
+            identity_of_certificate(&der(&host.cert_pem)),
+            Some(mgmt_core::kv::auth::Identity::Agent)
+        );
+        let root = ca.issue("root", &[], Validity::days(1)).unwrap();
+        assert_eq!(
+            identity_of_certificate(&der(&root.cert_pem)),
+            Some(mgmt_core::kv::auth::Identity::User("root".into()))
+        );
     }
 }

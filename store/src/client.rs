@@ -145,7 +145,7 @@ fn normalize(url: &str) -> Result<String, ClientError> {
     } else {
         format!("http://{url}")
     };
-    crate::socket_addr(&url).map_err(|e| ClientError::InvalidEndpoint {
+    crate::net::socket_addr(&url).map_err(|e| ClientError::InvalidEndpoint {
         url: url.clone(),
         reason: e.to_string(),
     })?;

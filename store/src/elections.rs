@@ -55,7 +55,7 @@ pub(crate) fn would_vote(
         let m = m.borrow();
         (m.state, m.current_term)
     };
-    if (state == ServerState::Leader && !quiet_leader(node)) || term <= my_term {
+    if (state == ServerState::Leader && !node.quiet_leader()) || term <= my_term {
         return (false, my_term);
     }
     let lease = lease(node);
@@ -267,11 +267,6 @@ async fn lead(
         node.raft.runtime_config().heartbeat(true);
     }
     stopped
-}
-
-/// Whether this member leads but has gone quiet (see [`lead`]).
-pub(crate) fn quiet_leader(node: &Node) -> bool {
-    *node.leaderless.borrow() && node.raft.metrics().borrow().state == ServerState::Leader
 }
 
 /// The voter sets of this member's membership: one, or two while joint.

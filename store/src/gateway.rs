@@ -41,7 +41,7 @@ pub(crate) fn serves(path: &str) -> bool {
 }
 
 fn json_reply(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    crate::http_face::reply(status, "application/json", body)
+    crate::http_reply::reply(status, "application/json", body)
 }
 
 /// The requests of a streaming call's body: one JSON object or several.
@@ -274,6 +274,6 @@ pub(crate) async fn answer(
         "/lease/keepalive" => keep_alive(etcd, headers, extensions, body).await,
         "/watch" => watch(etcd, headers, extensions, body),
         // grpc-gateway's answer to a path it has no route for.
-        _ => crate::http_face::reply(StatusCode::NOT_FOUND, "text/plain", "Not Found\n"),
+        _ => crate::http_reply::reply(StatusCode::NOT_FOUND, "text/plain", "Not Found\n"),
     }
 }

@@ -23,6 +23,7 @@ use http::{Request, Response, StatusCode, header};
 use openraft::ServerState;
 use tonic::body::Body;
 
+use crate::http_reply::reply;
 use crate::node::Node;
 
 /// What `/version` names as etcd's server version: the etcd release whose
@@ -130,21 +131,6 @@ where
         &body,
     )
     .await
-}
-
-/// A whole answer: a status, a content type and a body.
-pub(crate) fn reply(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut r = Response::new(Body::new(http_body_util::Full::new(body.into())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    r
 }
 
 /// The query's parameters, `a=b&c` -> [("a", "b"), ("c", "")].

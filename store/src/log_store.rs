@@ -80,7 +80,7 @@ struct Inner {
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     /// How long each sync of the log took (`/metrics`).
-    fsyncs: Arc<crate::metrics::Histogram>,
+    fsyncs: Arc<crate::histogram::Histogram>,
     /// Wakes the flusher; it exits once every clone is gone.
     flush: mpsc::Sender<()>,
 }
@@ -89,7 +89,7 @@ pub struct LogStore {
 fn flusher(
     inner: Arc<Mutex<Inner>>,
     wake: mpsc::Receiver<()>,
-    fsyncs: Arc<crate::metrics::Histogram>,
+    fsyncs: Arc<crate::histogram::Histogram>,
 ) {
     while wake.recv().is_ok() {
         while wake.try_recv().is_ok() {}
@@ -287,7 +287,7 @@ impl LogStore {
             wants_snapshot: Arc::new(tokio::sync::Notify::new()),
         }));
         let (flush, wake) = mpsc::channel();
-        let fsyncs = Arc::new(crate::metrics::Histogram::wal_fsync());
+        let fsyncs = Arc::new(crate::histogram::Histogram::wal_fsync());
         if flusher_thread {
             let (for_flusher, timed) = (inner.clone(), fsyncs.clone());
             std::thread::Builder::new()
@@ -305,7 +305,7 @@ impl LogStore {
     }
 
     /// How long the log's syncs took.
-    pub(crate) fn fsync_durations(&self) -> &crate::metrics::Histogram {
+    pub(crate) fn fsync_durations(&self) -> &crate::histogram::Histogram {
         &self.fsyncs
     }
 

@@ -12,8 +12,7 @@ use openraft::StoredMembership;
 use openraft::metrics::{RaftDataMetrics, RaftServerMetrics};
 use tokio::sync::watch;
 
-use crate::node::MemberInfo;
-use crate::stopped;
+use crate::stop::stopped;
 use crate::types::{MemberNode, NodeId};
 
 /// What a new member must be told to join: pass it to
@@ -92,6 +91,17 @@ impl MembershipState {
                 .map(|l| (l.leader_id.term, l.index)),
         }
     }
+}
+
+/// A member as listed by MemberList.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    /// The member's hostname.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
 }
 
 /// The members of a membership config, voters and learners, by ID.

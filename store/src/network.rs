@@ -36,7 +36,7 @@ pub struct Channels {
     env: Env,
     map: Arc<Mutex<BTreeMap<String, Cached>>>,
     /// Round trips of raft calls that were answered (`/metrics`).
-    round_trips: Arc<crate::metrics::Histogram>,
+    round_trips: Arc<crate::histogram::Histogram>,
 }
 
 struct Cached {
@@ -57,7 +57,7 @@ pub struct Dialed(u64);
 
 impl Channels {
     /// How long answered raft calls took.
-    pub(crate) fn round_trips(&self) -> &crate::metrics::Histogram {
+    pub(crate) fn round_trips(&self) -> &crate::histogram::Histogram {
         &self.round_trips
     }
 
@@ -65,7 +65,7 @@ impl Channels {
         Channels {
             env,
             map: Arc::default(),
-            round_trips: Arc::new(crate::metrics::Histogram::peer_round_trip()),
+            round_trips: Arc::new(crate::histogram::Histogram::peer_round_trip()),
         }
     }
 

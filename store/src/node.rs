@@ -14,15 +14,15 @@ use openraft::ChangeMembers;
 use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
-use crate::StoreError;
-use crate::membership::{MemberSpec, MembershipChange, MembershipError, members_of};
+use crate::error::StoreError;
+use crate::membership::{MemberInfo, MemberSpec, MembershipChange, MembershipError, members_of};
 use crate::net::Env;
 use crate::network::{Channels, decode, encode, request};
-use crate::pb::mgmtpeer::{Blob, peer_client::PeerClient, peer_server::Peer};
+use crate::pb::mgmtpeer::{Blob, peer_client::PeerClient};
 use crate::state_machine::Shared;
-use crate::types::{MemberNode, NodeId, Raft, TypeConfig};
+use crate::types::{MemberNode, NodeId, Raft};
 
 /// How long a client request may wait for a leader and its commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,7 +80,7 @@ pub(crate) async fn batcher(
     }
 }
 
-type ReadReply = tokio::sync::oneshot::Sender<Result<u64, FwdError>>;
+pub(crate) type ReadReply = tokio::sync::oneshot::Sender<Result<u64, FwdError>>;
 
 /// Confirms leadership once for every linearizable read waiting when a round
 /// starts (etcd's batched ReadIndex): a read that arrives during a round
@@ -130,17 +130,6 @@ async fn propose(raft: &Raft, timed: Timed) -> Result<Option<Applied>, FwdError>
         Ok(Err(e)) => Err(FwdError::Other(e.to_string())),
         Err(_) => Err(FwdError::Other("etcdserver: request timed out".into())),
     }
-}
-
-/// A member as listed by MemberList.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberInfo {
-    pub id: u64,
-    /// The member's hostname.
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    pub is_learner: bool,
 }
 
 /// A failed openraft membership change, as [`MembershipError`].
@@ -228,7 +217,7 @@ pub struct Node {
     pub channels: Channels,
     /// Network and clock.
     pub env: Env,
-    pub limits: crate::Limits,
+    pub limits: crate::config::Limits,
     /// True while this leader hands leadership over: new proposals wait.
     pub transferring: tokio::sync::watch::Sender<bool>,
     /// Writes for [`batcher`] to propose.
@@ -278,6 +267,13 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.leaderless
             .send_if_modified(|l| std::mem::replace(l, false));
+    }
+
+    /// Whether this member leads but has gone quiet: it has heard from no
+    /// quorum for the lease (see `elections::lead`, etcd's CheckQuorum).
+    pub(crate) fn quiet_leader(&self) -> bool {
+        *self.leaderless.borrow()
+            && self.raft.metrics().borrow().state == openraft::ServerState::Leader
     }
 
     /// When a leader's AppendEntries was last accepted here, if ever since
@@ -395,10 +391,10 @@ impl Node {
         }
     }
 
-    async fn write_local(&self, command: Command) -> Result<Option<Applied>, FwdError> {
+    pub(crate) async fn write_local(&self, command: Command) -> Result<Option<Applied>, FwdError> {
         // A leader without a quorum proposes nothing: its entries would renew
         // the lease of the voters it still reaches (see `elections::lead`).
-        if crate::elections::quiet_leader(self) {
+        if self.quiet_leader() {
             return Err(FwdError::NotLeader(None));
         }
         // A leader handing over proposes nothing: a write would reach the
@@ -430,12 +426,12 @@ impl Node {
         applied.ok_or_else(|| StoreError::Raft("no result for a normal entry".into()))
     }
 
-    async fn read_index_local(&self) -> Result<u64, FwdError> {
+    pub(crate) async fn read_index_local(&self) -> Result<u64, FwdError> {
         // Confirming leadership sends heartbeats, which renew the voters'
         // leases: not from a leader without a quorum (see `elections::lead`),
         // nor from one handing over (its target's votes wait for them to run
         // out). The read waits for the next leader, as etcd's do.
-        if crate::elections::quiet_leader(self) || *self.transferring.borrow() {
+        if self.quiet_leader() || *self.transferring.borrow() {
             return Err(FwdError::NotLeader(None));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -707,78 +703,5 @@ impl Node {
         {
             tracing::debug!(error = %e, "lease expiry not committed yet");
         }
-    }
-}
-
-/// The peer gRPC service: raft RPCs and requests forwarded by other members.
-pub struct PeerService {
-    pub node: Arc<Node>,
-}
-
-impl PeerService {
-    /// Refuse a raft message meant for another member ID. Messages are routed
-    /// by URL, and a host that rejoined under a new ID serves on the URL of
-    /// its old one: answering for the old ID (an empty log granting a vote,
-    /// or acknowledging entries it never had) would break raft's quorum
-    /// guarantees. etcd refuses such messages the same way (`X-Raft-To`).
-    fn check_addressee(&self, req: &Request<Blob>) -> Result<(), Status> {
-        let to = req
-            .metadata()
-            .get(crate::network::RAFT_TO)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<NodeId>().ok());
-        match to {
-            Some(to) if to != self.node.id => Err(Status::failed_precondition(format!(
-                "raft message for member {to:x}; this is member {:x}",
-                self.node.id
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Peer for PeerService {
-    async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        self.check_addressee(&req)?;
-        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
-        let res = self.node.raft.append_entries(rpc).await;
-        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
-        {
-            self.node.heard_leader();
-        }
-        Ok(Response::new(encode(&res)))
-    }
-
-    async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        self.check_addressee(&req)?;
-        let rpc: openraft::raft::VoteRequest<NodeId> = decode(req.get_ref())?;
-        Ok(Response::new(encode(&self.node.raft.vote(rpc).await)))
-    }
-
-    async fn install_snapshot(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        self.check_addressee(&req)?;
-        let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
-        Ok(Response::new(encode(
-            &self.node.raft.install_snapshot(rpc).await,
-        )))
-    }
-
-    async fn forward(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        let cmd: Command = decode(req.get_ref())?;
-        Ok(Response::new(encode(&self.node.write_local(cmd).await)))
-    }
-
-    async fn read_index(&self, _req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        Ok(Response::new(encode(&self.node.read_index_local().await)))
-    }
-
-    async fn admin(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        let op: AdminOp = decode(req.get_ref())?;
-        if let AdminOp::PreVote { term, last_log } = op {
-            let answer = crate::elections::would_vote(&self.node, term, last_log);
-            return Ok(Response::new(encode(&Ok::<(bool, u64), FwdError>(answer))));
-        }
-        Ok(Response::new(encode(&self.node.admin_local(&op).await)))
     }
 }

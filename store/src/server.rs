@@ -10,8 +10,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::StoreError;
-use crate::node::{MemberInfo, Node};
+use crate::error::StoreError;
+use crate::membership::MemberInfo;
+use crate::node::Node;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb;
 use crate::state_machine::{WatchMsg, Watcher};
@@ -76,7 +77,7 @@ pub(crate) fn auth_status(e: kv::auth::AuthError) -> Status {
 }
 
 /// etcd's answer to a request over `--max-request-bytes`.
-fn check_size(req: &impl prost::Message, limits: &crate::Limits) -> Result<(), Status> {
+fn check_size(req: &impl prost::Message, limits: &crate::config::Limits) -> Result<(), Status> {
     match req.encoded_len() > limits.max_request_bytes {
         true => Err(Status::invalid_argument("etcdserver: request is too large")),
         false => Ok(()),
@@ -746,7 +747,7 @@ impl Etcd {
     {
         let mut leader = self.node.raft.server_metrics();
         let mut leaderless = self.node.leaderless.subscribe();
-        let learns = |m: &openraft::metrics::RaftServerMetrics<u64, crate::MemberNode>,
+        let learns = |m: &openraft::metrics::RaftServerMetrics<u64, crate::types::MemberNode>,
                       leaderless: bool| {
             !leaderless
                 && m.current_leader.is_some()

@@ -22,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::net::{Conn, Incoming};
+use crate::conn::{Conn, Incoming};
 
 /// How long a client may take over its handshake before it is dropped: one
 /// that sends nothing must not hold a slot.
@@ -137,7 +137,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// (`root`), or `agent` for an agent's (as the server sees its holder).
 pub fn certificate_name(path: &Path) -> Result<String, TlsError> {
     let chain = certificates(path)?;
-    match crate::auth::identity_of_certificate(&chain[0]) {
+    match crate::certs::identity_of_certificate(&chain[0]) {
         Some(mgmt_core::kv::auth::Identity::User(name)) => Ok(name),
         Some(_) => Ok("agent".into()),
         None => Err(TlsError::Invalid {
@@ -362,7 +362,7 @@ pub(crate) fn accept(incoming: Incoming, config: &LinkTls, link: Link, url: Stri
                 info.client = session
                     .peer_certificates()
                     .and_then(|chain| chain.first())
-                    .and_then(|leaf| crate::auth::identity_of_certificate(leaf));
+                    .and_then(|leaf| crate::certs::identity_of_certificate(leaf));
                 let out = Conn::with_info(tls, info);
                 let _ = tx.send(Ok(out)).await;
             });

@@ -23,7 +23,7 @@ use crate::kv::{RequestOp, TxnRequest};
 use super::Host;
 
 /// Namespace of the clustering keys.
-pub const PREFIX: &str = "/_mgmt/";
+pub const PREFIX: &str = crate::keyspace::RESERVED;
 pub const VOLUNTEERS: &str = "/_mgmt/volunteers/";
 pub const NOMINATED: &str = "/_mgmt/nominated/";
 pub const ENDPOINTS: &str = "/_mgmt/endpoints/";

@@ -9,6 +9,7 @@ mod yaml;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+pub use crate::diagnostic::Diagnostic;
 use crate::graph::{Collect, Graph, ResEdge, Vertex};
 use crate::hostname::Hostname;
 use crate::resource::{
@@ -19,31 +20,6 @@ use yaml::{
     ExecYaml, FileYaml, GraphYaml, Location, MetaYaml, MsgYaml, NoopYaml, PkgYaml, ScalarYaml,
     Spanned, SvcYaml, TimerYaml,
 };
-
-/// Where a problem is: a position in the file and/or the resource it concerns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: String,
-    /// 1-based line and column, when known.
-    pub line_col: Option<(u64, u64)>,
-    /// `Kind[name]` of the resource concerned, when there is one.
-    pub subject: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some((l, c)) = self.line_col {
-            write!(f, ":{l}:{c}")?;
-        }
-        write!(f, ": ")?;
-        if let Some(s) = &self.subject {
-            write!(f, "{s}: ")?;
-        }
-        write!(f, "{}", self.message)
-    }
-}
 
 /// Every diagnostic of a failed compile, in file order.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

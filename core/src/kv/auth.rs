@@ -21,9 +21,9 @@ use super::prefix_end;
 /// The user and the role with every right.
 pub const ROOT: &str = "root";
 /// Keys only `root` and the agents write while auth is on.
-pub const RESERVED_PREFIX: &[u8] = crate::cluster::keys::PREFIX.as_bytes();
+pub const RESERVED_PREFIX: &[u8] = crate::keyspace::RESERVED.as_bytes();
 /// Under the reserved prefix, but written by root and granted users only.
-pub const DEPLOY_PREFIX: &[u8] = crate::deploy::PREFIX.as_bytes();
+pub const DEPLOY_PREFIX: &[u8] = crate::keyspace::DEPLOYS.as_bytes();
 
 /// Who sent a request, as the server established it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
