@@ -55,11 +55,13 @@ pub fn plan(old: &Graph, new: &Graph, settled: impl Fn(VertexId) -> bool) -> Pla
         .vertices
         .iter()
         .map(|v| {
-            let settled_members = v.members.iter().filter(|&&m| !needs_check[m]).count();
-            if settled_members == v.members.len() {
+            let to_check: Vec<usize> = (0..v.members.len())
+                .filter(|&k| needs_check[v.members[k]])
+                .collect();
+            if to_check.is_empty() {
                 Carried::Settled
-            } else if settled_members > 0 {
-                Carried::Partly
+            } else if to_check.len() < v.members.len() {
+                Carried::Partly(to_check)
             } else {
                 Carried::Fresh
             }
@@ -125,8 +127,13 @@ mod tests {
                 ResourceId::new(crate::Kind::File, "/e/n")
             ]
         );
-        // Two vertices, both with a kept member and a new one.
-        assert_eq!(p.carried, [Carried::Partly, Carried::Partly]);
+        // Two vertices, both with a kept member and a new one: /d/b (changed)
+        // after /d/a, /e/n (new) after /e/c.
+        assert_eq!(
+            p.carried,
+            [Carried::Partly(vec![1]), Carried::Partly(vec![1])],
+            "each vertex checks its new member only"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub mod template;
 pub mod time;
 
 pub use compile::{CompileError, Diagnostic, compile};
-pub use engine::{Carried, Engine, EngineConfig, Input, Output};
+pub use engine::{Carried, Engine, EngineConfig, Input, Members, Output};
 pub use graph::{Graph, VertexId};
 pub use hostname::{Hostname, HostnameError};
 pub use resource::{Kind, Resource, ResourceId};

@@ -34,6 +34,18 @@ pub enum Input {
     /// scheduled, so a child never starts ahead of a parent that saw the
     /// same change.
     WatchEvents(Vec<VertexId>),
+    /// One change the file watch saw, naming the members it concerns
+    /// (vertex, member index in the vertex), as [`Input::WatchEvents`] marks
+    /// every vertex at once. A vertex's next CheckApply may cover only the
+    /// members named since its last one ([`Members::Only`]).
+    MembersChanged(Vec<(VertexId, usize)>),
+    /// A new graph waits to replace this one: start no CheckApply from now
+    /// on, and say [`Output::Drained`] once none is running. What would
+    /// have run stays due, so it has not settled ([`Engine::settled`]).
+    NewGraphWaiting,
+    /// The new graph will not replace this one after all: what was held
+    /// back runs now.
+    NewGraphAbandoned,
     /// A vertex's watch stopped with an error.
     WatchFailed { vertex: VertexId, error: String },
     /// A CheckApply the engine asked for finished.
@@ -52,16 +64,13 @@ pub enum Output {
     StartWatch(VertexId),
     /// Run CheckApply on a vertex. `apply: false` means check only.
     /// `refresh` asks the resource to act even if its state looks right.
-    /// `full: false` means the only reason to run is the vertex's own watch
-    /// events since its last CheckApply, so the driver may check just the
-    /// members those events named; `full: true` (start, a change upstream, a
-    /// poll, a retry, a restarted watch) means every member.
+    /// `members`: which of its members to check.
     /// Reply with [`Input::CheckApplyDone`].
     CheckApply {
         vertex: VertexId,
         apply: bool,
         refresh: bool,
-        full: bool,
+        members: Members,
     },
     /// A failure that will be retried at `retry_at`.
     WillRetry {
@@ -71,9 +80,25 @@ pub enum Output {
     },
     /// A vertex failed for good; what depends on it stays blocked.
     FailedPermanently { vertex: VertexId, error: String },
+    /// After [`Input::NewGraphWaiting`]: no CheckApply is running, and none
+    /// will start. The new graph may replace this one now.
+    Drained,
     /// Nothing has happened for the converged timeout. `failed` lists the
     /// vertices that failed for good. Emitted once per quiet period.
     Converged { failed: Vec<VertexId> },
+}
+
+/// The members of a vertex a CheckApply covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Members {
+    /// Every member: at a start, after a change upstream, a poll, a retry, a
+    /// restarted watch, or a watch event that named no member.
+    All,
+    /// Only these (indices in the vertex, ascending): the only reason to run
+    /// is what the file watch saw happen to them ([`Input::MembersChanged`]),
+    /// or, after a changeover, they are the vertex's new members
+    /// ([`Carried::Partly`]).
+    Only(Vec<usize>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +118,9 @@ struct VState {
     dirty: bool,
     /// The next CheckApply must cover every member, not only what its watch saw.
     full: bool,
+    /// Members the file watch named since the last CheckApply (see
+    /// [`Members::Only`]).
+    named: BTreeSet<usize>,
     refresh: bool,
     running: bool,
     health: Health,
@@ -132,7 +160,7 @@ pub struct EngineConfig {
 
 /// What a vertex of a new graph brings from the graph it replaces
 /// ([`Engine::resume`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Carried {
     /// New, or changed: checked in full, as at a start.
     Fresh,
@@ -140,8 +168,8 @@ pub enum Carried {
     /// no CheckApply until something happens to it.
     Settled,
     /// Some members settled unchanged, others new: one CheckApply, of the
-    /// new ones only (`full: false`; the driver knows which).
-    Partly,
+    /// new ones only (these member indices, ascending).
+    Partly(Vec<usize>),
 }
 
 /// Per-vertex settings derived from the graph.
@@ -182,6 +210,9 @@ pub struct Engine {
     running: usize,
     /// Retry and watch-retry timers pending: they keep the engine busy.
     busy_timers: usize,
+    /// A new graph waits ([`Input::NewGraphWaiting`]): nothing starts; `true`
+    /// once [`Output::Drained`] was said.
+    draining: Option<bool>,
 }
 
 impl Engine {
@@ -220,6 +251,7 @@ impl Engine {
             VState {
                 dirty: true,
                 full: true,
+                named: BTreeSet::new(),
                 refresh: false,
                 running: false,
                 health: Health::Unknown,
@@ -246,6 +278,7 @@ impl Engine {
             timers: BTreeSet::new(),
             running: 0,
             busy_timers: 0,
+            draining: None,
         }
     }
 
@@ -264,7 +297,10 @@ impl Engine {
                     s.full = false;
                     s.health = Health::Ok;
                 }
-                Carried::Partly => s.full = false,
+                Carried::Partly(members) => {
+                    s.full = false;
+                    s.named = members.iter().copied().collect();
+                }
             }
         }
         e
@@ -285,12 +321,18 @@ impl Engine {
             Input::Start => self.start(),
             Input::WatchEvent(v) => self.watch_events(&[v]),
             Input::WatchEvents(vs) => self.watch_events(&vs),
+            Input::MembersChanged(members) => self.members_changed(&members),
+            Input::NewGraphWaiting => {
+                self.draining.get_or_insert(false);
+            }
+            Input::NewGraphAbandoned => self.abandon_new_graph(),
             Input::WatchFailed { vertex, error } => self.watch_failed(vertex, error),
             Input::CheckApplyDone { vertex, result } => self.done(vertex, result),
             Input::Tick => {}
         }
         self.timers();
         self.schedule();
+        self.check_drained();
         self.check_converged();
     }
 
@@ -403,11 +445,40 @@ impl Engine {
     fn watch_events(&mut self, vs: &[VertexId]) {
         self.activity();
         for &v in vs {
-            // The watch works: earlier failures no longer count against it,
-            // and one that had died for good is back.
-            self.state[v].watch_failures = 0;
-            self.state[v].watch_dead = false;
-            self.poke(v);
+            // An event that names no member: any of them may have changed.
+            self.state[v].full = true;
+            self.watch_works(v);
+        }
+    }
+
+    fn members_changed(&mut self, members: &[(VertexId, usize)]) {
+        self.activity();
+        for &(v, m) in members {
+            self.state[v].named.insert(m);
+            self.watch_works(v);
+        }
+    }
+
+    /// A watch event on `v`: earlier failures of its watch no longer count
+    /// against it, one that had died for good is back, and `v` is due.
+    fn watch_works(&mut self, v: VertexId) {
+        self.state[v].watch_failures = 0;
+        self.state[v].watch_dead = false;
+        self.poke(v);
+    }
+
+    /// What was held back for a new graph becomes runnable again.
+    fn abandon_new_graph(&mut self) {
+        if self.draining.take().is_some() {
+            let due = (0..self.state.len()).filter(|&v| self.state[v].dirty);
+            self.candidates.extend(due);
+        }
+    }
+
+    fn check_drained(&mut self) {
+        if self.draining == Some(false) && self.running == 0 {
+            self.draining = Some(true);
+            self.outputs.push_back(Output::Drained);
         }
     }
 
@@ -553,6 +624,10 @@ impl Engine {
     }
 
     fn schedule(&mut self) {
+        if self.draining.is_some() {
+            // Held back: the candidates wait for a new graph to be abandoned.
+            return;
+        }
         let candidates = std::mem::take(&mut self.candidates);
         for v in candidates {
             if self.runnable(v) {
@@ -562,12 +637,18 @@ impl Engine {
                 self.running += 1;
                 let refresh = std::mem::take(&mut s.refresh);
                 let full = std::mem::take(&mut s.full) || refresh;
+                let named = std::mem::take(&mut s.named);
+                let members = if full || named.is_empty() {
+                    Members::All
+                } else {
+                    Members::Only(named.into_iter().collect())
+                };
                 let apply = !(self.config.noop || self.conf[v].noop);
                 self.outputs.push_back(Output::CheckApply {
                     vertex: v,
                     apply,
                     refresh,
-                    full,
+                    members,
                 });
             }
         }
@@ -578,6 +659,7 @@ impl Engine {
             return;
         };
         if self.started
+            && self.draining.is_none()
             && !self.converged_reported
             && self.now >= self.last_activity + timeout
             && self.idle()

@@ -63,13 +63,13 @@ fn start_watches_everything_and_runs_roots_in_parallel() {
                 vertex: 0,
                 apply: true,
                 refresh: false,
-                full: true
+                members: Members::All
             },
             Output::CheckApply {
                 vertex: 3,
                 apply: true,
                 refresh: false,
-                full: true
+                members: Members::All
             },
         ]
     );
@@ -94,7 +94,7 @@ fn downstream_waits_for_upstream_success_and_notify_refreshes() {
             vertex: 1,
             apply: true,
             refresh: false,
-            full: true
+            members: Members::All
         }]
     );
     e.handle(
@@ -110,7 +110,7 @@ fn downstream_waits_for_upstream_success_and_notify_refreshes() {
             vertex: 2,
             apply: true,
             refresh: true,
-            full: true
+            members: Members::All
         }]
     );
 }
@@ -148,7 +148,7 @@ fn watch_event_reruns_only_that_vertex_when_nothing_changed() {
             vertex: 2,
             apply: true,
             refresh: true,
-            full: true
+            members: Members::All
         }]
     );
 }
@@ -173,25 +173,40 @@ fn single_pass_starts_no_watches() {
 }
 
 #[test]
-fn watch_only_rerun_is_partial_and_anything_else_is_full() {
+fn a_rerun_for_named_members_covers_them_only_and_anything_else_covers_all() {
     let g = graph(CHAIN);
     let mut e = Engine::new(&g, EngineConfig::default());
     e.handle(Millis(0), Input::Start);
     settle_chain(&mut e);
     drain(&mut e);
-    let full_of = |out: &[Output]| -> Vec<(usize, bool)> {
+    let members_of = |out: &[Output]| -> Vec<(usize, Members)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::CheckApply { vertex, full, .. } => Some((*vertex, *full)),
+                Output::CheckApply {
+                    vertex, members, ..
+                } => Some((*vertex, members.clone())),
                 _ => None,
             })
             .collect()
     };
-    // Its own watch: only what the watch saw needs a look.
+    // The file watch named members: only they need a look.
+    e.handle(Millis(10), Input::MembersChanged(vec![(1, 0)]));
+    assert_eq!(
+        members_of(&drain(&mut e)),
+        vec![(1, Members::Only(vec![0]))]
+    );
+    e.handle(
+        Millis(10),
+        Input::CheckApplyDone {
+            vertex: 1,
+            result: Ok(false),
+        },
+    );
+    // A watch event that names no member: all of them.
     e.handle(Millis(10), Input::WatchEvent(1));
-    assert_eq!(full_of(&drain(&mut e)), vec![(1, false)]);
+    assert_eq!(members_of(&drain(&mut e)), vec![(1, Members::All)]);
     // After a failure (for good: no retries by default), the next chance
-    // a watch event gives it is full.
+    // an event gives it covers every member.
     e.handle(
         Millis(11),
         Input::CheckApplyDone {
@@ -200,11 +215,11 @@ fn watch_only_rerun_is_partial_and_anything_else_is_full() {
         },
     );
     drain(&mut e);
-    e.handle(Millis(12), Input::WatchEvent(1));
-    assert_eq!(full_of(&drain(&mut e)), vec![(1, true)]);
-    // A change upstream makes the child's run full, even if its own watch
-    // fired too.
-    e.handle(Millis(13), Input::WatchEvent(2));
+    e.handle(Millis(12), Input::MembersChanged(vec![(1, 0)]));
+    assert_eq!(members_of(&drain(&mut e)), vec![(1, Members::All)]);
+    // A change upstream makes the child's run cover all, even if its own
+    // watch named a member too.
+    e.handle(Millis(13), Input::MembersChanged(vec![(2, 0)]));
     e.handle(
         Millis(14),
         Input::CheckApplyDone {
@@ -212,7 +227,68 @@ fn watch_only_rerun_is_partial_and_anything_else_is_full() {
             result: Ok(true),
         },
     );
-    assert_eq!(full_of(&drain(&mut e)), vec![(2, true)]);
+    assert_eq!(members_of(&drain(&mut e)), vec![(2, Members::All)]);
+}
+
+#[test]
+fn a_waiting_graph_holds_back_every_check_apply_until_the_engine_drained() {
+    let g = graph(CHAIN);
+    let mut e = Engine::new(&g, EngineConfig::default());
+    e.handle(Millis(0), Input::Start);
+    assert_eq!(check_applies(&drain(&mut e)), vec![0, 3]);
+    // a and d run; a new graph waits.
+    e.handle(Millis(1), Input::NewGraphWaiting);
+    assert_eq!(drain(&mut e), vec![]);
+    // a finishes: b would run now, but is held back.
+    e.handle(
+        Millis(2),
+        Input::CheckApplyDone {
+            vertex: 0,
+            result: Ok(true),
+        },
+    );
+    assert_eq!(drain(&mut e), vec![]);
+    e.handle(Millis(3), Input::WatchEvent(3));
+    assert_eq!(drain(&mut e), vec![]);
+    // d, the last one running, finishes: drained, once.
+    e.handle(
+        Millis(4),
+        Input::CheckApplyDone {
+            vertex: 3,
+            result: Ok(false),
+        },
+    );
+    assert_eq!(drain(&mut e), vec![Output::Drained]);
+    e.handle(Millis(5), Input::NewGraphWaiting);
+    assert_eq!(drain(&mut e), vec![]);
+    // What was held back has not settled: a new graph checks it.
+    assert!(e.settled(0));
+    assert!(!e.settled(1), "b was due and held back");
+    assert!(!e.settled(3), "d saw an event and was held back");
+    // The new graph is abandoned: what was held back runs.
+    e.handle(Millis(6), Input::NewGraphAbandoned);
+    assert_eq!(check_applies(&drain(&mut e)), vec![1, 3]);
+}
+
+#[test]
+fn an_idle_engine_drains_at_once_and_does_not_converge_while_a_graph_waits() {
+    let g = graph(CHAIN);
+    let config = EngineConfig {
+        converged_timeout: Some(Millis(100)),
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(&g, config);
+    e.handle(Millis(0), Input::Start);
+    settle_chain(&mut e);
+    drain(&mut e);
+    e.handle(Millis(5), Input::NewGraphWaiting);
+    assert_eq!(drain(&mut e), vec![Output::Drained]);
+    e.handle(Millis(500), Input::Tick);
+    assert_eq!(
+        drain(&mut e),
+        vec![],
+        "converges only once the new graph runs"
+    );
 }
 
 #[test]
@@ -344,13 +420,13 @@ fn noop_mode_checks_without_applying() {
         vertex: 0,
         apply: true,
         refresh: false,
-        full: true
+        members: Members::All
     }));
     assert!(out.contains(&Output::CheckApply {
         vertex: 1,
         apply: false,
         refresh: false,
-        full: true
+        members: Members::All
     }));
     let mut e = Engine::new(
         &g,
@@ -444,7 +520,7 @@ fn poll_meta_schedules_checks_instead_of_a_watch() {
             vertex: 0,
             apply: true,
             refresh: false,
-            full: true
+            members: Members::All
         }]
     );
     e.handle(
@@ -646,6 +722,88 @@ mod properties {
             prop_assert_eq!(converged, Some(vec![]));
             prop_assert!(ran.iter().all(|&r| r >= 1));
         }
+
+        /// A new graph waiting holds back every CheckApply: none starts while
+        /// it waits, the engine says it drained exactly once, as soon as the
+        /// last one running is home, and nothing settles that was held back.
+        /// Abandoned, the held-back work runs and the graph still converges.
+        #[test]
+        fn a_waiting_graph_drains_once_and_starts_nothing(
+            n in 1usize..30,
+            raw_edges in prop::collection::vec((0usize..30, 0usize..30), 0..60),
+            changes in prop::collection::vec(any::<bool>(), 30),
+            wait_at in 0usize..20,
+            abandon_after in 1usize..40,
+            events in prop::collection::vec((0usize..30, any::<bool>()), 0..20),
+        ) {
+            let edges: Vec<_> = raw_edges.into_iter().filter(|&(a, b)| a < n && b < n).collect();
+            let g = graph(&dag_yaml(n, &edges, &[0; 30]));
+            let mut e = Engine::new(&g, EngineConfig { noop: false, converged_timeout: Some(Millis(10)) });
+            e.handle(Millis(0), Input::Start);
+            let mut running: std::collections::VecDeque<usize> = Default::default();
+            let mut ran = vec![0u32; n];
+            let (mut now, mut step) = (0u64, 0usize);
+            let mut waiting_since: Option<usize> = None;
+            let mut drained = 0;
+            let mut converged = None;
+            let mut events = events.into_iter().filter(|&(v, _)| v < n);
+            for _ in 0..10_000 {
+                while let Some(o) = e.poll_output() {
+                    match o {
+                        Output::CheckApply { vertex, .. } => {
+                            prop_assert!(waiting_since.is_none(), "vertex {vertex} started while a graph waited");
+                            ran[vertex] += 1;
+                            running.push_back(vertex);
+                        }
+                        Output::Drained => {
+                            prop_assert!(waiting_since.is_some() && running.is_empty(), "drained with {running:?} running");
+                            drained += 1;
+                        }
+                        Output::Converged { failed } => converged = Some(failed),
+                        _ => {}
+                    }
+                }
+                if converged.is_some() { break; }
+                step += 1;
+                now += 1;
+                match waiting_since {
+                    None if step == wait_at && drained == 0 => {
+                        waiting_since = Some(step);
+                        e.handle(Millis(now), Input::NewGraphWaiting);
+                        continue;
+                    }
+                    Some(since) if step >= since + abandon_after && running.is_empty() => {
+                        prop_assert_eq!(drained, 1, "drained once, when the last run came home");
+                        for v in 0..n {
+                            // Nothing settles that was due: a vertex the waiting
+                            // graph kept would otherwise skip its check.
+                            if e.state[v].dirty {
+                                prop_assert!(!e.settled(v));
+                            }
+                        }
+                        waiting_since = None;
+                        e.handle(Millis(now), Input::NewGraphAbandoned);
+                        continue;
+                    }
+                    Some(_) => {
+                        // Drift while the graph waits: marked, not run.
+                        if let Some((v, named)) = events.next() {
+                            let input = if named { Input::MembersChanged(vec![(v, 0)]) } else { Input::WatchEvent(v) };
+                            e.handle(Millis(now), input);
+                            continue;
+                        }
+                    }
+                    None => {}
+                }
+                match running.pop_front() {
+                    Some(v) => e.handle(Millis(now), Input::CheckApplyDone { vertex: v, result: Ok(changes[v] && ran[v] == 1) }),
+                    None if waiting_since.is_some() => e.handle(Millis(now), Input::Tick),
+                    None => { now = now.max(e.poll_timeout().expect("idle engine must have a converged deadline").0); e.handle(Millis(now), Input::Tick) }
+                }
+            }
+            prop_assert_eq!(converged, Some(vec![]));
+            prop_assert!(ran.iter().all(|&r| r >= 1));
+        }
     }
 }
 
@@ -759,7 +917,7 @@ fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
             vertex: 1,
             apply: true,
             refresh: false,
-            full: true
+            members: Members::All
         }]
     );
     // While b runs, a sees drift and changes something: b owes a run.
@@ -770,7 +928,7 @@ fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
             vertex: 0,
             apply: true,
             refresh: false,
-            full: false
+            members: Members::All
         }]
     );
     e.handle(
@@ -789,7 +947,7 @@ fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
             vertex: 0,
             apply: true,
             refresh: false,
-            full: false
+            members: Members::All
         }]
     );
     e.handle(
@@ -826,7 +984,7 @@ fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
             vertex: 0,
             apply: true,
             refresh: false,
-            full: true
+            members: Members::All
         }]
     );
     e.handle(
@@ -842,7 +1000,7 @@ fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
             vertex: 1,
             apply: true,
             refresh: false,
-            full: true
+            members: Members::All
         }]
     );
     e.handle(
@@ -858,7 +1016,7 @@ fn a_stale_success_under_a_permanent_failure_still_blocks_below() {
             vertex: 2,
             apply: true,
             refresh: false,
-            full: true
+            members: Members::All
         }]
     );
 }
@@ -894,7 +1052,7 @@ fn a_timer_refreshes_its_child_each_interval_and_alone_never_holds_off_convergen
             vertex: 0,
             apply: true,
             refresh: true,
-            full: true,
+            members: Members::All,
         };
         assert!(out.contains(&refreshed), "tick at {at}: {out:?}");
     };

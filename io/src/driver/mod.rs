@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mgmt_core::engine::{Engine, EngineConfig, Input, Output};
+use mgmt_core::engine::{Engine, EngineConfig, Input, Members, Output};
 use mgmt_core::resource::{
     FileParams, GroupParams, Kind, LineParams, MountParams, Params, PkgParams, ResourceId,
     SvcParams, SysctlParams, UserParams,
@@ -145,13 +145,6 @@ enum MemberState {
 
 /// What the watches of one vertex saw since its last CheckApply.
 #[derive(Default)]
-struct Touched {
-    /// A watch that cannot name members (a watch command) fired.
-    all: bool,
-    /// Members whose paths the file watch named.
-    members: BTreeSet<usize>,
-}
-
 struct VertexRes {
     ids: Vec<ResourceId>,
     members: Vec<MemberState>,
@@ -455,7 +448,6 @@ pub async fn run(
     let mut running: JoinSet<()> = JoinSet::new();
     let mut watchers: BTreeMap<VertexId, Vec<JoinHandle<()>>> = BTreeMap::new();
     let mut converged = None;
-    let mut touched: Vec<Touched> = (0..slots.len()).map(|_| Touched::default()).collect();
     // Which graph an event belongs to: a watch of a replaced graph may have
     // sent one just before it was stopped.
     let mut generation: u64 = 0;
@@ -490,8 +482,8 @@ pub async fn run(
     let mut pending: Option<(Graph, u64)> = None;
     let mut tag = opts.tag;
     let mut changed: u64 = 0;
-    // Vertices whose CheckApply was held back for a waiting changeover.
-    let mut deferred: BTreeSet<VertexId> = BTreeSet::new();
+    // The engine has drained for the pending graph: it may replace this one.
+    let mut drained = false;
     tokio::pin!(shutdown);
 
     engine.handle(now(), Input::Start);
@@ -516,23 +508,8 @@ pub async fn run(
                     vertex,
                     apply,
                     refresh,
-                    full,
+                    members,
                 } => {
-                    // A new graph is waiting: start nothing more, so what is in
-                    // flight can come home. The engine is told the vertex ran
-                    // (and is replaced right after); the plan counts it as
-                    // not settled, so the new graph checks it.
-                    if pending.is_some() {
-                        deferred.insert(vertex);
-                        engine.handle(
-                            now(),
-                            Input::CheckApplyDone {
-                                vertex,
-                                result: Ok(false),
-                            },
-                        );
-                        continue;
-                    }
                     let Some(mut res) = slots[vertex].take() else {
                         error!(
                             "{}: CheckApply requested while already running",
@@ -540,11 +517,9 @@ pub async fn run(
                         );
                         continue;
                     };
-                    let seen = std::mem::take(&mut touched[vertex]);
-                    let which: Vec<usize> = if full || seen.all || seen.members.is_empty() {
-                        (0..res.members.len()).collect()
-                    } else {
-                        seen.members.into_iter().collect()
+                    let which: Vec<usize> = match members {
+                        Members::All => (0..res.members.len()).collect(),
+                        Members::Only(which) => which,
                     };
                     let tx = tx.clone();
                     let mut cancel = cancel_rx.clone();
@@ -597,6 +572,7 @@ pub async fn run(
                     }
                     error!(resource = %id, action = "failed", "{id}: failed: {error}");
                 }
+                Output::Drained => drained = true,
                 Output::Converged { failed } => {
                     converged = Some(failed);
                 }
@@ -624,25 +600,22 @@ pub async fn run(
         if converged.is_some() {
             break;
         }
-        // A new graph waits for every CheckApply in flight to come home.
-        if pending.is_some() && slots.iter().all(Option::is_some) {
-            let (new, new_tag) = pending.take().expect("checked");
+        // The engine drained for the new graph: every CheckApply is home.
+        if std::mem::take(&mut drained)
+            && let Some((new, new_tag)) = pending.take()
+        {
             // A fresh watcher first: without one the running graph goes on.
             let (new_fs, new_events) = FsWatch::new();
             if let Some(why) = new_fs.unavailable() {
                 error!("{why}: no watcher for the new graph; the running graph goes on");
-                // What was held back for the changeover runs after all.
-                for v in std::mem::take(&mut deferred) {
-                    engine.handle(now(), Input::WatchEvent(v));
-                }
+                engine.handle(now(), Input::NewGraphAbandoned);
                 continue;
             }
             // Drift already seen but not yet handed to the engine: a vertex it
             // touches has not settled.
             while let Ok(raw) = fs_events.try_recv() {
-                for (v, _) in fs.members_for(raw) {
-                    deferred.insert(v);
-                }
+                let members = fs.members_for(raw).into_iter().collect();
+                engine.handle(now(), Input::MembersChanged(members));
             }
             for (_, handles) in std::mem::take(&mut watchers) {
                 for h in handles {
@@ -650,10 +623,7 @@ pub async fn run(
                 }
             }
             generation += 1;
-            let plan = mgmt_core::changeover::plan(&graph, &new, |v| {
-                engine.settled(v) && !deferred.contains(&v)
-            });
-            deferred.clear();
+            let plan = mgmt_core::changeover::plan(&graph, &new, |v| engine.settled(v));
             info!(
                 "changeover to graph {:?}: {} resources kept, {} started, {} stopped",
                 new.name,
@@ -667,14 +637,6 @@ pub async fn run(
             }
             slots = carry_members(&graph, std::mem::take(&mut slots), &new, &plan);
             specs = watch_specs(&slots, &packages);
-            touched = (0..slots.len()).map(|_| Touched::default()).collect();
-            for (v, vertex) in new.vertices.iter().enumerate() {
-                if plan.carried[v] == mgmt_core::Carried::Partly {
-                    touched[v].members = (0..vertex.members.len())
-                        .filter(|&k| plan.needs_check[vertex.members[k]])
-                        .collect();
-                }
-            }
             retired_fs = Some(std::mem::replace(&mut fs, new_fs));
             fs_events = new_events;
             clean_up_after_a_killed_run(&new, opts.noop);
@@ -725,7 +687,6 @@ pub async fn run(
                     if let Some(o) = &opts.observer {
                         o.watch_event(graph.vertex_id(v).kind);
                     }
-                    touched[v].all = true;
                     engine.handle(now(), Input::WatchEvent(v));
                 }
                 Event::WatchFailed(g, v, error) if g == generation => {
@@ -758,19 +719,17 @@ pub async fn run(
                 // Every vertex this change concerns, told to the engine at
                 // once (a parent and its child watching one file: the
                 // parent runs first).
-                let mut vertices = Vec::new();
-                for (v, m) in fs.members_for(raw) {
-                    touched[v].members.insert(m);
-                    if vertices.last() != Some(&v) {
-                        vertices.push(v);
+                let members: Vec<(VertexId, usize)> = fs.members_for(raw).into_iter().collect();
+                for (i, &(v, _)) in members.iter().enumerate() {
+                    if i == 0 || members[i - 1].0 != v {
                         if let Some(o) = &opts.observer {
                             o.watch_event(graph.vertex_id(v).kind);
                         }
                         debug!("{}: watch event", graph.vertex_id(v));
                     }
                 }
-                if !vertices.is_empty() {
-                    engine.handle(now(), Input::WatchEvents(vertices));
+                if !members.is_empty() {
+                    engine.handle(now(), Input::MembersChanged(members));
                 }
             }
             Some(()) = reload_rx.recv() => {
@@ -797,7 +756,10 @@ pub async fn run(
                 compiling = None;
                 let path = reload_path.as_deref().unwrap_or(Path::new("the graph"));
                 match r {
-                    Ok(Ok(Some(new))) => pending = Some(new),
+                    Ok(Ok(Some(new))) => {
+                        pending = Some(new);
+                        engine.handle(now(), Input::NewGraphWaiting);
+                    }
                     Ok(Ok(None)) => debug!("{}: unchanged", path.display()),
                     Ok(Err(e)) => error!("{e}\nthe running graph goes on unchanged"),
                     Err(e) => error!("{}: the reload failed: {e}; the running graph goes on", path.display()),
