@@ -8,44 +8,43 @@
 //! A grouped vertex can hold thousands of files. Its file members run in one
 //! blocking task, spread over a few threads (members of a group have no path
 //! between them, so their order does not matter), rather than one blocking
-//! task and two thread hand-offs per file. When the engine says a run is due
-//! only to the vertex's own watch (`full: false`), just the members the watch
-//! events named are checked: a drift on one of 10 000 files checks one file.
+//! task and two thread hand-offs per file. When the engine names the members
+//! a run covers (`Members::Only`: what the file watch saw), just those are
+//! checked: a drift on one of 10 000 files checks one file.
+//!
+//! - `members`: what the driver holds to run each member, and the CheckApply
+//!   of a vertex's members;
+//! - `watches`: what each vertex watches, and starting those watches;
+//! - `files`: a vertex's file members, checked on a thread per core;
+//! - `report`: each resource's CheckApplies, tallied for the run's report.
 
+mod event;
 mod files;
+mod members;
 mod report;
+mod watches;
 
+use event::Event;
+use members::{Backends, build_slots, carry_members, check_apply_vertex};
+use report::Tally;
 pub use report::{CHANGES_KEPT, ResourceRun, RunReport};
-use report::{MemberOutcome, Tally};
+use watches::{WatchSpec, start_watch, watch_graph_file, watch_specs};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mgmt_core::engine::{Engine, EngineConfig, Input, Members, Output};
-use mgmt_core::resource::{
-    FileParams, GroupParams, Kind, LineParams, MountParams, Params, PkgParams, ResourceId,
-    SvcParams, SysctlParams, UserParams,
-};
+use mgmt_core::resource::{Kind, Params, ResourceId};
 use mgmt_core::{Graph, Millis, VertexId};
-use notify::RecommendedWatcher;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
-use crate::account;
-use crate::exec::{self, ExecRes};
 use crate::fswatch::FsWatch;
-use crate::line;
-use crate::mount;
-use crate::msg;
-use crate::pkg;
-use crate::procwatch;
-use crate::svc;
-use crate::sysctl;
+use crate::{pkg, svc};
 
 /// How to run a graph.
 #[derive(Clone, Debug, Default)]
@@ -123,69 +122,6 @@ pub enum DriverError {
     Watcher(#[from] notify::Error),
 }
 
-/// What the driver holds to run one member's CheckApply: its parameters,
-/// or the state an exec or a msg keeps between runs.
-enum MemberState {
-    Noop,
-    File(Arc<FileParams>),
-    Exec(ExecRes),
-    Pkg(Arc<PkgParams>),
-    Svc(Arc<SvcParams>),
-    /// Its CheckApply is a tick: it reports a change, so its children refresh.
-    Timer,
-    Msg(msg::MsgRes),
-    User(Arc<UserParams>),
-    Group(Arc<GroupParams>),
-    /// Checked and applied with the other lines of its file, in one write.
-    Line(Arc<LineParams>),
-    Sysctl(Arc<SysctlParams>),
-    Mount(Arc<MountParams>),
-    Hostname(Arc<str>),
-}
-
-/// What the watches of one vertex saw since its last CheckApply.
-#[derive(Default)]
-struct VertexRes {
-    ids: Vec<ResourceId>,
-    members: Vec<MemberState>,
-}
-
-/// What to watch for a vertex, fixed at start so a watch can restart while
-/// its resources are out running a CheckApply.
-enum WatchSpec {
-    /// A file member (by its index in the vertex) and its path.
-    Path(ResourceId, usize, String),
-    /// A member syncing a whole tree: every directory at or under the path.
-    Tree(ResourceId, usize, String),
-    Lines(mgmt_core::resource::Command, Arc<AtomicBool>),
-    Unit(Arc<SvcParams>),
-    /// A `/proc` file the kernel flags with `POLLPRI` on change.
-    Proc(&'static str),
-    /// systemd-hostnamed's `PropertiesChanged`, where it runs.
-    Hostnamed,
-}
-
-impl WatchSpec {
-    /// Whether this watch goes through the inotify watcher (`FsWatch`).
-    fn uses_inotify(&self) -> bool {
-        matches!(self, WatchSpec::Path(..) | WatchSpec::Tree(..))
-    }
-}
-
-/// `Watch` and `WatchFailed` carry the generation of the graph whose watch
-/// sent them.
-enum Event {
-    Watch(u64, VertexId),
-    WatchFailed(u64, VertexId, String),
-    Done {
-        vertex: VertexId,
-        res: Box<VertexRes>,
-        result: Result<bool, String>,
-        outcomes: Vec<MemberOutcome>,
-        apply: bool,
-    },
-}
-
 /// Removes what a run killed mid-write left beside the managed files: its
 /// temp files (targets are never half-written; the temp files just stay).
 fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
@@ -231,172 +167,6 @@ const WATCHER_RETRY: Duration = Duration::from_secs(1);
 /// Quiet time after the last finished write or rename of the graph file
 /// before it is read: an editor's save may be several.
 const RELOAD_SETTLE: Duration = Duration::from_millis(10);
-
-/// The members of each vertex of `graph`, each made by `member` from its
-/// resource's index.
-fn slots_of(
-    graph: &Graph,
-    mut member: impl FnMut(usize) -> MemberState,
-) -> Vec<Option<Box<VertexRes>>> {
-    graph
-        .vertices
-        .iter()
-        .map(|v| {
-            let ids = v
-                .members
-                .iter()
-                .map(|&m| graph.resources[m].id.clone())
-                .collect();
-            let members = v.members.iter().map(|&m| member(m)).collect();
-            Some(Box::new(VertexRes { ids, members }))
-        })
-        .collect()
-}
-
-/// The members of each vertex, built from the graph's parameters.
-fn build_slots(graph: &Graph) -> Vec<Option<Box<VertexRes>>> {
-    slots_of(graph, |m| new_member(&graph.resources[m].params))
-}
-
-fn new_member(params: &Params) -> MemberState {
-    match params {
-        Params::Noop { .. } => MemberState::Noop,
-        Params::File(p) => MemberState::File(Arc::new(p.clone())),
-        Params::Exec(p) => MemberState::Exec(ExecRes::new(p.clone())),
-        Params::Pkg(p) => MemberState::Pkg(Arc::new(p.clone())),
-        Params::Svc(p) => MemberState::Svc(Arc::new(p.clone())),
-        Params::Timer { .. } => MemberState::Timer,
-        Params::Msg(p) => MemberState::Msg(msg::MsgRes::new(p.clone())),
-        Params::User(p) => MemberState::User(Arc::new(p.clone())),
-        Params::Group(p) => MemberState::Group(Arc::new(p.clone())),
-        Params::Line(p) => MemberState::Line(Arc::new(p.clone())),
-        Params::Sysctl(p) => MemberState::Sysctl(Arc::new(p.clone())),
-        Params::Mount(p) => MemberState::Mount(Arc::new(p.clone())),
-        Params::Hostname { hostname } => MemberState::Hostname(Arc::from(hostname.as_str())),
-    }
-}
-
-/// What to watch for each vertex, fixed when its graph starts so a watch can
-/// restart while its resources are out running a CheckApply.
-fn watch_specs(slots: &[Option<Box<VertexRes>>], packages: &pkg::Backend) -> Vec<Vec<WatchSpec>> {
-    slots
-        .iter()
-        .map(|res| {
-            let res = res.as_deref().expect("all resources are home before start");
-            res.ids
-                .iter()
-                .zip(&res.members)
-                .enumerate()
-                .flat_map(|(i, (id, m))| -> Vec<WatchSpec> {
-                    match m {
-                        MemberState::Noop | MemberState::Timer | MemberState::Msg(_) => Vec::new(),
-                        // A copy watches its source as well as its target.
-                        MemberState::File(p) => match &p.source {
-                            Some(src) if p.recurse => vec![
-                                WatchSpec::Tree(id.clone(), i, p.path.clone()),
-                                WatchSpec::Tree(id.clone(), i, src.clone()),
-                            ],
-                            Some(src) => vec![
-                                WatchSpec::Path(id.clone(), i, p.path.clone()),
-                                WatchSpec::Path(id.clone(), i, src.clone()),
-                            ],
-                            None => vec![WatchSpec::Path(id.clone(), i, p.path.clone())],
-                        },
-                        // Every change to the installed set rewrites dpkg's database.
-                        MemberState::Pkg(_) => packages
-                            .watch_path()
-                            .map(|path| WatchSpec::Path(id.clone(), i, path.to_string()))
-                            .into_iter()
-                            .collect(),
-                        MemberState::Svc(p) => vec![WatchSpec::Unit(p.clone())],
-                        MemberState::User(p) => account::user_files(p)
-                            .into_iter()
-                            .map(|f| WatchSpec::Path(id.clone(), i, f.to_string()))
-                            .collect(),
-                        MemberState::Group(_) => vec![WatchSpec::Path(
-                            id.clone(),
-                            i,
-                            mgmt_core::accounts::GROUP.to_string(),
-                        )],
-                        MemberState::Line(p) => {
-                            vec![WatchSpec::Path(id.clone(), i, p.path.clone())]
-                        }
-                        // The live value has no events: the engine's timer
-                        // checks it (`live_check_s`); the file is watched.
-                        MemberState::Sysctl(p) => p
-                            .persist
-                            .iter()
-                            .map(|f| WatchSpec::Path(id.clone(), i, f.clone()))
-                            .collect(),
-                        MemberState::Hostname(_) => vec![
-                            WatchSpec::Hostnamed,
-                            WatchSpec::Proc(crate::hostname::KERNEL_HOSTNAME),
-                            WatchSpec::Path(
-                                id.clone(),
-                                i,
-                                crate::hostname::ETC_HOSTNAME.to_string(),
-                            ),
-                        ],
-                        MemberState::Mount(_) => vec![
-                            WatchSpec::Proc(mgmt_core::mounts::MOUNTINFO),
-                            WatchSpec::Path(id.clone(), i, mgmt_core::mounts::FSTAB.to_string()),
-                        ],
-                        MemberState::Exec(e) => e
-                            .params
-                            .watch
-                            .clone()
-                            .map(|c| WatchSpec::Lines(c, e.watch_fired.clone()))
-                            .into_iter()
-                            .collect(),
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Watches the graph file's directory; sends on `tx` for every event that
-/// names the file (a write, or an editor's rename of a temp file over it).
-fn watch_graph_file(
-    path: &Path,
-    tx: mpsc::UnboundedSender<()>,
-) -> notify::Result<RecommendedWatcher> {
-    use notify::Watcher as _;
-    let file = path.to_path_buf();
-    let name = file.file_name().map(|n| n.to_os_string());
-    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        use notify::event::{AccessKind, AccessMode, EventKind};
-        let ours = match &ev {
-            // Reading the file (as a reload does) is no change: only writes,
-            // creations, renames and removals are.
-            Ok(ev) => {
-                // A finished write (close after writing), a rename, a
-                // removal: not each write(2) of a save in progress.
-                let change = match ev.kind {
-                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                    EventKind::Access(_) | EventKind::Create(_) => false,
-                    EventKind::Modify(notify::event::ModifyKind::Data(_)) => false,
-                    _ => true,
-                };
-                change
-                    && ev
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-            }
-            Err(_) => true,
-        };
-        if ours {
-            let _ = tx.send(());
-        }
-    })?;
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    w.watch(dir, notify::RecursiveMode::NonRecursive)?;
-    Ok(w)
-}
 
 /// Runs `graph` until it converges (if a converged timeout is set) or until
 /// `shutdown` completes. With `reload`, a change to the graph file (or a
@@ -812,271 +582,4 @@ pub async fn run(
         failed,
         resources: tally.into_runs(),
     })
-}
-
-/// The new graph's members: a kept resource brings its live member (what a
-/// command or a message remembers) from wherever it was grouped before; the
-/// others are built afresh.
-fn carry_members(
-    old: &Graph,
-    old_slots: Vec<Option<Box<VertexRes>>>,
-    new: &Graph,
-    plan: &mgmt_core::changeover::Plan,
-) -> Vec<Option<Box<VertexRes>>> {
-    let mut by_resource: Vec<Option<MemberState>> =
-        (0..old.resources.len()).map(|_| None).collect();
-    for (v, slot) in old_slots.into_iter().enumerate() {
-        let Some(res) = slot else { continue };
-        for (k, member) in res.members.into_iter().enumerate() {
-            by_resource[old.vertices[v].members[k]] = Some(member);
-        }
-    }
-    slots_of(new, |m| {
-        plan.kept[m]
-            .and_then(|o| by_resource[o].take())
-            .unwrap_or_else(|| new_member(&new.resources[m].params))
-    })
-}
-
-fn start_watch(
-    v: VertexId,
-    specs: &[WatchSpec],
-    fs: &mut FsWatch,
-    tx: &mpsc::UnboundedSender<Event>,
-    watchers: &mut BTreeMap<VertexId, Vec<JoinHandle<()>>>,
-    services: &Arc<svc::Backend>,
-    generation: u64,
-) {
-    let g = generation;
-    // A restart replaces whatever was there.
-    fs.remove_vertex(v);
-    for h in watchers.remove(&v).unwrap_or_default() {
-        h.abort();
-    }
-    for spec in specs {
-        match spec {
-            WatchSpec::Path(id, member, path) => {
-                if let Err(e) = fs.add(path, v, *member) {
-                    let _ = tx.send(Event::WatchFailed(g, v, format!("{id}: watch: {e}")));
-                }
-            }
-            WatchSpec::Tree(id, member, path) => {
-                if let Err(e) = fs.add_tree(path, v, *member) {
-                    let _ = tx.send(Event::WatchFailed(g, v, format!("{id}: watch: {e}")));
-                }
-            }
-            WatchSpec::Lines(cmd, fired) => {
-                let (cmd, fired) = (cmd.clone(), fired.clone());
-                let handle = spawn_watch(tx, g, v, move |event| async move {
-                    exec::watch_lines(&cmd, move || {
-                        fired.store(true, Ordering::SeqCst);
-                        event();
-                    })
-                    .await
-                });
-                watchers.entry(v).or_default().push(handle);
-            }
-            WatchSpec::Hostnamed => {
-                let handle = spawn_watch(tx, g, v, crate::hostname::watch_hostnamed);
-                watchers.entry(v).or_default().push(handle);
-            }
-            WatchSpec::Proc(path) => {
-                let path = *path;
-                let handle = spawn_watch(tx, g, v, move |event| procwatch::watch(path, event));
-                watchers.entry(v).or_default().push(handle);
-            }
-            WatchSpec::Unit(p) => {
-                let (p, services) = (p.clone(), services.clone());
-                let handle = spawn_watch(tx, g, v, move |event| async move {
-                    svc::watch(&services, &p, event).await
-                });
-                watchers.entry(v).or_default().push(handle);
-            }
-        }
-    }
-}
-
-/// Runs a watch in a task of its own: `watch` is given the function that
-/// reports an event of vertex `v`, and returns why it stopped (a failure).
-fn spawn_watch<W, F>(
-    tx: &mpsc::UnboundedSender<Event>,
-    g: u64,
-    v: VertexId,
-    watch: W,
-) -> JoinHandle<()>
-where
-    W: FnOnce(Box<dyn Fn() + Send + Sync>) -> F,
-    F: Future<Output = String> + Send + 'static,
-{
-    let events = tx.clone();
-    let why = watch(Box::new(move || {
-        let _ = events.send(Event::Watch(g, v));
-    }));
-    let tx = tx.clone();
-    tokio::spawn(async move {
-        let why = why.await;
-        let _ = tx.send(Event::WatchFailed(g, v, why));
-    })
-}
-
-/// The shared backends a CheckApply may need.
-struct Backends {
-    packages: Arc<pkg::Backend>,
-    services: Arc<svc::Backend>,
-}
-
-/// Runs CheckApply on the members `which` (indices, ascending) of a vertex.
-/// The vertex changed if any member did; the first error fails it (later
-/// members still run, so a group makes as much progress as it can). File
-/// members run together off the runtime; results are logged in member order.
-async fn check_apply_vertex(
-    res: &mut VertexRes,
-    which: &[usize],
-    apply: bool,
-    refresh: bool,
-    cancel: &mut watch::Receiver<bool>,
-    backends: &Backends,
-) -> (Result<bool, String>, Vec<MemberOutcome>) {
-    let files: Vec<(usize, Arc<FileParams>)> = which
-        .iter()
-        .filter_map(|&i| match &res.members[i] {
-            MemberState::File(p) => Some((i, p.clone())),
-            _ => None,
-        })
-        .collect();
-    let mut outcomes: BTreeMap<usize, (Result<Vec<String>, String>, f64)> = BTreeMap::new();
-    if !files.is_empty() {
-        let idx: Vec<usize> = files.iter().map(|(i, _)| *i).collect();
-        match tokio::task::spawn_blocking(move || files::check_apply_files(&files, apply)).await {
-            Ok(done) => outcomes.extend(done.into_iter().map(|(i, r, ms)| (i, (r, ms)))),
-            Err(e) => {
-                for i in idx {
-                    outcomes.insert(i, (Err(format!("file task failed: {e}")), 0.0));
-                }
-            }
-        }
-    }
-    let pkgs: Vec<(usize, Arc<PkgParams>)> = which
-        .iter()
-        .filter_map(|&i| match &res.members[i] {
-            MemberState::Pkg(p) => Some((i, p.clone())),
-            _ => None,
-        })
-        .collect();
-    if !pkgs.is_empty() {
-        // One batch: the vertex's packages share transactions.
-        let started = Instant::now();
-        let done = pkg::check_apply(&backends.packages, &pkgs, apply).await;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        outcomes.extend(done.into_iter().map(|(i, r)| (i, (r, ms))));
-    }
-    let mut lines: BTreeMap<String, Vec<(usize, Arc<LineParams>)>> = BTreeMap::new();
-    for &i in which {
-        if let MemberState::Line(p) = &res.members[i] {
-            lines
-                .entry(p.path.clone())
-                .or_default()
-                .push((i, p.clone()));
-        }
-    }
-    for (path, members) in lines {
-        // One read and one write per file, whatever the number of lines.
-        let idx: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
-        let started = Instant::now();
-        let done = tokio::task::spawn_blocking(move || {
-            let params: Vec<&LineParams> = members.iter().map(|(_, p)| &**p).collect();
-            line::check_apply(&path, &params, apply)
-        })
-        .await;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        match done {
-            Ok(Ok(results)) => {
-                for (i, r) in idx.into_iter().zip(results) {
-                    outcomes.insert(i, (r.map_err(|e| e.to_string()), ms));
-                }
-            }
-            // The file's own trouble is every member's.
-            Ok(Err(e)) => {
-                for i in idx {
-                    outcomes.insert(i, (Err(e.to_string()), ms));
-                }
-            }
-            Err(e) => {
-                for i in idx {
-                    outcomes.insert(i, (Err(format!("line task failed: {e}")), ms));
-                }
-            }
-        }
-    }
-    for &i in which {
-        let started = Instant::now();
-        let result = match &mut res.members[i] {
-            MemberState::File(_) | MemberState::Pkg(_) | MemberState::Line(_) => continue,
-            MemberState::User(p) => account::check_apply_user(p, apply)
-                .await
-                .map_err(|e| e.to_string()),
-            MemberState::Group(p) => account::check_apply_group(p, apply)
-                .await
-                .map_err(|e| e.to_string()),
-            MemberState::Mount(p) => mount::check_apply(p, apply)
-                .await
-                .map_err(|e| e.to_string()),
-            MemberState::Hostname(name) => crate::hostname::check_apply(name, apply)
-                .await
-                .map_err(|e| e.to_string()),
-            MemberState::Sysctl(p) => {
-                let p = p.clone();
-                tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply))
-                    .await
-                    .map_err(|e| format!("sysctl task failed: {e}"))
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-            }
-            MemberState::Noop => Ok(Vec::new()),
-            MemberState::Exec(e) => e
-                .check_apply(apply, refresh, cancel)
-                .await
-                .map_err(|e| e.to_string()),
-            MemberState::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh)
-                .await
-                .map_err(|e| e.to_string()),
-            MemberState::Timer => Ok(vec!["tick".to_string()]),
-            MemberState::Msg(m) => m
-                .check_apply(&res.ids[i].to_string(), apply, refresh)
-                .map_err(|e| e.to_string()),
-        };
-        outcomes.insert(i, (result, started.elapsed().as_secs_f64() * 1000.0));
-    }
-    let mut changed = false;
-    let mut first_error = None;
-    let mut done = Vec::with_capacity(outcomes.len());
-    for (i, (result, ms)) in outcomes {
-        let id = &res.ids[i];
-        match &result {
-            Ok(changes) if changes.is_empty() => {
-                if id.kind != Kind::Noop {
-                    debug!("{id}: CheckApply: ok ({ms:.1} ms)");
-                }
-            }
-            Ok(changes) => {
-                changed = true;
-                let verb = if apply { "" } else { "would have: " };
-                info!(
-                    resource = %id,
-                    action = "CheckApply",
-                    duration_ms = ms,
-                    "{id}: CheckApply: {verb}{} ({ms:.1} ms)",
-                    changes.join(", ")
-                );
-            }
-            Err(e) => {
-                first_error.get_or_insert(format!("{id}: {e}"));
-            }
-        }
-        done.push((i, result, ms));
-    }
-    let result = match first_error {
-        Some(e) => Err(e),
-        None => Ok(changed),
-    };
-    (result, done)
 }
