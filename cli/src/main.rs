@@ -662,7 +662,7 @@ fn run(args: RunArgs) -> ExitCode {
             let first = match tokio::task::block_in_place(|| (reload.compile)()) {
                 Ok(first) => first,
                 Err(e) if single_pass => {
-                    nothing_applied = Some((EXIT_BAD_INPUT, e));
+                    nothing_applied = Some((EXIT_BAD_INPUT, e.to_string()));
                     None
                 }
                 Err(e) => {

@@ -250,7 +250,7 @@ impl mgmt_io::Observer for Metrics {
         &self,
         id: &ResourceId,
         apply: bool,
-        result: &Result<Vec<String>, String>,
+        result: &Result<Vec<String>, mgmt_io::CheckApplyError>,
         took: Duration,
     ) {
         let eventful = matches!(result, Ok(c) if !c.is_empty());

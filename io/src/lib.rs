@@ -5,6 +5,7 @@
 //! does. See ARCHITECTURE.md for the flow of one event.
 
 pub mod account;
+mod check_apply_error;
 pub mod copy;
 pub mod dpkg;
 pub mod driver;
@@ -23,6 +24,8 @@ pub mod procwatch;
 pub mod svc;
 pub mod sysctl;
 pub mod tool;
+
+pub use check_apply_error::CheckApplyError;
 
 pub use driver::{
     DriverError, Observer, Progress, Reload, ResourceRun, RunOptions, RunReport, run,

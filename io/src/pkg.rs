@@ -62,12 +62,16 @@ impl Backend {
     }
 
     /// Installed versions of each name: from dpkg's database, or PackageKit.
-    async fn installed(&self, names: &[&str]) -> Result<BTreeMap<String, Vec<String>>, String> {
+    async fn installed(&self, names: &[&str]) -> Result<BTreeMap<String, Vec<String>>, PkgError> {
         if let Some(path) = self.status.clone() {
+            let unreadable = |reason: String| PkgError::Database {
+                path: dpkg::STATUS,
+                reason,
+            };
             let db = tokio::task::spawn_blocking(move || dpkg::Db::read(&path))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot read {}: {e}", dpkg::STATUS))?;
+                .map_err(|e| unreadable(e.to_string()))?
+                .map_err(|e| unreadable(e.to_string()))?;
             if let Some(db) = db {
                 return Ok(names
                     .iter()
@@ -84,7 +88,7 @@ impl Backend {
                 names,
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PkgError::Query(Arc::new(e)))?;
         let mut map: BTreeMap<String, Vec<String>> =
             names.iter().map(|n| (n.to_string(), Vec::new())).collect();
         for p in out.packages.iter().filter(|p| p.info == info::INSTALLED) {
@@ -132,9 +136,47 @@ fn transaction_flags(p: &PkgParams) -> u64 {
     }
 }
 
+/// Why a package member failed. Cloned to every member a failed query or
+/// transaction concerned.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PkgError {
+    /// dpkg's status database could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Database { path: &'static str, reason: String },
+    /// PackageKit could not say what is installed.
+    #[error("{0}")]
+    Query(Arc<PkError>),
+    /// PackageKit could not say whether a newer version is available.
+    #[error("{name}: {source}")]
+    Newest { name: String, source: Arc<PkError> },
+    /// PackageKit could not resolve the name.
+    #[error("cannot resolve {name}: {source}")]
+    Resolve { name: String, source: Arc<PkError> },
+    /// No installable package of that name (among the packages the
+    /// member's flags allow: `note` says which).
+    #[error("package {name} not found: PackageKit knows no installable package of that name{note}")]
+    NotFound { name: String, note: &'static str },
+    /// The repositories do not have that version.
+    #[error("version {version} of {name} is not available (PackageKit knows: {known})")]
+    VersionUnavailable {
+        name: String,
+        version: String,
+        known: String,
+    },
+    /// The transaction of these packages failed.
+    #[error("PackageKit, for {packages}: {source}")]
+    Transaction {
+        packages: String,
+        source: Arc<PkError>,
+    },
+    /// Placeholder for a member whose transaction has not run yet.
+    #[error("not run")]
+    NotRun,
+}
+
 /// Per member (by the caller's index): what changed (empty: nothing), or why
 /// it failed.
-pub type PkgOutcome = (usize, Result<Vec<String>, String>);
+pub type PkgOutcome = (usize, Result<Vec<String>, PkgError>);
 
 /// Checks the packages of one vertex and, with `apply`, repairs them.
 /// Members sharing a state and flags share each transaction.
@@ -171,7 +213,7 @@ async fn check_apply_batch(
         Err(e) => return members.iter().map(|(i, _)| (*i, Err(e.clone()))).collect(),
     };
     let first = &members[0].1;
-    let mut needs: Vec<Result<Need, String>> = members
+    let mut needs: Vec<Result<Need, PkgError>> = members
         .iter()
         .map(|(_, p)| {
             let have = &installed[&p.name];
@@ -198,13 +240,17 @@ async fn check_apply_batch(
                 filter: filters(first) | filter::NEWEST,
                 names: &newest,
             })
-            .await;
+            .await
+            .map_err(Arc::new);
         for ((_, p), need) in members.iter().zip(needs.iter_mut()) {
             if !newest.contains(&p.name.as_str()) {
                 continue;
             }
             *need = match &r {
-                Err(e) => Err(format!("{}: {e}", p.name)),
+                Err(e) => Err(PkgError::Newest {
+                    name: p.name.clone(),
+                    source: e.clone(),
+                }),
                 Ok(o) => Ok(o
                     .packages
                     .iter()
@@ -226,7 +272,7 @@ async fn check_apply_batch(
         .iter()
         .map(|n| match n {
             Ok(Need::Nothing) => Ok(Vec::new()),
-            Ok(_) => Err(String::new()), // filled in below
+            Ok(_) => Err(PkgError::NotRun), // filled in below
             Err(e) => Err(e.clone()),
         })
         .collect();
@@ -245,11 +291,10 @@ async fn check_apply_batch(
         filters(first) | filter::NOT_INSTALLED | filter::NEWEST,
         |found, name| match found.iter().find(|p| p.info == info::AVAILABLE) {
             Some(p) => Ok(Some(p.id.clone())),
-            None => Err(format!(
-                "package {name} not found: PackageKit knows no installable package of that \
-                 name{}",
-                restricted_note(first)
-            )),
+            None => Err(PkgError::NotFound {
+                name: name.to_string(),
+                note: restricted_note(first),
+            }),
         },
         |ids| Request::Install { flags, ids },
         |id| format!("installed {}", version_of(id)),
@@ -272,14 +317,15 @@ async fn check_apply_batch(
                 Some(p) => Ok(Some(p.id.clone())),
                 None => {
                     let known: Vec<&str> = found.iter().map(|p| p.version()).collect();
-                    Err(format!(
-                        "version {v} of {name} is not available (PackageKit knows: {})",
-                        if known.is_empty() {
+                    Err(PkgError::VersionUnavailable {
+                        name: name.to_string(),
+                        version: v.clone(),
+                        known: if known.is_empty() {
                             "none".to_string()
                         } else {
                             known.join(", ")
-                        }
-                    ))
+                        },
+                    })
                 }
             },
             |ids| Request::Install {
@@ -328,7 +374,7 @@ async fn check_apply_batch(
     members.iter().map(|(i, _)| *i).zip(results).collect()
 }
 
-type MemberResult = Result<Vec<String>, String>;
+type MemberResult = Result<Vec<String>, PkgError>;
 
 /// Resolves the names of members `ks` with `filter`, picks each one's package
 /// id from what PackageKit found of that name (`Ok(None)`: nothing to do;
@@ -339,7 +385,7 @@ async fn resolve_and_transact(
     members: &[(usize, Arc<PkgParams>)],
     ks: &[usize],
     filter: u64,
-    pick: impl Fn(&[&packagekit::Package], &str) -> Result<Option<String>, String>,
+    pick: impl Fn(&[&packagekit::Package], &str) -> Result<Option<String>, PkgError>,
     request: impl for<'a> Fn(&'a [&'a str]) -> Request<'a>,
     changed: impl Fn(&str) -> String,
     results: &mut [MemberResult],
@@ -357,8 +403,12 @@ async fn resolve_and_transact(
     {
         Ok(o) => o.packages,
         Err(e) => {
+            let e = Arc::new(e);
             for &k in ks {
-                results[k] = Err(format!("cannot resolve {}: {e}", members[k].1.name));
+                results[k] = Err(PkgError::Resolve {
+                    name: members[k].1.name.clone(),
+                    source: e.clone(),
+                });
             }
             return;
         }
@@ -410,8 +460,12 @@ async fn transact(
             }
         }
         Err(e) => {
+            let (packages, source) = (names.join(" "), Arc::new(e));
             for (k, _) in ids {
-                results[*k] = Err(format!("PackageKit, for {}: {e}", names.join(" ")));
+                results[*k] = Err(PkgError::Transaction {
+                    packages: packages.clone(),
+                    source: source.clone(),
+                });
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use mgmt_core::resource::FileParams;
 
+use crate::CheckApplyError;
 use crate::{copy, file};
 
 /// A file resource's CheckApply: a copy of its `source`, or its own content.
@@ -50,10 +51,10 @@ fn file_threads(files: usize) -> usize {
     files.div_ceil(FILES_PER_THREAD).clamp(1, cores)
 }
 
-pub(super) type FileOutcome = (usize, Result<Vec<String>, String>, f64);
+pub(super) type FileOutcome = (usize, Result<Vec<String>, CheckApplyError>, f64);
 type Staged = (
     usize,
-    Result<(Vec<String>, Option<file::PendingWrite>), String>,
+    Result<(Vec<String>, Option<file::PendingWrite>), CheckApplyError>,
     f64,
 );
 
@@ -79,7 +80,7 @@ pub(super) fn check_apply_files(
             let started = Instant::now();
             let r = check_apply_file(p, false, file::Durability::PerFile)
                 .map(|(changes, _)| changes)
-                .map_err(|e| e.to_string());
+                .map_err(CheckApplyError::from);
             out.push((*i, r, started.elapsed().as_secs_f64() * 1000.0));
         }
     };
@@ -104,7 +105,11 @@ pub(super) fn check_apply_files(
         let have: BTreeSet<usize> = checked.iter().map(|o| o.0).collect();
         for (i, _) in files {
             if !have.contains(i) {
-                checked.push((*i, Err("file worker panicked".to_string()), 0.0));
+                let lost = CheckApplyError::Task {
+                    what: "file",
+                    reason: "a worker thread panicked".into(),
+                };
+                checked.push((*i, Err(lost), 0.0));
             }
         }
     }
@@ -127,7 +132,8 @@ pub(super) fn check_apply_files(
         .map(|(i, r, ms)| match r {
             Ok(changes) if !changes.is_empty() => {
                 let started = Instant::now();
-                let r = check_apply_file(params[&i], true, durability).map_err(|e| e.to_string());
+                let r =
+                    check_apply_file(params[&i], true, durability).map_err(CheckApplyError::from);
                 (i, r, ms + started.elapsed().as_secs_f64() * 1000.0)
             }
             r => (i, r.map(|c| (c, None)), ms),
@@ -139,14 +145,14 @@ pub(super) fn check_apply_files(
         .filter_map(|(_, r, _)| r.as_ref().ok()?.1.as_ref())
         .collect();
     let synced = if pending.len() >= SYNCFS_MIN_FILES {
-        let mut by_dir: BTreeMap<&Path, Result<(), String>> = BTreeMap::new();
+        let mut by_dir: BTreeMap<&Path, Result<(), CheckApplyError>> = BTreeMap::new();
         pending
             .iter()
             .map(|w| {
                 let dir = w.path().parent().unwrap_or(Path::new("/"));
                 by_dir
                     .entry(dir)
-                    .or_insert_with(|| file::sync_fs(dir).map_err(|e| e.to_string()))
+                    .or_insert_with(|| file::sync_fs(dir).map_err(CheckApplyError::from))
                     .clone()
             })
             .collect()
@@ -161,7 +167,7 @@ pub(super) fn check_apply_files(
                 None => Ok(changes),
                 Some(w) => {
                     synced.next().expect("one result per pending write")?;
-                    w.commit().map_err(|e| e.to_string())?;
+                    w.commit()?;
                     Ok(changes)
                 }
             });
@@ -171,7 +177,7 @@ pub(super) fn check_apply_files(
 }
 
 /// fsyncs pending writes on a few threads; one result per write, in order.
-fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), String>> {
+fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), CheckApplyError>> {
     let next = AtomicUsize::new(0);
     let work = || {
         let mut out = Vec::new();
@@ -180,10 +186,10 @@ fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), String>> {
             let Some(w) = pending.get(k) else {
                 return out;
             };
-            out.push((k, w.sync().map_err(|e| e.to_string())));
+            out.push((k, w.sync().map_err(CheckApplyError::from)));
         }
     };
-    let mut done: Vec<(usize, Result<(), String>)> = std::thread::scope(|s| {
+    let mut done: Vec<(usize, Result<(), CheckApplyError>)> = std::thread::scope(|s| {
         let helpers: Vec<_> = (1..SYNC_THREADS.min(pending.len()))
             .map(|_| s.spawn(work))
             .collect();
@@ -196,7 +202,11 @@ fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), String>> {
         out
     });
     done.sort_by_key(|(k, _)| *k);
-    let mut results = vec![Err("fsync worker panicked".to_string()); pending.len()];
+    let lost = CheckApplyError::Task {
+        what: "fsync",
+        reason: "a worker thread panicked".into(),
+    };
+    let mut results = vec![Err(lost); pending.len()];
     for (k, r) in done {
         results[k] = r;
     }

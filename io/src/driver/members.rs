@@ -17,6 +17,7 @@ use tracing::{debug, info};
 
 use super::files;
 use super::report::MemberOutcome;
+use crate::CheckApplyError;
 use crate::exec::ExecRes;
 use crate::{account, line, mount, msg, pkg, svc, sysctl};
 
@@ -140,14 +141,19 @@ pub(super) async fn check_apply_vertex(
             _ => None,
         })
         .collect();
-    let mut outcomes: BTreeMap<usize, (Result<Vec<String>, String>, f64)> = BTreeMap::new();
+    let mut outcomes: BTreeMap<usize, (Result<Vec<String>, CheckApplyError>, f64)> =
+        BTreeMap::new();
     if !files.is_empty() {
         let idx: Vec<usize> = files.iter().map(|(i, _)| *i).collect();
         match tokio::task::spawn_blocking(move || files::check_apply_files(&files, apply)).await {
             Ok(done) => outcomes.extend(done.into_iter().map(|(i, r, ms)| (i, (r, ms)))),
             Err(e) => {
+                let e = CheckApplyError::Task {
+                    what: "file",
+                    reason: e.to_string(),
+                };
                 for i in idx {
-                    outcomes.insert(i, (Err(format!("file task failed: {e}")), 0.0));
+                    outcomes.insert(i, (Err(e.clone()), 0.0));
                 }
             }
         }
@@ -164,7 +170,10 @@ pub(super) async fn check_apply_vertex(
         let started = Instant::now();
         let done = pkg::check_apply(&backends.packages, &pkgs, apply).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        outcomes.extend(done.into_iter().map(|(i, r)| (i, (r, ms))));
+        outcomes.extend(
+            done.into_iter()
+                .map(|(i, r)| (i, (r.map_err(CheckApplyError::from), ms))),
+        );
     }
     let mut lines: BTreeMap<String, Vec<(usize, Arc<LineParams>)>> = BTreeMap::new();
     for &i in which {
@@ -188,18 +197,23 @@ pub(super) async fn check_apply_vertex(
         match done {
             Ok(Ok(results)) => {
                 for (i, r) in idx.into_iter().zip(results) {
-                    outcomes.insert(i, (r.map_err(|e| e.to_string()), ms));
+                    outcomes.insert(i, (r.map_err(CheckApplyError::from), ms));
                 }
             }
             // The file's own trouble is every member's.
             Ok(Err(e)) => {
+                let e = CheckApplyError::from(e);
                 for i in idx {
-                    outcomes.insert(i, (Err(e.to_string()), ms));
+                    outcomes.insert(i, (Err(e.clone()), ms));
                 }
             }
             Err(e) => {
+                let e = CheckApplyError::Task {
+                    what: "line",
+                    reason: e.to_string(),
+                };
                 for i in idx {
-                    outcomes.insert(i, (Err(format!("line task failed: {e}")), ms));
+                    outcomes.insert(i, (Err(e.clone()), ms));
                 }
             }
         }
@@ -210,35 +224,38 @@ pub(super) async fn check_apply_vertex(
             MemberState::File(_) | MemberState::Pkg(_) | MemberState::Line(_) => continue,
             MemberState::User(p) => account::check_apply_user(p, apply)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(CheckApplyError::from),
             MemberState::Group(p) => account::check_apply_group(p, apply)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(CheckApplyError::from),
             MemberState::Mount(p) => mount::check_apply(p, apply)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(CheckApplyError::from),
             MemberState::Hostname(name) => crate::hostname::check_apply(name, apply)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(CheckApplyError::from),
             MemberState::Sysctl(p) => {
                 let p = p.clone();
                 tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply))
                     .await
-                    .map_err(|e| format!("sysctl task failed: {e}"))
-                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(|e| CheckApplyError::Task {
+                        what: "sysctl",
+                        reason: e.to_string(),
+                    })
+                    .and_then(|r| r.map_err(CheckApplyError::from))
             }
             MemberState::Noop => Ok(Vec::new()),
             MemberState::Exec(e) => e
                 .check_apply(apply, refresh, cancel)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(CheckApplyError::from),
             MemberState::Svc(p) => svc::check_apply(&backends.services, p, apply, refresh)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(CheckApplyError::from),
             MemberState::Timer => Ok(vec!["tick".to_string()]),
             MemberState::Msg(m) => m
                 .check_apply(&res.ids[i].to_string(), apply, refresh)
-                .map_err(|e| e.to_string()),
+                .map_err(CheckApplyError::from),
         };
         outcomes.insert(i, (result, started.elapsed().as_secs_f64() * 1000.0));
     }

@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
+use crate::CheckApplyError;
 use crate::fswatch::FsWatch;
 use crate::{pkg, svc};
 
@@ -73,7 +74,7 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
         &self,
         _id: &ResourceId,
         _apply: bool,
-        _result: &Result<Vec<String>, String>,
+        _result: &Result<Vec<String>, CheckApplyError>,
         _duration: Duration,
     ) {
     }
@@ -143,8 +144,9 @@ fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
 }
 
 /// What [`Reload::compile`] gives: a new graph and its tag, nothing new, or
-/// the diagnostics.
-pub type Compiled = Result<Option<(Graph, u64)>, String>;
+/// why there is none (the located diagnostics, a file that cannot be read):
+/// the caller's error, which the driver only reports.
+pub type Compiled = Result<Option<(Graph, u64)>, Box<dyn std::error::Error + Send + Sync>>;
 
 /// How a running graph is replaced when its file changes (or on SIGHUP).
 pub struct Reload {

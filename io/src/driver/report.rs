@@ -1,6 +1,7 @@
 //! What a run reports: each resource's CheckApplies, changes and errors,
 //! tallied as they return (`mgmt run --report`).
 
+use crate::CheckApplyError;
 use mgmt_core::{Graph, ResourceId};
 
 /// How a run ended.
@@ -36,7 +37,7 @@ pub struct ResourceRun {
 
 /// One member's CheckApply: its index in the vertex, what it changed or why
 /// it failed, and how long it took (ms).
-pub(super) type MemberOutcome = (usize, Result<Vec<String>, String>, f64);
+pub(super) type MemberOutcome = (usize, Result<Vec<String>, CheckApplyError>, f64);
 
 /// Each resource's [`ResourceRun`], kept up to date as CheckApplies return:
 /// sorted by id, each id once (a list, not a map keyed by a second copy of
@@ -105,7 +106,7 @@ impl Tally {
                 Ok(changes) => run.note_changes(changes),
                 Err(e) => {
                     run.errors += 1;
-                    run.last_error = Some(e);
+                    run.last_error = Some(e.to_string());
                 }
             }
         }
