@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use mgmt_core::resource::FileParams;
 
+use crate::OwnWrites;
 use crate::file::{self, Durability, FileError, io_err};
 
 /// The mode bits a copy keeps: not setuid or setgid, since a copy belongs to
@@ -36,7 +37,12 @@ fn source_err(msg: String) -> FileError {
 
 /// Checks a file resource with a source and, if `apply`, repairs it.
 /// Blocking: run it off the async runtime.
-pub fn check_apply(p: &FileParams, source: &str, apply: bool) -> Result<Vec<String>, FileError> {
+pub fn check_apply(
+    p: &FileParams,
+    source: &str,
+    apply: bool,
+    own: &OwnWrites,
+) -> Result<Vec<String>, FileError> {
     let src = trimmed(source);
     let meta = match fs::symlink_metadata(src) {
         Ok(m) => m,
@@ -70,6 +76,7 @@ pub fn check_apply(p: &FileParams, source: &str, apply: bool) -> Result<Vec<Stri
             p.mode.or(Some(meta.mode() & COPIED_MODE_BITS)),
             apply,
             Durability::PerFile,
+            own,
         )?;
         return Ok(changes);
     }
@@ -92,9 +99,10 @@ pub fn check_apply(p: &FileParams, source: &str, apply: bool) -> Result<Vec<Stri
         p.mode.or(Some(meta.mode() & COPIED_MODE_BITS)),
         apply,
         Durability::PerFile,
+        own,
     )?;
     if p.recurse {
-        changes.extend(sync_tree(src, trimmed(&p.path), p.force, apply)?);
+        changes.extend(sync_tree(src, trimmed(&p.path), p.force, apply, own)?);
     }
     Ok(changes)
 }
@@ -158,7 +166,13 @@ struct Plan {
     removals: Vec<PathBuf>,
 }
 
-fn sync_tree(src: &Path, dst: &Path, force: bool, apply: bool) -> Result<Vec<String>, FileError> {
+fn sync_tree(
+    src: &Path,
+    dst: &Path,
+    force: bool,
+    apply: bool,
+    own: &OwnWrites,
+) -> Result<Vec<String>, FileError> {
     let listing = list_source(src)?;
     let mut plan = Plan::default();
     let wanted: BTreeSet<&Path> = listing
@@ -233,7 +247,7 @@ fn sync_tree(src: &Path, dst: &Path, force: bool, apply: bool) -> Result<Vec<Str
 
     let changes = describe(&plan);
     if apply && !changes.is_empty() {
-        carry_out(src, dst, &plan)?;
+        carry_out(src, dst, &plan, own)?;
     }
     Ok(changes)
 }
@@ -358,7 +372,7 @@ fn recreate_parents(src: &Path, dst: &Path, rel: &Path) -> Result<(), FileError>
     Ok(())
 }
 
-fn carry_out(src: &Path, dst: &Path, plan: &Plan) -> Result<(), FileError> {
+fn carry_out(src: &Path, dst: &Path, plan: &Plan, own: &OwnWrites) -> Result<(), FileError> {
     for rel in &plan.removals {
         let t = dst.join(rel);
         match fs::symlink_metadata(&t) {
@@ -384,7 +398,7 @@ fn carry_out(src: &Path, dst: &Path, plan: &Plan) -> Result<(), FileError> {
         let t = dst.join(rel);
         // Someone may have removed its directory since the plan was made.
         recreate_parents(src, dst, rel)?;
-        if let Some(w) = file::write_atomically(&t, &bytes, *mode, None, durability)? {
+        if let Some(w) = file::write_atomically(&t, &bytes, *mode, None, durability, own)? {
             pending.push(w);
         }
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use mgmt_core::resource::{FileParams, FileState, Principal};
 
-use crate::own_writes;
+use crate::own_writes::{self, OwnWrites};
 
 /// Mode for files and directories we create when the graph sets none.
 const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -71,6 +71,8 @@ pub struct PendingWrite {
     tmp: PathBuf,
     path: PathBuf,
     committed: bool,
+    /// Told of the rename when it is committed.
+    own: OwnWrites,
 }
 
 impl PendingWrite {
@@ -89,9 +91,9 @@ impl PendingWrite {
     /// Renames the temp file over the target. Call only after
     /// [`PendingWrite::sync`] succeeded, or a crash could leave an empty file.
     pub fn commit(mut self) -> Result<(), FileError> {
-        own_writes::expect_own_rename(&self.path);
+        self.own.expect_rename(&self.path);
         fs::rename(&self.tmp, &self.path).map_err(|e| {
-            own_writes::own_rename_failed(&self.path);
+            self.own.rename_failed(&self.path);
             io_err(&self.path, "rename")(e)
         })?;
         self.committed = true;
@@ -123,8 +125,8 @@ pub fn sync_fs(dir: &Path) -> Result<(), FileError> {
 /// Returns what differed (and was changed, or would be with `apply == false`);
 /// empty means the state was already right. Blocking: run it off the async runtime.
 /// A file with a `source` is a copy (`copy::check_apply`).
-pub fn check_apply(p: &FileParams, apply: bool) -> Result<Vec<String>, FileError> {
-    let (changes, pending) = check_apply_with(p, apply, Durability::PerFile)?;
+pub fn check_apply(p: &FileParams, apply: bool, own: &OwnWrites) -> Result<Vec<String>, FileError> {
+    let (changes, pending) = check_apply_with(p, apply, Durability::PerFile, own)?;
     debug_assert!(pending.is_none(), "per-file writes are committed");
     Ok(changes)
 }
@@ -136,6 +138,7 @@ pub fn check_apply_with(
     p: &FileParams,
     apply: bool,
     durability: Durability,
+    own: &OwnWrites,
 ) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
     debug_assert!(p.source.is_none(), "a copy is copy::check_apply's");
     check_apply_bytes(
@@ -144,6 +147,7 @@ pub fn check_apply_with(
         p.mode,
         apply,
         durability,
+        own,
     )
 }
 
@@ -156,6 +160,7 @@ pub fn check_apply_bytes(
     mode: Option<u32>,
     apply: bool,
     durability: Durability,
+    own: &OwnWrites,
 ) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
     let path = Path::new(p.path.trim_end_matches('/'));
     let path = if path.as_os_str().is_empty() {
@@ -256,6 +261,7 @@ pub fn check_apply_bytes(
                     uid,
                     gid,
                     durability,
+                    own,
                 )?;
                 return Ok((changes, pending));
             }
@@ -281,7 +287,7 @@ pub fn check_apply_bytes(
                 let mode = mode.unwrap_or(current_mode);
                 let uid = uid.or(Some(meta.uid()));
                 let gid = gid.or(Some(meta.gid()));
-                let pending = atomic_write(path, want, mode, uid, gid, durability)?;
+                let pending = atomic_write(path, want, mode, uid, gid, durability, own)?;
                 return Ok((changes, pending));
             }
         }
@@ -423,9 +429,10 @@ pub fn write_atomically(
     mode: u32,
     owner: Option<(u32, u32)>,
     durability: Durability,
+    own: &OwnWrites,
 ) -> Result<Option<PendingWrite>, FileError> {
     let (uid, gid) = owner.unzip();
-    atomic_write(path, content, mode, uid, gid, durability)
+    atomic_write(path, content, mode, uid, gid, durability, own)
 }
 
 /// Writes `content` to `path` through a temp file and a rename. `PerFile`
@@ -437,6 +444,7 @@ fn atomic_write(
     uid: Option<u32>,
     gid: Option<u32>,
     durability: Durability,
+    own: &OwnWrites,
 ) -> Result<Option<PendingWrite>, FileError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let base = path
@@ -476,13 +484,14 @@ fn atomic_write(
             tmp,
             path: path.to_path_buf(),
             committed: false,
+            own: own.clone(),
         }));
     }
     f.sync_data().map_err(io_err(&tmp, "fsync"))?;
     drop(f);
-    own_writes::expect_own_rename(path);
+    own.expect_rename(path);
     fs::rename(&tmp, path).map_err(|e| {
-        own_writes::own_rename_failed(path);
+        own.rename_failed(path);
         io_err(path, "rename")(e)
     })?;
     std::mem::forget(guard);
@@ -606,7 +615,7 @@ mod tests {
         let d = tempdir();
         let f = d.join("sub/dir/f");
         let p = params(&f, Some("hello\n"));
-        let changes = check_apply(&p, true).unwrap();
+        let changes = check_apply(&p, true, &OwnWrites::default()).unwrap();
         assert_eq!(
             changes,
             vec![
@@ -616,7 +625,11 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(&f).unwrap(), "hello\n");
         assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o644);
-        assert!(check_apply(&p, true).unwrap().is_empty());
+        assert!(
+            check_apply(&p, true, &OwnWrites::default())
+                .unwrap()
+                .is_empty()
+        );
         fs::remove_dir_all(d).unwrap();
     }
 
@@ -628,7 +641,7 @@ mod tests {
         fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
         let mut p = params(&f, Some("right"));
         assert_eq!(
-            check_apply(&p, true).unwrap(),
+            check_apply(&p, true, &OwnWrites::default()).unwrap(),
             vec!["changed content".to_string()]
         );
         assert_eq!(fs::read_to_string(&f).unwrap(), "right");
@@ -639,7 +652,7 @@ mod tests {
         );
         p.mode = Some(0o640);
         assert_eq!(
-            check_apply(&p, true).unwrap(),
+            check_apply(&p, true, &OwnWrites::default()).unwrap(),
             vec!["changed mode 0600 -> 0640".to_string()]
         );
         assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o640);
@@ -657,13 +670,13 @@ mod tests {
         let f = d.join("f");
         let p = params(&f, Some("x"));
         assert_eq!(
-            check_apply(&p, false).unwrap(),
+            check_apply(&p, false, &OwnWrites::default()).unwrap(),
             vec!["created file".to_string()]
         );
         assert!(!f.exists());
         fs::write(&f, "y").unwrap();
         assert_eq!(
-            check_apply(&p, false).unwrap(),
+            check_apply(&p, false, &OwnWrites::default()).unwrap(),
             vec!["changed content".to_string()]
         );
         assert_eq!(fs::read_to_string(&f).unwrap(), "y");
@@ -677,15 +690,25 @@ mod tests {
         fs::write(&f, "y").unwrap();
         let mut p = params(&f, None);
         p.state = FileState::Absent;
-        assert_eq!(check_apply(&p, true).unwrap(), vec!["removed".to_string()]);
+        assert_eq!(
+            check_apply(&p, true, &OwnWrites::default()).unwrap(),
+            vec!["removed".to_string()]
+        );
         assert!(!f.exists());
-        assert!(check_apply(&p, true).unwrap().is_empty());
+        assert!(
+            check_apply(&p, true, &OwnWrites::default())
+                .unwrap()
+                .is_empty()
+        );
         let sub = d.join("sub");
         fs::create_dir_all(sub.join("x")).unwrap();
         let mut p = params(&sub, None);
         p.path.push('/');
         p.state = FileState::Absent;
-        assert_eq!(check_apply(&p, true).unwrap(), vec!["removed".to_string()]);
+        assert_eq!(
+            check_apply(&p, true, &OwnWrites::default()).unwrap(),
+            vec!["removed".to_string()]
+        );
         assert!(!sub.exists());
         fs::remove_dir_all(d).unwrap();
     }
@@ -697,7 +720,7 @@ mod tests {
         p.path.push('/');
         p.mode = Some(0o700);
         assert_eq!(
-            check_apply(&p, true).unwrap(),
+            check_apply(&p, true, &OwnWrites::default()).unwrap(),
             vec!["created directory".to_string()]
         );
         assert_eq!(
@@ -708,9 +731,16 @@ mod tests {
         fs::write(&f, "").unwrap();
         let mut p = params(&f, None);
         p.path.push('/');
-        assert!(matches!(check_apply(&p, true), Err(FileError::NotDir(_))));
         assert!(matches!(
-            check_apply(&params(&d.join("newdir"), None), true),
+            check_apply(&p, true, &OwnWrites::default()),
+            Err(FileError::NotDir(_))
+        ));
+        assert!(matches!(
+            check_apply(
+                &params(&d.join("newdir"), None),
+                true,
+                &OwnWrites::default()
+            ),
             Err(FileError::IsDir(_))
         ));
         fs::remove_dir_all(d).unwrap();
@@ -722,7 +752,8 @@ mod tests {
         let f = d.join("f");
         fs::write(&f, "old").unwrap();
         let p = params(&f, Some("new"));
-        let (changes, pending) = check_apply_with(&p, true, Durability::Batched).unwrap();
+        let (changes, pending) =
+            check_apply_with(&p, true, Durability::Batched, &OwnWrites::default()).unwrap();
         assert_eq!(changes, vec!["changed content".to_string()]);
         let pending = pending.expect("a pending write");
         assert_eq!(fs::read_to_string(&f).unwrap(), "old", "target untouched");
@@ -731,8 +762,13 @@ mod tests {
         pending.commit().unwrap();
         assert_eq!(fs::read_to_string(&f).unwrap(), "new");
         // A pending write dropped without commit leaves no temp file behind.
-        let (_, pending) =
-            check_apply_with(&params(&f, Some("newer")), true, Durability::Batched).unwrap();
+        let (_, pending) = check_apply_with(
+            &params(&f, Some("newer")),
+            true,
+            Durability::Batched,
+            &OwnWrites::default(),
+        )
+        .unwrap();
         drop(pending);
         assert_eq!(fs::read_to_string(&f).unwrap(), "new");
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1, "no temp files left");
@@ -744,7 +780,9 @@ mod tests {
         let d = tempdir();
         let mut p = params(&d.join("f"), None);
         p.owner = Some(Principal::Name("no-such-user-mgmt".into()));
-        let e = check_apply(&p, true).unwrap_err().to_string();
+        let e = check_apply(&p, true, &OwnWrites::default())
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "unknown user \"no-such-user-mgmt\"");
         fs::remove_dir_all(d).unwrap();
     }

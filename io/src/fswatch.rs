@@ -27,7 +27,7 @@ use mgmt_core::VertexId;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::own_writes;
+use crate::own_writes::{self, OwnWrites};
 
 pub type RawEvent = notify::Result<notify::Event>;
 
@@ -38,6 +38,8 @@ pub struct FsWatch {
     /// `Err`: the kernel gave no inotify instance (say the per-user limit
     /// is reached); every watch fails with this, and the agent goes on.
     watcher: Result<RecommendedWatcher, String>,
+    /// Renames this process's writers announced (see [`OwnWrites`]).
+    own: OwnWrites,
     /// Where the watcher sends events: kept to make one later.
     tx: mpsc::UnboundedSender<RawEvent>,
     /// Managed path (clean, as bytes) -> who manages it and how it is
@@ -77,12 +79,15 @@ impl FsWatch {
     /// (the per-user limit reached, with many agents on one machine) it
     /// still comes back, watching nothing: each [`FsWatch::add`] fails with
     /// why, the caller says so, and [`FsWatch::revive`] tries again.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<RawEvent>) {
+    /// `own`: the renames this process's writers announce, whose echoes are
+    /// not drift.
+    pub fn new(own: OwnWrites) -> (Self, mpsc::UnboundedReceiver<RawEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let watcher = Self::inotify(&tx);
         let fs = FsWatch {
             watcher,
             tx,
+            own,
             targets: BTreeMap::new(),
             by_vertex: BTreeMap::new(),
             dirs: BTreeMap::new(),
@@ -401,7 +406,7 @@ impl FsWatch {
         let ours: Vec<bool> = ev
             .paths
             .iter()
-            .map(|p| (renamed_to && own_writes::take_own_rename(p)) || own_writes::is_own_temp(p))
+            .map(|p| (renamed_to && self.own.take_rename(p)) || own_writes::is_own_temp(p))
             .collect();
         for (p, &ours) in ev.paths.iter().zip(&ours) {
             if ours {

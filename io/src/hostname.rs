@@ -18,6 +18,7 @@ use std::path::Path;
 use futures_util::StreamExt;
 use zbus::{Connection, proxy};
 
+use crate::OwnWrites;
 use crate::file::{Durability, FileError, io_err, write_atomically};
 
 #[proxy(
@@ -80,10 +81,14 @@ async fn hostnamed() -> Option<(Connection, Hostname1Proxy<'static>)> {
 
 /// Checks both names and, with `apply`, sets them: through hostnamed where
 /// it answers, else in the files.
-pub async fn check_apply(name: &str, apply: bool) -> Result<Vec<String>, HostnameError> {
+pub async fn check_apply(
+    name: &str,
+    apply: bool,
+    own: &OwnWrites,
+) -> Result<Vec<String>, HostnameError> {
     let Some((_conn, proxy)) = hostnamed().await else {
-        let name = name.to_string();
-        return tokio::task::spawn_blocking(move || check_apply_files(&name, apply)).await?;
+        let (name, own) = (name.to_string(), own.clone());
+        return tokio::task::spawn_blocking(move || check_apply_files(&name, apply, &own)).await?;
     };
     let mut changes = Vec::new();
     let have = bounded("StaticHostname", proxy.static_hostname()).await?;
@@ -146,7 +151,11 @@ fn static_name() -> Result<String, HostnameError> {
 
 /// Checks both names in the files and, with `apply`, sets them there.
 /// Blocking (small files).
-fn check_apply_files(name: &str, apply: bool) -> Result<Vec<String>, HostnameError> {
+fn check_apply_files(
+    name: &str,
+    apply: bool,
+    own: &OwnWrites,
+) -> Result<Vec<String>, HostnameError> {
     let mut changes = Vec::new();
     let have = static_name()?;
     if have != name {
@@ -160,6 +169,7 @@ fn check_apply_files(name: &str, apply: bool) -> Result<Vec<String>, HostnameErr
                 mode,
                 None,
                 Durability::PerFile,
+                own,
             )?;
         }
     }

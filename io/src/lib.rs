@@ -26,6 +26,7 @@ pub mod sysctl;
 pub mod tool;
 
 pub use check_apply_error::CheckApplyError;
+pub use own_writes::OwnWrites;
 
 pub use driver::{
     DriverError, Observer, Progress, Reload, ResourceRun, RunOptions, RunReport, run,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use mgmt_core::line::{Edited, LineError, edit};
 use mgmt_core::resource::LineParams;
 
+use crate::OwnWrites;
 use crate::file::{Durability, FileError, io_err, write_atomically};
 
 /// A new file's mode (as `file` creates them).
@@ -73,6 +74,7 @@ pub fn check_apply(
     path: &str,
     members: &[&LineParams],
     apply: bool,
+    own: &OwnWrites,
 ) -> Result<Vec<Result<Vec<String>, LineError>>, LineIoError> {
     let current = read(Path::new(path))?;
     let Edited { text, outcomes } = edit(current.text.as_deref(), members);
@@ -89,6 +91,7 @@ pub fn check_apply(
         mode,
         owner,
         Durability::PerFile,
+        own,
     )?;
     Ok(outcomes)
 }
@@ -121,10 +124,10 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let (b, c) = (line(&link, "b"), line(&link, "c"));
         let path = link.display().to_string();
-        let dry = check_apply(&path, &[&b, &c], false).unwrap();
+        let dry = check_apply(&path, &[&b, &c], false, &OwnWrites::default()).unwrap();
         assert!(dry.iter().all(|o| o.as_ref().is_ok_and(|c| c.len() == 1)));
         assert_eq!(fs::read_to_string(&real).unwrap(), "a\n");
-        let done = check_apply(&path, &[&b, &c], true).unwrap();
+        let done = check_apply(&path, &[&b, &c], true, &OwnWrites::default()).unwrap();
         assert!(done.iter().all(|o| o.is_ok()), "{done:?}");
         assert_eq!(fs::read_to_string(&real).unwrap(), "a\nb\nc\n");
         assert!(
@@ -134,7 +137,7 @@ mod tests {
                 .is_symlink()
         );
         assert_eq!(fs::metadata(&real).unwrap().mode() & 0o7777, 0o600);
-        let again = check_apply(&path, &[&b, &c], true).unwrap();
+        let again = check_apply(&path, &[&b, &c], true, &OwnWrites::default()).unwrap();
         assert!(again.iter().all(|o| o.as_ref().is_ok_and(|c| c.is_empty())));
     }
 
@@ -144,7 +147,7 @@ mod tests {
         let f = dir.path().join("new.conf");
         let mut a = line(&f, "x");
         let path = f.display().to_string();
-        let r = check_apply(&path, &[&a], true).unwrap();
+        let r = check_apply(&path, &[&a], true, &OwnWrites::default()).unwrap();
         assert!(
             r[0].as_ref()
                 .unwrap_err()
@@ -152,7 +155,7 @@ mod tests {
                 .contains("does not exist")
         );
         a.create = true;
-        assert!(check_apply(&path, &[&a], true).unwrap()[0].is_ok());
+        assert!(check_apply(&path, &[&a], true, &OwnWrites::default()).unwrap()[0].is_ok());
         assert_eq!(fs::read_to_string(&f).unwrap(), "x\n");
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use mgmt_core::mounts::{self, MountEntry, Observed, Step};
 use mgmt_core::resource::MountParams;
 
+use crate::OwnWrites;
 use crate::file::{Durability, FileError, io_err, write_atomically};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +105,11 @@ async fn run(cmd: &[&str]) -> Result<(), MountError> {
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Checks the mount and its fstab entry and, with `apply`, repairs them.
-pub async fn check_apply(p: &MountParams, apply: bool) -> Result<Vec<String>, MountError> {
+pub async fn check_apply(
+    p: &MountParams,
+    apply: bool,
+    own: &OwnWrites,
+) -> Result<Vec<String>, MountError> {
     let _turn = ONE_AT_A_TIME.lock().await;
     let (changes, steps) = observe(p).await?;
     if !apply || steps.is_empty() {
@@ -131,7 +136,7 @@ pub async fn check_apply(p: &MountParams, apply: bool) -> Result<Vec<String>, Mo
             Step::WriteFstab(text) => {
                 let fstab = Path::new(mounts::FSTAB);
                 let mode = fs::metadata(fstab).map_or(0o644, |m| m.mode() & 0o7777);
-                write_atomically(fstab, text.as_bytes(), mode, None, Durability::PerFile)?;
+                write_atomically(fstab, text.as_bytes(), mode, None, Durability::PerFile, own)?;
             }
         }
     }

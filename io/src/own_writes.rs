@@ -2,11 +2,15 @@
 //! the temp files of its atomic writes (their names) and the renames that
 //! put them in place, each expected once.
 //!
-//! `file` writes and announces; `fswatch` recognises and uses up. Neither
-//! imports the other.
+//! `file` writes and announces ([`OwnWrites`], handed to it by the driver);
+//! `fswatch` recognises and uses up (the same value). Neither imports the
+//! other, and nothing is process-global: two drivers in one process (tests)
+//! keep apart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The temp file process `pid` writes `base`'s new content to, beside it.
 pub(crate) fn temp_name(base: &str, pid: u32) -> String {
@@ -38,25 +42,29 @@ pub(crate) fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
 /// ours costs one CheckApply, not one more for its own echo. An expectation
 /// lasts [`OWN_RENAME_TTL`] at most, so one whose event never came cannot
 /// hide a later rename by someone else.
-static OWN_RENAMES: std::sync::Mutex<OwnRenames> = std::sync::Mutex::new(OwnRenames {
-    by_path: BTreeMap::new(),
-    order: std::collections::VecDeque::new(),
-});
+///
+/// One value, shared: the driver hands a clone to the watcher (which takes
+/// each echo once, [`OwnWrites::take_rename`]) and one to every CheckApply
+/// that writes (which announces its renames). A writer given a fresh one
+/// (`OwnWrites::default()`, as in a one-shot tool or a test) tells no one.
+#[derive(Clone, Debug, Default)]
+pub struct OwnWrites(Arc<Mutex<OwnRenames>>);
 
-const OWN_RENAME_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+const OWN_RENAME_TTL: Duration = Duration::from_secs(2);
 
+#[derive(Debug, Default)]
 struct OwnRenames {
     /// Path -> when each rename expected onto it was announced, oldest first.
-    by_path: BTreeMap<PathBuf, Vec<std::time::Instant>>,
+    by_path: BTreeMap<PathBuf, Vec<Instant>>,
     /// Every announcement, oldest first: expiry looks at the front only, so
     /// an apply of N files costs N steps, not N² (a scan per write).
-    order: std::collections::VecDeque<(std::time::Instant, PathBuf)>,
+    order: VecDeque<(Instant, PathBuf)>,
 }
 
 impl OwnRenames {
     /// Drops the expectations whose event never came (an unwatched path).
-    fn expire(&mut self, now: std::time::Instant) {
-        let live = |t: &std::time::Instant| now.duration_since(*t) < OWN_RENAME_TTL;
+    fn expire(&mut self, now: Instant) {
+        let live = |t: &Instant| now.duration_since(*t) < OWN_RENAME_TTL;
         while let Some((t, _)) = self.order.front() {
             if live(t) {
                 break;
@@ -74,42 +82,49 @@ impl OwnRenames {
     }
 }
 
-/// Call just before renaming a temp file over `path` (and [`own_rename_failed`]
-/// if the rename then fails).
-pub fn expect_own_rename(path: &Path) {
-    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let now = std::time::Instant::now();
-    m.expire(now);
-    m.by_path.entry(path.to_path_buf()).or_default().push(now);
-    m.order.push_back((now, path.to_path_buf()));
-}
+impl OwnWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OwnRenames> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-pub fn own_rename_failed(path: &Path) {
-    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = m.by_path.get_mut(path) {
-        v.pop();
+    /// Call just before renaming a temp file over `path` (and
+    /// [`OwnWrites::rename_failed`] if the rename then fails).
+    pub fn expect_rename(&self, path: &Path) {
+        let mut m = self.lock();
+        let now = Instant::now();
+        m.expire(now);
+        m.by_path.entry(path.to_path_buf()).or_default().push(now);
+        m.order.push_back((now, path.to_path_buf()));
+    }
+
+    /// The rename announced onto `path` did not happen.
+    pub fn rename_failed(&self, path: &Path) {
+        let mut m = self.lock();
+        if let Some(v) = m.by_path.get_mut(path) {
+            v.pop();
+            if v.is_empty() {
+                m.by_path.remove(path);
+            }
+        }
+    }
+
+    /// Whether a rename onto `path` is the echo of one of ours (used up if so).
+    pub(crate) fn take_rename(&self, path: &Path) -> bool {
+        let mut m = self.lock();
+        let Some(v) = m.by_path.get_mut(path) else {
+            return false;
+        };
+        let now = Instant::now();
+        v.retain(|t| now.duration_since(*t) < OWN_RENAME_TTL);
+        let ours = !v.is_empty();
+        if ours {
+            v.remove(0);
+        }
         if v.is_empty() {
             m.by_path.remove(path);
         }
+        ours
     }
-}
-
-/// Whether a rename onto `path` is the echo of one of ours (used up if so).
-pub(crate) fn take_own_rename(path: &Path) -> bool {
-    let mut m = OWN_RENAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(v) = m.by_path.get_mut(path) else {
-        return false;
-    };
-    let now = std::time::Instant::now();
-    v.retain(|t| now.duration_since(*t) < OWN_RENAME_TTL);
-    let ours = !v.is_empty();
-    if ours {
-        v.remove(0);
-    }
-    if v.is_empty() {
-        m.by_path.remove(path);
-    }
-    ours
 }
 
 #[cfg(test)]
@@ -133,5 +148,23 @@ mod tests {
         ] {
             assert_eq!(parse_temp_name(not_ours), None, "{not_ours}");
         }
+    }
+
+    #[test]
+    fn a_rename_is_an_echo_once_and_only_to_the_watcher_it_was_told() {
+        let own = OwnWrites::default();
+        let watcher = own.clone();
+        let elsewhere = OwnWrites::default();
+        let path = Path::new("/srv/a.conf");
+        own.expect_rename(path);
+        assert!(
+            !elsewhere.take_rename(path),
+            "another driver's writes are not ours"
+        );
+        assert!(watcher.take_rename(path));
+        assert!(!watcher.take_rename(path), "each echo is taken once");
+        own.expect_rename(path);
+        own.rename_failed(path);
+        assert!(!watcher.take_rename(path), "a failed rename has no echo");
     }
 }

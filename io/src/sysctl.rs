@@ -12,6 +12,7 @@ use std::path::Path;
 
 use mgmt_core::resource::SysctlParams;
 
+use crate::OwnWrites;
 use crate::file::{Durability, FileError, io_err, write_atomically};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,11 @@ fn persisted(p: &SysctlParams) -> String {
 
 /// Checks the live value and the persisted file and, with `apply`, sets
 /// both. Blocking (small reads and writes): run it off the runtime.
-pub fn check_apply(p: &SysctlParams, apply: bool) -> Result<Vec<String>, SysctlError> {
+pub fn check_apply(
+    p: &SysctlParams,
+    apply: bool,
+    own: &OwnWrites,
+) -> Result<Vec<String>, SysctlError> {
     let mut changes = Vec::new();
     let live = read_live(p)?;
     if live != p.value {
@@ -76,7 +81,7 @@ pub fn check_apply(p: &SysctlParams, apply: bool) -> Result<Vec<String>, SysctlE
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
                 }
-                write_atomically(path, want.as_bytes(), 0o644, None, Durability::PerFile)?;
+                write_atomically(path, want.as_bytes(), 0o644, None, Durability::PerFile, own)?;
             }
         }
     }

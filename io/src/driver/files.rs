@@ -11,17 +11,18 @@ use std::time::Instant;
 use mgmt_core::resource::FileParams;
 
 use crate::CheckApplyError;
-use crate::{copy, file};
+use crate::{OwnWrites, copy, file};
 
 /// A file resource's CheckApply: a copy of its `source`, or its own content.
 fn check_apply_file(
     p: &FileParams,
     apply: bool,
     durability: file::Durability,
+    own: &OwnWrites,
 ) -> Result<(Vec<String>, Option<file::PendingWrite>), file::FileError> {
     match &p.source {
-        Some(source) => copy::check_apply(p, source, apply).map(|c| (c, None)),
-        None => file::check_apply_with(p, apply, durability),
+        Some(source) => copy::check_apply(p, source, apply, own).map(|c| (c, None)),
+        None => file::check_apply_with(p, apply, durability, own),
     }
 }
 
@@ -68,6 +69,7 @@ type Staged = (
 pub(super) fn check_apply_files(
     files: &[(usize, Arc<FileParams>)],
     apply: bool,
+    own: &OwnWrites,
 ) -> Vec<FileOutcome> {
     let next = AtomicUsize::new(0);
     let work = || {
@@ -78,7 +80,7 @@ pub(super) fn check_apply_files(
                 return out;
             };
             let started = Instant::now();
-            let r = check_apply_file(p, false, file::Durability::PerFile)
+            let r = check_apply_file(p, false, file::Durability::PerFile, own)
                 .map(|(changes, _)| changes)
                 .map_err(CheckApplyError::from);
             out.push((*i, r, started.elapsed().as_secs_f64() * 1000.0));
@@ -132,8 +134,8 @@ pub(super) fn check_apply_files(
         .map(|(i, r, ms)| match r {
             Ok(changes) if !changes.is_empty() => {
                 let started = Instant::now();
-                let r =
-                    check_apply_file(params[&i], true, durability).map_err(CheckApplyError::from);
+                let r = check_apply_file(params[&i], true, durability, own)
+                    .map_err(CheckApplyError::from);
                 (i, r, ms + started.elapsed().as_secs_f64() * 1000.0)
             }
             r => (i, r.map(|c| (c, None)), ms),

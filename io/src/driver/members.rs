@@ -17,8 +17,8 @@ use tracing::{debug, info};
 
 use super::files;
 use super::report::MemberOutcome;
-use crate::CheckApplyError;
 use crate::exec::ExecRes;
+use crate::{CheckApplyError, OwnWrites};
 use crate::{account, line, mount, msg, pkg, svc, sysctl};
 
 /// What the driver holds to run one member's CheckApply: its parameters,
@@ -120,6 +120,8 @@ pub(super) fn carry_members(
 pub(super) struct Backends {
     pub(super) packages: Arc<pkg::Backend>,
     pub(super) services: Arc<svc::Backend>,
+    /// Told of every rename a write makes, for the file watcher.
+    pub(super) own_writes: OwnWrites,
 }
 
 /// Runs CheckApply on the members `which` (indices, ascending) of a vertex.
@@ -145,7 +147,9 @@ pub(super) async fn check_apply_vertex(
         BTreeMap::new();
     if !files.is_empty() {
         let idx: Vec<usize> = files.iter().map(|(i, _)| *i).collect();
-        match tokio::task::spawn_blocking(move || files::check_apply_files(&files, apply)).await {
+        let own = backends.own_writes.clone();
+        let check = move || files::check_apply_files(&files, apply, &own);
+        match tokio::task::spawn_blocking(check).await {
             Ok(done) => outcomes.extend(done.into_iter().map(|(i, r, ms)| (i, (r, ms)))),
             Err(e) => {
                 let e = CheckApplyError::Task {
@@ -188,9 +192,10 @@ pub(super) async fn check_apply_vertex(
         // One read and one write per file, whatever the number of lines.
         let idx: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
         let started = Instant::now();
+        let own = backends.own_writes.clone();
         let done = tokio::task::spawn_blocking(move || {
             let params: Vec<&LineParams> = members.iter().map(|(_, p)| &**p).collect();
-            line::check_apply(&path, &params, apply)
+            line::check_apply(&path, &params, apply, &own)
         })
         .await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -228,15 +233,17 @@ pub(super) async fn check_apply_vertex(
             MemberState::Group(p) => account::check_apply_group(p, apply)
                 .await
                 .map_err(CheckApplyError::from),
-            MemberState::Mount(p) => mount::check_apply(p, apply)
+            MemberState::Mount(p) => mount::check_apply(p, apply, &backends.own_writes)
                 .await
                 .map_err(CheckApplyError::from),
-            MemberState::Hostname(name) => crate::hostname::check_apply(name, apply)
-                .await
-                .map_err(CheckApplyError::from),
+            MemberState::Hostname(name) => {
+                crate::hostname::check_apply(name, apply, &backends.own_writes)
+                    .await
+                    .map_err(CheckApplyError::from)
+            }
             MemberState::Sysctl(p) => {
-                let p = p.clone();
-                tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply))
+                let (p, own) = (p.clone(), backends.own_writes.clone());
+                tokio::task::spawn_blocking(move || sysctl::check_apply(&p, apply, &own))
                     .await
                     .map_err(|e| CheckApplyError::Task {
                         what: "sysctl",

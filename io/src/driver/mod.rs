@@ -43,8 +43,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
-use crate::CheckApplyError;
 use crate::fswatch::FsWatch;
+use crate::{CheckApplyError, OwnWrites};
 use crate::{pkg, svc};
 
 /// How to run a graph.
@@ -199,6 +199,9 @@ pub async fn run(
     }
     let packages = pkg::Backend::new();
     let services = Arc::new(svc::Backend::default());
+    // The renames this run's writes make, told to each graph's watcher so
+    // their echoes are not taken for drift.
+    let own_writes = OwnWrites::default();
     let mut specs = watch_specs(&slots, &packages);
     clean_up_after_a_killed_run(&graph, opts.noop);
     // Without an inotify instance (the per-user limit reached, with many
@@ -206,7 +209,7 @@ pub async fn run(
     // file resource's watch fails on its own, naming the cause, and the
     // watcher is tried again every second; once it starts, those watches are
     // armed and their resources checked again.
-    let (mut fs, mut fs_events) = FsWatch::new();
+    let (mut fs, mut fs_events) = FsWatch::new(own_writes.clone());
     if let Some(why) = fs.unavailable() {
         error!("{why}; file resources are checked but not watched until it starts");
     }
@@ -298,6 +301,7 @@ pub async fn run(
                     let backends = Backends {
                         packages: packages.clone(),
                         services: services.clone(),
+                        own_writes: own_writes.clone(),
                     };
                     running.spawn(async move {
                         let (result, outcomes) = check_apply_vertex(
@@ -377,7 +381,7 @@ pub async fn run(
             && let Some((new, new_tag)) = pending.take()
         {
             // A fresh watcher first: without one the running graph goes on.
-            let (new_fs, new_events) = FsWatch::new();
+            let (new_fs, new_events) = FsWatch::new(own_writes.clone());
             if let Some(why) = new_fs.unavailable() {
                 error!("{why}: no watcher for the new graph; the running graph goes on");
                 engine.handle(now(), Input::NewGraphAbandoned);
