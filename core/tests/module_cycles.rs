@@ -4,9 +4,10 @@
 //! (and moved to a crate of its own) with only what is beneath it.
 //!
 //! A module is a file under `src/` or a directory with its files; what it
-//! imports is every `crate::name` its code (not its comments, not its tests)
-//! names, where `name` is another module. The crate root only declares and
-//! re-exports, so it is no module here.
+//! imports is every `crate::name` its code (not its comments, its tests or
+//! its doc-only imports) names, where `name` is another module or an item
+//! the crate root re-exports from one (`crate::StoreConfig` is `config`'s).
+//! The crate root only declares and re-exports, so it is no module here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -44,12 +45,22 @@ fn a_circle_is_found_and_a_layering_is_not() {
     let circle = circles_of(&graph(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]));
     assert_eq!(circle, [["a", "b", "c"]]);
     assert!(circles_of(&graph(&[("a", "b"), ("b", "c"), ("a", "c")])).is_empty());
+    let modules = names(&["a", "b", "c", "d", "e"]);
+    let reexported = BTreeMap::from([("Item".to_string(), "e".to_string())]);
+    let source = "use crate::{a::X, b};\nlet x = crate::c::f(); // crate::d\n\
+                  #[cfg(doc)]\nuse crate::d::Y;\nlet y: crate::Item;\n";
     assert_eq!(
-        imports_in(
-            "use crate::{a::X, b};\nlet x = crate::c::f(); // crate::d\n",
-            &names(&["a", "b", "c", "d", "e"])
-        ),
-        names(&["a", "b", "c"])
+        imports_in(source, &modules, &reexported),
+        names(&["a", "b", "c", "e"])
+    );
+    assert_eq!(
+        reexports("pub use a::{X, Y};\npub use b::Z;\nuse c::W;\npub use d::{\n    V,\n};\n"),
+        BTreeMap::from([
+            ("X".to_string(), "a".to_string()),
+            ("Y".to_string(), "a".to_string()),
+            ("Z".to_string(), "b".to_string()),
+            ("V".to_string(), "d".to_string()),
+        ])
     );
 }
 
@@ -61,6 +72,12 @@ fn names(list: &[&str]) -> BTreeSet<String> {
 /// other modules it imports.
 fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut reexported = BTreeMap::new();
+    for root in ["lib.rs", "main.rs"] {
+        if let Ok(text) = std::fs::read_to_string(src.join(root)) {
+            reexported.extend(reexports(&text));
+        }
+    }
     for entry in std::fs::read_dir(src).unwrap() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -81,10 +98,8 @@ fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
                     .file_stem()
                     .is_some_and(|s| s.to_string_lossy().ends_with("tests"));
                 if !is_tests {
-                    imports.extend(imports_in(
-                        &std::fs::read_to_string(path).unwrap(),
-                        &modules,
-                    ));
+                    let source = std::fs::read_to_string(path).unwrap();
+                    imports.extend(imports_in(&source, &modules, &reexported));
                 }
             }
             imports.remove(module);
@@ -106,15 +121,56 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The modules among `modules` that `source` names as `crate::module`,
-/// outside comments and before its unit tests.
-fn imports_in(source: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+/// What a crate root re-exports: item name -> the module it comes from
+/// (`pub use module::{A, B};`).
+fn reexports(root: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for statement in root.split(';') {
+        let Some(path) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, items)) = path.split_once("::") else {
+            continue;
+        };
+        let items = items.trim().trim_start_matches('{').trim_end_matches('}');
+        for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            // `self as kv` or `a::B` name the module itself or deeper items.
+            if item.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                out.insert(item.to_string(), module.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The modules among `modules` that `source` names as `crate::module`, or
+/// through an item the root re-exports from one (`reexported`), outside
+/// comments, doc-only imports and its unit tests.
+fn imports_in(
+    source: &str,
+    modules: &BTreeSet<String>,
+    reexported: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let mut doc_only = false;
     let code: String = source
         .split("#[cfg(test)]\nmod tests")
         .next()
         .unwrap_or("")
         .lines()
         .map(|line| line.split("//").next().unwrap_or(""))
+        .filter(|line| {
+            // `#[cfg(doc)]` before a `use`: an import for doc links only,
+            // up to its `;`.
+            if line.trim() == "#[cfg(doc)]" {
+                doc_only = true;
+                return false;
+            }
+            let skip = doc_only;
+            if doc_only && line.contains(';') {
+                doc_only = false;
+            }
+            !skip
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let ident = |s: &str| -> String {
@@ -146,8 +202,11 @@ fn imports_in(source: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
             found.insert(ident(rest));
         }
     }
-    found.retain(|m| modules.contains(m));
     found
+        .into_iter()
+        .map(|name| reexported.get(&name).cloned().unwrap_or(name))
+        .filter(|m| modules.contains(m))
+        .collect()
 }
 
 /// The strongly connected groups of more than one module (Tarjan's

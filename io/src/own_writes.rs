@@ -4,8 +4,8 @@
 //!
 //! `file` writes and announces ([`OwnWrites`], handed to it by the driver);
 //! `fswatch` recognises and uses up (the same value). Neither imports the
-//! other, and nothing is process-global: two drivers in one process (tests)
-//! keep apart.
+//! other, and no state is global: two runs in one process keep their
+//! renames apart (their temp files are told apart by pid only).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -37,14 +37,14 @@ pub(crate) fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
     (temp_name(base, pid) == name).then_some((base, pid))
 }
 
-/// Renames this process is about to make over managed paths (its atomic
+/// Renames a run is about to make over managed paths (its atomic
 /// writes), each seen once by the watch and not taken for drift: a write of
 /// ours costs one CheckApply, not one more for its own echo. An expectation
-/// lasts [`OWN_RENAME_TTL`] at most, so one whose event never came cannot
+/// lasts `OWN_RENAME_TTL` (2 s) at most, so one whose event never came cannot
 /// hide a later rename by someone else.
 ///
 /// One value, shared: the driver hands a clone to the watcher (which takes
-/// each echo once, [`OwnWrites::take_rename`]) and one to every CheckApply
+/// each echo once) and one to every CheckApply
 /// that writes (which announces its renames). A writer given a fresh one
 /// (`OwnWrites::default()`, as in a one-shot tool or a test) tells no one.
 #[derive(Clone, Debug, Default)]

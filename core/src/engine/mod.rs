@@ -11,6 +11,9 @@
 //! - It never runs while anything upstream has not succeeded or is about to run
 //!   again, so an edge always means "after".
 //! - Everything runnable is emitted at once: independent vertices run in parallel.
+//! - While a new graph waits to replace this one, nothing starts; once nothing
+//!   runs, the engine says so ([`Output::Drained`]) and the new graph may
+//!   take over.
 //! - A failure is retried per `retry`/`delay`; a vertex that failed for good
 //!   blocks only what depends on it.
 //! - `notify` edges carry a refresh to the downstream vertex when the upstream
@@ -29,10 +32,9 @@ pub enum Input {
     Start,
     /// A vertex's watch saw its real state change (or may have).
     WatchEvent(VertexId),
-    /// One change seen by the watches of several vertices at once (a file
-    /// several resources watch): every one is marked before anything is
-    /// scheduled, so a child never starts ahead of a parent that saw the
-    /// same change.
+    /// Several vertices' watches fired at once, naming no member (a
+    /// restarted watcher: what changed meanwhile went unseen): every one is
+    /// marked before anything is scheduled, and checked in full.
     WatchEvents(Vec<VertexId>),
     /// One change the file watch saw, naming the members it concerns
     /// (vertex, member index in the vertex), as [`Input::WatchEvents`] marks
@@ -346,7 +348,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Millis> {
         let timer = self.timers.first().map(|&(t, _, _)| t);
         let converge = match (self.config.converged_timeout, self.converged_reported) {
-            (Some(timeout), false) if self.started && self.idle() => {
+            (Some(timeout), false) if self.started && self.idle() && self.draining.is_none() => {
                 Some(self.last_activity + timeout)
             }
             _ => None,
@@ -357,11 +359,12 @@ impl Engine {
         }
     }
 
-    /// True when nothing is running and nothing can run now or after a retry delay.
+    /// True when nothing is running and nothing can run now or after a retry
+    /// delay. Never while a new graph waits: what is held back for it is due.
     pub fn idle(&self) -> bool {
         // Between inputs every runnable vertex has been started, so only
-        // running work and pending retries keep the engine busy.
-        self.running == 0 && self.busy_timers == 0
+        // running work, pending retries and a hold keep the engine busy.
+        self.running == 0 && self.busy_timers == 0 && self.draining.is_none()
     }
 
     /// Vertices whose CheckApply is running.
@@ -659,7 +662,6 @@ impl Engine {
             return;
         };
         if self.started
-            && self.draining.is_none()
             && !self.converged_reported
             && self.now >= self.last_activity + timeout
             && self.idle()

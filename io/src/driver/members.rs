@@ -117,6 +117,7 @@ pub(super) fn carry_members(
 }
 
 /// The shared backends a CheckApply may need.
+#[derive(Clone)]
 pub(super) struct Backends {
     pub(super) packages: Arc<pkg::Backend>,
     pub(super) services: Arc<svc::Backend>,
