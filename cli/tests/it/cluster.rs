@@ -424,8 +424,9 @@ fn stock_etcdctl_maintenance_works_against_three_agents() {
     assert_eq!(wait_members(&all, 3).len(), 3);
 }
 
-/// kill -9 of the leader while clients write: every write etcdctl saw
-/// acknowledged is still there afterwards.
+/// kill -9 of the leader while clients write and read: every write etcdctl
+/// saw acknowledged is still there afterwards, and the reads and writes form
+/// a linearizable history.
 #[test]
 fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
     leader_fault_under_write_load(LeaderFault::Kill);
@@ -433,8 +434,8 @@ fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
 
 /// A leader frozen longer than an election timeout (SIGSTOP, as a VM pause or
 /// a stalled disk does): the other two elect a leader and take writes while
-/// it is stopped; once continued it follows the new leader, and no
-/// acknowledged write is lost.
+/// it is stopped; once continued it follows the new leader, no acknowledged
+/// write is lost, and the reads and writes form a linearizable history.
 #[test]
 fn pausing_the_leader_under_write_load_moves_writes_to_the_others() {
     leader_fault_under_write_load(LeaderFault::Pause);
@@ -445,9 +446,12 @@ enum LeaderFault {
     Pause,
 }
 
-/// Three agents under four etcdctl writers; the leader is killed or paused;
-/// writes must resume on the others, and every acknowledged one be stored.
+/// Three agents under four etcdctl writers of keys of their own, and two
+/// writers and two readers of three shared keys; the leader is killed or
+/// paused; writes must resume on the others, every acknowledged one be
+/// stored, and the shared keys' history be linearizable.
 fn leader_fault_under_write_load(fault: LeaderFault) {
+    use crate::linearizable::{self, Op, OpKind};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let d = tempfile::tempdir().unwrap();
@@ -473,6 +477,53 @@ fn leader_fault_under_write_load(fault: LeaderFault) {
                         .is_ok_and(|o| o.status.success());
                     if ok {
                         acked.lock().unwrap().push(key);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // The shared keys: every operation with when it was invoked and
+    // answered (a write without an answer may or may not have happened).
+    let history: Arc<Mutex<Vec<Op>>> = Arc::default();
+    let etcdctl = |endpoints: &str, args: &[&str]| {
+        std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoints, "--command-timeout=3s"])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    let shared: Vec<_> = (0..4)
+        .map(|c| {
+            let (history, stop, endpoints) = (history.clone(), stop.clone(), endpoints.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("lin/{}", (i + c) % 3);
+                    let invoked = std::time::Instant::now();
+                    let op = if c < 2 {
+                        let value = format!("c{c}-{i}");
+                        let out = etcdctl(&endpoints, &["put", &key, &value]);
+                        Some((OpKind::Put(value), out.map(|_| std::time::Instant::now())))
+                    } else {
+                        // A read without an answer observed nothing.
+                        etcdctl(&endpoints, &["get", &key, "--print-value-only"]).map(|o| {
+                            let text = String::from_utf8_lossy(&o.stdout);
+                            let value = text.trim_end_matches('\n');
+                            let value = (!value.is_empty()).then(|| value.to_string());
+                            (OpKind::Get(value), Some(std::time::Instant::now()))
+                        })
+                    };
+                    if let Some((kind, returned)) = op {
+                        history.lock().unwrap().push(Op {
+                            key,
+                            kind,
+                            invoked,
+                            returned,
+                        });
                     }
                     i += 1;
                 }
@@ -529,8 +580,26 @@ fn leader_fault_under_write_load(fault: LeaderFault) {
         );
     }
     stop.store(true, Ordering::Relaxed);
-    for w in writers {
+    for w in writers.into_iter().chain(shared) {
         w.join().unwrap();
+    }
+    let history = history.lock().unwrap();
+    let reads = history
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Get(Some(_))))
+        .count();
+    assert!(reads >= 20, "too few reads saw a value to check: {reads}");
+    match linearizable::check(&history) {
+        Ok(keys) => eprintln!(
+            "linearizable: {} operations on {keys} keys, {reads} reads that saw a value",
+            history.len()
+        ),
+        Err(e) => panic!(
+            "not linearizable: the {} operations on {} admit no order ({} in all)",
+            e.ops,
+            e.key,
+            history.len()
+        ),
     }
 
     let stored = hosts[0].ctl(&["get", "--prefix", "w/", "--keys-only"]);

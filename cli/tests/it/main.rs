@@ -8,6 +8,7 @@ mod exports;
 mod fleet;
 mod host_kinds;
 mod http_face;
+mod linearizable;
 mod operator;
 mod package;
 mod patroni;
