@@ -247,7 +247,7 @@ fn open_state(config: &StoreConfig, mode: Mode) -> Result<OpenState, StoreError>
     let (log, torn_tail) =
         LogStore::open(&dir, config.env.allows_threads(), config.snapshot_log_bytes)
             .map_err(storage)?;
-    let state_machine = StateMachine::open(&dir).map_err(storage)?;
+    let state_machine = StateMachine::open(&dir, config.env.allows_threads()).map_err(storage)?;
     let has_state = log.last_index().is_some();
     let id = match stored_member_id(&dir) {
         Some(id) => id,

@@ -167,6 +167,9 @@ impl SmState {
 /// Shared state machine; the raft side and the gRPC side both hold it.
 pub struct Shared {
     dir: PathBuf,
+    /// Snapshot files are written on a blocking thread, not on the runtime
+    /// (a simulator that must stay deterministic writes them inline).
+    threads: bool,
     state: Mutex<SmState>,
     /// The earliest lease deadline (`now_ms` of the leader's clock), kept
     /// current after every apply: the expiry timer sleeps until it.
@@ -201,8 +204,9 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Load the last snapshot from `dir`, if any.
-    pub fn open(dir: &Path) -> io::Result<StateMachine> {
+    /// Load the last snapshot from `dir`, if any. `threads`: whether the
+    /// store may write snapshots on threads of its own (see `Net::allows_threads`).
+    pub fn open(dir: &Path, threads: bool) -> io::Result<StateMachine> {
         std::fs::create_dir_all(dir)?;
         let stored = StoredSnapshot::read(dir)?;
         let data = match &stored {
@@ -215,6 +219,7 @@ impl StateMachine {
             shared: Arc::new(Shared {
                 lease_deadline,
                 dir: dir.to_path_buf(),
+                threads,
                 state: Mutex::new(SmState {
                     data,
                     watchers: BTreeMap::new(),
@@ -410,9 +415,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        stored
-            .write(&self.shared.dir)
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        // Encoding and syncing megabytes takes a while (tens of ms for the
+        // keys of a minute of etcd's `check perf`): never on a runtime
+        // thread, where the requests it holds up would wait for it.
+        let dir = self.shared.dir.clone();
+        let write = move || stored.write(&dir).map(|()| stored);
+        let written = if self.shared.threads {
+            tokio::task::spawn_blocking(write)
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+        } else {
+            write()
+        };
+        let stored =
+            written.map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
         self.shared.lock().snapshot = Some(meta.clone());
         Ok(Snapshot {
             meta,
@@ -559,7 +575,7 @@ mod tests {
             serde_json::to_vec(&old).unwrap(),
         )
         .unwrap();
-        let sm = StateMachine::open(dir.path()).unwrap();
+        let sm = StateMachine::open(dir.path(), true).unwrap();
         let g = sm.shared.lock();
         assert_eq!(g.data.kv, d.kv);
         assert_eq!(g.data.last_applied, d.last_applied);
@@ -569,7 +585,7 @@ mod tests {
     #[tokio::test]
     async fn sliced_snapshot_bytes_decode_to_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
-        let sm = StateMachine::open(dir.path()).unwrap();
+        let sm = StateMachine::open(dir.path(), true).unwrap();
         sm.shared.lock().data = data();
         let (applied, _, bytes) = sm.shared.snapshot_bytes().await.unwrap();
         assert_eq!(applied, data().last_applied);
