@@ -45,6 +45,12 @@ use crate::types::NodeId;
 /// asks next time above it (raft's candidate adopts the term a PreVote
 /// refusal names), else a voter whose own campaign can never win (its log is
 /// behind) would refuse the one that can, forever.
+///
+/// A leader refuses, unless it has gone quiet or is handing over: a leader
+/// handing over has silenced its heartbeats so that its successor can win,
+/// and a successor whose first campaign got no answer from it (a connection
+/// that died while the link was cut) must be able to campaign again, not
+/// wait for the hand-over to time out with writes paused.
 pub(crate) fn would_vote(
     node: &Node,
     term: u64,
@@ -55,7 +61,9 @@ pub(crate) fn would_vote(
         let m = m.borrow();
         (m.state, m.current_term)
     };
-    if (state == ServerState::Leader && !node.quiet_leader()) || term <= my_term {
+    let leading =
+        state == ServerState::Leader && !node.quiet_leader() && !*node.transferring.borrow();
+    if leading || term <= my_term {
         return (false, my_term);
     }
     let lease = lease(node);
