@@ -199,6 +199,16 @@ fn a_leaving_leader_hands_over_before_it_is_removed() {
     replay(132366);
 }
 
+/// Sweep 300000+ on e01b1fb: a partition between two voters healed, and the
+/// leader handed over to the other; the successor's vote request died on
+/// the connection the partition had left dead, and its next pre-vote was
+/// refused by the leader still handing over, so writes stayed paused until
+/// the hand-over timed out. A leader handing over answers pre-votes.
+#[test]
+fn a_leader_handing_over_lets_its_successor_campaign_again() {
+    replay(306875);
+}
+
 /// Sweep 150000+ on f3d023f: a leader of two handing over began to leave,
 /// which drops the transfer it waits for; the transfer's future, dropped
 /// half-way, left the leader with its heartbeats off and every write held,
