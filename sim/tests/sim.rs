@@ -209,6 +209,17 @@ fn a_leader_handing_over_lets_its_successor_campaign_again() {
     replay(306875);
 }
 
+/// Sweep 306876+ on 9f55ec6: a leader cut off from its two voters (both
+/// crashed) went quiet; they restarted and acknowledged the entries it still
+/// replicated, which renewed their leases, but it led on only at its next
+/// question a lease later, over connections the crashes had left dead:
+/// writes stayed refused for over 4 s. A quiet leader whose entries a
+/// quorum acknowledges leads on at once.
+#[test]
+fn a_quiet_leader_a_quorum_acknowledges_leads_on() {
+    replay(307336);
+}
+
 /// Sweep 150000+ on f3d023f: a leader of two handing over began to leave,
 /// which drops the transfer it waits for; the transfer's future, dropped
 /// half-way, left the leader with its heartbeats off and every write held,

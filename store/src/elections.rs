@@ -195,8 +195,11 @@ pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 /// reach) goes quiet: no heartbeats, no new proposals, no leader to name, so
 /// the voters' leases run out and those that can reach each other elect one.
 /// Every lease it asks the voters (a pre-vote question, which renews no lease)
-/// whether a quorum answers again; if one does, it leads on. Returns true once
-/// `stop` fires, false when no longer leader.
+/// whether a quorum answers again; if one does, it leads on. It leads on at
+/// once, too, when a quorum acknowledges its log entries (raft replicates
+/// them still): those voters take it as their leader, so waiting for the
+/// next question would only keep writes refused while their leases run on.
+/// Returns true once `stop` fires, false when no longer leader.
 async fn lead(
     node: &Node,
     metrics: &mut watch::Receiver<
@@ -210,6 +213,7 @@ async fn lead(
     // acknowledgement older than that says nothing about the quorum now.
     let mut leading = Instant::now();
     let mut quiet = false;
+    let mut quiet_since = Instant::now();
     let mut asked = Instant::now();
     let stopped = loop {
         let alone = voter_sets(node).iter().all(|set| set == &[node.id]);
@@ -249,16 +253,21 @@ async fn lead(
                      the voters that can reach each other elect one"
                 );
                 quiet = true;
+                quiet_since = Instant::now();
                 asked = Instant::now();
                 node.raft.runtime_config().heartbeat(false);
                 node.leaderless.send_replace(true);
             }
             // Asked, not heartbeaten: a heartbeat would renew the lease of
             // the voters this leader reaches, and keep them from electing.
-            true if asked.elapsed() >= lease => {
+            true if asked.elapsed() >= lease
+                || acked_ms_ago.is_some_and(|a| a < quiet_since.elapsed().as_millis() as u64) =>
+            {
                 asked = Instant::now();
                 let sets = voter_sets(node);
-                if reaches_quorum(node, &sets).await
+                let acked_since_quiet =
+                    acked_ms_ago.is_some_and(|a| a < quiet_since.elapsed().as_millis() as u64);
+                if (acked_since_quiet || reaches_quorum(node, &sets).await)
                     && metrics.borrow().state == ServerState::Leader
                 {
                     tracing::info!("a quorum answers this leader again: leading on");
