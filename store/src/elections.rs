@@ -246,6 +246,9 @@ async fn lead(
         let led_ms = leading.elapsed().as_millis() as u64;
         let since_ack = acked_ms_ago.map_or(led_ms, |a| a.min(led_ms));
         let lost = !alone && since_ack > lease_ms;
+        // A quorum acknowledged this leader's entries after it went quiet.
+        let acked_since_quiet =
+            quiet && acked_ms_ago.is_some_and(|a| a < quiet_since.elapsed().as_millis() as u64);
         match quiet {
             false if lost => {
                 tracing::warn!(
@@ -260,13 +263,9 @@ async fn lead(
             }
             // Asked, not heartbeaten: a heartbeat would renew the lease of
             // the voters this leader reaches, and keep them from electing.
-            true if asked.elapsed() >= lease
-                || acked_ms_ago.is_some_and(|a| a < quiet_since.elapsed().as_millis() as u64) =>
-            {
+            true if acked_since_quiet || asked.elapsed() >= lease => {
                 asked = Instant::now();
                 let sets = voter_sets(node);
-                let acked_since_quiet =
-                    acked_ms_ago.is_some_and(|a| a < quiet_since.elapsed().as_millis() as u64);
                 if (acked_since_quiet || reaches_quorum(node, &sets).await)
                     && metrics.borrow().state == ServerState::Leader
                 {

@@ -462,30 +462,6 @@ fn leader_fault_under_write_load(fault: LeaderFault) {
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (acked, stop, endpoints) = (acked.clone(), stop.clone(), endpoints.clone());
-            std::thread::spawn(move || {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("w/{w}/{i}");
-                    let ok = std::process::Command::new("etcdctl")
-                        .env("ETCDCTL_API", "3")
-                        .args(["--endpoints", &endpoints, "--command-timeout=3s"])
-                        .args(["put", &key, "v"])
-                        .output()
-                        .is_ok_and(|o| o.status.success());
-                    if ok {
-                        acked.lock().unwrap().push(key);
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    // The shared keys: every operation with when it was invoked and
-    // answered (a write without an answer may or may not have happened).
-    let history: Arc<Mutex<Vec<Op>>> = Arc::default();
     let etcdctl = |endpoints: &str, args: &[&str]| {
         std::process::Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
@@ -496,6 +472,24 @@ fn leader_fault_under_write_load(fault: LeaderFault) {
             .ok()
             .filter(|o| o.status.success())
     };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop, endpoints) = (acked.clone(), stop.clone(), endpoints.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w/{w}/{i}");
+                    if etcdctl(&endpoints, &["put", &key, "v"]).is_some() {
+                        acked.lock().unwrap().push(key);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // The shared keys: every operation with when it was invoked and
+    // answered (a write without an answer may or may not have happened).
+    let history: Arc<Mutex<Vec<Op>>> = Arc::default();
     let shared: Vec<_> = (0..4)
         .map(|c| {
             let (history, stop, endpoints) = (history.clone(), stop.clone(), endpoints.clone());
