@@ -220,6 +220,16 @@ fn a_quiet_leader_a_quorum_acknowledges_leads_on() {
     replay(307336);
 }
 
+/// Sweep 320000+ on 219e633: leader h4 removed h5 in a change only its own log
+/// held, then crashed; h5 won in the four-member config the others still had.
+/// The store was right (an uncommitted change is lost with its leader); the
+/// membership-bound check was not: it took h4's uncommitted three members for
+/// the size before the change. It now counts only committed memberships.
+#[test]
+fn a_membership_change_lost_with_its_leader_is_no_growth() {
+    replay(321218);
+}
+
 /// Sweep 150000+ on f3d023f: a leader of two handing over began to leave,
 /// which drops the transfer it waits for; the transfer's future, dropped
 /// half-way, left the leader with its heartbeats off and every write held,

@@ -419,6 +419,9 @@ pub struct Status {
     pub done: bool,
     /// The membership as this host's store sees it: `(name, is_learner)`, sorted.
     pub members: Vec<(String, bool)>,
+    /// A quorum committed that membership (this host applied it). One only in
+    /// the leader's log may still be lost with that leader.
+    pub members_committed: bool,
     /// Its voter sets by name, each sorted: one, or two while a change is
     /// joint (a quorum needs a majority of each).
     pub voter_sets: Vec<Vec<String>>,
@@ -842,6 +845,7 @@ impl Agent {
             servers_started: self.servers_started,
             done: self.finished,
             members,
+            members_committed: self.membership.committed,
             voter_sets,
         }
     }
