@@ -26,9 +26,13 @@ pub struct StoreConfig {
     pub peer_urls: Vec<String>,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
-    /// Build a snapshot (and purge the log) after this many applied entries,
+    /// Build a snapshot (and purge the log) after this many applied entries
+    /// (etcd's `--snapshot-count` default),
     pub snapshot_every: u64,
-    /// or once this many bytes were appended to the log since its last purge.
+    /// or once this many bytes, or the last snapshot's size if larger, were
+    /// appended to the log since its last purge. A snapshot writes the whole
+    /// state: one every few thousand entries of a large state would write
+    /// far more than the entries themselves and slow every log sync beside it.
     pub snapshot_log_bytes: u64,
     /// Log entries kept behind the last snapshot (for slow followers).
     pub log_kept_after_snapshot: u64,
@@ -83,7 +87,7 @@ impl StoreConfig {
             peer_urls: vec!["http://127.0.0.1:2380".into()],
             heartbeat_ms: 100,
             election_timeout_ms: (500, 1000),
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             snapshot_log_bytes: 64 << 20,
             log_kept_after_snapshot: 1000,
             env: Env::tokio(),

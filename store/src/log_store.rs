@@ -22,6 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -87,11 +88,16 @@ struct Inner {
     swap_unsynced: bool,
     /// Callbacks of appends written but not yet synced.
     unsynced: Vec<LogFlushed<TypeConfig>>,
-    /// Bytes appended since the last purge, and how many ask for a snapshot.
+    /// Bytes appended since the last purge, and how many ask for a snapshot:
+    /// `snapshot_after`, or the last snapshot's size if larger.
     appended: u64,
     snapshot_after: u64,
+    snapshot_bytes: Arc<AtomicU64>,
     wants_snapshot: Arc<tokio::sync::Notify>,
 }
+
+/// The most a write of [`write_atomic`] leaves unsynced.
+const SYNC_EVERY_BYTES: usize = 4 << 20;
 
 /// Most purged bytes the file keeps before they are dropped (if they are
 /// also most of it).
@@ -257,7 +263,15 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()
     let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
+        // A large file (a snapshot) goes to disk a few MiB at a time: one
+        // sync of all of it would queue tens of MiB ahead of the log's next
+        // sync, which every write waits for.
+        for chunk in data.chunks(SYNC_EVERY_BYTES) {
+            f.write_all(chunk)?;
+            if data.len() > SYNC_EVERY_BYTES {
+                f.sync_data()?;
+            }
+        }
         f.sync_all()?;
     }
     fs::rename(&tmp, dir.join(name))?;
@@ -418,6 +432,7 @@ impl LogStore {
             unsynced: Vec::new(),
             appended: 0,
             snapshot_after,
+            snapshot_bytes: Arc::default(),
             wants_snapshot: Arc::new(tokio::sync::Notify::new()),
         }));
         let (flush, wake) = mpsc::channel();
@@ -453,11 +468,17 @@ impl LogStore {
         lock(&self.inner)
     }
 
-    /// Notified once `snapshot_after` bytes were appended since the last
-    /// purge: a snapshot (and the purge after it) keeps the log's size, on
-    /// disk, bounded by bytes written, whatever the entries' sizes.
+    /// Notified once `snapshot_after` bytes (or the last snapshot's size, if
+    /// larger) were appended since the last purge: a snapshot (and the purge
+    /// after it) keeps the log's size, on disk, bounded by bytes written,
+    /// whatever the entries' sizes, and writes at most as much as the log.
     pub fn wants_snapshot(&self) -> Arc<tokio::sync::Notify> {
         self.lock().wants_snapshot.clone()
+    }
+
+    /// Follows the state machine's last snapshot size, kept in `bytes`.
+    pub fn follow_snapshot_size(&self, bytes: Arc<AtomicU64>) {
+        self.lock().snapshot_bytes = bytes;
     }
 
     /// The highest index the log may be purged up to and still hold, after
@@ -517,7 +538,8 @@ impl Inner {
         self.file_len += buf.len() as u64;
         let before = self.appended;
         self.appended += buf.len() as u64;
-        if before < self.snapshot_after && self.appended >= self.snapshot_after {
+        let after = (self.snapshot_bytes.load(Ordering::Relaxed)).max(self.snapshot_after);
+        if before < after && self.appended >= after {
             self.wants_snapshot.notify_one();
         }
         for (p, entry) in placed {

@@ -37,10 +37,6 @@ const LEASE_EXPIRY_RETRY: Duration = Duration::from_millis(200);
 /// Pause after a failed write of the cluster ID.
 const CLUSTER_ID_RETRY: Duration = Duration::from_millis(500);
 
-/// How long a restarting member waits for its membership to load from its
-/// log before it decides whether it is its only voter.
-const MEMBERSHIP_LOAD_WAIT: Duration = Duration::from_millis(500);
-
 /// Entry points.
 pub struct Store;
 
@@ -166,10 +162,10 @@ impl Bound {
         }
         tasks.spawn(expire_leases(node.clone(), stop.clone()));
 
+        // A restarted member that is its membership's only voter campaigns at
+        // once (`elections::run`): no timeout for the one vote it casts itself.
         if matches!(mode, Mode::Single) && !has_state {
             form_cluster(&node, own.clone(), restored, &dir).await?;
-        } else if has_state {
-            elect_if_only_voter(&node).await;
         }
         tasks.spawn(follow_leadership(node.clone(), stop.clone()));
 
@@ -248,6 +244,7 @@ fn open_state(config: &StoreConfig, mode: Mode) -> Result<OpenState, StoreError>
         LogStore::open(&dir, config.env.allows_threads(), config.snapshot_log_bytes)
             .map_err(storage)?;
     let state_machine = StateMachine::open(&dir, config.env.allows_threads()).map_err(storage)?;
+    log.follow_snapshot_size(state_machine.shared.snapshot_bytes.clone());
     let has_state = log.last_index().is_some();
     let id = match stored_member_id(&dir) {
         Some(id) => id,
@@ -517,26 +514,6 @@ async fn form_cluster(
         tracing::info!(revision, "store restored from a snapshot");
     }
     Ok(())
-}
-
-/// The only voter of its membership, restarting, would sit out an election
-/// timeout for the one vote it casts itself: a one-shot run of the README's
-/// command paid 150 ms for it. Only the timing changes; with other voters
-/// the usual timeouts apply.
-async fn elect_if_only_voter(node: &Node) {
-    let loaded = node
-        .raft
-        .wait(Some(MEMBERSHIP_LOAD_WAIT))
-        .metrics(
-            |m| m.membership_config.log_id().is_some(),
-            "membership loaded",
-        )
-        .await;
-    if let Ok(m) = loaded
-        && m.membership_config.membership().voter_ids().eq([node.id])
-    {
-        let _ = node.raft.trigger().elect().await;
-    }
 }
 
 /// Once leader, records the cluster ID; ticks only while there is another

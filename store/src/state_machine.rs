@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mgmt_core::kv::{Applied, Event, EventKind, KvError, KvStore};
@@ -176,6 +177,9 @@ pub struct Shared {
     lease_deadline: watch::Sender<Option<u64>>,
     /// Held while a snapshot is read in slices: one at a time.
     building: tokio::sync::Mutex<()>,
+    /// The size of the last snapshot written or installed, in bytes: the log
+    /// grows by at least as much before the next (see `LogStore`).
+    pub snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -213,6 +217,7 @@ impl StateMachine {
             Some(s) => decode_data(&s.data)?,
             None => SmData::default(),
         };
+        let snapshot_bytes = stored.as_ref().map_or(0, |s| s.data.len() as u64);
         let stored = stored.map(|s| s.meta);
         let lease_deadline = watch::Sender::new(data.kv.next_lease_deadline_ms());
         Ok(StateMachine {
@@ -229,6 +234,7 @@ impl StateMachine {
                     generation: 0,
                 }),
                 building: tokio::sync::Mutex::new(()),
+                snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             }),
         })
     }
@@ -265,8 +271,36 @@ impl Shared {
     /// slices, so a large key space never holds writes up for long.
     ///
     /// [`KvStore::begin_snapshot`]: mgmt_core::kv::KvStore::begin_snapshot
-    pub async fn snapshot_bytes(&self) -> io::Result<(Option<LogId>, StoredMembership, Vec<u8>)> {
+    pub async fn snapshot_bytes(
+        self: &Arc<Self>,
+    ) -> io::Result<(Option<LogId>, StoredMembership, Vec<u8>)> {
         let _one = self.building.lock().await;
+        let me = self.clone();
+        self.in_background(move || me.read_snapshot()).await
+    }
+
+    /// Runs `work` (reading or encoding the whole state) on a thread of its
+    /// own at a lower CPU priority: on a busy machine the requests' threads
+    /// go first. Inline where the store may not start threads (the simulator).
+    pub(crate) async fn in_background<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        if !self.threads {
+            return work();
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("store-snapshot".into())
+            .spawn(move || {
+                lower_cpu_priority();
+                let _ = tx.send(work());
+            })?;
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("the snapshot thread panicked")))
+    }
+
+    fn read_snapshot(&self) -> io::Result<(Option<LogId>, StoredMembership, Vec<u8>)> {
         'again: loop {
             let (head, generation, last_applied, membership) = {
                 let mut g = self.lock();
@@ -296,7 +330,6 @@ impl Shared {
                 let Some(last) = slice.last() else { break };
                 after = Some(last.key().to_vec());
                 push_part(&mut out, &slice)?;
-                tokio::task::yield_now().await;
             }
             let mut g = self.lock();
             if g.generation != generation {
@@ -305,6 +338,19 @@ impl Shared {
             g.data.kv.end_snapshot();
             return Ok((last_applied, membership, out));
         }
+    }
+}
+
+/// Nice value of the threads that read and write snapshots.
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's CPU priority (on Linux, nice is per thread).
+fn lower_cpu_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours;
+    // PRIO_PROCESS with `who` 0 names the calling thread. Failing leaves the
+    // thread at its priority, which is only slower for the others.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS as _, 0, BACKGROUND_NICE);
     }
 }
 
@@ -419,16 +465,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // keys of a minute of etcd's `check perf`): never on a runtime
         // thread, where the requests it holds up would wait for it.
         let dir = self.shared.dir.clone();
-        let write = move || stored.write(&dir).map(|()| stored);
-        let written = if self.shared.threads {
-            tokio::task::spawn_blocking(write)
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)))
-        } else {
-            write()
-        };
+        let written = (self.shared)
+            .in_background(move || stored.write(&dir).map(|()| stored))
+            .await;
         let stored =
             written.map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        self.shared
+            .snapshot_bytes
+            .store(stored.data.len() as u64, Ordering::Relaxed);
         self.shared.lock().snapshot = Some(meta.clone());
         Ok(Snapshot {
             meta,
@@ -494,6 +538,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         stored
             .write(&self.shared.dir)
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        self.shared
+            .snapshot_bytes
+            .store(stored.data.len() as u64, Ordering::Relaxed);
         let mut g = self.shared.lock();
         g.data = data;
         g.generation += 1;
