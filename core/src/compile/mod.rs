@@ -207,87 +207,34 @@ fn tidy_parse_message(raw: &str) -> String {
         .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
 }
 
+/// Adds the resources of one kind that compile, room made for all of them at once.
+fn add<Y>(
+    located: &mut Vec<(Resource, Location)>,
+    declared: Option<Vec<Y>>,
+    compile: impl FnMut(Y) -> Option<(Resource, Location)>,
+) {
+    let declared = declared.unwrap_or_default();
+    located.reserve(declared.len());
+    located.extend(declared.into_iter().filter_map(compile));
+}
+
 fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     let mut located: Vec<(Resource, Location)> = Vec::new();
     if let Some(res) = g.resources {
-        located.extend(
-            res.noop
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| noop(ctx, y)),
-        );
-        located.extend(
-            res.file
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| file(ctx, y)),
-        );
-        located.extend(
-            res.exec
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| exec(ctx, y)),
-        );
-        located.extend(
-            res.pkg
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| pkg(ctx, y)),
-        );
-        located.extend(
-            res.svc
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| svc(ctx, y)),
-        );
-        located.extend(
-            res.timer
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| timer(ctx, y)),
-        );
-        located.extend(
-            res.msg
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| msg(ctx, y)),
-        );
-        located.extend(
-            res.user
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| host::user(ctx, y)),
-        );
-        located.extend(
-            res.group
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| host::group(ctx, y)),
-        );
-        located.extend(
-            res.line
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| host::line(ctx, y)),
-        );
-        located.extend(
-            res.sysctl
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| host::sysctl(ctx, y)),
-        );
-        located.extend(
-            res.mount
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| host::mount(ctx, y)),
-        );
-        located.extend(
-            res.hostname
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|y| host::hostname(ctx, y)),
-        );
+        let l = &mut located;
+        add(l, res.noop, |y| noop(ctx, y));
+        add(l, res.file, |y| file(ctx, y));
+        add(l, res.exec, |y| exec(ctx, y));
+        add(l, res.pkg, |y| pkg(ctx, y));
+        add(l, res.svc, |y| svc(ctx, y));
+        add(l, res.timer, |y| timer(ctx, y));
+        add(l, res.msg, |y| msg(ctx, y));
+        add(l, res.user, |y| host::user(ctx, y));
+        add(l, res.group, |y| host::group(ctx, y));
+        add(l, res.line, |y| host::line(ctx, y));
+        add(l, res.sysctl, |y| host::sysctl(ctx, y));
+        add(l, res.mount, |y| host::mount(ctx, y));
+        add(l, res.hostname, |y| host::hostname(ctx, y));
     }
 
     // Duplicates: report the later definition, pointing at the first.
@@ -304,11 +251,17 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         }
     }
     drop(first_of);
-    let unique = located
-        .into_iter()
-        .zip(duplicate)
-        .filter_map(|((r, _), duplicate)| (!duplicate).then_some(r));
-    let (exported, mut resources): (Vec<_>, Vec<_>) = unique.into_iter().partition(|r| r.exported);
+    // Sized once: a graph may have 150 000 resources of a few hundred bytes
+    // each, and growing by doubling copies them all again and again.
+    let mut resources = Vec::with_capacity(located.len());
+    let mut exported = Vec::new();
+    for ((r, _), duplicate) in located.into_iter().zip(duplicate) {
+        match (duplicate, r.exported) {
+            (true, _) => {}
+            (false, true) => exported.push(r),
+            (false, false) => resources.push(r),
+        }
+    }
     if !opts.collected.is_empty() {
         collect_into(ctx, &mut resources, &opts.collected);
     }
@@ -390,8 +343,9 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         .map(|(i, r)| ((r.id.kind, r.id.name.as_str()), i))
         .collect();
     let mut edge_set = BTreeSet::new();
-    let mut edges = Vec::new();
-    for (i, e) in g.edges.unwrap_or_default().into_iter().enumerate() {
+    let declared = g.edges.unwrap_or_default();
+    let mut edges = Vec::with_capacity(declared.len());
+    for (i, e) in declared.into_iter().enumerate() {
         let loc = e.referenced;
         let e = e.value;
         let name = e.name.unwrap_or_else(|| format!("e{}", i + 1));
