@@ -72,8 +72,9 @@ struct Inner {
     cache: BTreeMap<u64, Entry>,
     cache_bytes: u64,
     last_purged: Option<LogId>,
-    /// The purge point on disk, once the compactor has recorded one.
-    purge_recorded: Option<LogId>,
+    /// The last purge point the compactor is done with: recorded on disk, and
+    /// the file compacted if that was due.
+    purge_done: Option<LogId>,
     vote: Option<Vote>,
     /// Purged frames may be dropped from the file once they are this many
     /// bytes and most of it.
@@ -185,7 +186,7 @@ fn compactor(inner: Arc<Mutex<Inner>>, wake: mpsc::Receiver<()>) {
 fn record_purge_and_compact(inner: &Mutex<Inner>) -> io::Result<()> {
     let (purged, dir, start, end, truncations, file) = {
         let g = lock(inner);
-        if g.last_purged == g.purge_recorded {
+        if g.last_purged == g.purge_done {
             return Ok(());
         }
         let start = g.first_live_offset();
@@ -201,8 +202,8 @@ fn record_purge_and_compact(inner: &Mutex<Inner>) -> io::Result<()> {
     // The purge point is on disk before any frame below it leaves the file:
     // the log on disk always starts right after it.
     write_atomic(&dir, PURGED_FILE, &json(&purged))?;
-    lock(inner).purge_recorded = purged;
     let Some(file) = file else {
+        lock(inner).purge_done = purged;
         return Ok(());
     };
     let tmp = dir.join(format!("{LOG_FILE}.tmp"));
@@ -241,6 +242,7 @@ fn record_purge_and_compact(inner: &Mutex<Inner>) -> io::Result<()> {
     if g.swaps == swaps {
         g.swap_unsynced = false;
     }
+    g.purge_done = purged;
     Ok(())
 }
 
@@ -433,7 +435,7 @@ impl LogStore {
             cache: BTreeMap::new(),
             cache_bytes: 0,
             last_purged,
-            purge_recorded: last_purged,
+            purge_done: last_purged,
             vote,
             compact_after: COMPACT_AFTER,
             truncations: 0,
@@ -737,8 +739,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             g.last_purged = Some(log_id);
             g.appended = 0;
             g.uncache(|i| i > log_id.index);
-            let keep = g.entries.split_off(&(log_id.index + 1));
-            g.entries = keep;
+            g.entries = g.entries.split_off(&(log_id.index + 1));
         }
         if self.compact.send(()).is_err() {
             // No compactor thread: do its work here.
@@ -820,17 +821,19 @@ mod tests {
                 log.purge(purge_id(i - 100)).await.unwrap();
             }
         }
-        let recorded = || {
+        // Bounded wait for the thread to be done with the last purge (its
+        // compaction included) before the files are read again.
+        let done = || {
             let g = log.lock();
-            g.purge_recorded == g.last_purged
+            g.purge_done == g.last_purged
         };
         for _ in 0..500 {
-            if recorded() {
+            if done() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert!(recorded(), "the compactor never caught up");
+        assert!(done(), "the compactor never caught up");
         assert!(log.lock().swaps > 0, "no compaction ran");
         drop(log);
         let (purged, entries) = reopened_entries(dir.path()).await;
