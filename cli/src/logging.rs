@@ -163,18 +163,75 @@ impl std::io::Write for LogWriter {
         if STDERR_GONE.load(Relaxed) {
             return Ok(buf.len());
         }
-        // A line that cannot be written now (a full disk, a non-blocking
-        // pipe that is full) is dropped; a stderr that is gone for good
-        // (a closed pipe, a closed descriptor) turns logging off.
-        if let Err(e) = std::io::stderr().write_all(buf)
-            && (e.kind() == std::io::ErrorKind::BrokenPipe
-                || e.raw_os_error() == Some(nix::libc::EBADF))
-        {
-            STDERR_GONE.store(true, Relaxed);
+        if BATCHING.load(Relaxed) {
+            let mut batch = BATCH
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if BATCHING.load(Relaxed) {
+                batch.extend_from_slice(buf);
+                if batch.len() >= BATCH_BYTES {
+                    write_stderr(&batch);
+                    batch.clear();
+                }
+                return Ok(buf.len());
+            }
         }
+        write_stderr(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Writes to stderr. A line that cannot be written now (a full disk, a
+/// non-blocking pipe that is full) is dropped; a stderr that is gone for good
+/// (a closed pipe, a closed descriptor) turns logging off.
+fn write_stderr(buf: &[u8]) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stderr().write_all(buf)
+        && (e.kind() == std::io::ErrorKind::BrokenPipe
+            || e.raw_os_error() == Some(nix::libc::EBADF))
+    {
+        STDERR_GONE.store(true, Relaxed);
+    }
+}
+
+/// Set while [`batched`] runs: every thread's lines go to [`BATCH`], in the
+/// order they were logged, instead of one `write` each.
+static BATCHING: AtomicBool = AtomicBool::new(false);
+static BATCH: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+/// A batch is written out at this size, so a long burst is not held back.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Runs `burst` with the lines it logs (and any other thread's meanwhile)
+/// written to stderr in a few large writes, all by the time it returns. For
+/// bursts of thousands of lines logged at once, such as a compile's notes:
+/// one `write` per line costs a one-shot run about as much as checking its
+/// files.
+pub fn batched<R>(burst: impl FnOnce() -> R) -> R {
+    if BATCHING.load(Relaxed) {
+        return burst();
+    }
+    /// Writes the batch out even if `burst` panics.
+    struct Flush;
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            let mut batch = BATCH
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            BATCHING.store(false, Relaxed);
+            if !STDERR_GONE.load(Relaxed) {
+                write_stderr(&batch);
+            }
+            *batch = Vec::new();
+        }
+    }
+    BATCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .reserve(BATCH_BYTES);
+    BATCHING.store(true, Relaxed);
+    let _flush = Flush;
+    burst()
 }

@@ -303,13 +303,16 @@ fn reloader(
                 }));
             }
             let graph = compiled?;
-            for note in &graph.notes {
-                info!("{note}");
-            }
+            logging::batched(|| {
+                for note in &graph.notes {
+                    info!("{note}");
+                }
+            });
             if let Some((client, rt)) = &src.store {
-                let (client, host, g) = (client.clone(), src.hostname.clone(), graph.clone());
+                let (client, host) = (client.clone(), src.hostname.clone());
+                let exported = graph.exported.clone();
                 rt.spawn(async move {
-                    if let Err(e) = exports::publish(&client, &host, &g.exported).await {
+                    if let Err(e) = exports::publish(&client, &host, &exported).await {
                         warn!("exports: cannot publish: {e}");
                     }
                 });
@@ -441,9 +444,11 @@ fn run(args: RunArgs) -> ExitCode {
         report!("error: --graphviz {}: {e}", dot.display());
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    for note in &graph.notes {
-        info!("{note}");
-    }
+    logging::batched(|| {
+        for note in &graph.notes {
+            info!("{note}");
+        }
+    });
     let notifier = sd_notify::Notifier::from_env().map(std::sync::Arc::new);
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(mgmt_io::Progress::default());
     let metrics = args
