@@ -286,8 +286,15 @@ async fn lead(
 }
 
 /// The voter sets of this member's membership: one, or two while joint.
+///
+/// Read from the server metrics, the watch this task waits on: openraft
+/// sends them before its `RaftMetrics`, so a task woken by a change that read
+/// `RaftMetrics` could see the membership from before it. A restarted lone
+/// voter woken by its loaded state read the empty startup membership, took
+/// itself for a learner and waited for a change that never came: no leader
+/// at all (one one-shot run in about 30 waited out the store's 5 s).
 fn voter_sets(node: &Node) -> Vec<Vec<NodeId>> {
-    let m = node.raft.metrics();
+    let m = node.raft.server_metrics();
     let m = m.borrow();
     m.membership_config
         .membership()
