@@ -390,22 +390,6 @@ fn run(args: RunArgs) -> ExitCode {
     let clustered = !(args.no_server && args.seeds.is_none());
     // The machine's own name matters only to the store.
     let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
-    let facts = mgmt_io::facts::gather(&hostname);
-    let loaded = match &args.file {
-        Some(file) => load(file, args.max_graph_bytes, &facts),
-        None if clustered => Ok((String::new(), empty_graph(), None)),
-        None => {
-            report!(
-                "error: --file is needed without a store: give a graph, or drop --no-server \
-                 (or give --seeds) to run the cluster's deploys"
-            );
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    let (text, graph, known) = match loaded {
-        Ok(g) => g,
-        Err(code) => return code,
-    };
     if args.converged_timeout < -1 {
         report!(
             "error: --converged-timeout must be -1 (forever) or >= 0, not {}",
@@ -424,57 +408,6 @@ fn run(args: RunArgs) -> ExitCode {
         }
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    let name = args.file.as_ref().map(|f| f.display().to_string());
-    let graph = match for_host(
-        name.as_deref().unwrap_or("(no deploy yet)"),
-        graph,
-        &hostname,
-    ) {
-        Ok(graph) => graph,
-        Err(e) => {
-            report!("{e}");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    #[cfg(not(feature = "system-allocator"))]
-    allocator::release_freed();
-    if let Some(dot) = &args.graphviz
-        && let Err(e) = std::fs::write(dot, graph.to_dot())
-    {
-        report!("error: --graphviz {}: {e}", dot.display());
-        return ExitCode::from(EXIT_BAD_INPUT);
-    }
-    logging::batched(|| {
-        for note in &graph.notes {
-            info!("{note}");
-        }
-    });
-    let notifier = sd_notify::Notifier::from_env().map(std::sync::Arc::new);
-    let (progress_tx, progress_rx) = tokio::sync::watch::channel(mgmt_io::Progress::default());
-    let metrics = args
-        .prometheus
-        .then(|| std::sync::Arc::new(metrics::Metrics::new()));
-    let opts = mgmt_io::RunOptions {
-        noop: args.noop,
-        converged_timeout: u64::try_from(args.converged_timeout)
-            .ok()
-            .map(Duration::from_secs),
-        progress: (notifier.is_some() || clustered).then_some(progress_tx.clone()),
-        observer: metrics
-            .clone()
-            .map(|m| m as std::sync::Arc<dyn mgmt_io::Observer>),
-        tag: 0,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
     let urls = (
         mgmt_store::parse_urls(&args.client_urls),
         mgmt_store::parse_urls(&args.server_urls),
@@ -499,6 +432,102 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    // No server and no seeds: no cluster at all, just the graph.
+    let cluster_config = clustered.then(|| {
+        let mut store = mgmt_store::StoreConfig::new(hostname.clone(), args.prefix.clone());
+        store.client_urls = client_urls;
+        store.peer_urls = peer_urls;
+        store.env = mgmt_store::Env::tokio().with_tls(tls);
+        store.limits = mgmt_store::Limits {
+            max_request_bytes: args.max_request_bytes,
+            max_txn_ops: args.max_txn_ops,
+            quota_backend_bytes: args.quota_backend_bytes,
+        };
+        let mut config = mgmt_store::cluster::ClusterConfig::new(store);
+        config.server = !args.no_server;
+        config.seeds = seeds;
+        config.ideal_cluster_size = args.ideal_cluster_size;
+        config
+    });
+    // A host on its own (a server, no seeds) starts its store now, on the
+    // runtime's threads, while this thread reads and compiles the graph:
+    // the store's start and election then cost a one-shot run nothing of
+    // its own. A host that joins others waits for a graph that compiles, so
+    // that bad input never touches the cluster.
+    let (begun, cluster_config) = match cluster_config {
+        Some(config) if config.seeds.is_empty() => (
+            Some(runtime.spawn(mgmt_store::cluster::Cluster::begin(config))),
+            None,
+        ),
+        config => (None, config),
+    };
+    let facts = mgmt_io::facts::gather(&hostname);
+    let loaded = match &args.file {
+        Some(file) => load(file, args.max_graph_bytes, &facts),
+        None if clustered => Ok((String::new(), empty_graph(), None)),
+        None => {
+            report!(
+                "error: --file is needed without a store: give a graph, or drop --no-server \
+                 (or give --seeds) to run the cluster's deploys"
+            );
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let (text, graph, known) = match loaded {
+        Ok(g) => g,
+        Err(code) => return stop_begun(begun, code),
+    };
+    let name = args.file.as_ref().map(|f| f.display().to_string());
+    let graph = match for_host(
+        name.as_deref().unwrap_or("(no deploy yet)"),
+        graph,
+        &hostname,
+    ) {
+        Ok(graph) => graph,
+        Err(e) => {
+            report!("{e}");
+            return stop_begun(begun, ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    #[cfg(not(feature = "system-allocator"))]
+    allocator::release_freed();
+    if let Some(dot) = &args.graphviz
+        && let Err(e) = std::fs::write(dot, graph.to_dot())
+    {
+        report!("error: --graphviz {}: {e}", dot.display());
+        return stop_begun(begun, ExitCode::from(EXIT_BAD_INPUT));
+    }
+    logging::batched(|| {
+        for note in &graph.notes {
+            info!("{note}");
+        }
+    });
+    let notifier = sd_notify::Notifier::from_env().map(std::sync::Arc::new);
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel(mgmt_io::Progress::default());
+    let metrics = args
+        .prometheus
+        .then(|| std::sync::Arc::new(metrics::Metrics::new()));
+    let opts = mgmt_io::RunOptions {
+        noop: args.noop,
+        converged_timeout: u64::try_from(args.converged_timeout)
+            .ok()
+            .map(Duration::from_secs),
+        progress: (notifier.is_some() || clustered).then_some(progress_tx.clone()),
+        observer: metrics
+            .clone()
+            .map(|m| m as std::sync::Arc<dyn mgmt_io::Observer>),
+        tag: 0,
+    };
     // A one-shot run that follows deploys and has none to apply here: its
     // exit status and why.
     let mut nothing_applied: Option<(u8, String)> = None;
@@ -516,33 +545,21 @@ fn run(args: RunArgs) -> ExitCode {
             && graph.collect.is_empty()
             && metrics.is_none()
             && notifier.is_none();
-        // No server and no seeds: no cluster at all, just the graph.
-        let cluster = if args.no_server && seeds.is_empty() {
-            None
-        } else {
-            let mut store = mgmt_store::StoreConfig::new(hostname.clone(), args.prefix.clone());
-            store.client_urls = client_urls;
-            store.peer_urls = peer_urls;
-            store.env = mgmt_store::Env::tokio().with_tls(tls);
-            store.limits = mgmt_store::Limits {
-                max_request_bytes: args.max_request_bytes,
-                max_txn_ops: args.max_txn_ops,
-                quota_backend_bytes: args.quota_backend_bytes,
-            };
-            let mut config = mgmt_store::cluster::ClusterConfig::new(store);
-            config.server = !args.no_server;
-            config.seeds = seeds;
-            config.ideal_cluster_size = args.ideal_cluster_size;
-            let cluster = if store_in_background {
-                mgmt_store::cluster::Cluster::begin(config).await
-            } else {
-                mgmt_store::cluster::Cluster::start(config).await
-            };
-            let cluster = cluster.map_err(|e| format!("store: {e}"))?;
-            if !store_in_background {
-                log_serving(&cluster);
+        let cluster = match (begun, cluster_config) {
+            (Some(task), _) => Some(task.await.map_err(|e| format!("store: {e}"))?),
+            (None, Some(config)) => Some(mgmt_store::cluster::Cluster::begin(config).await),
+            (None, None) => None,
+        };
+        let cluster = match cluster {
+            Some(cluster) => {
+                let cluster = cluster.map_err(|e| format!("store: {e}"))?;
+                if !store_in_background {
+                    cluster.ready().await;
+                    log_serving(&cluster);
+                }
+                Some(cluster)
             }
-            Some(cluster)
+            None => None,
         };
         info!(
             "running graph {:?} on {hostname}: {} vertices",
@@ -772,6 +789,25 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// Stops the store a run began before its graph compiled, for a run that
+/// ends before its graph runs (bad input): at once, without leaving the
+/// cluster or a word in the log, as the run would have without a store. Its
+/// state is safe to leave mid-start (it survives `kill -9`), and a lone
+/// member has no one to say goodbye to.
+fn stop_begun(
+    begun: Option<
+        tokio::task::JoinHandle<
+            Result<mgmt_store::cluster::Cluster, mgmt_store::cluster::ClusterError>,
+        >,
+    >,
+    code: ExitCode,
+) -> ExitCode {
+    if let Some(task) = begun {
+        task.abort();
+    }
+    code
 }
 
 fn log_serving(cluster: &mgmt_store::cluster::Cluster) {
