@@ -43,6 +43,13 @@ pub enum FileError {
     Source(String),
 }
 
+impl FileError {
+    /// An I/O error for lack of a directory on the way (ENOENT).
+    fn is_missing_dir(&self) -> bool {
+        matches!(self, FileError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
 pub(crate) fn io_err<'a>(
     path: &'a Path,
     op: &'static str,
@@ -232,18 +239,33 @@ pub fn check_apply_bytes(
     let gid = p.group.as_ref().map(resolve_group).transpose()?;
 
     let Some(meta) = existing else {
-        if let Some(parent) = path.parent()
-            && !parent.exists()
-        {
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+        // A check says whether the parent would be made. An apply makes it
+        // only once the creation failed for lack of it: one stat fewer for
+        // each new file, the common case being a parent that exists.
+        if !apply && let Some(parent) = parent.filter(|d| !d.exists()) {
             changes.push(format!("created parent {}", parent.display()));
-            if apply {
-                fs::create_dir_all(parent).map_err(io_err(parent, "create parent"))?;
-            }
         }
-        if p.is_dir() {
+        let mut made_parent = false;
+        let mut with_parent = |create: &mut dyn FnMut() -> Result<_, FileError>| {
+            let missing = |e: &FileError| e.is_missing_dir() && parent.is_some_and(|d| !d.exists());
+            match (create(), parent) {
+                (Err(e), Some(parent)) if missing(&e) => {
+                    fs::create_dir_all(parent).map_err(io_err(parent, "create parent"))?;
+                    made_parent = true;
+                    create()
+                }
+                (r, _) => r,
+            }
+        };
+        let pending = if p.is_dir() {
             changes.push("created directory".to_string());
             if apply {
-                fs::create_dir(path).map_err(io_err(path, "mkdir"))?;
+                with_parent(&mut || {
+                    fs::create_dir(path)
+                        .map(|()| None)
+                        .map_err(io_err(path, "mkdir"))
+                })?;
                 fs::set_permissions(
                     path,
                     fs::Permissions::from_mode(mode.unwrap_or(DEFAULT_DIR_MODE)),
@@ -251,22 +273,29 @@ pub fn check_apply_bytes(
                 .map_err(io_err(path, "chmod"))?;
                 chown(path, uid, gid)?;
             }
+            None
         } else {
             changes.push("created file".to_string());
             if apply {
-                let pending = atomic_write(
-                    path,
-                    content.unwrap_or(b""),
-                    mode.unwrap_or(DEFAULT_FILE_MODE),
-                    uid,
-                    gid,
-                    durability,
-                    own,
-                )?;
-                return Ok((changes, pending));
+                with_parent(&mut || {
+                    atomic_write(
+                        path,
+                        content.unwrap_or(b""),
+                        mode.unwrap_or(DEFAULT_FILE_MODE),
+                        uid,
+                        gid,
+                        durability,
+                        own,
+                    )
+                })?
+            } else {
+                None
             }
+        };
+        if made_parent && let Some(parent) = parent {
+            changes.insert(0, format!("created parent {}", parent.display()));
         }
-        return Ok((changes, None));
+        return Ok((changes, pending));
     };
 
     if p.is_dir() && !meta.is_dir() {
@@ -387,7 +416,7 @@ pub fn remove_stale_temp_files<'a>(
             by_dir.entry(dir).or_default().insert(base);
         }
     }
-    let me = std::process::id();
+    let me = own_writes::own_pid();
     let gone = |pid: u32| pid == me || process_gone(pid);
     let mut found = Vec::new();
     for (dir, bases) in by_dir {
@@ -451,7 +480,7 @@ fn atomic_write(
         .file_name()
         .map(|b| b.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(own_writes::temp_name(&base, std::process::id()));
+    let tmp = dir.join(own_writes::temp_name(&base, own_writes::own_pid()));
     let create = || {
         OpenOptions::new()
             .write(true)

@@ -17,12 +17,20 @@ pub(crate) fn temp_name(base: &str, pid: u32) -> String {
     format!(".{base}.mgmt-{pid}.tmp")
 }
 
+/// This process's id, asked of the kernel once: glibc no longer caches it,
+/// and every atomic write (and every event the watcher sees) needs it. The
+/// agent forks only to exec, so no copy of it runs on under another pid.
+pub(crate) fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Whether `path` names a temp file of this process's atomic writes.
 pub(crate) fn is_own_temp(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .and_then(parse_temp_name)
-        .is_some_and(|(_, pid)| pid == std::process::id())
+        .is_some_and(|(_, pid)| pid == own_pid())
 }
 
 /// The managed name and the writer's pid of a [`temp_name`], if it is
