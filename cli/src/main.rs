@@ -432,10 +432,11 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    #[cfg(not(feature = "system-allocator"))]
+    allocator::release_when_idle(&mut builder);
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the runtime: {e}");
