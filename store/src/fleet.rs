@@ -172,6 +172,19 @@ pub const ALIVE_TTL_S: i64 = 10;
 /// CheckApplies is one write, not one per resource.
 pub const STATUS_EVERY: Duration = Duration::from_millis(100);
 
+/// The one status a run that is over without a lease writes.
+async fn write_last_status(
+    client: &EtcdClient,
+    status_key: &str,
+    status: &watch::Receiver<HostStatus>,
+    now: &impl Fn() -> String,
+) {
+    let value = stamped(&status.borrow(), now);
+    if let Err(e) = client.put(status_key.as_bytes(), value.as_bytes(), 0).await {
+        warn!("status: cannot write {status_key}: {e}");
+    }
+}
+
 /// Publishes this host's status whenever `status` changes (the latest value
 /// only, at most every [`STATUS_EVERY`]: a burst is one write), and holds its `alive` key on a lease kept
 /// alive every third of [`ALIVE_TTL_S`]. When another host's `alive` key
@@ -185,6 +198,12 @@ pub async fn publish_status(
 ) {
     let alive_key = fleet::alive_key(&host);
     let status_key = fleet::status_key(&host);
+    // A run that ended before this host was ever marked alive (a one-shot
+    // run, its store still starting) has only its last status to say: one
+    // write, not a lease granted to be revoked at once, nor a watch.
+    if status.has_changed().is_err() {
+        return write_last_status(&client, &status_key, &status, &now).await;
+    }
     let mut lease: Option<i64> = None;
     // The last status written, as built (before its `updated` stamp).
     let mut written: Option<HostStatus> = None;
@@ -195,15 +214,10 @@ pub async fn publish_status(
     let mut next_keep_alive = tokio::time::Instant::now() + keep_alive;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        // A run that ended before this host was ever marked alive (a one-shot
-        // run, its store still starting) has only its last status to say:
-        // one write, not a lease granted to be revoked at once.
+        // The run ended while this host was still not marked alive (its
+        // lease refused): its last status, as above.
         if lease.is_none() && status.has_changed().is_err() {
-            let value = stamped(&status.borrow(), &now);
-            if let Err(e) = client.put(status_key.as_bytes(), value.as_bytes(), 0).await {
-                warn!("status: cannot write {status_key}: {e}");
-            }
-            return;
+            return write_last_status(&client, &status_key, &status, &now).await;
         }
         // The lease first: a status is only written by a host known alive.
         if lease.is_none() {
