@@ -513,8 +513,25 @@ async fn form_cluster(
         settle_restore(node, dir).await?;
         tracing::info!(revision, "store restored from a snapshot");
     }
+    // Every response header names the cluster: its ID is recorded before
+    // the new store is handed out, not only by the leader's task a moment
+    // later (a watch created in between got a header without one, which
+    // etcd never sends).
+    node.await_leader(FORM_TIMEOUT).await?;
+    if node.sm.lock().data.kv.cluster_id() == 0 {
+        let cluster_id = cluster_id_of(node.id);
+        node.write(Command::SetClusterId { cluster_id }).await?;
+    }
     Ok(())
 }
+
+/// The ID of the cluster whose first leader was `leader`.
+fn cluster_id_of(leader: NodeId) -> u64 {
+    member_id(&format!("cluster:{leader}"))
+}
+
+/// Bound on a new one-member cluster electing itself.
+const FORM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Once leader, records the cluster ID; ticks only while there is another
 /// member. (The leader's own member URLs are the cluster agent's to refresh:
@@ -534,7 +551,7 @@ async fn follow_leadership(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         // the first other member.
         node.raft.runtime_config().tick(!alone);
         if is_leader && node.sm.lock().data.kv.cluster_id() == 0 {
-            let cluster_id = member_id(&format!("cluster:{}", node.id));
+            let cluster_id = cluster_id_of(node.id);
             if node
                 .write(Command::SetClusterId { cluster_id })
                 .await
