@@ -546,22 +546,18 @@ fn run(args: RunArgs) -> ExitCode {
             && graph.collect.is_empty()
             && metrics.is_none()
             && notifier.is_none();
-        let cluster = match (begun, cluster_config) {
+        let begun = match (begun, cluster_config) {
             (Some(task), _) => Some(task.await.map_err(|e| format!("store: {e}"))?),
             (None, Some(config)) => Some(mgmt_store::cluster::Cluster::begin(config).await),
             (None, None) => None,
         };
-        let cluster = match cluster {
-            Some(cluster) => {
-                let cluster = cluster.map_err(|e| format!("store: {e}"))?;
-                if !store_in_background {
-                    cluster.ready().await;
-                    log_serving(&cluster);
-                }
-                Some(cluster)
-            }
-            None => None,
-        };
+        let cluster = begun.transpose().map_err(|e| format!("store: {e}"))?;
+        if let Some(cluster) = &cluster
+            && !store_in_background
+        {
+            cluster.ready().await;
+            log_serving(cluster);
+        }
         info!(
             "running graph {:?} on {hostname}: {} vertices",
             graph.name,

@@ -247,17 +247,15 @@ pub fn check_apply_bytes(
             changes.push(format!("created parent {}", parent.display()));
         }
         let mut made_parent = false;
-        let mut with_parent = |create: &mut dyn FnMut() -> Result<_, FileError>| {
-            let missing = |e: &FileError| e.is_missing_dir() && parent.is_some_and(|d| !d.exists());
-            match (create(), parent) {
-                (Err(e), Some(parent)) if missing(&e) => {
+        let mut with_parent =
+            |create: &mut dyn FnMut() -> Result<_, FileError>| match (create(), parent) {
+                (Err(e), Some(parent)) if e.is_missing_dir() && !parent.exists() => {
                     fs::create_dir_all(parent).map_err(io_err(parent, "create parent"))?;
                     made_parent = true;
                     create()
                 }
                 (r, _) => r,
-            }
-        };
+            };
         let pending = if p.is_dir() {
             changes.push("created directory".to_string());
             if apply {
