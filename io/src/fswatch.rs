@@ -82,10 +82,17 @@ impl FsWatch {
     /// `own`: the renames this process's writers announce, whose echoes are
     /// not drift.
     pub fn new(own: OwnWrites) -> (Self, mpsc::UnboundedReceiver<RawEvent>) {
+        let (mut fs, rx) = Self::unused(own);
+        fs.watcher = Self::inotify(&fs.tx);
+        (fs, rx)
+    }
+
+    /// A watcher for a run that watches nothing (a single pass): no inotify
+    /// instance, no thread; [`FsWatch::unavailable`] says why.
+    pub fn unused(own: OwnWrites) -> (Self, mpsc::UnboundedReceiver<RawEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let watcher = Self::inotify(&tx);
         let fs = FsWatch {
-            watcher,
+            watcher: Err("a single pass watches nothing".into()),
             tx,
             own,
             targets: BTreeMap::new(),

@@ -122,7 +122,7 @@ pub async fn run(
     let mut revive = tokio::time::interval(WATCHER_RETRY);
     tokio::pin!(shutdown);
 
-    let mut run = Running::start(graph, opts);
+    let mut run = Running::start(graph, opts).await;
     loop {
         run.carry_out();
         if run.converged.is_some() {

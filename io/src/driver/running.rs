@@ -63,8 +63,11 @@ pub(super) struct Running {
 
 impl Running {
     /// Starts `graph`: its members built, its killed writes cleaned up, the
-    /// engine started.
-    pub(super) fn start(graph: Graph, opts: RunOptions) -> Running {
+    /// engine started. The clean-up reads every managed file's directory: it
+    /// runs on a blocking thread while this one builds the rest, and nothing
+    /// is checked before it is done.
+    pub(super) async fn start(graph: Graph, opts: RunOptions) -> Running {
+        let cleanup = spawn_clean_up(&graph, opts.noop);
         let config = EngineConfig {
             noop: opts.noop,
             converged_timeout: opts.converged_timeout.map(|d| Millis(d.as_millis() as u64)),
@@ -84,16 +87,21 @@ impl Running {
             own_writes: OwnWrites::default(),
         };
         let specs = watch_specs(&slots, &backends.packages);
-        clean_up_after_a_killed_run(&graph, opts.noop);
         // Without an inotify instance (the per-user limit reached, with many
         // agents on one machine) the agent goes on: its store keeps serving,
         // each file resource's watch fails on its own, naming the cause, and
         // the watcher is tried again every second; once it starts, those
-        // watches are armed and their resources checked again.
-        let (fs, fs_events) = FsWatch::new(backends.own_writes.clone());
-        if let Some(why) = fs.unavailable() {
-            error!("{why}; file resources are checked but not watched until it starts");
-        }
+        // watches are armed and their resources checked again. A single
+        // pass watches nothing, and starts no watcher.
+        let (fs, fs_events) = if config.converged_timeout == Some(Millis(0)) {
+            FsWatch::unused(backends.own_writes.clone())
+        } else {
+            let (fs, events) = FsWatch::new(backends.own_writes.clone());
+            if let Some(why) = fs.unavailable() {
+                error!("{why}; file resources are checked but not watched until it starts");
+            }
+            (fs, events)
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let tag = opts.tag;
         let mut run = Running {
@@ -122,6 +130,9 @@ impl Running {
             drained: false,
             converged: None,
         };
+        if let Err(e) = cleanup.await {
+            error!("cleaning up after a killed run: {e}");
+        }
         run.handle(Input::Start);
         run
     }
@@ -418,14 +429,34 @@ fn kinds(graph: &Graph) -> BTreeMap<Kind, usize> {
 /// Removes what a run killed mid-write left beside the managed files: its
 /// temp files (targets are never half-written; the temp files just stay).
 fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
-    // A resource with `meta: {noop: true}` changes nothing, temp files included.
-    let paths = graph.resources.iter().filter_map(|r| match &r.params {
+    report_clean_up(
+        crate::file::remove_stale_temp_files(cleaned_paths(graph), !noop),
+        noop,
+    );
+}
+
+/// [`clean_up_after_a_killed_run`] on a blocking thread.
+fn spawn_clean_up(graph: &Graph, noop: bool) -> JoinHandle<()> {
+    let paths: Vec<String> = cleaned_paths(graph).map(str::to_owned).collect();
+    tokio::task::spawn_blocking(move || {
+        let stale = crate::file::remove_stale_temp_files(paths.iter().map(String::as_str), !noop);
+        report_clean_up(stale, noop);
+    })
+}
+
+/// The paths whose killed writes are cleaned up: a resource with
+/// `meta: {noop: true}` changes nothing, temp files included.
+fn cleaned_paths(graph: &Graph) -> impl Iterator<Item = &str> {
+    graph.resources.iter().filter_map(|r| match &r.params {
         Params::File(p) if !r.meta.noop => Some(p.path.as_str()),
         Params::Line(p) if !r.meta.noop => Some(p.path.as_str()),
         Params::Sysctl(p) if !r.meta.noop => p.persist.as_deref(),
         _ => None,
-    });
-    for stale in crate::file::remove_stale_temp_files(paths, !noop) {
+    })
+}
+
+fn report_clean_up(stale: Vec<crate::file::StaleTemp>, noop: bool) {
+    for stale in stale {
         let path = stale.path.display();
         match stale.error {
             None if noop => info!("would remove {path}, left by a killed run"),
