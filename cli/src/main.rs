@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     let code = match cli.command {
         Command::Graph(args) => match graph_facts(&args)
-            .and_then(|facts| load(&args.file, args.max_graph_bytes, &facts))
+            .and_then(|facts| load(&args.file, args.max_graph_bytes, &LaterFacts::ready(facts)))
         {
             Ok((_, graph, _)) => {
                 use std::io::Write as _;
@@ -124,11 +124,59 @@ fn graph_facts(args: &GraphArgs) -> Result<Facts, ExitCode> {
     fleet::published_facts(&args.client, &name)
 }
 
+/// This host's facts, gathered on a thread of their own while the graph is
+/// read and compiled: only a template needs them before it compiles (about
+/// 0.5 ms: /etc/os-release, /proc/meminfo, the addresses over netlink).
+struct LaterFacts {
+    gathering: std::sync::Mutex<Option<std::sync::mpsc::Receiver<Facts>>>,
+    hostname: String,
+    facts: std::sync::OnceLock<Facts>,
+}
+
+impl LaterFacts {
+    /// Starts gathering them on one of `runtime`'s blocking threads.
+    fn gather_on(runtime: &tokio::runtime::Runtime, hostname: &str) -> LaterFacts {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = hostname.to_string();
+        // A receiver gone (the run ended first) wants nothing.
+        runtime.spawn_blocking(move || {
+            let _ = tx.send(mgmt_io::facts::gather(&name));
+        });
+        LaterFacts {
+            gathering: std::sync::Mutex::new(Some(rx)),
+            hostname: hostname.to_string(),
+            facts: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn ready(facts: Facts) -> LaterFacts {
+        LaterFacts {
+            gathering: std::sync::Mutex::new(None),
+            hostname: facts.name.clone(),
+            facts: std::sync::OnceLock::from(facts),
+        }
+    }
+
+    /// The facts, once gathered (here, if their thread could not).
+    fn get(&self) -> &Facts {
+        self.facts.get_or_init(|| {
+            let gathering = self
+                .gathering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            gathering
+                .and_then(|rx| rx.recv().ok())
+                .unwrap_or_else(|| mgmt_io::facts::gather(&self.hostname))
+        })
+    }
+}
+
 /// Reads and compiles a graph, printing every diagnostic on failure.
 fn load(
     path: &Path,
     max_bytes: u64,
-    facts: &Facts,
+    facts: &LaterFacts,
 ) -> Result<(String, Graph, PackageFacts), ExitCode> {
     let text = read_graph(path, max_bytes).map_err(|e| {
         report!("error: {}: {e}", path.display());
@@ -155,11 +203,19 @@ type PackageFacts = Option<(Vec<String>, mgmt_core::autoedge::PackageFiles)>;
 fn compile_text(
     name: &str,
     text: &str,
-    facts: &Facts,
+    facts: &LaterFacts,
     exports: &[mgmt_core::export::Exported],
     known: &mut PackageFacts,
 ) -> Result<Graph, String> {
-    let text = &*mgmt_core::template::render(name, text, facts).map_err(|e| e.to_string())?;
+    // Only a template waits for the facts.
+    let rendered;
+    let text = if mgmt_core::template::is_template(text) {
+        rendered =
+            mgmt_core::template::render(name, text, facts.get()).map_err(|e| e.to_string())?;
+        &*rendered
+    } else {
+        text
+    };
     let first = mgmt_core::compile(name, text).map_err(|e| e.to_string())?;
     let collected = exports::collected(&first, exports);
     let packages = mgmt_core::compile::packages(&first);
@@ -238,7 +294,7 @@ enum Origin {
 /// Where the running graph comes from, and what a new one is published to.
 struct Sources {
     origin: Origin,
-    facts: Facts,
+    facts: LaterFacts,
     hostname: String,
     /// Every host's exports, kept current by [`exports::follow`] (empty
     /// without a store).
@@ -472,7 +528,7 @@ fn run(args: RunArgs) -> ExitCode {
         ),
         config => (None, config),
     };
-    let facts = mgmt_io::facts::gather(&hostname);
+    let facts = LaterFacts::gather_on(&runtime, &hostname);
     let loaded = match &args.file {
         Some(file) => load(file, args.max_graph_bytes, &facts),
         None if clustered => Ok((String::new(), empty_graph(), None)),
@@ -500,8 +556,12 @@ fn run(args: RunArgs) -> ExitCode {
             return stop_begun(begun, ExitCode::from(EXIT_BAD_INPUT));
         }
     };
+    // A daemon hands the compile's garbage back now; a single pass exits
+    // soon, and its checks would only fault the same pages in again.
     #[cfg(not(feature = "system-allocator"))]
-    allocator::release_freed();
+    if args.converged_timeout != 0 {
+        allocator::release_freed();
+    }
     if let Some(dot) = &args.graphviz
         && let Err(e) = std::fs::write(dot, graph.to_dot())
     {
@@ -644,7 +704,7 @@ fn run(args: RunArgs) -> ExitCode {
         let status_inputs = cluster.as_ref().map(|c| {
             let inputs = fleet::StatusInputs {
                 host: hostname.clone(),
-                facts: facts.clone(),
+                facts: facts.get().clone(),
                 file: args.file.as_ref().map(|f| f.display().to_string()),
                 error: error_rx,
                 progress: progress_tx.subscribe(),
@@ -660,7 +720,7 @@ fn run(args: RunArgs) -> ExitCode {
         };
         drop(progress_tx);
         let following = matches!(origin, Origin::Deploys { .. });
-        let facts_here = facts.clone();
+        let facts_here = facts.get().clone();
         let mut reload = reloader(
             Sources {
                 origin,
