@@ -58,6 +58,24 @@ pub fn release_freed() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
+/// For a process about to exit (a single pass): freed memory stays with
+/// the process, which hands it all back at once when it ends, rather than
+/// being purged page range by page range as it goes (each purge an madvise
+/// and, with several threads, a TLB flush on every core), and idle threads
+/// no longer collect. Call it before the runtime starts.
+#[allow(
+    dead_code,
+    reason = "the store's bench includes this file and has no single pass"
+)]
+pub fn keep_freed_until_exit() {
+    KEEP_FREED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: an integer option; mimalloc reads it each time it would purge.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+}
+
+/// Set by [`keep_freed_until_exit`]: idle threads do not collect.
+static KEEP_FREED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How long a blocking thread of the runtime waits for more work before it
 /// ends (tokio's default: 10 s). Starting one costs tens of microseconds.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(250);
@@ -84,6 +102,9 @@ pub fn release_when_idle(builder: &mut tokio::runtime::Builder) {
     builder
         .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .on_thread_park(|| {
+            if KEEP_FREED.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let now = std::time::Instant::now();
             let due = LAST_COLLECT
                 .get()

@@ -491,7 +491,12 @@ fn run(args: RunArgs) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     #[cfg(not(feature = "system-allocator"))]
-    allocator::release_when_idle(&mut builder);
+    {
+        allocator::release_when_idle(&mut builder);
+        if args.converged_timeout == 0 {
+            allocator::keep_freed_until_exit();
+        }
+    }
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -144,21 +144,21 @@ pub(super) async fn check_apply_vertex(
             _ => None,
         })
         .collect();
-    let mut outcomes: BTreeMap<usize, (Result<Vec<String>, CheckApplyError>, f64)> =
-        BTreeMap::new();
+    // In member order once sorted, below (the file threads interleave theirs).
+    let mut outcomes: Vec<MemberOutcome> = Vec::with_capacity(which.len());
     if !files.is_empty() {
         let idx: Vec<usize> = files.iter().map(|(i, _)| *i).collect();
         let own = backends.own_writes.clone();
         let check = move || files::check_apply_files(&files, apply, &own);
         match tokio::task::spawn_blocking(check).await {
-            Ok(done) => outcomes.extend(done.into_iter().map(|(i, r, ms)| (i, (r, ms)))),
+            Ok(done) => outcomes.extend(done),
             Err(e) => {
                 let e = CheckApplyError::Task {
                     what: "file",
                     reason: e.to_string(),
                 };
                 for i in idx {
-                    outcomes.insert(i, (Err(e.clone()), 0.0));
+                    outcomes.push((i, Err(e.clone()), 0.0));
                 }
             }
         }
@@ -177,7 +177,7 @@ pub(super) async fn check_apply_vertex(
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         outcomes.extend(
             done.into_iter()
-                .map(|(i, r)| (i, (r.map_err(CheckApplyError::from), ms))),
+                .map(|(i, r)| (i, r.map_err(CheckApplyError::from), ms)),
         );
     }
     let mut lines: BTreeMap<String, Vec<(usize, Arc<LineParams>)>> = BTreeMap::new();
@@ -203,14 +203,14 @@ pub(super) async fn check_apply_vertex(
         match done {
             Ok(Ok(results)) => {
                 for (i, r) in idx.into_iter().zip(results) {
-                    outcomes.insert(i, (r.map_err(CheckApplyError::from), ms));
+                    outcomes.push((i, r.map_err(CheckApplyError::from), ms));
                 }
             }
             // The file's own trouble is every member's.
             Ok(Err(e)) => {
                 let e = CheckApplyError::from(e);
                 for i in idx {
-                    outcomes.insert(i, (Err(e.clone()), ms));
+                    outcomes.push((i, Err(e.clone()), ms));
                 }
             }
             Err(e) => {
@@ -219,7 +219,7 @@ pub(super) async fn check_apply_vertex(
                     reason: e.to_string(),
                 };
                 for i in idx {
-                    outcomes.insert(i, (Err(e.clone()), ms));
+                    outcomes.push((i, Err(e.clone()), ms));
                 }
             }
         }
@@ -265,14 +265,14 @@ pub(super) async fn check_apply_vertex(
                 .check_apply(&res.ids[i].to_string(), apply, refresh)
                 .map_err(CheckApplyError::from),
         };
-        outcomes.insert(i, (result, started.elapsed().as_secs_f64() * 1000.0));
+        outcomes.push((i, result, started.elapsed().as_secs_f64() * 1000.0));
     }
     let mut changed = false;
     let mut first_error = None;
-    let mut done = Vec::with_capacity(outcomes.len());
-    for (i, (result, ms)) in outcomes {
-        let id = &res.ids[i];
-        match &result {
+    outcomes.sort_unstable_by_key(|o| o.0);
+    for (i, result, ms) in &outcomes {
+        let (id, ms) = (&res.ids[*i], *ms);
+        match result {
             Ok(changes) if changes.is_empty() => {
                 if id.kind != Kind::Noop {
                     debug!("{id}: CheckApply: ok ({ms:.1} ms)");
@@ -293,11 +293,10 @@ pub(super) async fn check_apply_vertex(
                 first_error.get_or_insert(format!("{id}: {e}"));
             }
         }
-        done.push((i, result, ms));
     }
     let result = match first_error {
         Some(e) => Err(e),
         None => Ok(changed),
     };
-    (result, done)
+    (result, outcomes)
 }
