@@ -410,11 +410,14 @@ def etcdctl(endpoint, *args, timeout=600):
 
 def parse_perf(text):
     """etcdctl 3.4's verdict lines (its progress bar is redrawn with \\r):
-    PASS|FAIL: Throughput ..., "Slowest request took [too long: ]Xs",
-    "Stddev is Xs" / "Stddev too high: Xs", "FAIL: too many errors", then PASS|FAIL."""
+    "PASS: Throughput is N writes/s" / "FAIL: Throughput too low: N writes/s",
+    "PASS: Slowest request took Xs" / "Slowest request took too long: Xs",
+    "PASS: Stddev is Xs" / "Stddev too high: Xs" (a failed slowest or stddev
+    has no FAIL: in front), "FAIL: too many errors", then PASS|FAIL."""
     res = {"passed": {c: True for c in CHECKS} | {"errors": True}}
     lines = [line.strip() for line in re.split(r"[\r\n]+", text)]
-    for line in (x for x in lines if x.startswith(("PASS", "FAIL"))):
+    verdicts = ("PASS", "FAIL", "Slowest request took", "Stddev")
+    for line in (x for x in lines if x.startswith(verdicts)):
         ok = line.startswith("PASS")
         if m := re.search(r"Throughput (?:is|too low:) (\d+) writes/s", line):
             res["passed"]["throughput"], res["throughput"] = ok, int(m.group(1))
