@@ -54,6 +54,11 @@ extern "C" fn configure_early() {
     reason = "the store's bench includes this file and has no compile to release"
 )]
 pub fn release_freed() {
+    // A process that keeps what it frees until it exits would only fault
+    // the same pages in again.
+    if KEEP_FREED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     // SAFETY: mi_collect only walks this thread's own heap.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
@@ -61,8 +66,9 @@ pub fn release_freed() {
 /// For a process about to exit (a single pass): freed memory stays with
 /// the process, which hands it all back at once when it ends, rather than
 /// being purged page range by page range as it goes (each purge an madvise
-/// and, with several threads, a TLB flush on every core), and idle threads
-/// no longer collect. Call it before the runtime starts.
+/// and, with several threads, a TLB flush on every core); idle threads no
+/// longer collect, nor does [`release_freed`]. Call it before the runtime
+/// starts.
 #[allow(
     dead_code,
     reason = "the store's bench includes this file and has no single pass"

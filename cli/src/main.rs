@@ -488,12 +488,13 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    let single_pass = args.converged_timeout == 0;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     #[cfg(not(feature = "system-allocator"))]
     {
         allocator::release_when_idle(&mut builder);
-        if args.converged_timeout == 0 {
+        if single_pass {
             allocator::keep_freed_until_exit();
         }
     }
@@ -561,12 +562,8 @@ fn run(args: RunArgs) -> ExitCode {
             return stop_begun(begun, ExitCode::from(EXIT_BAD_INPUT));
         }
     };
-    // A daemon hands the compile's garbage back now; a single pass exits
-    // soon, and its checks would only fault the same pages in again.
     #[cfg(not(feature = "system-allocator"))]
-    if args.converged_timeout != 0 {
-        allocator::release_freed();
-    }
+    allocator::release_freed();
     if let Some(dot) = &args.graphviz
         && let Err(e) = std::fs::write(dot, graph.to_dot())
     {
@@ -597,7 +594,6 @@ fn run(args: RunArgs) -> ExitCode {
     // A one-shot run that follows deploys and has none to apply here: its
     // exit status and why.
     let mut nothing_applied: Option<(u8, String)> = None;
-    let single_pass = args.converged_timeout == 0;
     let report = runtime.block_on(async {
         let shutdown = shutdown_signal();
         // A one-shot run of a file that needs nothing from the store (no

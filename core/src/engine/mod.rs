@@ -160,6 +160,13 @@ pub struct EngineConfig {
     pub converged_timeout: Option<Millis>,
 }
 
+impl EngineConfig {
+    /// A converged timeout of zero: every vertex once, no watches.
+    pub fn single_pass(&self) -> bool {
+        self.converged_timeout == Some(Millis(0))
+    }
+}
+
 /// What a vertex of a new graph brings from the graph it replaces
 /// ([`Engine::resume`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -395,7 +402,7 @@ impl Engine {
         // Starting none saves setting them up and, on Linux, tearing them down
         // (an inotify instance with watches costs an RCU grace period, 5-15 ms,
         // at exit).
-        let single_pass = self.config.converged_timeout == Some(Millis(0));
+        let single_pass = self.config.single_pass();
         for v in 0..self.conf.len() {
             if self.conf[v].watch && !single_pass {
                 self.outputs.push_back(Output::StartWatch(v));

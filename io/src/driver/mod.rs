@@ -91,7 +91,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, DriverError> {
     // A single pass watches nothing, its graph file included.
-    let single_pass = opts.converged_timeout.map(|d| d.as_millis()) == Some(0);
+    let single_pass = opts.single_pass();
     let mut reload = reload.filter(|_| !single_pass);
     let reload_path = reload.as_ref().and_then(|r| r.path.clone());
     let mut trigger = reload.as_mut().and_then(|r| r.trigger.take());

@@ -26,6 +26,14 @@ pub struct RunOptions {
     pub tag: u64,
 }
 
+impl RunOptions {
+    /// A converged timeout of zero: every vertex once, nothing watched.
+    pub fn single_pass(&self) -> bool {
+        // In the engine's milliseconds, as it will be told.
+        self.converged_timeout.is_some_and(|d| d.as_millis() == 0)
+    }
+}
+
 /// What a run reports as it goes, for metrics. Every method has a default
 /// that does nothing; calls come from the driver's loop, so they must be
 /// quick.

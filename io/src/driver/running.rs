@@ -93,7 +93,7 @@ impl Running {
         // the watcher is tried again every second; once it starts, those
         // watches are armed and their resources checked again. A single
         // pass watches nothing, and starts no watcher.
-        let (fs, fs_events) = if config.converged_timeout == Some(Millis(0)) {
+        let (fs, fs_events) = if config.single_pass() {
             FsWatch::unused(backends.own_writes.clone())
         } else {
             let (fs, events) = FsWatch::new(backends.own_writes.clone());
