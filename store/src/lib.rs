@@ -91,6 +91,7 @@ mod stop;
 pub mod testing;
 pub mod tls;
 mod types;
+mod vote_file;
 
 pub use config::{Limits, StoreConfig};
 pub use data_dir::{has_store_state, known_members, stored_member_id};

@@ -1,5 +1,5 @@
-//! Persistent raft log: one append-only file of CRC-framed entries, plus the vote and
-//! the purge point in small files replaced atomically.
+//! Persistent raft log: one append-only file of CRC-framed entries, plus the vote
+//! (`vote_file`) and the purge point in small files.
 //!
 //! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` where the payload is one
 //! `Entry` in the store's binary encoding (`codec`; logs of JSON frames still
@@ -30,9 +30,9 @@ use openraft::{RaftLogReader, StorageIOError};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::vote_file::VoteFile;
 
 pub(crate) const LOG_FILE: &str = "raft.log";
-const VOTE_FILE: &str = "vote.json";
 const PURGED_FILE: &str = "purged.json";
 
 /// What opening the log found at its end.
@@ -75,7 +75,6 @@ struct Inner {
     /// The last purge point the compactor is done with: recorded on disk, and
     /// the file compacted if that was due.
     purge_done: Option<LogId>,
-    vote: Option<Vote>,
     /// Purged frames may be dropped from the file once they are this many
     /// bytes and most of it.
     compact_after: u64,
@@ -108,6 +107,9 @@ const COMPACT_AFTER: u64 = 4 << 20;
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// The vote, and its file: apart from `inner`, so that appends and
+    /// syncs of the log do not wait for a vote's save, nor it for them.
+    vote: Arc<Mutex<(VoteFile, Option<Vote>)>>,
     /// How long each sync of the log took (`/metrics`).
     fsyncs: Arc<crate::histogram::Histogram>,
     /// Wakes the flusher; it exits once every clone is gone.
@@ -339,8 +341,8 @@ impl LogStore {
         // vote as not committed, so it rejoins as a follower and a leader is elected
         // in a new term (whose first entry fixes the commit index) before any
         // linearizable read is answered.
-        let vote: Option<Vote> = read_json::<Vote>(&dir.join(VOTE_FILE))?
-            .map(|v| Vote::new(v.leader_id.term, v.leader_id.node_id));
+        let (vote_file, vote) = VoteFile::open(dir)?;
+        let vote = vote.map(|v| Vote::new(v.leader_id.term, v.leader_id.node_id));
         let last_purged: Option<LogId> = read_json(&dir.join(PURGED_FILE))?;
         let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new()
@@ -436,7 +438,6 @@ impl LogStore {
             cache_bytes: 0,
             last_purged,
             purge_done: last_purged,
-            vote,
             compact_after: COMPACT_AFTER,
             truncations: 0,
             swaps: 0,
@@ -463,6 +464,7 @@ impl LogStore {
         Ok((
             LogStore {
                 inner,
+                vote: Arc::new(Mutex::new((vote_file, vote))),
                 fsyncs,
                 flush,
                 compact,
@@ -672,15 +674,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let mut g = self.lock();
-        write_atomic(&g.dir, VOTE_FILE, &json(vote))
+        let mut g = self.vote.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.save(vote)
             .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
-        g.vote = Some(*vote);
+        g.1 = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.lock().vote)
+        Ok(self.vote.lock().unwrap_or_else(|e| e.into_inner()).1)
     }
 
     async fn append<I>(
