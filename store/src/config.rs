@@ -7,7 +7,6 @@ use mgmt_core::Hostname;
 
 use crate::data_dir::{KNOWN_MEMBERS_FILE, has_store_state};
 use crate::error::StoreError;
-use crate::log_store;
 use crate::net::Env;
 #[cfg(doc)]
 use crate::{StoreHandle, data_dir::known_members, member_id, stored_member_id};
@@ -162,7 +161,11 @@ impl StoreConfig {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(storage)?;
-        log_store::write_atomic(&dir, KNOWN_MEMBERS_FILE, client_urls.join("\n").as_bytes())
-            .map_err(storage)
+        crate::atomic_file::write_atomic(
+            &dir,
+            KNOWN_MEMBERS_FILE,
+            client_urls.join("\n").as_bytes(),
+        )
+        .map_err(storage)
     }
 }

@@ -53,6 +53,7 @@
 //! etcdctl 3.4 works with endpoints with or without their scheme: with one it
 //! sends the whole URL as `:authority`, which `authority` accepts.
 
+mod atomic_file;
 mod auth;
 mod authority;
 pub mod certs;

@@ -11,7 +11,7 @@ use crate::config::StoreConfig;
 use crate::data_dir::has_store_state;
 use crate::error::StoreError;
 use crate::node::Node;
-use crate::{log_store, state_machine};
+use crate::state_machine;
 
 /// A snapshot waiting in a data directory for the member that starts a new
 /// cluster there ([`restore_snapshot`]).
@@ -41,7 +41,7 @@ pub fn restore_snapshot(config: &StoreConfig, file: &Path) -> Result<PathBuf, St
         source,
     };
     std::fs::create_dir_all(&dir).map_err(storage)?;
-    log_store::write_atomic(&dir, RESTORE_FILE, &bytes).map_err(storage)?;
+    crate::atomic_file::write_atomic(&dir, RESTORE_FILE, &bytes).map_err(storage)?;
     Ok(dir)
 }
 

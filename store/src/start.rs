@@ -18,7 +18,7 @@ use crate::data_dir::{MEMBER_ID_FILE, stored_member_id};
 use crate::error::StoreError;
 use crate::handle::StoreHandle;
 use crate::in_flight::{CountInFlight, InFlight};
-use crate::log_store::{self, LogStore, TornTail};
+use crate::log_store::{LogStore, TornTail};
 use crate::net::{Env, socket_addr};
 use crate::network::{Channels, Network};
 use crate::node::{self, Node};
@@ -257,7 +257,7 @@ fn open_state(config: &StoreConfig, mode: Mode) -> Result<OpenState, StoreError>
                     .member_id
                     .unwrap_or_else(|| member_id(&config.hostname))
             };
-            log_store::write_atomic(&dir, MEMBER_ID_FILE, id.to_string().as_bytes())
+            crate::atomic_file::write_atomic(&dir, MEMBER_ID_FILE, id.to_string().as_bytes())
                 .map_err(storage)?;
             id
         }

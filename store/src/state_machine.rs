@@ -17,7 +17,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::log_store::{read_json, write_atomic};
+use crate::atomic_file::{read_json, write_atomic};
 use crate::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";

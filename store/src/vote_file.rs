@@ -73,7 +73,7 @@ impl VoteFile {
                 Ok((vote_file, Some(vote)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let old = crate::log_store::read_json::<Vote>(&dir.join(OLD_VOTE_FILE))?;
+                let old = crate::atomic_file::read_json::<Vote>(&dir.join(OLD_VOTE_FILE))?;
                 Ok((vote_file, old))
             }
             Err(e) => Err(e),
@@ -95,7 +95,7 @@ impl VoteFile {
                 let mut bytes = vec![0; SLOT_STRIDE as usize * 2];
                 let at = ((seq % 2) * SLOT_STRIDE) as usize;
                 bytes[at..at + SLOT_LEN].copy_from_slice(&slot);
-                crate::log_store::write_atomic(&self.dir, VOTE_FILE, &bytes)?;
+                crate::atomic_file::write_atomic(&self.dir, VOTE_FILE, &bytes)?;
                 self.file = Some(
                     OpenOptions::new()
                         .read(true)
