@@ -129,17 +129,25 @@ fn file2_runs_unchanged_on_a_source_tree_and_a_symlink_in_the_source_is_refused(
     let src = Path::new("/var/lib/mgmt/files/some_dir");
     let dst = Path::new("/tmp/mgmt/hello");
     let _ = std::fs::remove_dir_all(dst);
+    // The example's source sits under the agent's default prefix: what this
+    // test creates there goes with it, the prefix itself excepted.
+    let files_existed = src.parent().unwrap().exists();
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("a"), "a\n").unwrap();
     std::fs::write(src.join("sub/b"), "b\n").unwrap();
-    struct Gone;
+    struct Gone {
+        files_existed: bool,
+    }
     impl Drop for Gone {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all("/var/lib/mgmt/files/some_dir");
+            if !self.files_existed {
+                let _ = std::fs::remove_dir("/var/lib/mgmt/files");
+            }
             let _ = std::fs::remove_dir_all("/tmp/mgmt/hello");
         }
     }
-    let _gone = Gone;
+    let _gone = Gone { files_existed };
     // A file where the source has a directory: force replaces it.
     std::fs::create_dir_all(dst).unwrap();
     std::fs::write(dst.join("sub"), "in the way\n").unwrap();
