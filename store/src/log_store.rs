@@ -105,9 +105,9 @@ const COMPACT_AFTER: u64 = 4 << 20;
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
-    /// The vote, and its file: apart from `inner`, so that appends and
-    /// syncs of the log do not wait for a vote's save, nor it for them.
-    vote: Arc<Mutex<(VoteFile, Option<Vote>)>>,
+    /// The vote: apart from `inner`, so that appends and syncs of the log
+    /// do not wait for a vote's save, nor it for them.
+    vote: Arc<Mutex<VoteFile>>,
     /// How long each sync of the log took (`/metrics`).
     fsyncs: Arc<crate::histogram::Histogram>,
     /// Wakes the flusher; it exits once every clone is gone.
@@ -306,8 +306,8 @@ impl LogStore {
         // vote as not committed, so it rejoins as a follower and a leader is elected
         // in a new term (whose first entry fixes the commit index) before any
         // linearizable read is answered.
-        let (vote_file, vote) = VoteFile::open(dir)?;
-        let vote = vote.map(|v| Vote::new(v.leader_id.term, v.leader_id.node_id));
+        let mut vote = VoteFile::open(dir)?;
+        vote.hold_uncommitted();
         let last_purged: Option<LogId> = read_json(&dir.join(PURGED_FILE))?;
         let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new()
@@ -429,7 +429,7 @@ impl LogStore {
         Ok((
             LogStore {
                 inner,
-                vote: Arc::new(Mutex::new((vote_file, vote))),
+                vote: Arc::new(Mutex::new(vote)),
                 fsyncs,
                 flush,
                 compact,
@@ -639,15 +639,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let mut g = self.vote.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.save(vote)
-            .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
-        g.1 = Some(*vote);
-        Ok(())
+        self.vote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .save(vote)
+            .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.vote.lock().unwrap_or_else(|e| e.into_inner()).1)
+        Ok(self.vote.lock().unwrap_or_else(|e| e.into_inner()).vote())
     }
 
     async fn append<I>(

@@ -40,16 +40,19 @@ pub(crate) struct VoteFile {
     file: Option<File>,
     /// The `seq` of the last save found or made.
     seq: u64,
+    /// The vote as the member holds it now: as found on open, then as saved.
+    vote: Option<Vote>,
 }
 
 impl VoteFile {
-    /// Opens the vote in `dir`; returns it with the vote saved last, if any.
-    pub(crate) fn open(dir: &Path) -> io::Result<(VoteFile, Option<Vote>)> {
+    /// Opens the vote in `dir`, holding the vote saved last, if any.
+    pub(crate) fn open(dir: &Path) -> io::Result<VoteFile> {
         let path = dir.join(VOTE_FILE);
         let mut vote_file = VoteFile {
             dir: dir.to_path_buf(),
             file: None,
             seq: 0,
+            vote: None,
         };
         match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => {
@@ -70,14 +73,28 @@ impl VoteFile {
                 };
                 vote_file.file = Some(file);
                 vote_file.seq = seq;
-                Ok((vote_file, Some(vote)))
+                vote_file.vote = Some(vote);
+                Ok(vote_file)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let old = crate::atomic_file::read_json::<Vote>(&dir.join(OLD_VOTE_FILE))?;
-                Ok((vote_file, old))
+                vote_file.vote = crate::atomic_file::read_json(&dir.join(OLD_VOTE_FILE))?;
+                Ok(vote_file)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The vote this member holds.
+    pub(crate) fn vote(&self) -> Option<Vote> {
+        self.vote
+    }
+
+    /// Holds the vote found on open as not committed (what a restarted
+    /// member knows of it), until the next save.
+    pub(crate) fn hold_uncommitted(&mut self) {
+        self.vote = self
+            .vote
+            .map(|v| Vote::new(v.leader_id.term, v.leader_id.node_id));
     }
 
     /// Saves `vote` durably: it is on disk when this returns.
@@ -111,6 +128,7 @@ impl VoteFile {
             }
         }
         self.seq = seq;
+        self.vote = Some(*vote);
         Ok(())
     }
 }
@@ -159,19 +177,19 @@ mod tests {
     #[test]
     fn the_newest_save_reads_back_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut file, none) = VoteFile::open(dir.path()).unwrap();
-        assert_eq!(none, None);
+        let mut file = VoteFile::open(dir.path()).unwrap();
+        assert_eq!(file.vote(), None);
         for term in 1..=5 {
             file.save(&Vote::new(term, 3)).unwrap();
-            let (_, read) = VoteFile::open(dir.path()).unwrap();
+            let read = VoteFile::open(dir.path()).unwrap().vote();
             assert_eq!(read, Some(Vote::new(term, 3)));
         }
         file.save(&Vote::new_committed(5, 3)).unwrap();
-        let (mut again, read) = VoteFile::open(dir.path()).unwrap();
-        assert_eq!(read, Some(Vote::new_committed(5, 3)));
+        let mut again = VoteFile::open(dir.path()).unwrap();
+        assert_eq!(again.vote(), Some(Vote::new_committed(5, 3)));
         // A reopened file goes on from the newest save.
         again.save(&Vote::new(6, 9)).unwrap();
-        let (_, read) = VoteFile::open(dir.path()).unwrap();
+        let read = VoteFile::open(dir.path()).unwrap().vote();
         assert_eq!(read, Some(Vote::new(6, 9)));
         assert_eq!(
             fs::metadata(dir.path().join(VOTE_FILE)).unwrap().len(),
@@ -184,7 +202,7 @@ mod tests {
     #[test]
     fn a_torn_save_leaves_the_previous_vote() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut file, _) = VoteFile::open(dir.path()).unwrap();
+        let mut file = VoteFile::open(dir.path()).unwrap();
         file.save(&Vote::new(4, 1)).unwrap();
         file.save(&Vote::new(5, 2)).unwrap();
         // Save 2 went to slot 0; tear it.
@@ -193,7 +211,7 @@ mod tests {
             .open(dir.path().join(VOTE_FILE))
             .unwrap();
         raw.write_all_at(&[0xff; 12], 8).unwrap();
-        let (_, read) = VoteFile::open(dir.path()).unwrap();
+        let read = VoteFile::open(dir.path()).unwrap().vote();
         assert_eq!(read, Some(Vote::new(4, 1)));
     }
 
@@ -208,11 +226,11 @@ mod tests {
             serde_json::to_vec(&old).unwrap(),
         )
         .unwrap();
-        let (mut file, read) = VoteFile::open(dir.path()).unwrap();
-        assert_eq!(read, Some(old));
+        let mut file = VoteFile::open(dir.path()).unwrap();
+        assert_eq!(file.vote(), Some(old));
         file.save(&Vote::new(8, 2)).unwrap();
         assert!(!dir.path().join(OLD_VOTE_FILE).exists());
-        let (_, read) = VoteFile::open(dir.path()).unwrap();
+        let read = VoteFile::open(dir.path()).unwrap().vote();
         assert_eq!(read, Some(Vote::new(8, 2)));
     }
 
