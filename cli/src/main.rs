@@ -491,6 +491,11 @@ fn run(args: RunArgs) -> ExitCode {
     let single_pass = args.converged_timeout == 0;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    // The count tokio would pick, asked of the kernel once for the whole run
+    // (tokio's own `TOKIO_WORKER_THREADS` still wins).
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(mgmt_io::cores());
+    }
     #[cfg(not(feature = "system-allocator"))]
     {
         allocator::release_when_idle(&mut builder);
@@ -520,6 +525,7 @@ fn run(args: RunArgs) -> ExitCode {
         config.server = !args.no_server;
         config.seeds = seeds;
         config.ideal_cluster_size = args.ideal_cluster_size;
+        config.single_pass = single_pass;
         config
     });
     // A host on its own (a server, no seeds) starts its store now, on the
@@ -643,7 +649,11 @@ fn run(args: RunArgs) -> ExitCode {
                     warn!("exports: cannot publish: {e}");
                 }
             }
-            tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx.clone()));
+            // A single pass that collects nothing never reads the others'
+            // exports: no read and no watch of them.
+            if !store_in_background {
+                tokio::spawn(exports::follow(client.clone(), shared.clone(), poke_tx.clone()));
+            }
         } else if !graph.exported.is_empty() || !graph.collect.is_empty() {
             warn!("exported (@@) resources and collect: need a store (drop --no-server, or give --seeds)");
         }

@@ -278,8 +278,7 @@ fn compare_all(
             _ => (true, None),
         }
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = files.len().div_ceil(256).clamp(1, cores);
+    let threads = files.len().div_ceil(256).clamp(1, crate::cores());
     if threads == 1 {
         return files.iter().map(one).collect();
     }

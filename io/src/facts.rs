@@ -27,7 +27,7 @@ pub fn gather(name: &str) -> Facts {
         os_codename,
         arch: field(|u| u.machine()),
         kernel: field(|u| u.release()),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        cpus: u32::try_from(crate::cores()).unwrap_or(u32::MAX),
         memory_mb: std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|t| facts::parse_meminfo_total_mb(&t))

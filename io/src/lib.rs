@@ -31,3 +31,10 @@ pub use own_writes::OwnWrites;
 pub use driver::{
     DriverError, Observer, Progress, Reload, ResourceRun, RunOptions, RunReport, run,
 };
+
+/// The CPUs this process may use (its affinity and cgroup quota), asked of
+/// the kernel once: each ask reads a few cgroup files.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -59,6 +59,9 @@ pub struct ClusterConfig {
     pub leave_timeout: Duration,
     /// Budget of one etcd client call.
     pub request_timeout: Duration,
+    /// The run leaves after one pass: a host alone in its own store
+    /// advertises nothing ([`mgmt_core::cluster::agent::Config::single_pass`]).
+    pub single_pass: bool,
     /// A deliberate nomination bug, for the simulator's self-test only.
     #[doc(hidden)]
     pub nominator_bug: mgmt_core::cluster::Bug,
@@ -74,6 +77,7 @@ impl ClusterConfig {
             lease_ttl_s: 10,
             leave_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
+            single_pass: false,
             nominator_bug: mgmt_core::cluster::Bug::None,
         }
     }
@@ -87,6 +91,7 @@ impl ClusterConfig {
             ideal_on_bootstrap: self.ideal_cluster_size,
             lease_ttl_s: self.lease_ttl_s,
             leave_timeout: Millis(self.leave_timeout.as_millis() as u64),
+            single_pass: self.single_pass,
             bug: self.nominator_bug,
         }
     }

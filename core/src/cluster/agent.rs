@@ -9,8 +9,9 @@
 //! concurrently and must feed each action's outcome back.
 //!
 //! The rules, all here:
-//! - **Bootstrap** (no seeds): start a one-member store at once; once it leads,
-//!   nominate itself and write `idealClusterSize` ([`keys::bootstrap_txn`]).
+//! - **Bootstrap** (no seeds): start a one-member store at once; once it leads
+//!   and has read the keys, nominate itself and write `idealClusterSize`
+//!   ([`keys::bootstrap_txn`]), unless the keys already say so (a restart).
 //! - **Restart with state** (seeds given, state on disk): serve at once from the
 //!   state (the cluster may need this very member for quorum); once the store
 //!   has loaded its membership (or [`RESTART_CHECK_TIMEOUT`] passed), keep
@@ -30,7 +31,8 @@
 //!   discards its state.
 //! - **Lease**: granted when there is a key to hold, kept alive every third of
 //!   its TTL, granted anew when it expired; keys are rewritten when they change
-//!   or when a read after the write no longer shows them.
+//!   or when a read after the write no longer shows them. A single pass with no
+//!   seeds holds none while its store has no other member.
 //! - **Leader** (this host's store is raft leader): reads `/_mgmt/` from its own
 //!   store, refreshes its own member URLs if they changed, and runs the
 //!   [`Nominator`], one command at a time; a learner is promoted only once its
@@ -84,6 +86,9 @@ pub struct Config {
     pub lease_ttl_s: i64,
     /// How long leaving waits for the leader to remove this member.
     pub leave_timeout: Millis,
+    /// The run leaves after one pass (`--converged-timeout 0`): with no
+    /// seeds, it holds no lease while its store has no other member.
+    pub single_pass: bool,
     /// A deliberate nomination bug, for the simulator's self-test only.
     #[doc(hidden)]
     pub bug: Bug,
@@ -1333,6 +1338,16 @@ impl Agent {
             && !self.bootstrapped
             && self.bootstrap_retry_at.is_none_or(|t| t <= self.now)
         {
+            // Decided on a read of the keys: a restarted host finds its
+            // writes there and does not write them again (a synced raft write
+            // at every start of a one-shot run).
+            if self.keys.is_none() {
+                return;
+            }
+            if self.bootstrap_written() {
+                self.bootstrapped = true;
+                return self.decide_leader();
+            }
             let txn = keys::bootstrap_txn(
                 &self.config.host,
                 &self.peer_urls,
@@ -1623,6 +1638,21 @@ impl Agent {
         self.config.seeds.is_empty()
     }
 
+    /// The keys read show this host nominated on its own peer URLs and the
+    /// ideal size it would write: the bootstrap writes would change nothing.
+    fn bootstrap_written(&self) -> bool {
+        let Some(keys) = &self.keys else { return false };
+        let nominated = keys
+            .nominated
+            .get(&self.config.host)
+            .is_some_and(|n| n.peer_urls == self.peer_urls);
+        let ideal = self
+            .config
+            .ideal_on_bootstrap
+            .is_none_or(|n| keys.ideal == Some(Ok(n)));
+        nominated && ideal
+    }
+
     fn may_start(&self) -> bool {
         self.config.may_serve && self.leaving_since.is_none()
     }
@@ -1672,6 +1702,9 @@ impl Agent {
     fn wanted_keys(&self) -> BTreeMap<Key, String> {
         let me = self.config.host.clone();
         let mut keys = BTreeMap::new();
+        if self.alone_for_one_pass() {
+            return keys;
+        }
         if self.config.may_serve {
             keys.insert(
                 Key::Volunteer(me.clone()),
@@ -1687,6 +1720,23 @@ impl Agent {
             keys.insert(Key::Endpoints(me), e.encode());
         }
         keys
+    }
+
+    /// A single pass of a host that bootstrapped or restarted on its own
+    /// store (no seeds), while that store lists no other member (or has not
+    /// loaded its membership yet). Its volunteer and endpoints keys would
+    /// serve no one: nobody else can read them before the run is over, and
+    /// they would cost a lease grant, two puts and a revoke, each a synced
+    /// raft write. The nominator never un-nominates a lone leader that does
+    /// not volunteer; once another member shows up, the keys are written.
+    fn alone_for_one_pass(&self) -> bool {
+        self.config.single_pass
+            && self.config.seeds.is_empty()
+            && !self
+                .membership
+                .members
+                .iter()
+                .any(|m| m.name != self.config.host)
     }
 
     /// A key written at `written` that a later read no longer shows (deleted

@@ -12,6 +12,7 @@ fn config(host: &str, seeds: &[&str]) -> Config {
         ideal_on_bootstrap: Some(3),
         lease_ttl_s: 9,
         leave_timeout: Millis(10_000),
+        single_pass: false,
         bug: Bug::None,
     }
 }
@@ -691,24 +692,26 @@ fn leader() -> Agent {
     );
     assert!(!a.ready());
     assert_eq!(act(&mut a, 1, started("h1", id)), vec![]);
+    // The bootstrap writes wait for a read of the keys.
     let out = step(
         &mut a,
         2,
         Input::Membership(membership(id, &[member("h1", id, false)])),
     );
-    assert_eq!(
-        out,
-        vec![
-            Output::Notice(Notice::Leading),
-            Output::Action(Action::Txn(keys::bootstrap_txn(
-                "h1",
-                &[peer("h1")],
-                Some(3)
-            ))),
-        ]
-    );
+    assert_eq!(out, vec![Output::Notice(Notice::Leading)]);
     // Its own server: the only member there is.
     assert_eq!(a.client_endpoints(), [client("h1")]);
+    // The read through the client shows no nomination yet: they are written,
+    // and the keys read again from the own store.
+    assert_eq!(
+        act(&mut a, 3, read(1, keys(&[], &[], &[]))),
+        vec![
+            Action::ReadKeys {
+                from_own_store: true
+            },
+            Action::Txn(keys::bootstrap_txn("h1", &[peer("h1")], Some(3))),
+        ]
+    );
     act(&mut a, 3, Input::TxnDone(Ok(true)));
     assert!(a.ready());
     act(&mut a, 4, Input::KeysReadFailed);
@@ -757,7 +760,7 @@ fn the_leader_grows_the_cluster_nominate_add_learner_then_promote_once_caught_up
         read(10, keys(&["h1", "h2"], &[("h1", 2)], &[("h1", id1)])),
     );
     assert_eq!(
-        out[1..],
+        out,
         vec![
             Output::Notice(Notice::Command(Command::Nominate("h2".into()))),
             Output::Action(Action::Txn(keys::nominate_txn("h2", &[peer("h2")])))
@@ -1318,6 +1321,7 @@ fn a_failed_bootstrap_write_waits_before_the_next_attempt() {
         2,
         Input::Membership(membership(id, &[member("h1", id, false)])),
     );
+    act(&mut a, 3, read(1, keys(&[], &[], &[])));
     assert_eq!(
         act(&mut a, 3, Input::TxnDone(Err("raft stopped".into()))),
         vec![]
@@ -1453,5 +1457,74 @@ fn a_restarted_bootstrap_host_restarts_from_its_state() {
             discard_first: false,
             reason: Reason::Restart,
         })
+    );
+}
+
+fn one_pass(host: &str) -> Agent {
+    let mut c = config(host, &[]);
+    c.single_pass = true;
+    Agent::new(c, Stored::default())
+}
+
+#[test]
+fn a_lone_single_pass_holds_no_lease_and_leaves_at_once() {
+    let id = member_id("h1");
+    let mut a = one_pass("h1");
+    let first = actions(&drain(&mut a));
+    assert!(
+        !first.iter().any(|x| matches!(x, Action::GrantLease { .. })),
+        "{first:?}"
+    );
+    assert_eq!(act(&mut a, 1, started("h1", id)), vec![]);
+    act(
+        &mut a,
+        2,
+        Input::Membership(membership(id, &[member("h1", id, false)])),
+    );
+    // A restart: the read shows its nomination and ideal size, so nothing
+    // is written again; it shows it not volunteering, and the nominator
+    // leaves a lone leader be.
+    let restarted = keys(&[], &[("h1", 2)], &[]);
+    assert_eq!(
+        act(&mut a, 3, read(4, restarted.clone())),
+        vec![Action::ReadKeys {
+            from_own_store: true
+        }]
+    );
+    assert!(a.ready());
+    assert_eq!(act(&mut a, 4, read(4, restarted)), vec![]);
+    assert_eq!(a.poll_timeout(), None);
+    assert_eq!(
+        act(&mut a, 600, Input::Stop),
+        vec![Action::StopServer {
+            discard: false,
+            reason: Reason::Leaving,
+            remember: vec![],
+        }]
+    );
+}
+
+#[test]
+fn a_single_pass_whose_store_lists_another_member_volunteers_and_advertises() {
+    let (id1, id2) = (member_id("h1"), member_id("h2"));
+    let mut a = one_pass("h1");
+    drain(&mut a);
+    act(&mut a, 1, started("h1", id1));
+    let both = [member("h1", id1, false), member("h2", id2, false)];
+    let got = act(&mut a, 2, Input::Membership(membership(id1, &both)));
+    assert!(got.contains(&Action::GrantLease { ttl_s: 9 }), "{got:?}");
+    act(&mut a, 3, Input::TxnDone(Ok(true)));
+    let mut written = Vec::new();
+    for (now, input) in [
+        (4, Input::LeaseGranted { lease: 7 }),
+        (5, Input::KeyWritten { revision: Some(3) }),
+        (6, Input::KeyWritten { revision: Some(4) }),
+    ] {
+        written.extend(act(&mut a, now, input));
+    }
+    assert!(written.contains(&volunteer_put("h1", 7)), "{written:?}");
+    assert!(
+        written.contains(&endpoints_put("h1", id1, 7)),
+        "{written:?}"
     );
 }

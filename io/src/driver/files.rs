@@ -47,9 +47,7 @@ const SYNCFS_MIN_FILES: usize = 256;
 
 /// How many threads check a batch of files: one per core.
 fn file_threads(files: usize) -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    files.div_ceil(FILES_PER_THREAD).clamp(1, cores)
+    files.div_ceil(FILES_PER_THREAD).clamp(1, crate::cores())
 }
 
 pub(super) type FileOutcome = (usize, Result<Vec<String>, CheckApplyError>, f64);
