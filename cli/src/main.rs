@@ -360,7 +360,7 @@ fn reloader(
             }
             let graph = compiled?;
             logging::batched(|| {
-                for note in &graph.notes {
+                for note in graph.note_texts() {
                     info!("{note}");
                 }
             });
@@ -577,7 +577,7 @@ fn run(args: RunArgs) -> ExitCode {
         return stop_begun(begun, ExitCode::from(EXIT_BAD_INPUT));
     }
     logging::batched(|| {
-        for note in &graph.notes {
+        for note in graph.note_texts() {
             info!("{note}");
         }
     });

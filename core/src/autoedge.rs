@@ -36,7 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::graph::{Graph, ResEdge, ResIdx};
+use crate::graph::{Graph, Note, ResEdge, ResIdx};
 use crate::resource::{MountState, Params, Presence, Principal, Resource};
 
 /// An identity a resource offers, or asks to be ordered against.
@@ -457,9 +457,9 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
         }
     }
     let Some(mut dag) = DynDag::new(n, graph.edges.iter().map(|e| (e.from, e.to))) else {
-        graph
-            .notes
-            .push("AutoEdge: skipped, the graph has a cycle".to_string());
+        graph.notes.push(Note::Text(
+            "AutoEdge: skipped, the graph has a cycle".to_string(),
+        ));
         return;
     };
     let mut existing: BTreeMap<(ResIdx, ResIdx), String> = graph
@@ -475,11 +475,11 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
         }
         let Some(mut it) = auto_edge(&graph.resources[r], packages) else {
             if note_unknown_packages && matches!(graph.resources[r].params, Params::Pkg(_)) {
-                graph.notes.push(format!(
+                graph.notes.push(Note::Text(format!(
                     "AutoEdge: {}: what the package ships is not known (the package \
                      manager could not list it): no automatic edges",
                     graph.resources[r].id
-                ));
+                )));
             }
             continue;
         };
@@ -500,18 +500,19 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
                     if !seen.insert((from, to)) {
                         continue;
                     }
-                    let id = |i: ResIdx| graph.resources[i].id.to_string();
+                    let id = |i: ResIdx| &graph.resources[i].id;
                     let (fid, tid) = (id(from), id(to));
                     if let Some(name) = existing.get(&(from, to)) {
-                        graph.notes.push(format!(
+                        let text = format!(
                             "AutoEdge: not adding {fid} -> {tid}: already an edge ({name})"
-                        ));
+                        );
+                        graph.notes.push(Note::Text(text));
                         continue;
                     }
                     match dag.try_add(from, to) {
                         Ok(()) => {
                             let name = format!("autoedge:{fid}->{tid}");
-                            graph.notes.push(format!("AutoEdge: adding {fid} -> {tid}"));
+                            graph.notes.push(Note::EdgeAdded { from, to });
                             existing.insert((from, to), name.clone());
                             added.push(ResEdge {
                                 from,
@@ -522,12 +523,13 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
                             });
                         }
                         Err(path) => {
-                            let path: Vec<String> = path.into_iter().map(id).collect();
-                            graph.notes.push(format!(
+                            let path: Vec<String> =
+                                path.into_iter().map(|i| id(i).to_string()).collect();
+                            graph.notes.push(Note::Text(format!(
                                 "AutoEdge: not adding {fid} -> {tid}: it would create a cycle \
                                  ({tid} already reaches {fid}: {})",
                                 path.join(" -> ")
-                            ));
+                            )));
                         }
                     }
                 }

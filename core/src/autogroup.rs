@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::graph::{Graph, Vertex, VertexId};
+use crate::graph::{Graph, Note, Vertex, VertexId};
 use crate::resource::{Kind, Params, PkgState, Resource, Retry};
 
 /// Resources with equal classes may share a vertex; `None` never groups.
@@ -187,9 +187,9 @@ impl AutoGrouper for NonReachability {
             pred[e.to].push(e.from);
         }
         let Some(order) = crate::algo::dfs_topo_order(&succ) else {
-            graph
-                .notes
-                .push("Grouping: skipped, the graph has a cycle".to_string());
+            graph.notes.push(Note::Text(
+                "Grouping: skipped, the graph has a cycle".to_string(),
+            ));
             return;
         };
         // Rank: a candidate's position among the candidates in `order`.
@@ -273,11 +273,10 @@ impl AutoGrouper for NonReachability {
                 pending_in_class[class].clear(pos_in_class(b, ranks));
                 join(&mut desc, &mut anc, &pending, a, b, nc);
                 joined[a as usize].push(b);
-                notes.push(format!(
-                    "Grouping: {} into {}",
-                    graph.vertex_id(vertex_at_rank[b as usize]),
-                    graph.vertex_id(va)
-                ));
+                notes.push(Note::Grouped {
+                    member: graph.vertices[vertex_at_rank[b as usize]].head(),
+                    into: graph.vertices[va].head(),
+                });
             }
         }
 

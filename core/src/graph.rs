@@ -48,6 +48,40 @@ pub struct VertexEdge {
     pub auto: bool,
 }
 
+/// A decision of the compiler, kept as data and worded only when shown
+/// ([`Graph::note_texts`]): a graph of 1 000 files makes 2 000 of them, and a
+/// run at the default log level shows none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// AutoEdges added `from -> to`.
+    EdgeAdded { from: ResIdx, to: ResIdx },
+    /// AutoGroup ran the vertex headed by `member` in the one headed by `into`.
+    Grouped { member: ResIdx, into: ResIdx },
+    /// Any other decision, worded where it was made (they are few).
+    Text(String),
+}
+
+/// A [`Note`] in words, as the CLI logs it.
+pub struct NoteText<'a> {
+    graph: &'a Graph,
+    note: &'a Note,
+}
+
+impl std::fmt::Display for NoteText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = |r: ResIdx| &self.graph.resources[r].id;
+        match self.note {
+            Note::EdgeAdded { from, to } => {
+                write!(f, "AutoEdge: adding {} -> {}", id(*from), id(*to))
+            }
+            Note::Grouped { member, into } => {
+                write!(f, "Grouping: {} into {}", id(*member), id(*into))
+            }
+            Note::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 /// `collect:` entries, kept for exported-resource collection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Collect {
@@ -70,8 +104,8 @@ pub struct Graph {
     pub vertices: Vec<Vertex>,
     pub collect: Vec<Collect>,
     /// Decisions the compiler made that a user may want to see (autoedges added
-    /// or refused, grouping), in order. The CLI logs them.
-    pub notes: Vec<String>,
+    /// or refused, grouping), in order. The CLI logs them ([`Graph::note_texts`]).
+    pub notes: Vec<Note>,
     /// Input accepted but ignored, located like errors (a directory given
     /// `content`, as the original allowed). The CLI logs them as warnings.
     pub warnings: Vec<crate::diagnostic::Diagnostic>,
@@ -115,6 +149,11 @@ impl Graph {
     }
 
     /// The identity that names a vertex.
+    /// The compiler's notes, in words.
+    pub fn note_texts(&self) -> impl Iterator<Item = NoteText<'_>> {
+        self.notes.iter().map(|note| NoteText { graph: self, note })
+    }
+
     pub fn vertex_id(&self, v: VertexId) -> &ResourceId {
         &self.resources[self.vertices[v].head()].id
     }

@@ -2,7 +2,7 @@
 //! Files are kept apart from grouping with different directories or
 //! `autogroup: false` where the shape would otherwise hide an edge.
 
-use crate::support::{ok, shape, words, yaml};
+use crate::support::{notes, ok, shape, words, yaml};
 
 /// (name, resources, user edges, expected auto edges as `from>to` by resource name)
 const TABLE: &[(&str, &str, &str, &str)] = &[
@@ -91,7 +91,7 @@ fn autoedge_table() {
         if got != words(want) {
             failures.push(format!(
                 "{name}: got {got:?}, want {want:?}\nnotes: {:?}",
-                g.notes
+                notes(&g)
             ));
         }
     }
@@ -118,7 +118,7 @@ fn auto_edges_show_in_json_as_auto() {
         ]
     );
     assert_eq!(
-        g.notes,
+        notes(&g),
         [
             "AutoEdge: adding File[/t/] -> File[/t/a/]",
             "AutoEdge: adding File[/t/a/] -> File[/t/a/f]",
@@ -130,7 +130,7 @@ fn auto_edges_show_in_json_as_auto() {
 fn refused_autoedges_are_noted_with_the_reason() {
     let g = ok(&yaml("f:d:/t/ f:f:/t/f x:x", "f>x x>d"));
     assert_eq!(
-        g.notes,
+        notes(&g),
         [
             "AutoEdge: not adding File[d] -> File[f]: it would create a cycle \
           (File[f] already reaches File[d]: File[f] -> Exec[x] -> File[d])"
@@ -138,7 +138,7 @@ fn refused_autoedges_are_noted_with_the_reason() {
     );
     let g = ok(&yaml("f:d:/t/ f:f:/t/f", "d>f"));
     assert_eq!(
-        g.notes,
+        notes(&g),
         ["AutoEdge: not adding File[d] -> File[f]: already an edge (d_f)"]
     );
     assert_eq!(shape(&g).1, ["d>f"]);

@@ -1,7 +1,7 @@
 //! Graph -> expected grouped graph. Vertices are listed in `Kind[name]` order
 //! (exec, file, noop), each as `head+members`; edges as `from>to`.
 
-use crate::support::{ok, shape, words, yaml};
+use crate::support::{notes, ok, shape, words, yaml};
 
 /// (name, resources, edges, expected vertices, expected edges)
 const TABLE: &[(&str, &str, &str, &str, &str)] = &[
@@ -134,14 +134,12 @@ fn autogroup_table() {
 #[test]
 fn grouping_notes_name_each_decision() {
     let g = ok(&yaml("a b c d", "a>b c>d"));
-    let notes: Vec<&str> = g
-        .notes
-        .iter()
-        .map(String::as_str)
+    let grouping: Vec<String> = notes(&g)
+        .into_iter()
         .filter(|n| n.starts_with("Grouping"))
         .collect();
     assert_eq!(
-        notes,
+        grouping,
         [
             "Grouping: Noop[c] into Noop[a]",
             "Grouping: Noop[d] into Noop[b]"

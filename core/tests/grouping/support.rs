@@ -124,3 +124,8 @@ pub fn shape(g: &Graph) -> (Vec<String>, Vec<String>) {
 pub fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
+
+/// The compiler's notes, in words.
+pub fn notes(g: &Graph) -> Vec<String> {
+    g.note_texts().map(|n| n.to_string()).collect()
+}
