@@ -17,6 +17,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9233";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
+/// `mgmt_store::DEFAULT_KEEP_REVISIONS` (checked equal by the same test).
+pub const DEFAULT_KEEP_REVISIONS: u64 = 1000;
 
 #[derive(Parser)]
 #[command(
@@ -147,6 +149,11 @@ pub struct RunArgs {
     /// delete, then `etcdctl alarm disarm`.
     #[arg(long, default_value_t = DEFAULT_QUOTA_BACKEND_BYTES)]
     pub quota_backend_bytes: u64,
+    /// Revisions of the store's key history kept behind the newest: the leader
+    /// compacts older ones away once it holds twice as many (etcd's
+    /// `--auto-compaction-mode=revision`). 0 keeps the whole history.
+    #[arg(long, default_value_t = DEFAULT_KEEP_REVISIONS)]
+    pub keep_revisions: u64,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Serve Prometheus metrics (`GET /metrics`).

@@ -516,6 +516,7 @@ fn run(args: RunArgs) -> ExitCode {
         store.client_urls = client_urls;
         store.peer_urls = peer_urls;
         store.env = mgmt_store::Env::tokio().with_tls(tls);
+        store.keep_revisions = args.keep_revisions;
         store.limits = mgmt_store::Limits {
             max_request_bytes: args.max_request_bytes,
             max_txn_ops: args.max_txn_ops,
@@ -963,6 +964,10 @@ mod tests {
         assert_eq!(
             args::DEFAULT_QUOTA_BACKEND_BYTES,
             limits.quota_backend_bytes
+        );
+        assert_eq!(
+            args::DEFAULT_KEEP_REVISIONS,
+            mgmt_store::DEFAULT_KEEP_REVISIONS
         );
     }
 

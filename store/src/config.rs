@@ -11,6 +11,14 @@ use crate::net::Env;
 #[cfg(doc)]
 use crate::{StoreHandle, data_dir::known_members, member_id, stored_member_id};
 
+/// [`StoreConfig::keep_revisions`] by default. Every host's status is a
+/// revision each time it changes (a one-shot run from cron: one a run);
+/// kept forever, the history grew the snapshot each start reads (1.4 MB after
+/// 3 000 runs, each run 9 ms slower) and a member's memory. A thousand
+/// revisions is more than a watch that reconnects needs (it resyncs past a
+/// compaction anyway).
+pub const DEFAULT_KEEP_REVISIONS: u64 = 1000;
+
 /// Settings of one member.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -35,6 +43,10 @@ pub struct StoreConfig {
     pub snapshot_log_bytes: u64,
     /// Log entries kept behind the last snapshot (for slow followers).
     pub log_kept_after_snapshot: u64,
+    /// Revisions of key history kept behind the newest (etcd's
+    /// `--auto-compaction-mode=revision`): the leader compacts to the newest
+    /// minus this once twice as many are held. 0 keeps the whole history.
+    pub keep_revisions: u64,
     /// Network and clock ([`Env::tokio`] unless simulated).
     pub env: Env,
     /// The member ID to take when the data directory has no state yet;
@@ -89,6 +101,7 @@ impl StoreConfig {
             snapshot_every: 100_000,
             snapshot_log_bytes: 64 << 20,
             log_kept_after_snapshot: 1000,
+            keep_revisions: DEFAULT_KEEP_REVISIONS,
             env: Env::tokio(),
             member_id: None,
             limits: Limits::default(),

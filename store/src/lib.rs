@@ -94,7 +94,7 @@ pub mod tls;
 mod types;
 mod vote_file;
 
-pub use config::{Limits, StoreConfig};
+pub use config::{DEFAULT_KEEP_REVISIONS, Limits, StoreConfig};
 pub use data_dir::{has_store_state, known_members, stored_member_id};
 pub use error::StoreError;
 pub use handle::{SHUTDOWN_GRACE, StoreHandle, StoreStats};

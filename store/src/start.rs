@@ -161,6 +161,11 @@ impl Bound {
             tasks.spawn(serve);
         }
         tasks.spawn(expire_leases(node.clone(), stop.clone()));
+        tasks.spawn(compact_history(
+            node.clone(),
+            config.keep_revisions,
+            stop.clone(),
+        ));
 
         // A restarted member that is its membership's only voter campaigns at
         // once (`elections::run`): no timeout for the one vote it casts itself.
@@ -383,6 +388,53 @@ async fn snapshot_by_log_size(
         let snapshot = node.raft.metrics().borrow().snapshot.map_or(0, |s| s.index);
         if let Some(upto) = log.purge_point(keep) {
             let _ = node.raft.trigger().purge_log(upto.min(snapshot)).await;
+        }
+    }
+}
+
+/// Wait after a failed compaction of the history.
+const COMPACT_RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps at most about `2 * keep` revisions of history: whenever this member
+/// leads and holds that many, it compacts to the newest minus `keep` (one
+/// raft write per `keep` revisions). A compaction visits every key, so it
+/// also waits for as many revisions as there are keys: a store of many
+/// keys compacts no more than once per that many writes. Checked as raft
+/// reports progress, so a one-shot run that leads for a few milliseconds
+/// checks too.
+async fn compact_history(node: Arc<Node>, keep: u64, mut stop: watch::Receiver<bool>) {
+    let Ok(keep) = i64::try_from(keep) else {
+        return;
+    };
+    if keep == 0 {
+        return;
+    }
+    let mut metrics = node.raft.metrics();
+    loop {
+        let leading = metrics.borrow_and_update().current_leader == Some(node.id);
+        let held = leading.then(|| {
+            let g = node.sm.lock();
+            let keys = i64::try_from(g.data.kv.key_count()).unwrap_or(i64::MAX);
+            (g.data.kv.revision(), g.data.kv.compact_revision(), keys)
+        });
+        if let Some((newest, compacted, keys)) = held
+            && newest - compacted >= keep.saturating_mul(2).max(keys)
+        {
+            let revision = newest - keep;
+            match node.write(Command::Compact { revision }).await {
+                Ok(_) => tracing::debug!(revision, "history compacted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, revision, "cannot compact the history; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(COMPACT_RETRY) => {}
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { break },
+            _ = stopped(&mut stop) => break,
         }
     }
 }

@@ -399,6 +399,11 @@ impl KvStore {
         .recount()
     }
 
+    /// Keys held, with their history (a deleted key's until compacted away).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Bytes of every stored version, history included (what compaction frees
     /// and what `--quota-backend-bytes` limits); kept current by every write.
     pub fn size_bytes(&self) -> u64 {

@@ -24,10 +24,13 @@ pub fn config(name: &str, prefix: &std::path::Path) -> StoreConfig {
 }
 
 pub async fn start_single(name: &str, prefix: &std::path::Path) -> StoreHandle {
+    start_single_with(config(name, prefix)).await
+}
+
+/// A one-member store on `config`, once it leads.
+pub async fn start_single_with(config: StoreConfig) -> StoreHandle {
     init_tracing();
-    let h = Store::start_single(config(name, prefix))
-        .await
-        .expect("store starts");
+    let h = Store::start_single(config).await.expect("store starts");
     h.wait_for_leader(Duration::from_secs(10))
         .await
         .expect("leader");

@@ -170,6 +170,51 @@ async fn etcdctl_txn_interactive() {
     h.shutdown().await;
 }
 
+/// The leader keeps the newest `keep_revisions` of history and compacts the
+/// rest once it holds twice as many, as etcd's revision-mode auto-compaction;
+/// 0 keeps every revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_is_compacted_to_the_newest_revisions_kept() {
+    for keep in [10, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config("host-h", dir.path());
+        c.keep_revisions = keep;
+        let h = start_single_with(c).await;
+        let ep = endpoint(&h);
+        let mut revisions = Vec::new();
+        for i in 0..25 {
+            revisions.push(h.put(b"k", format!("v{i}").as_bytes()).await.unwrap());
+        }
+        let get_at = |rev: i64| {
+            let ep = ep.clone();
+            async move {
+                let rev = format!("--rev={rev}");
+                etcdctl(&ep, &["get", &rev, "--print-value-only", "k"], None).await
+            }
+        };
+        // The newest `keep` are there whenever a compaction ran.
+        let recent = get_at(revisions[15]).await;
+        assert!(recent.ok, "{}", recent.stderr);
+        assert_eq!(recent.stdout.trim(), "v15");
+        if keep == 0 {
+            let first = get_at(revisions[0]).await;
+            assert!(first.ok, "{}", first.stderr);
+            assert_eq!(first.stdout.trim(), "v0");
+        } else {
+            eventually(Duration::from_secs(10), || async {
+                let first = get_at(revisions[0]).await;
+                (!first.ok
+                    && first
+                        .stderr
+                        .contains("required revision has been compacted"))
+                .then_some(())
+            })
+            .await;
+        }
+        h.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_member_list_endpoint_status_and_health() {
     let dir = tempfile::tempdir().unwrap();
