@@ -34,6 +34,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
 }
 
+/// The leading part of a message as a `T`, the rest left undecoded:
+/// postcard writes a struct's fields in order, so the value of its first
+/// field (or fields) reads alone. Data in JSON has no such prefix: `None`.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<T>, CodecError> {
+    match bytes.first() {
+        None => Err(CodecError::Empty),
+        Some(&FORMAT_POSTCARD) => Ok(Some(postcard::take_from_bytes(&bytes[1..])?.0)),
+        Some(b'{') => Ok(None),
+        Some(&b) => Err(CodecError::UnknownFormat(b)),
+    }
+}
+
 impl From<CodecError> for std::io::Error {
     fn from(e: CodecError) -> Self {
         std::io::Error::new(std::io::ErrorKind::InvalidData, e)
@@ -43,6 +55,20 @@ impl From<CodecError> for std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entrys_log_id_reads_alone_from_its_encoding() {
+        use crate::types::{Entry, LogId};
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(7, 3), 41);
+        let entry = Entry {
+            log_id,
+            payload: openraft::EntryPayload::Blank,
+        };
+        let bytes = encode(&entry).unwrap();
+        assert_eq!(decode_prefix::<LogId>(&bytes).unwrap(), Some(log_id));
+        let json = serde_json::to_vec(&entry).unwrap();
+        assert_eq!(decode_prefix::<LogId>(&json).unwrap(), None);
+    }
     use mgmt_core::kv::{Command, PutRequest, Timed};
 
     #[test]

@@ -382,6 +382,19 @@ impl StoreHandle {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.node.sm.lock().watchers.clear();
+        let log = self.node.log.clone();
+        // Without threads of its own (the simulator) the log recorded its
+        // purges as they came: nothing is left to settle.
+        let settled = if self.node.env.allows_threads() {
+            tokio::task::spawn_blocking(move || log.settle_purges())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "cannot record the raft log's purge");
+        }
     }
 
     /// A member that applied [`SNAPSHOT_AT_STOP_AFTER`] entries or more
