@@ -1329,6 +1329,9 @@ impl Agent {
             // store in an earlier term) is not this term's own view.
             self.keys_from_own = false;
             self.keys_dirty = true;
+            // Its own store answers now: a client read that failed before
+            // (no leader yet) does not make this one wait out its retry.
+            self.read_retry_at = None;
             self.decide_read();
         }
         if self.busy.contains(&Lane::Leader) {

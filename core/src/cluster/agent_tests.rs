@@ -1528,3 +1528,32 @@ fn a_single_pass_whose_store_lists_another_member_volunteers_and_advertises() {
         "{written:?}"
     );
 }
+
+#[test]
+fn a_new_leader_reads_its_own_store_at_once_after_a_failed_read() {
+    let id = member_id("h1");
+    let mut a = Agent::new(config("h1", &[]), Stored::default());
+    drain(&mut a);
+    act(&mut a, 1, started("h1", id));
+    // Through the client, before there is a leader: it would retry at 502.
+    act(&mut a, 2, Input::KeysReadFailed);
+    let got = act(
+        &mut a,
+        3,
+        Input::Membership(membership(id, &[member("h1", id, false)])),
+    );
+    assert_eq!(
+        got,
+        vec![Action::ReadKeys {
+            from_own_store: true
+        }]
+    );
+    assert_eq!(
+        act(&mut a, 4, read(1, keys(&[], &[], &[]))),
+        vec![Action::Txn(keys::bootstrap_txn(
+            "h1",
+            &[peer("h1")],
+            Some(3)
+        ))]
+    );
+}
