@@ -491,11 +491,6 @@ fn run(args: RunArgs) -> ExitCode {
     let single_pass = args.converged_timeout == 0;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    // The count tokio would pick, asked of the kernel once for the whole run
-    // (tokio's own `TOKIO_WORKER_THREADS` still wins).
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(mgmt_io::cores());
-    }
     #[cfg(not(feature = "system-allocator"))]
     {
         allocator::release_when_idle(&mut builder);

@@ -148,12 +148,12 @@ impl Graph {
             .collect()
     }
 
-    /// The identity that names a vertex.
     /// The compiler's notes, in words.
     pub fn note_texts(&self) -> impl Iterator<Item = NoteText<'_>> {
         self.notes.iter().map(|note| NoteText { graph: self, note })
     }
 
+    /// The identity that names a vertex.
     pub fn vertex_id(&self, v: VertexId) -> &ResourceId {
         &self.resources[self.vertices[v].head()].id
     }

@@ -55,6 +55,7 @@ impl From<CodecError> for std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mgmt_core::kv::{Command, PutRequest, Timed};
 
     #[test]
     fn an_entrys_log_id_reads_alone_from_its_encoding() {
@@ -69,7 +70,6 @@ mod tests {
         let json = serde_json::to_vec(&entry).unwrap();
         assert_eq!(decode_prefix::<LogId>(&json).unwrap(), None);
     }
-    use mgmt_core::kv::{Command, PutRequest, Timed};
 
     #[test]
     fn a_command_round_trips_and_json_still_reads() {

@@ -177,8 +177,7 @@ fn clone_err(e: &io::Error) -> io::Error {
 fn compactor(inner: Arc<Mutex<Inner>>, wake: mpsc::Receiver<()>, recording: Arc<Mutex<()>>) {
     while wake.recv().is_ok() {
         while wake.try_recv().is_ok() {}
-        let _recording = recording.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = record_purge_and_compact(&inner) {
+        if let Err(e) = record_purge_and_compact(&inner, &recording) {
             // The file keeps its purged frames (harmless: they are skipped on
             // open) until a later purge tries again.
             tracing::warn!(error = %e, "cannot compact the raft log");
@@ -189,7 +188,10 @@ fn compactor(inner: Arc<Mutex<Inner>>, wake: mpsc::Receiver<()>, recording: Arc<
 /// Writes the purge point to disk, then drops the frames at or below it from
 /// the file if they are most of it. Appends go on meanwhile: the lock is held
 /// only to copy the frames appended since the bulk copy and to swap files.
-fn record_purge_and_compact(inner: &Mutex<Inner>) -> io::Result<()> {
+/// `recording` is held throughout: the compactor and
+/// [`LogStore::settle_purges`] never record at once.
+fn record_purge_and_compact(inner: &Mutex<Inner>, recording: &Mutex<()>) -> io::Result<()> {
+    let _recording = recording.lock().unwrap_or_else(|e| e.into_inner());
     let (purged, dir, start, end, truncations, file) = {
         let g = lock(inner);
         if g.last_purged == g.purge_done {
@@ -461,8 +463,7 @@ impl LogStore {
     /// every start purged again, the file was never compacted, and each start
     /// read every frame of every earlier run. Blocking (file writes and syncs).
     pub fn settle_purges(&self) -> io::Result<()> {
-        let _recording = self.recording.lock().unwrap_or_else(|e| e.into_inner());
-        record_purge_and_compact(&self.inner)
+        record_purge_and_compact(&self.inner, &self.recording)
     }
 
     /// How long the log's syncs took.
