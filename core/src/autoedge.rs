@@ -34,10 +34,10 @@
 //! topological sort), so an edge that agrees with the order costs O(1) and one
 //! that does not costs only the region of the order it disturbs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::graph::{Graph, Note, ResEdge, ResIdx};
-use crate::resource::{MountState, Params, Presence, Principal, Resource};
+use crate::resource::{MountState, Params, Presence, Principal, Resource, ResourceId};
 
 /// An identity a resource offers, or asks to be ordered against.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -448,13 +448,18 @@ pub fn package_edges_possible(graph: &Graph) -> bool {
 /// graph stays acyclic and `edges` stays sorted.
 pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
     let n = graph.resources.len();
-    let mut offers: BTreeMap<Uid, Vec<ResIdx>> = BTreeMap::new();
-    for (i, r) in graph.resources.iter().enumerate() {
-        if r.meta.autoedge {
-            for uid in uids(r) {
-                offers.entry(uid).or_default().push(i);
-            }
-        }
+    // Looked up by hash, not by order: a graph may offer 100 000 paths that
+    // share a long prefix, which every comparison of an ordered map rereads.
+    let offered: Vec<(Uid, ResIdx)> = graph
+        .resources
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.meta.autoedge)
+        .flat_map(|(i, r)| uids(r).into_iter().map(move |uid| (uid, i)))
+        .collect();
+    let mut offers: HashMap<&Uid, Vec<ResIdx>> = HashMap::with_capacity(offered.len());
+    for (uid, i) in &offered {
+        offers.entry(uid).or_default().push(*i);
     }
     let Some(mut dag) = DynDag::new(n, graph.edges.iter().map(|e| (e.from, e.to))) else {
         graph.notes.push(Note::Text(
@@ -462,12 +467,14 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
         ));
         return;
     };
-    let mut existing: BTreeMap<(ResIdx, ResIdx), String> = graph
+    // Every edge so far, by its ends: the user's (by index) and those added here.
+    let mut existing: HashMap<(ResIdx, ResIdx), Existing> = graph
         .edges
         .iter()
-        .map(|e| ((e.from, e.to), e.name.clone()))
+        .enumerate()
+        .map(|(i, e)| ((e.from, e.to), Existing::Declared(i)))
         .collect();
-    let mut added = Vec::new();
+    let mut added: Vec<ResEdge> = Vec::new();
     let note_unknown_packages = package_edges_possible(graph);
     for r in 0..n {
         if !graph.resources[r].meta.autoedge {
@@ -497,12 +504,16 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
                         Order::After => (m, r),
                         Order::Before => (r, m),
                     };
-                    if !seen.insert((from, to)) {
+                    if batch.len() > 1 && !seen.insert((from, to)) {
                         continue;
                     }
                     let id = |i: ResIdx| &graph.resources[i].id;
                     let (fid, tid) = (id(from), id(to));
-                    if let Some(name) = existing.get(&(from, to)) {
+                    if let Some(already) = existing.get(&(from, to)) {
+                        let name = match *already {
+                            Existing::Declared(i) => &graph.edges[i].name,
+                            Existing::Added(i) => &added[i].name,
+                        };
                         let text = format!(
                             "AutoEdge: not adding {fid} -> {tid}: already an edge ({name})"
                         );
@@ -511,13 +522,12 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
                     }
                     match dag.try_add(from, to) {
                         Ok(()) => {
-                            let name = format!("autoedge:{fid}->{tid}");
                             graph.notes.push(Note::EdgeAdded { from, to });
-                            existing.insert((from, to), name.clone());
+                            existing.insert((from, to), Existing::Added(added.len()));
                             added.push(ResEdge {
                                 from,
                                 to,
-                                name,
+                                name: auto_edge_name(fid, tid),
                                 notify: false,
                                 auto: true,
                             });
@@ -541,6 +551,24 @@ pub fn add_auto_edges(graph: &mut Graph, packages: &PackageFiles) {
     }
     graph.edges.extend(added);
     graph.edges.sort();
+}
+
+/// Where an edge between two resources came from, while AutoEdges runs.
+#[derive(Clone, Copy)]
+enum Existing {
+    /// The user's: `graph.edges[i]`.
+    Declared(usize),
+    /// The `i`th added by this pass.
+    Added(usize),
+}
+
+/// `autoedge:File[/a/]->File[/a/b]`, written once into a string of its size
+/// (one per automatic edge: a graph may have 100 000).
+fn auto_edge_name(from: &ResourceId, to: &ResourceId) -> String {
+    use std::fmt::Write as _;
+    let mut name = String::with_capacity(32 + from.name.len() + to.name.len());
+    let _ = write!(name, "autoedge:{from}->{to}");
+    name
 }
 
 /// A DAG that refuses edges closing a cycle, keeping a topological order up to

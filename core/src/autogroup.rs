@@ -26,6 +26,7 @@
 //! [`NonReachability`], groups two vertices only when neither can reach the
 //! other, which keeps the graph acyclic and the order of every dependency.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::graph::{Graph, Note, Vertex, VertexId};
@@ -33,7 +34,7 @@ use crate::resource::{Kind, Params, PkgState, Resource, Retry};
 
 /// Resources with equal classes may share a vertex; `None` never groups.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupClass {
+pub struct GroupClass<'a> {
     pub kind: Kind,
     /// Meta the engine takes from a group's head, so members must agree on it.
     /// Retry as `None` = forever, `Some(n)` = n times.
@@ -43,26 +44,26 @@ pub struct GroupClass {
     pub noop: bool,
     /// The kind's own key: the parent directory for a file, the state and
     /// flags for a pkg, empty for a noop.
-    pub key: String,
+    pub key: Cow<'a, str>,
 }
 
 /// The grouping class of a resource, or `None` if it never groups.
-pub fn group_class(r: &Resource) -> Option<GroupClass> {
+pub fn group_class(r: &Resource) -> Option<GroupClass<'_>> {
     if !r.meta.autogroup || r.exported {
         return None;
     }
     let key = match &r.params {
-        Params::Noop { .. } => String::new(),
-        Params::File(f) => parent_dir(&f.path)?.to_string(),
+        Params::Noop { .. } => Cow::Borrowed(""),
+        Params::File(f) => Cow::Borrowed(parent_dir(&f.path)?),
         Params::Pkg(p) => match p.state {
             PkgState::Version(_) => return None,
-            ref state => format!(
+            ref state => Cow::Owned(format!(
                 "{state} untrusted={} nonfree={} unsupported={}",
                 p.allow_untrusted, p.allow_nonfree, p.allow_unsupported
-            ),
+            )),
         },
         // One read and one atomic write of the file serve every line in it.
-        Params::Line(l) => l.path.clone(),
+        Params::Line(l) => Cow::Borrowed(l.path.as_str()),
         // A timer ticks on its own interval; a message is its own unit; each
         // account is one command.
         Params::Exec(_)

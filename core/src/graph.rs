@@ -1,7 +1,6 @@
 //! The compiled graph: resources, the edges between them, and the vertices the
 //! engine schedules (one resource each, or a group after AutoGroup).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -127,25 +126,31 @@ impl Graph {
     /// duplicates merged, edges inside a vertex dropped. Sorted.
     pub fn vertex_edges(&self) -> Vec<VertexEdge> {
         let of = self.vertex_of();
-        let mut merged: BTreeMap<(VertexId, VertexId), (bool, bool)> = BTreeMap::new();
-        for e in &self.edges {
-            let (f, t) = (of[e.from], of[e.to]);
-            if f == t {
-                continue;
+        // Sorted and merged in a vector: a graph may have 100 000 edges, and
+        // a map would allocate a node for every few of them.
+        let mut ends: Vec<(VertexId, VertexId, bool, bool)> = self
+            .edges
+            .iter()
+            .map(|e| (of[e.from], of[e.to], e.notify, e.auto))
+            .filter(|&(from, to, ..)| from != to)
+            .collect();
+        ends.sort_unstable_by_key(|&(from, to, ..)| (from, to));
+        let mut merged: Vec<VertexEdge> = Vec::with_capacity(ends.len());
+        for (from, to, notify, auto) in ends {
+            match merged.last_mut() {
+                Some(last) if (last.from, last.to) == (from, to) => {
+                    last.notify |= notify;
+                    last.auto &= auto;
+                }
+                _ => merged.push(VertexEdge {
+                    from,
+                    to,
+                    notify,
+                    auto,
+                }),
             }
-            let entry = merged.entry((f, t)).or_insert((false, true));
-            entry.0 |= e.notify;
-            entry.1 &= e.auto;
         }
         merged
-            .into_iter()
-            .map(|((from, to), (notify, auto))| VertexEdge {
-                from,
-                to,
-                notify,
-                auto,
-            })
-            .collect()
     }
 
     /// The compiler's notes, in words.

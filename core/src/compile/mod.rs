@@ -6,7 +6,7 @@ mod block_yaml;
 mod host;
 mod yaml;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 pub use crate::diagnostic::Diagnostic;
@@ -209,17 +209,19 @@ fn tidy_parse_message(raw: &str) -> String {
 
 /// Adds the resources of one kind that compile, room made for all of them at once.
 fn add<Y>(
-    located: &mut Vec<(Resource, Location)>,
+    located: &mut Vec<Option<(Resource, Location)>>,
     declared: Option<Vec<Y>>,
-    compile: impl FnMut(Y) -> Option<(Resource, Location)>,
+    mut compile: impl FnMut(Y) -> Option<(Resource, Location)>,
 ) {
     let declared = declared.unwrap_or_default();
     located.reserve(declared.len());
-    located.extend(declared.into_iter().filter_map(compile));
+    located.extend(declared.into_iter().filter_map(|y| compile(y).map(Some)));
 }
 
 fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
-    let mut located: Vec<(Resource, Location)> = Vec::new();
+    // Each slot is emptied as its resource moves to where it belongs: a
+    // resource is a few hundred bytes, and a graph may have 150 000.
+    let mut located: Vec<Option<(Resource, Location)>> = Vec::new();
     if let Some(res) = g.resources {
         let l = &mut located;
         add(l, res.noop, |y| noop(ctx, y));
@@ -241,7 +243,8 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     let mut first_of: HashMap<(&ResourceId, bool), Location> =
         HashMap::with_capacity(located.len());
     let mut duplicate = vec![false; located.len()];
-    for (i, (r, loc)) in located.iter().enumerate() {
+    for (i, slot) in located.iter().enumerate() {
+        let Some((r, loc)) = slot else { continue };
         if let Some(first) = first_of.get(&(&r.id, r.exported)) {
             let msg = format!("duplicate resource, first defined at line {}", first.line());
             ctx.err(Some(*loc), Some(&r.id), msg);
@@ -251,24 +254,33 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
         }
     }
     drop(first_of);
-    // Sized once: a graph may have 150 000 resources of a few hundred bytes
-    // each, and growing by doubling copies them all again and again.
-    let mut resources = Vec::with_capacity(located.len());
     let mut exported = Vec::new();
-    for ((r, _), duplicate) in located.into_iter().zip(duplicate) {
-        match (duplicate, r.exported) {
-            (true, _) => {}
-            (false, true) => exported.push(r),
-            (false, false) => resources.push(r),
+    let mut order = Vec::with_capacity(located.len());
+    for (i, slot) in located.iter_mut().enumerate() {
+        let Some((r, _)) = slot else { continue };
+        if duplicate[i] {
+            continue;
+        }
+        if r.exported {
+            exported.extend(slot.take().map(|(r, _)| r));
+        } else {
+            order.push(i);
         }
     }
+    let id = |i: usize| located[i].as_ref().map(|(r, _)| &r.id);
+    order.sort_by(|&a, &b| id(a).cmp(&id(b)));
+    let mut resources: Vec<Resource> = order
+        .into_iter()
+        .filter_map(|i| located[i].take().map(|(r, _)| r))
+        .collect();
+    drop(located);
     if !opts.collected.is_empty() {
         collect_into(ctx, &mut resources, &opts.collected);
+        resources.sort_by(|a, b| a.id.cmp(&b.id));
     }
-    resources.sort_by(|a, b| a.id.cmp(&b.id));
 
     // Two resources managing one path would undo each other forever.
-    let mut paths: BTreeMap<&str, &ResourceId> = BTreeMap::new();
+    let mut paths: HashMap<&str, &ResourceId> = HashMap::with_capacity(resources.len());
     for r in &resources {
         if let (Some(key), Params::File(f)) = (path_key(r), &r.params)
             && let Some(first) = paths.insert(key, &r.id)
@@ -529,7 +541,7 @@ fn named(ctx: &mut Ctx<'_>, kind: Kind, name: &Spanned<String>) -> Option<(Resou
     Some((id, exported))
 }
 
-fn meta(ctx: &mut Ctx<'_>, id: &ResourceId, y: Option<MetaYaml>) -> Meta {
+fn meta(ctx: &mut Ctx<'_>, id: &ResourceId, y: Option<Box<MetaYaml>>) -> Meta {
     let mut m = Meta::default();
     let Some(y) = y else { return m };
     m.autoedge = y.autoedge.unwrap_or(m.autoedge);
