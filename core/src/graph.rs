@@ -126,30 +126,28 @@ impl Graph {
     /// duplicates merged, edges inside a vertex dropped. Sorted.
     pub fn vertex_edges(&self) -> Vec<VertexEdge> {
         let of = self.vertex_of();
-        // Sorted and merged in a vector: a graph may have 100 000 edges, and
-        // a map would allocate a node for every few of them.
-        let mut ends: Vec<(VertexId, VertexId, bool, bool)> = self
+        // Sorted and merged in place: a graph may have 100 000 edges, and a
+        // map would allocate a node for every few of them.
+        let mut merged: Vec<VertexEdge> = self
             .edges
             .iter()
-            .map(|e| (of[e.from], of[e.to], e.notify, e.auto))
-            .filter(|&(from, to, ..)| from != to)
+            .map(|e| VertexEdge {
+                from: of[e.from],
+                to: of[e.to],
+                notify: e.notify,
+                auto: e.auto,
+            })
+            .filter(|e| e.from != e.to)
             .collect();
-        ends.sort_unstable_by_key(|&(from, to, ..)| (from, to));
-        let mut merged: Vec<VertexEdge> = Vec::with_capacity(ends.len());
-        for (from, to, notify, auto) in ends {
-            match merged.last_mut() {
-                Some(last) if (last.from, last.to) == (from, to) => {
-                    last.notify |= notify;
-                    last.auto &= auto;
-                }
-                _ => merged.push(VertexEdge {
-                    from,
-                    to,
-                    notify,
-                    auto,
-                }),
+        merged.sort_unstable_by_key(|e| (e.from, e.to));
+        merged.dedup_by(|later, kept| {
+            let same = (later.from, later.to) == (kept.from, kept.to);
+            if same {
+                kept.notify |= later.notify;
+                kept.auto &= later.auto;
             }
-        }
+            same
+        });
         merged
     }
 

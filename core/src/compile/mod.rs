@@ -269,10 +269,13 @@ fn build(ctx: &mut Ctx<'_>, g: GraphYaml, opts: &CompileOptions) -> Graph {
     }
     let id = |i: usize| located[i].as_ref().map(|(r, _)| &r.id);
     order.sort_by(|&a, &b| id(a).cmp(&id(b)));
-    let mut resources: Vec<Resource> = order
-        .into_iter()
-        .filter_map(|i| located[i].take().map(|(r, _)| r))
-        .collect();
+    // Sized once: collecting a filter_map would grow it by doubling.
+    let mut resources: Vec<Resource> = Vec::with_capacity(order.len());
+    resources.extend(
+        order
+            .into_iter()
+            .filter_map(|i| located[i].take().map(|(r, _)| r)),
+    );
     drop(located);
     if !opts.collected.is_empty() {
         collect_into(ctx, &mut resources, &opts.collected);
