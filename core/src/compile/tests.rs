@@ -940,3 +940,14 @@ fn host_kinds_round_trip_through_an_export() {
 fn notes(g: &Graph) -> Vec<String> {
     g.note_texts().map(|n| n.to_string()).collect()
 }
+
+#[test]
+fn resources_are_sorted_and_exported_ones_kept_apart_in_the_order_written() {
+    let g = ok(
+        "graph: g\nresources:\n  noop:\n  - name: c\n  - name: '@@x2'\n  - name: a\n  - name: '@@x1'\n  - name: b\n",
+    );
+    let names: Vec<&str> = g.resources.iter().map(|r| r.id.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let exported: Vec<&str> = g.exported.iter().map(|r| r.id.name.as_str()).collect();
+    assert_eq!(exported, ["x2", "x1"]);
+}
