@@ -820,7 +820,7 @@ fn run(args: RunArgs) -> ExitCode {
     });
     // A single pass leaves nothing on the runtime's threads (its store has
     // stopped, all it wrote is durable) and the process ends next, which
-    // ends them: waking each to end on its own cost every run half a ms.
+    // ends them: waking each to end on its own cost every run 1-1.5 ms.
     if single_pass {
         runtime.shutdown_background();
     }
