@@ -249,9 +249,8 @@ pub fn check_apply_bytes(
         let mut made_parent = false;
         let mut with_parent =
             |create: &mut dyn FnMut() -> Result<_, FileError>| match (create(), parent) {
-                (Err(e), Some(parent)) if e.is_missing_dir() && !parent.exists() => {
-                    fs::create_dir_all(parent).map_err(io_err(parent, "create parent"))?;
-                    made_parent = true;
+                (Err(e), Some(parent)) if e.is_missing_dir() => {
+                    made_parent = make_parent(parent)?;
                     create()
                 }
                 (r, _) => r,
@@ -337,6 +336,21 @@ pub fn check_apply_bytes(
         }
     }
     Ok((changes, None))
+}
+
+/// Makes the directory `dir` (and its missing ancestors) for a file that
+/// could not be created for lack of it. Whether this call made `dir`: files
+/// of a batch are written on several threads, and another one may have made
+/// it meanwhile (then only that one reports it).
+fn make_parent(dir: &Path) -> Result<bool, FileError> {
+    if let Some(up) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(up).map_err(io_err(up, "create parent"))?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) => Err(io_err(dir, "create parent")(e)),
+    }
 }
 
 /// Whether the file at `path` holds exactly `want`. Read in pieces no longer

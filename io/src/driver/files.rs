@@ -215,3 +215,83 @@ fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), CheckApplyError>>
     .map(|r| r.unwrap_or_else(|| Err(lost("fsync"))))
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgmt_core::resource::FileState;
+
+    fn new_file(path: &Path, content: &str) -> Arc<FileParams> {
+        Arc::new(FileParams {
+            path: path.to_string_lossy().into_owned(),
+            content: Some(content.to_string()),
+            source: None,
+            recurse: false,
+            force: false,
+            state: FileState::Exists,
+            mode: Some(0o640),
+            owner: None,
+            group: None,
+        })
+    }
+
+    #[test]
+    fn a_batch_of_new_files_in_a_missing_directory_is_written_on_threads_and_reports_it_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("made/here");
+        let n = FILES_PER_THREAD * 4;
+        let files: Vec<(usize, Arc<FileParams>)> = (0..n)
+            .map(|i| {
+                (
+                    i,
+                    new_file(&dir.join(format!("f{i}")), &format!("hello {i}\n")),
+                )
+            })
+            .collect();
+        let own = OwnWrites::default();
+        let checked = check_apply_files(&files, false, &own);
+        assert!(
+            checked
+                .iter()
+                .all(|(_, r, _)| r.as_ref().is_ok_and(|c| !c.is_empty()))
+        );
+        assert!(!dir.exists(), "a check writes nothing");
+
+        let applied = check_apply_files(&files, true, &own);
+        assert_eq!(
+            applied.iter().map(|o| o.0).collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>(),
+            "one outcome per file, in order"
+        );
+        let mut made_parent = 0;
+        for (i, r, _) in &applied {
+            let changes = r.as_ref().unwrap_or_else(|e| panic!("f{i}: {e}"));
+            assert_eq!(changes.last().map(String::as_str), Some("created file"));
+            made_parent += changes
+                .iter()
+                .filter(|c| c.starts_with("created parent"))
+                .count();
+            let f = dir.join(format!("f{i}"));
+            assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("hello {i}\n"));
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+                0o640
+            );
+        }
+        assert_eq!(made_parent, 1, "the directory is made, and reported, once");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+        let again = check_apply_files(&files, true, &own);
+        assert!(
+            again
+                .iter()
+                .all(|(_, r, _)| r.as_ref().is_ok_and(Vec::is_empty))
+        );
+    }
+}
