@@ -61,6 +61,22 @@ struct Placed {
 /// needs them.
 const CACHE_BYTES: u64 = 16 << 20;
 
+/// Drops the oldest cached entries until their frames are at most
+/// [`CACHE_BYTES`].
+fn trim_cache(
+    cache: &mut BTreeMap<u64, Entry>,
+    cache_bytes: &mut u64,
+    placed: &BTreeMap<u64, Placed>,
+) {
+    while *cache_bytes > CACHE_BYTES {
+        let Some((old, _)) = cache.pop_first() else {
+            break;
+        };
+        let len = placed.get(&old).map_or(0, |p| p.len);
+        *cache_bytes = cache_bytes.saturating_sub(len);
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     file: File,
@@ -328,6 +344,7 @@ impl LogStore {
         file.read_to_end(&mut bytes)?;
 
         let mut entries = BTreeMap::new();
+        let (mut cache, mut cache_bytes) = (BTreeMap::new(), 0u64);
         let mut pos: usize = 0;
         let mut expect: Option<u64> = last_purged.map(|l| l.index + 1);
         let mut torn = None;
@@ -366,15 +383,18 @@ impl LogStore {
                 break;
             }
             // A frame the purge left is decoded whole (a bad one is a torn
-            // tail); of a purged one, only the log ID that leads the entry:
-            // until the file is compacted, purged frames are most of it.
-            let log_id = match crate::codec::decode_prefix::<LogId>(payload) {
-                Ok(Some(id)) if last_purged.is_some_and(|p| id.index <= p.index) => Ok(id),
-                Ok(_) => crate::codec::decode::<Entry>(payload).map(|e| e.log_id),
+            // tail) and kept in the cache: raft's start reads the log's
+            // membership and leader changes right after (a one-shot run's
+            // store, restarted each time, decoded its entries twice over).
+            // Of a purged frame only the log ID that leads the entry: until
+            // the file is compacted, purged frames are most of it.
+            let decoded = match crate::codec::decode_prefix::<LogId>(payload) {
+                Ok(Some(id)) if last_purged.is_some_and(|p| id.index <= p.index) => Ok((id, None)),
+                Ok(_) => crate::codec::decode::<Entry>(payload).map(|e| (e.log_id, Some(e))),
                 Err(e) => Err(e),
             };
-            let log_id = match log_id {
-                Ok(id) => id,
+            let (log_id, entry) = match decoded {
+                Ok(d) => d,
                 Err(e) => {
                     torn = Some(bad(&format!("undecodable entry: {e}")));
                     break;
@@ -395,6 +415,12 @@ impl LogStore {
                     log_id,
                 };
                 entries.insert(index, placed);
+                if let Some(entry) = entry {
+                    cache.insert(index, entry);
+                    cache_bytes += placed.len;
+                    // The newest entries stay, as appends would have left them.
+                    trim_cache(&mut cache, &mut cache_bytes, &entries);
+                }
             }
             pos += 8 + len;
         }
@@ -415,8 +441,8 @@ impl LogStore {
             file,
             file_len,
             entries,
-            cache: BTreeMap::new(),
-            cache_bytes: 0,
+            cache,
+            cache_bytes,
             last_purged,
             purge_done: last_purged,
             compact_after: COMPACT_AFTER,
@@ -604,13 +630,7 @@ impl Inner {
     fn cache(&mut self, index: u64, entry: Entry, len: u64) {
         self.cache.insert(index, entry);
         self.cache_bytes += len;
-        while self.cache_bytes > CACHE_BYTES {
-            let Some((old, _)) = self.cache.pop_first() else {
-                break;
-            };
-            let len = self.entries.get(&old).map_or(0, |p| p.len);
-            self.cache_bytes = self.cache_bytes.saturating_sub(len);
-        }
+        trim_cache(&mut self.cache, &mut self.cache_bytes, &self.entries);
     }
 
     /// Forget the cached entries whose index `keep` refuses.
@@ -777,6 +797,52 @@ mod tests {
             state.last_purged_log_id,
             log.try_get_log_entries(..).await.unwrap(),
         )
+    }
+
+    /// A reopened log keeps its newest entries decoded, as its appends had
+    /// (raft's start reads them at once), within the cache's budget; older
+    /// ones are read back from the file.
+    #[tokio::test]
+    async fn a_reopened_log_keeps_its_newest_entries_in_memory() {
+        let big = |index: u64| {
+            let mut e = entry(index);
+            if let EntryPayload::Normal(Timed {
+                command: Command::Put(p),
+                ..
+            }) = &mut e.payload
+            {
+                p.value = vec![index as u8; 64 << 10];
+            }
+            e
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = LogStore::open(dir.path(), false, 64 << 20).unwrap();
+        // About 19 MiB of frames: more than the cache holds.
+        let n = 300;
+        log.lock().write_frames((1..=n).map(big)).unwrap();
+        drop(log);
+        let (mut log, torn) = LogStore::open(dir.path(), false, 64 << 20).unwrap();
+        assert_eq!(torn, None);
+        {
+            let inner = log.lock();
+            assert!(
+                inner.cache.contains_key(&n),
+                "the newest entry is in memory"
+            );
+            assert!(
+                !inner.cache.contains_key(&1),
+                "the oldest is left to the file"
+            );
+            let cached: u64 = inner.cache.keys().map(|i| inner.entries[i].len).sum();
+            assert_eq!(cached, inner.cache_bytes);
+            assert!(inner.cache_bytes <= CACHE_BYTES);
+            assert!(
+                inner.cache_bytes > CACHE_BYTES - (80 << 10),
+                "the budget is used"
+            );
+        }
+        let all = log.try_get_log_entries(1..=n).await.unwrap();
+        assert_eq!(all, (1..=n).map(big).collect::<Vec<_>>());
     }
 
     /// Purged frames leave the file once they are most of it; what is left
