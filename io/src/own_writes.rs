@@ -54,9 +54,17 @@ pub(crate) fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
 /// One value, shared: the driver hands a clone to the watcher (which takes
 /// each echo once) and one to every CheckApply
 /// that writes (which announces its renames). A writer given a fresh one
-/// (`OwnWrites::default()`, as in a one-shot tool or a test) tells no one.
-#[derive(Clone, Debug, Default)]
-pub struct OwnWrites(Arc<Mutex<OwnRenames>>);
+/// (`OwnWrites::default()`, as in a one-shot tool or a test) tells no one;
+/// one given [`OwnWrites::unheard`] (a single pass, which watches nothing)
+/// does not even keep the list.
+#[derive(Clone, Debug)]
+pub struct OwnWrites(Option<Arc<Mutex<OwnRenames>>>);
+
+impl Default for OwnWrites {
+    fn default() -> Self {
+        OwnWrites(Some(Arc::default()))
+    }
+}
 
 const OWN_RENAME_TTL: Duration = Duration::from_secs(2);
 
@@ -91,14 +99,23 @@ impl OwnRenames {
 }
 
 impl OwnWrites {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OwnRenames> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    /// For writes no watcher hears: announcing a rename costs nothing (a
+    /// lock, two path copies and a sorted insert, each write of a batch).
+    pub fn unheard() -> Self {
+        OwnWrites(None)
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, OwnRenames>> {
+        let renames = self.0.as_ref()?;
+        Some(renames.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Call just before renaming a temp file over `path` (and
     /// [`OwnWrites::rename_failed`] if the rename then fails).
     pub fn expect_rename(&self, path: &Path) {
-        let mut m = self.lock();
+        let Some(mut m) = self.lock() else {
+            return;
+        };
         let now = Instant::now();
         m.expire(now);
         m.by_path.entry(path.to_path_buf()).or_default().push(now);
@@ -107,7 +124,9 @@ impl OwnWrites {
 
     /// The rename announced onto `path` did not happen.
     pub fn rename_failed(&self, path: &Path) {
-        let mut m = self.lock();
+        let Some(mut m) = self.lock() else {
+            return;
+        };
         if let Some(v) = m.by_path.get_mut(path) {
             v.pop();
             if v.is_empty() {
@@ -118,7 +137,9 @@ impl OwnWrites {
 
     /// Whether a rename onto `path` is the echo of one of ours (used up if so).
     pub(crate) fn take_rename(&self, path: &Path) -> bool {
-        let mut m = self.lock();
+        let Some(mut m) = self.lock() else {
+            return false;
+        };
         let Some(v) = m.by_path.get_mut(path) else {
             return false;
         };
@@ -174,5 +195,11 @@ mod tests {
         own.expect_rename(path);
         own.rename_failed(path);
         assert!(!watcher.take_rename(path), "a failed rename has no echo");
+        let unheard = OwnWrites::unheard();
+        unheard.expect_rename(path);
+        assert!(
+            !unheard.clone().take_rename(path),
+            "nothing is kept for no one"
+        );
     }
 }

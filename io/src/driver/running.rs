@@ -84,7 +84,12 @@ impl Running {
         let backends = Backends {
             packages: pkg::Backend::new(),
             services: Arc::new(svc::Backend::default()),
-            own_writes: OwnWrites::default(),
+            // A single pass starts no watcher to tell its renames from drift.
+            own_writes: if config.single_pass() {
+                OwnWrites::unheard()
+            } else {
+                OwnWrites::default()
+            },
         };
         let specs = watch_specs(&slots, &backends.packages);
         // Without an inotify instance (the per-user limit reached, with many
