@@ -497,6 +497,7 @@ fn atomic_write(
         .map(|b| b.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(own_writes::temp_name(&base, own_writes::own_pid()));
+    own.wait_for_clean_up();
     let create = || {
         OpenOptions::new()
             .write(true)

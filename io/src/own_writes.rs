@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The temp file process `pid` writes `base`'s new content to, beside it.
@@ -57,12 +57,44 @@ pub(crate) fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
 /// (`OwnWrites::default()`, as in a one-shot tool or a test) tells no one;
 /// one given [`OwnWrites::unheard`] (a single pass, which watches nothing)
 /// does not even keep the list.
+///
+/// It also holds writes back while a killed run's temp files are cleared
+/// ([`OwnWrites::after_clean_up`]): the clean-up takes temp names of this
+/// process's own pid for a dead run's (a reused pid), so a write of ours must
+/// not start before it has looked.
 #[derive(Clone, Debug)]
-pub struct OwnWrites(Option<Arc<Mutex<OwnRenames>>>);
+pub struct OwnWrites {
+    /// `None`: unheard.
+    renames: Option<Arc<Mutex<OwnRenames>>>,
+    /// `None`: nothing to wait for.
+    clean_up: Option<Arc<CleanUp>>,
+}
 
 impl Default for OwnWrites {
     fn default() -> Self {
-        OwnWrites(Some(Arc::default()))
+        OwnWrites {
+            renames: Some(Arc::default()),
+            clean_up: None,
+        }
+    }
+}
+
+/// Whether a killed run's temp files are cleared yet.
+#[derive(Debug, Default)]
+struct CleanUp {
+    done: Mutex<bool>,
+    finished: Condvar,
+}
+
+/// Held by the clean-up of a killed run's temp files; dropped (on a panic
+/// too) when it is over, which lets writes go on.
+#[derive(Debug)]
+pub(crate) struct CleanUpDone(Arc<CleanUp>);
+
+impl Drop for CleanUpDone {
+    fn drop(&mut self) {
+        *self.0.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.0.finished.notify_all();
     }
 }
 
@@ -102,11 +134,36 @@ impl OwnWrites {
     /// For writes no watcher hears: announcing a rename costs nothing (a
     /// lock, two path copies and a sorted insert, each write of a batch).
     pub fn unheard() -> Self {
-        OwnWrites(None)
+        OwnWrites {
+            renames: None,
+            clean_up: None,
+        }
+    }
+
+    /// These writes (and their clones') wait, before their first temp
+    /// file, until the returned value is dropped: the clean-up of a killed
+    /// run's temp files holds it. Checks need not wait, so the clean-up's
+    /// directory reads overlap them.
+    pub(crate) fn after_clean_up(mut self) -> (Self, CleanUpDone) {
+        let clean_up = Arc::new(CleanUp::default());
+        self.clean_up = Some(clean_up.clone());
+        (self, CleanUpDone(clean_up))
+    }
+
+    /// Blocks until a killed run's temp files are cleared (at once if no
+    /// clean-up holds these writes). Blocking: call it off the runtime.
+    pub(crate) fn wait_for_clean_up(&self) {
+        let Some(c) = &self.clean_up else {
+            return;
+        };
+        let mut done = c.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = c.finished.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn lock(&self) -> Option<std::sync::MutexGuard<'_, OwnRenames>> {
-        let renames = self.0.as_ref()?;
+        let renames = self.renames.as_ref()?;
         Some(renames.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -201,5 +258,26 @@ mod tests {
             !unheard.clone().take_rename(path),
             "nothing is kept for no one"
         );
+    }
+
+    #[test]
+    fn writes_wait_for_the_clean_up_and_only_for_it() {
+        OwnWrites::default().wait_for_clean_up();
+        let (own, clean_up) = OwnWrites::default().after_clean_up();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = own.clone();
+        let t = std::thread::spawn(move || {
+            writer.wait_for_clean_up();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "a write waits while the clean-up runs"
+        );
+        drop(clean_up);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the clean-up's end lets it go");
+        t.join().unwrap();
+        own.wait_for_clean_up();
     }
 }

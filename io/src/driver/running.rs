@@ -18,6 +18,7 @@ use super::options::{Progress, RunOptions};
 use super::report::{RunReport, Tally};
 use super::watches::{WatchSpec, start_watch, watch_specs};
 use crate::fswatch::{FsWatch, RawEvent};
+use crate::own_writes::CleanUpDone;
 use crate::{OwnWrites, pkg, svc};
 
 /// One run: the graph it runs now and everything that carries the engine's
@@ -59,6 +60,8 @@ pub(super) struct Running {
     /// The engine drained for a waiting graph: it may replace this one.
     drained: bool,
     pub(super) converged: Option<Vec<VertexId>>,
+    /// The clean-up of a killed run's temp files, until the run ends.
+    clean_up: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -67,11 +70,19 @@ impl Running {
     /// runs on a blocking thread while this one builds the rest, and nothing
     /// is checked before it is done.
     pub(super) async fn start(graph: Graph, opts: RunOptions) -> Running {
-        let cleanup = spawn_clean_up(&graph, opts.noop);
         let config = EngineConfig {
             noop: opts.noop,
             converged_timeout: opts.converged_timeout.map(|d| Millis(d.as_millis() as u64)),
         };
+        // A single pass starts no watcher to tell its renames from drift.
+        let own_writes = if config.single_pass() {
+            OwnWrites::unheard()
+        } else {
+            OwnWrites::default()
+        };
+        // Checks start at once; writes wait for the clean-up.
+        let (own_writes, cleaning) = own_writes.after_clean_up();
+        let clean_up = spawn_clean_up(&graph, opts.noop, cleaning);
         let engine = Engine::new(&graph, config.clone());
         let slots = build_slots(&graph);
         let mut tally = Tally::default();
@@ -84,12 +95,7 @@ impl Running {
         let backends = Backends {
             packages: pkg::Backend::new(),
             services: Arc::new(svc::Backend::default()),
-            // A single pass starts no watcher to tell its renames from drift.
-            own_writes: if config.single_pass() {
-                OwnWrites::unheard()
-            } else {
-                OwnWrites::default()
-            },
+            own_writes,
         };
         let specs = watch_specs(&slots, &backends.packages);
         // Without an inotify instance (the per-user limit reached, with many
@@ -134,10 +140,8 @@ impl Running {
             changed: 0,
             drained: false,
             converged: None,
+            clean_up: Some(clean_up),
         };
-        if let Err(e) = cleanup.await {
-            error!("cleaning up after a killed run: {e}");
-        }
         run.handle(Input::Start);
         run
     }
@@ -390,6 +394,12 @@ impl Running {
     /// running commands; in-flight file writes finish (they are short and
     /// atomic). Then what it did.
     pub(super) async fn finish(mut self) -> RunReport {
+        // A run that wrote nothing did not wait for it; it ends with it.
+        if let Some(clean_up) = self.clean_up.take()
+            && let Err(e) = clean_up.await
+        {
+            error!("cleaning up after a killed run: {e}");
+        }
         drop(self.retired_fs.take());
         for (_, handles) in std::mem::take(&mut self.watchers) {
             for h in handles {
@@ -441,10 +451,12 @@ fn clean_up_after_a_killed_run(graph: &Graph, noop: bool) {
 }
 
 /// [`clean_up_after_a_killed_run`] on a blocking thread.
-fn spawn_clean_up(graph: &Graph, noop: bool) -> JoinHandle<()> {
+/// Writes wait until it is over (`done` dropped), checks do not.
+fn spawn_clean_up(graph: &Graph, noop: bool, done: CleanUpDone) -> JoinHandle<()> {
     let paths: Vec<String> = cleaned_paths(graph).map(str::to_owned).collect();
     tokio::task::spawn_blocking(move || {
         let stale = crate::file::remove_stale_temp_files(paths.iter().map(String::as_str), !noop);
+        drop(done);
         report_clean_up(stale, noop);
     })
 }
