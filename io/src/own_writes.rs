@@ -5,7 +5,9 @@
 //! `file` writes and announces ([`OwnWrites`], handed to it by the driver);
 //! `fswatch` recognises and uses up (the same value). Neither imports the
 //! other, and no state is global: two runs in one process keep their
-//! renames apart (their temp files are told apart by pid only).
+//! renames apart (their temp files are told apart by pid only). The same
+//! value holds a run's first temp file back until the clean-up of a killed
+//! run's ones has looked at its directories.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
