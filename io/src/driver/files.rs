@@ -116,7 +116,11 @@ fn elapsed_ms(started: Instant) -> f64 {
 /// Checking is CPU and page-cache work and spreads over cores; so does a
 /// repair's write of its temp file (measured, 1 000 new files in one
 /// directory, C: 22 -> 15 ms on two threads). The renames stay on one thread:
-/// each holds the directory's lock. Blocking: call it from a blocking task.
+/// each holds the directory's lock. Checking every file before repairing any
+/// is faster than repairing each as it is checked (1 000 new files: 74 against
+/// 65 ms): the first lookup of a missing name takes the directory's lock,
+/// which the other thread's creates hold. Blocking: call it from a blocking
+/// task.
 pub(super) fn check_apply_files(
     files: &[(usize, Arc<FileParams>)],
     apply: bool,
