@@ -67,8 +67,9 @@ pub(super) struct Running {
 impl Running {
     /// Starts `graph`: its members built, its killed writes cleaned up, the
     /// engine started. The clean-up reads every managed file's directory: it
-    /// runs on a blocking thread while this one builds the rest, and nothing
-    /// is checked before it is done.
+    /// runs on a blocking thread while this one builds the rest and the
+    /// first checks run; no temp file is written before it is done
+    /// ([`OwnWrites::after_clean_up`]), and the run ends after it.
     pub(super) async fn start(graph: Graph, opts: RunOptions) -> Running {
         let config = EngineConfig {
             noop: opts.noop,
