@@ -574,7 +574,7 @@ fn resolve_group(p: &Principal) -> Result<u32, FileError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -626,7 +626,8 @@ mod tests {
         fs::remove_dir_all(d).unwrap();
     }
 
-    fn params(path: &Path, content: Option<&str>) -> FileParams {
+    /// A file resource of `path`, with `content` if given, nothing else managed.
+    pub(crate) fn params(path: &Path, content: Option<&str>) -> FileParams {
         FileParams {
             path: path.to_string_lossy().into_owned(),
             content: content.map(str::to_string),

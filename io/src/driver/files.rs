@@ -223,20 +223,11 @@ fn sync_all(pending: &[&file::PendingWrite]) -> Vec<Result<(), CheckApplyError>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mgmt_core::resource::FileState;
 
     fn new_file(path: &Path, content: &str) -> Arc<FileParams> {
-        Arc::new(FileParams {
-            path: path.to_string_lossy().into_owned(),
-            content: Some(content.to_string()),
-            source: None,
-            recurse: false,
-            force: false,
-            state: FileState::Exists,
-            mode: Some(0o640),
-            owner: None,
-            group: None,
-        })
+        let mut p = file::tests::params(path, Some(content));
+        p.mode = Some(0o640);
+        Arc::new(p)
     }
 
     #[test]
