@@ -478,12 +478,9 @@ pub struct StatusInputs {
 /// is gone (the run ended), revoking this host's `alive` key.
 pub async fn publish_status(client: EtcdClient, mut inputs: StatusInputs) {
     let host = inputs.host.clone();
-    // A run already over (a one-shot run whose store started beside it): its
-    // last status is all there is to say.
+    // A run already over: its last status is all there is to say.
     if inputs.progress.has_changed().is_err() {
-        let changed = inputs.progress.borrow().changed != 0;
-        let last = build_status(&mut inputs, changed.then(now_rfc3339));
-        let (_, rx) = watch::channel(last);
+        let (_, rx) = watch::channel(last_status(&mut inputs));
         mgmt_store::fleet::publish_status(client, host, rx, now_rfc3339).await;
         return;
     }
@@ -519,6 +516,20 @@ pub async fn publish_status(client: EtcdClient, mut inputs: StatusInputs) {
     }
     drop(tx);
     let _ = publisher.await;
+}
+
+/// Writes the last status of a run that is over and whose store ran
+/// beside it (a one-shot run): one write, through this host's own server
+/// when it runs one.
+pub async fn write_final_status(cluster: &mgmt_store::cluster::Cluster, mut inputs: StatusInputs) {
+    let last = last_status(&mut inputs);
+    mgmt_store::fleet::write_final_status(cluster, &last, now_rfc3339).await;
+}
+
+/// The status of a run that is over: changed at its end if it changed anything.
+fn last_status(inputs: &mut StatusInputs) -> HostStatus {
+    let changed = inputs.progress.borrow().changed != 0;
+    build_status(inputs, changed.then(now_rfc3339))
 }
 
 fn build_status(inputs: &mut StatusInputs, last_change: Option<String>) -> HostStatus {

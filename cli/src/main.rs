@@ -719,11 +719,11 @@ fn run(args: RunArgs) -> ExitCode {
             };
             (c.client(), inputs)
         });
-        let (mut status, status_at_end) = match status_inputs {
+        let (status, status_at_end) = match status_inputs {
             Some((client, inputs)) if !store_in_background => {
                 (Some(tokio::spawn(fleet::publish_status(client, inputs))), None)
             }
-            later => (None, later),
+            later => (None, later.map(|(_, inputs)| inputs)),
         };
         drop(progress_tx);
         let following = matches!(origin, Origin::Deploys { .. });
@@ -803,18 +803,28 @@ fn run(args: RunArgs) -> ExitCode {
         {
             warn!("exports: cannot publish: {e}");
         }
-        if let Some((client, inputs)) = status_at_end {
-            status = Some(tokio::spawn(fleet::publish_status(client, inputs)));
-        }
         // The run's progress is gone: the status task says goodbye (its
-        // alive key revoked) while the store still serves.
-        if let Some(task) = status
-            && tokio::time::timeout(Duration::from_secs(3), task).await.is_err()
+        // alive key revoked) while the store still serves; a run whose store
+        // ran in the background has only its last status to write.
+        let goodbye = async {
+            if let Some(task) = status {
+                let _ = task.await;
+            }
+            if let (Some(inputs), Some(cluster)) = (status_at_end, &cluster) {
+                fleet::write_final_status(cluster, inputs).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(3), goodbye)
+            .await
+            .is_err()
         {
             warn!("status: could not say goodbye in 3 s");
         }
-        if let Some(cluster) = cluster {
-            cluster.shutdown().await;
+        match cluster {
+            // The process ends next.
+            Some(cluster) if single_pass => cluster.shutdown_before_exit().await,
+            Some(cluster) => cluster.shutdown().await,
+            None => {}
         }
         report
     });

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::client::{
     ClientError, EtcdClient, TxnRequest, WatchEvent, decode_each, prefix_end, txn,
 };
+use crate::cluster::Cluster;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb::event::EventType;
 
@@ -181,6 +182,17 @@ async fn write_last_status(
 ) {
     let value = stamped(&status.borrow(), now);
     if let Err(e) = client.put(status_key.as_bytes(), value.as_bytes(), 0).await {
+        warn!("status: cannot write {status_key}: {e}");
+    }
+}
+
+/// The status of a run that is over and never marked its host alive (a
+/// one-shot run): one write, through this host's own server when it runs
+/// one ([`Cluster::put`]).
+pub async fn write_final_status(cluster: &Cluster, status: &HostStatus, now: impl Fn() -> String) {
+    let status_key = fleet::status_key(&status.host);
+    let value = stamped(status, &now);
+    if let Err(e) = cluster.put(status_key.as_bytes(), value.as_bytes()).await {
         warn!("status: cannot write {status_key}: {e}");
     }
 }

@@ -397,18 +397,34 @@ impl StoreHandle {
         }
     }
 
+    fn applied_since_snapshot(&self) -> u64 {
+        let m = self.node.raft.metrics();
+        let m = m.borrow();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        applied.saturating_sub(m.snapshot.map_or(0, |s| s.index))
+    }
+
+    /// Whether [`StoreHandle::shutdown`] would leave this member's state
+    /// better than a kill would: a snapshot due at stop, or a log purge
+    /// still to record. Everything else it does (listeners closed,
+    /// requests in flight answered, raft's tasks ended) ends with the
+    /// process too, and the state survives a kill at any point.
+    pub(crate) fn owes_an_orderly_stop(&self) -> bool {
+        self.applied_since_snapshot() >= SNAPSHOT_AT_STOP_AFTER || self.node.log.purge_unrecorded()
+    }
+
+    /// The cluster is this member alone: no other voter, no learner.
+    pub(crate) fn alone(&self) -> bool {
+        matches!(self.members().as_slice(), [only] if only.id == self.id())
+    }
+
     /// A member that applied [`SNAPSHOT_AT_STOP_AFTER`] entries or more
     /// since its last snapshot takes one as it stops: it restarts from the
     /// snapshot instead of applying them all again. One-shot runs from cron
     /// append a few entries each and rarely reach `snapshot_every`: after
     /// 400 of them, each run took twice as long (17 ms more) to replay.
     async fn snapshot_before_stop(&self) {
-        let since = {
-            let m = self.node.raft.metrics();
-            let m = m.borrow();
-            let applied = m.last_applied.map_or(0, |l| l.index);
-            applied.saturating_sub(m.snapshot.map_or(0, |s| s.index))
-        };
+        let since = self.applied_since_snapshot();
         if since < SNAPSHOT_AT_STOP_AFTER {
             return;
         }

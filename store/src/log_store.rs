@@ -492,6 +492,13 @@ impl LogStore {
         record_purge_and_compact(&self.inner, &self.recording)
     }
 
+    /// A purge the compactor has not recorded on disk yet (what
+    /// [`LogStore::settle_purges`] would do now).
+    pub(crate) fn purge_unrecorded(&self) -> bool {
+        let g = self.lock();
+        g.last_purged != g.purge_done
+    }
+
     /// How long the log's syncs took.
     pub(crate) fn fsync_durations(&self) -> &crate::histogram::Histogram {
         &self.fsyncs

@@ -209,3 +209,51 @@ async fn invalid_ideal_size_is_ignored() {
     h2.cluster.shutdown().await;
     h1.cluster.shutdown().await;
 }
+
+/// Whether something listens on `url`'s port.
+fn listening(url: &str) -> bool {
+    let addr = url.trim_start_matches("http://");
+    std::net::TcpStream::connect(addr).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_one_shot_member_ends_with_its_process_unless_its_state_owes_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lone = host_config("lone", dir.path(), &[]);
+    lone.single_pass = true;
+    let h = start(lone).await;
+    // Written through its own server, readable through the etcd API.
+    let revision = h.cluster.put(b"/k", b"v").await.unwrap();
+    let c = client(&h.client_url);
+    let kv = c.get(b"/k").await.unwrap().expect("the put is there");
+    assert_eq!(
+        (kv.value.as_slice(), kv.mod_revision),
+        (&b"v"[..], revision)
+    );
+    let url = h.client_url.clone();
+    h.cluster.shutdown_before_exit().await;
+    // Nothing to stop for: left serving, to end with the process.
+    assert!(
+        listening(&url),
+        "a lone member with nothing owed is left running"
+    );
+    assert_eq!(c.get(b"/k").await.unwrap().unwrap().value, b"v");
+
+    // Enough writes for a snapshot at stop: the stop happens, and takes it.
+    let mut owing = host_config("owing", dir.path(), &[]);
+    owing.single_pass = true;
+    let h = start(owing).await;
+    for i in 0..300 {
+        h.cluster
+            .put(format!("/s/{i:03}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+    let url = h.client_url.clone();
+    h.cluster.shutdown_before_exit().await;
+    assert!(!listening(&url), "a member owing a snapshot stops in order");
+    assert!(
+        dir.path().join("owing").join("snapshot.bin").is_file(),
+        "the stop took the snapshot due"
+    );
+}
