@@ -68,8 +68,17 @@ def run(cmd, env=None):
     The peak RSS comes from GNU time (`%M`), not from this script's wait4: a
     child forked from Python starts with Python's resident set counted in its
     ru_maxrss (about 15 MiB). The wall time includes time's own fork and exec,
-    the same for every tool (well under a millisecond)."""
+    the same for every tool (well under a millisecond).
+
+    Each run starts with nothing dirty on the disk (a `sync` first, not
+    timed): a tool that makes its writes durable (mgmt's apply syncs the
+    files it wrote, one `syncfs`) would otherwise also wait for what the tool
+    before it left unwritten (cf-agent does not sync): 10-13 ms of every
+    apply of the tool that ran after cf-agent, whichever it was (the two mgmt
+    rows swapped places, and the 13 ms went with the first; 2026-12-07). What
+    a tool leaves unwritten is then timed for no one."""
     with tempfile.TemporaryFile() as errfile, tempfile.NamedTemporaryFile("r") as rssfile:
+        os.sync()
         start = time.perf_counter()
         proc = subprocess.Popen(
             ["/usr/bin/time", "-f", "%M", "-o", rssfile.name] + cmd,

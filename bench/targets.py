@@ -12,7 +12,8 @@ free loopback ports, and says so. State it created under the default prefix
    method of bench/peers.py: the tools alternate within each round (--runs,
    default 9): a cold apply into an empty stage, then a check of the converged
    state; content and mode verified after each apply, mtimes unchanged after each
-   check; median wall. mgmt: `mgmt run --file G --converged-timeout 0`; cf-agent:
+   check; median wall, each run after a `sync` (bench/peers.py's `run`).
+   mgmt: `mgmt run --file G --converged-timeout 0`; cf-agent:
    `cf-agent -K -f P.cf`; `mgmt ... --no-server` beside them for reference.
    Targets: check >= 20x faster than cf-agent, apply >= 5x (cf-agent median wall
    / mgmt median wall).
