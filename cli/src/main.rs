@@ -359,11 +359,7 @@ fn reloader(
                 }));
             }
             let graph = compiled?;
-            logging::batched(|| {
-                for note in graph.note_texts() {
-                    info!("{note}");
-                }
-            });
+            log_notes(&graph);
             if let Some((client, rt)) = &src.store {
                 let (client, host) = (client.clone(), src.hostname.clone());
                 let exported = graph.exported.clone();
@@ -572,11 +568,7 @@ fn run(args: RunArgs) -> ExitCode {
         report!("error: --graphviz {}: {e}", dot.display());
         return stop_begun(begun, ExitCode::from(EXIT_BAD_INPUT));
     }
-    logging::batched(|| {
-        for note in graph.note_texts() {
-            info!("{note}");
-        }
-    });
+    log_notes(&graph);
     let notifier = sd_notify::Notifier::from_env().map(std::sync::Arc::new);
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(mgmt_io::Progress::default());
     let metrics = args
@@ -888,6 +880,11 @@ fn stop_begun(
         task.abort();
     }
     code
+}
+
+/// The compile's notes (AutoEdges added, resources grouped), one INFO line each.
+fn log_notes(graph: &Graph) {
+    logging::batched(|| logging::info_lines(graph.note_texts()));
 }
 
 fn log_serving(cluster: &mgmt_store::cluster::Cluster) {
