@@ -708,3 +708,57 @@ fn an_agent_without_inotify_stays_up_says_why_and_watches_once_it_can() {
     );
     assert!(agent.terminate().success());
 }
+
+/// `   0.004302647s  INFO ` of a human log line: its stamp in seconds, then its level.
+fn stamp_and_level(line: &str) -> (f64, &str) {
+    let (stamp, rest) = line.trim_start().split_once("s ").expect(line);
+    let (secs, nanos) = stamp.split_once('.').expect(line);
+    assert!(
+        secs.bytes().all(|b| b.is_ascii_digit()) && nanos.len() == 9,
+        "{line}"
+    );
+    (
+        stamp.parse().expect(line),
+        rest.split(' ').nth(1).expect(line),
+    )
+}
+
+#[test]
+fn the_compile_s_notes_are_log_lines_like_the_others_and_come_first() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("sub");
+    let g = write(
+        d.path(),
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  file:\n  - {{name: sub, path: {0}/, state: exists}}\n  - {{name: f, path: {0}/f, content: x}}\n",
+            dir.display()
+        ),
+    );
+    let out = run_to_end(&[
+        "run",
+        "--file",
+        &g,
+        "--converged-timeout",
+        "0",
+        "--no-server",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = |needle: &str| {
+        err.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {err}"))
+    };
+    let note = line("AutoEdge: adding File[sub] -> File[f]");
+    let running = line("running graph");
+    let (note_at, note_level) = stamp_and_level(note);
+    let (running_at, running_level) = stamp_and_level(running);
+    assert_eq!((note_level, running_level), ("INFO", "INFO"), "{err}");
+    assert!(note_at <= running_at, "{err}");
+    assert_eq!(
+        note.find("AutoEdge"),
+        running.find("running"),
+        "the same columns:\n{note}\n{running}"
+    );
+}
