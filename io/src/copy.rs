@@ -279,20 +279,11 @@ fn compare_all(
         }
     };
     let threads = files.len().div_ceil(256).clamp(1, crate::cores());
-    if threads == 1 {
-        return files.iter().map(one).collect();
-    }
-    let chunk = files.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = files
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
+    // A file whose comparison was lost (its thread panicked) is copied again.
+    crate::map_on_threads(files, threads, one)
+        .into_iter()
+        .map(|r| r.unwrap_or((true, None)))
+        .collect()
 }
 
 fn describe(plan: &Plan) -> Vec<String> {

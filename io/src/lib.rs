@@ -38,3 +38,44 @@ pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// `f` of every item, on `threads` threads that each take the next item from
+/// a shared counter; in the items' order. An item whose worker thread
+/// panicked has `None`.
+pub(crate) fn map_on_threads<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<Option<R>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut out = Vec::new();
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(k) else {
+                return out;
+            };
+            out.push((k, f(item)));
+        }
+    };
+    let done = if threads <= 1 {
+        work()
+    } else {
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let mut out = work();
+            for h in helpers {
+                // A helper that panicked leaves its items without a result.
+                if let Ok(d) = h.join() {
+                    out.extend(d);
+                }
+            }
+            out
+        })
+    };
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    for (k, r) in done {
+        results[k] = Some(r);
+    }
+    results
+}

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mgmt_core::resource::FileParams;
 
-use crate::CheckApplyError;
+use crate::{CheckApplyError, map_on_threads};
 use crate::{OwnWrites, copy, file};
 
 /// A file resource's CheckApply: a copy of its `source`, or its own content.
@@ -56,47 +55,6 @@ type Staged = (
     Result<(Vec<String>, Option<file::PendingWrite>), CheckApplyError>,
     f64,
 );
-
-/// `f` of every item, on `threads` threads that each take the next item from
-/// a shared counter; in the items' order. An item whose worker thread
-/// panicked has `None`.
-fn map_on_threads<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<Option<R>> {
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut out = Vec::new();
-        loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some(item) = items.get(k) else {
-                return out;
-            };
-            out.push((k, f(item)));
-        }
-    };
-    let done = if threads <= 1 {
-        work()
-    } else {
-        std::thread::scope(|s| {
-            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let mut out = work();
-            for h in helpers {
-                // A helper that panicked leaves its items without a result.
-                if let Ok(d) = h.join() {
-                    out.extend(d);
-                }
-            }
-            out
-        })
-    };
-    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
-    for (k, r) in done {
-        results[k] = Some(r);
-    }
-    results
-}
 
 /// The error of an item a worker thread left behind when it panicked.
 fn lost(what: &'static str) -> CheckApplyError {
