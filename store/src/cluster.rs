@@ -234,10 +234,7 @@ impl Cluster {
 
     /// This host's server now, if it runs one.
     fn server(&self) -> Option<Arc<StoreHandle>> {
-        self.server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        current_server(&self.server)
     }
 
     /// Puts a key through this host's own server while it runs one (the
@@ -309,6 +306,11 @@ struct LaneTask {
 /// The driver's current server, shared with [`Cluster::store_stats`].
 type SharedServer = Arc<std::sync::Mutex<Option<Arc<StoreHandle>>>>;
 
+/// The server in `shared` now, if any.
+fn current_server(shared: &SharedServer) -> Option<Arc<StoreHandle>> {
+    shared.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Where the figures of this host's store server are read (metrics).
 #[derive(Clone)]
 pub struct StoreStatsSource(SharedServer);
@@ -316,8 +318,7 @@ pub struct StoreStatsSource(SharedServer);
 impl StoreStatsSource {
     /// The server's figures now; `None` while this host runs none.
     pub fn get(&self) -> Option<crate::StoreStats> {
-        let server = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        server.map(|s| s.stats())
+        current_server(&self.0).map(|s| s.stats())
     }
 }
 
