@@ -77,6 +77,7 @@ pub fn check_apply(
             apply,
             Durability::PerFile,
             own,
+            None,
         )?;
         return Ok(changes);
     }
@@ -100,6 +101,7 @@ pub fn check_apply(
         apply,
         Durability::PerFile,
         own,
+        None,
     )?;
     if p.recurse {
         changes.extend(sync_tree(src, trimmed(&p.path), p.force, apply, own)?);

@@ -147,20 +147,132 @@ pub fn check_apply_with(
     durability: Durability,
     own: &OwnWrites,
 ) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
+    check_apply_in(p, apply, durability, own, None)
+}
+
+/// [`check_apply_with`], finding the file by its name in `dir` when that is
+/// its parent (see [`OpenDir`]).
+pub fn check_apply_in(
+    p: &FileParams,
+    apply: bool,
+    durability: Durability,
+    own: &OwnWrites,
+    dir: Option<&OpenDir>,
+) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
     debug_assert!(p.source.is_none(), "a copy is copy::check_apply's");
-    check_apply_bytes(
-        p,
-        p.content.as_deref().map(str::as_bytes),
-        p.mode,
-        apply,
-        durability,
-        own,
-    )
+    let content = p.content.as_deref().map(str::as_bytes);
+    check_apply_bytes(p, content, p.mode, apply, durability, own, dir)
+}
+
+/// A directory held open while a batch of the files in it is checked: each
+/// is then found by its name alone. A file found by its whole path walks
+/// every component of it twice, for the stat and for the open; from the
+/// directory, one (1 000 converged files, alternating, median of 15 in C:
+/// 6.7 -> 5.9 ms on one thread). Held for one batch: a directory replaced
+/// meanwhile is seen by the next check, as any change after a check is.
+pub struct OpenDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl OpenDir {
+    /// `path` held open (`O_PATH`: nothing is read, no permission asked
+    /// beyond the search of the lookups); `None` if it cannot be, and the
+    /// files in it are found by their paths.
+    pub fn open(path: &Path) -> Option<OpenDir> {
+        use nix::fcntl::OFlag;
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).ok()?;
+        Some(OpenDir {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What a check needs to know of what is at a path (`lstat`'s view: a link
+/// is a link, not its target).
+struct Found {
+    symlink: bool,
+    dir: bool,
+    len: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl From<fs::Metadata> for Found {
+    fn from(m: fs::Metadata) -> Found {
+        Found {
+            symlink: m.file_type().is_symlink(),
+            dir: m.is_dir(),
+            len: m.len(),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+        }
+    }
+}
+
+/// Where a check finds the file: by its path, or by its name in its open
+/// parent directory.
+enum Lookup<'a> {
+    Path(&'a Path),
+    InDir(&'a OpenDir, &'a std::ffi::OsStr),
+}
+
+impl Lookup<'_> {
+    /// What is there, without following a link; `None` if nothing is.
+    fn stat(&self) -> io::Result<Option<Found>> {
+        let found = match self {
+            Lookup::Path(path) => fs::symlink_metadata(path).map(Found::from),
+            Lookup::InDir(dir, name) => {
+                use nix::sys::stat::{SFlag, fstatat};
+                fstatat(&dir.fd, *name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map(|st| {
+                        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                        Found {
+                            symlink: kind == SFlag::S_IFLNK,
+                            dir: kind == SFlag::S_IFDIR,
+                            len: u64::try_from(st.st_size).unwrap_or(0),
+                            mode: st.st_mode,
+                            uid: st.st_uid,
+                            gid: st.st_gid,
+                        }
+                    })
+                    .map_err(io::Error::from)
+            }
+        };
+        match found {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open(&self) -> io::Result<fs::File> {
+        match self {
+            Lookup::Path(path) => fs::File::open(path),
+            Lookup::InDir(dir, name) => {
+                use nix::fcntl::OFlag;
+                let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+                nix::fcntl::openat(&dir.fd, *name, flags, nix::sys::stat::Mode::empty())
+                    .map(fs::File::from)
+                    .map_err(io::Error::from)
+            }
+        }
+    }
 }
 
 /// The file resource's check and repair with the content given as bytes
 /// (`None`: not managed) and `mode` as the mode to manage (`None`: keep
-/// what is there; new files and directories get the defaults).
+/// what is there; new files and directories get the defaults). The check
+/// finds the file in `dir` if that is its parent ([`OpenDir`]); a repair
+/// goes by the path.
 pub fn check_apply_bytes(
     p: &FileParams,
     content: Option<&[u8]>,
@@ -168,6 +280,7 @@ pub fn check_apply_bytes(
     apply: bool,
     durability: Durability,
     own: &OwnWrites,
+    dir: Option<&OpenDir>,
 ) -> Result<(Vec<String>, Option<PendingWrite>), FileError> {
     let path = Path::new(p.path.trim_end_matches('/'));
     let path = if path.as_os_str().is_empty() {
@@ -175,28 +288,28 @@ pub fn check_apply_bytes(
     } else {
         path
     };
-    let mut changes = Vec::new();
-    let mut existing = match fs::symlink_metadata(path) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(path, "stat")(e)),
+    let lookup = match (dir, path.file_name()) {
+        (Some(dir), Some(name)) if path.parent() == Some(dir.path()) => Lookup::InDir(dir, name),
+        _ => Lookup::Path(path),
     };
+    let mut changes = Vec::new();
+    let mut existing = lookup.stat().map_err(io_err(path, "stat"))?;
 
     // `force`: a directory where a file should be, or the other way round, is
     // replaced (never a link: that is refused below either way).
     if p.force
         && p.state == FileState::Exists
         && let Some(m) = &existing
-        && !m.file_type().is_symlink()
-        && m.is_dir() != p.is_dir()
+        && !m.symlink
+        && m.dir != p.is_dir()
     {
-        changes.push(if m.is_dir() {
+        changes.push(if m.dir {
             "replaced a directory by a file".to_string()
         } else {
             "replaced a file by a directory".to_string()
         });
         if apply {
-            if m.is_dir() {
+            if m.dir {
                 fs::remove_dir_all(path).map_err(io_err(path, "remove"))?;
             } else {
                 fs::remove_file(path).map_err(io_err(path, "remove"))?;
@@ -209,15 +322,15 @@ pub fn check_apply_bytes(
         if let Some(m) = existing {
             // Only a resource declared as a directory (trailing '/') may remove a
             // tree: a typo in a file's path must never delete a directory.
-            if m.is_dir() && !p.is_dir() {
+            if m.dir && !p.is_dir() {
                 return Err(FileError::IsDir(path.to_path_buf()));
             }
-            if !m.is_dir() && p.is_dir() {
+            if !m.dir && p.is_dir() {
                 return Err(FileError::NotDir(path.to_path_buf()));
             }
             changes.push("removed".to_string());
             if apply {
-                if m.is_dir() {
+                if m.dir {
                     fs::remove_dir_all(path).map_err(io_err(path, "remove"))?;
                 } else {
                     fs::remove_file(path).map_err(io_err(path, "remove"))?;
@@ -228,10 +341,7 @@ pub fn check_apply_bytes(
     }
     // chmod and chown would act on the link's target, not on what the graph
     // names; refuse rather than guess.
-    if existing
-        .as_ref()
-        .is_some_and(|m| m.file_type().is_symlink())
-    {
+    if existing.as_ref().is_some_and(|m| m.symlink) {
         return Err(FileError::Symlink(path.to_path_buf()));
     }
 
@@ -295,24 +405,27 @@ pub fn check_apply_bytes(
         return Ok((changes, pending));
     };
 
-    if p.is_dir() && !meta.is_dir() {
+    if p.is_dir() && !meta.dir {
         return Err(FileError::NotDir(path.to_path_buf()));
     }
-    if !p.is_dir() && meta.is_dir() {
+    if !p.is_dir() && meta.dir {
         return Err(FileError::IsDir(path.to_path_buf()));
     }
 
-    let current_mode = meta.mode() & 0o7777;
+    let current_mode = meta.mode & 0o7777;
     if let Some(want) = content {
-        let same =
-            meta.len() == want.len() as u64 && holds(path, want).map_err(io_err(path, "read"))?;
+        let same = meta.len == want.len() as u64
+            && lookup
+                .open()
+                .and_then(|f| holds(f, want))
+                .map_err(io_err(path, "read"))?;
         if !same {
             changes.push("changed content".to_string());
             if apply {
                 // Keep what the graph does not manage: mode and ownership.
                 let mode = mode.unwrap_or(current_mode);
-                let uid = uid.or(Some(meta.uid()));
-                let gid = gid.or(Some(meta.gid()));
+                let uid = uid.or(Some(meta.uid));
+                let gid = gid.or(Some(meta.gid));
                 let pending = atomic_write(path, want, mode, uid, gid, durability, own)?;
                 return Ok((changes, pending));
             }
@@ -327,8 +440,8 @@ pub fn check_apply_bytes(
                 .map_err(io_err(path, "chmod"))?;
         }
     }
-    let uid_change = uid.filter(|&u| u != meta.uid());
-    let gid_change = gid.filter(|&g| g != meta.gid());
+    let uid_change = uid.filter(|&u| u != meta.uid);
+    let gid_change = gid.filter(|&g| g != meta.gid);
     if uid_change.is_some() || gid_change.is_some() {
         changes.push("changed ownership".to_string());
         if apply {
@@ -353,14 +466,13 @@ fn make_parent(dir: &Path) -> Result<bool, FileError> {
     }
 }
 
-/// Whether the file at `path` holds exactly `want`. Read in pieces no longer
-/// than what is left to compare plus one byte, and without a stat of its own
-/// (the caller has one): a check of a converged file costs an open and one
-/// read, which comes back short at the end of a regular file (no second
-/// read to find its end).
-fn holds(path: &Path, want: &[u8]) -> io::Result<bool> {
+/// Whether `file` holds exactly `want`. Read in pieces no longer than what
+/// is left to compare plus one byte, and without a stat of its own (the
+/// caller has one): a check of a converged file costs an open and one read,
+/// which comes back short at the end of a regular file (no second read to
+/// find its end).
+fn holds(mut file: fs::File, want: &[u8]) -> io::Result<bool> {
     use std::io::Read as _;
-    let mut file = fs::File::open(path)?;
     let mut buf = [0u8; 8192];
     let mut rest = want;
     loop {
@@ -594,7 +706,7 @@ pub(crate) mod tests {
         ] {
             std::fs::write(&f, on_disk).unwrap();
             assert_eq!(
-                holds(&f, want).unwrap(),
+                holds(fs::File::open(&f).unwrap(), want).unwrap(),
                 holds_it,
                 "{} bytes",
                 on_disk.len()
@@ -603,8 +715,53 @@ pub(crate) mod tests {
         let mut changed = big.clone();
         changed[15_000] ^= 1;
         std::fs::write(&f, &changed).unwrap();
-        assert!(!holds(&f, &big).unwrap());
-        assert!(holds(&d.join("missing"), b"").is_err());
+        assert!(!holds(fs::File::open(&f).unwrap(), &big).unwrap());
+    }
+
+    /// A check through the parent held open says what one by the path says,
+    /// whatever is there; a file elsewhere is found by its path.
+    #[test]
+    fn a_check_in_an_open_directory_sees_what_one_by_path_sees() {
+        let d = tempdir();
+        let other = tempdir();
+        std::fs::write(d.join("same"), "hello\n").unwrap();
+        std::fs::write(d.join("differs"), "hellO\n").unwrap();
+        std::fs::write(d.join("longer"), "hello\n!").unwrap();
+        std::fs::write(d.join("mode"), "hello\n").unwrap();
+        std::fs::set_permissions(d.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(d.join("same"), d.join("link")).unwrap();
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::fs::write(other.join("elsewhere"), "hello\n").unwrap();
+        let open = OpenDir::open(&d).expect("the directory opens");
+        assert!(
+            OpenDir::open(&d.join("same")).is_none(),
+            "a file is no directory"
+        );
+        let paths = [
+            "same", "differs", "longer", "mode", "link", "dir", "missing",
+        ]
+        .map(|n| d.join(n))
+        .into_iter()
+        .chain([other.join("elsewhere")]);
+        let own = OwnWrites::default();
+        for path in paths {
+            let mut p = params(&path, Some("hello\n"));
+            p.mode = Some(0o644);
+            let by_path = check_apply_in(&p, false, Durability::PerFile, &own, None);
+            let in_dir = check_apply_in(&p, false, Durability::PerFile, &own, Some(&open));
+            assert_eq!(
+                format!("{in_dir:?}"),
+                format!("{by_path:?}"),
+                "{}",
+                path.display()
+            );
+        }
+        let converged = params(&d.join("same"), Some("hello\n"));
+        let (changes, _) =
+            check_apply_in(&converged, false, Durability::PerFile, &own, Some(&open)).unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+        fs::remove_dir_all(d).unwrap();
+        fs::remove_dir_all(other).unwrap();
     }
 
     #[test]

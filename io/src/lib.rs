@@ -47,15 +47,27 @@ pub(crate) fn map_on_threads<T: Sync, R: Send>(
     threads: usize,
     f: impl Fn(&T) -> R + Sync,
 ) -> Vec<Option<R>> {
+    map_on_threads_with(items, threads, || (), |(), item| f(item))
+}
+
+/// [`map_on_threads`], each thread keeping a state of its own from `init`
+/// for the items it takes (a directory it holds open, say).
+pub(crate) fn map_on_threads_with<T: Sync, S, R: Send>(
+    items: &[T],
+    threads: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<Option<R>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
         let mut out = Vec::new();
+        let mut state = init();
         loop {
             let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(item) = items.get(k) else {
                 return out;
             };
-            out.push((k, f(item)));
+            out.push((k, f(&mut state, item)));
         }
     };
     let done = if threads <= 1 {

@@ -9,20 +9,32 @@ use std::time::Instant;
 
 use mgmt_core::resource::FileParams;
 
-use crate::{CheckApplyError, map_on_threads};
+use crate::{CheckApplyError, map_on_threads, map_on_threads_with};
 use crate::{OwnWrites, copy, file};
 
-/// A file resource's CheckApply: a copy of its `source`, or its own content.
+/// A file resource's CheckApply: a copy of its `source`, or its own content
+/// (found in `dir` if that is its parent).
 fn check_apply_file(
     p: &FileParams,
     apply: bool,
     durability: file::Durability,
     own: &OwnWrites,
+    dir: Option<&file::OpenDir>,
 ) -> Result<(Vec<String>, Option<file::PendingWrite>), file::FileError> {
     match &p.source {
         Some(source) => copy::check_apply(p, source, apply, own).map(|c| (c, None)),
-        None => file::check_apply_with(p, apply, durability, own),
+        None => file::check_apply_in(p, apply, durability, own, dir),
     }
+}
+
+/// The parent directory of the file at `path`, held open by `held` (opened
+/// now if it holds another): a batch's files mostly share a few.
+fn parent_held<'a>(held: &'a mut Option<file::OpenDir>, path: &str) -> Option<&'a file::OpenDir> {
+    let parent = Path::new(path.trim_end_matches('/')).parent()?;
+    if held.as_ref().is_none_or(|d| d.path() != parent) {
+        *held = file::OpenDir::open(parent);
+    }
+    held.as_ref()
 }
 
 /// Files per worker thread below which another thread costs more than it saves.
@@ -84,13 +96,25 @@ pub(super) fn check_apply_files(
     apply: bool,
     own: &OwnWrites,
 ) -> Vec<FileOutcome> {
-    let checked = map_on_threads(files, file_threads(files.len()), |(_, p)| {
-        let started = Instant::now();
-        let r = check_apply_file(p, false, file::Durability::PerFile, own)
-            .map(|(changes, _)| changes)
-            .map_err(CheckApplyError::from);
-        (r, elapsed_ms(started))
-    });
+    let threads = file_threads(files.len());
+    let checked = map_on_threads_with(
+        files,
+        threads,
+        || None,
+        |held, (_, p)| {
+            let started = Instant::now();
+            // A copy compares with its source, by path.
+            let dir = p
+                .source
+                .is_none()
+                .then(|| parent_held(held, &p.path))
+                .flatten();
+            let r = check_apply_file(p, false, file::Durability::PerFile, own, dir)
+                .map(|(changes, _)| changes)
+                .map_err(CheckApplyError::from);
+            (r, elapsed_ms(started))
+        },
+    );
     let checked: Vec<FileOutcome> = files
         .iter()
         .zip(checked)
@@ -116,7 +140,8 @@ pub(super) fn check_apply_files(
     // Repair what differs; this checks again, so what it reports is what it did.
     let repaired = map_on_threads(&to_fix, file_threads(to_fix.len()), |&k| {
         let started = Instant::now();
-        let r = check_apply_file(&files[k].1, true, durability, own).map_err(CheckApplyError::from);
+        let r = check_apply_file(&files[k].1, true, durability, own, None)
+            .map_err(CheckApplyError::from);
         (r, elapsed_ms(started))
     });
     let mut repaired = to_fix.iter().copied().zip(repaired).peekable();
