@@ -630,7 +630,9 @@ impl Driver {
     /// The watch starts after the first read, so no change between the two
     /// is missed; it is opened again (from the last read) if it ends.
     fn ensure_keys_watch(&mut self) {
-        if self.keys_watch.is_some() {
+        // A single pass alone in its store watches nothing: no one else
+        // writes clustering keys there before it ends.
+        if self.keys_watch.is_some() || self.agent.alone_for_one_pass() {
             return;
         }
         let (Some(c), Some(rev)) = (&self.client, self.watched_from) else {
@@ -1008,6 +1010,20 @@ async fn list_members(ctx: &Ctx, via: Option<Vec<String>>) -> Vec<agent::MemberL
         .collect()
 }
 
+/// Whether this host's own server is its membership's only voter and leads
+/// (once it has voted for itself, which such a member does at once). Then a
+/// read through the cluster is a read from that server: the client's would
+/// reach it over a connection to itself (a lone member's restart read its
+/// keys that way, then from its store once it led).
+async fn leads_alone(ctx: &Ctx) -> bool {
+    let Some(s) = ctx.server.as_ref() else {
+        return false;
+    };
+    let membership = s.membership();
+    let only_voter = membership.loaded && membership.voter_sets.iter().all(|set| set == &[s.id()]);
+    only_voter && s.wait_for_leader(ctx.config.request_timeout).await.ok() == Some(s.id())
+}
+
 impl<'a> From<&'a crate::client::KeyValue> for RawKv<'a> {
     fn from(kv: &'a crate::client::KeyValue) -> Self {
         RawKv {
@@ -1023,7 +1039,7 @@ async fn read_keys(ctx: &Ctx, from_own_store: bool) -> Option<(i64, ClusterKeys)
     // not the deploys, whose texts may be large).
     let (key, range_end) = keys::read_range();
     let failed = |e: &dyn std::fmt::Display| debug!(error = %e, "cannot read {}", keys::PREFIX);
-    if from_own_store {
+    if from_own_store || leads_alone(ctx).await {
         let s = ctx.server.as_ref()?;
         let (revision, kvs) = s
             .get_range_at(&key, &range_end)

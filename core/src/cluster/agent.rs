@@ -418,6 +418,8 @@ pub struct Status {
     pub leader: bool,
     /// This host is nominated.
     pub nominated: bool,
+    /// The agent has read the cluster's keys (it is connected).
+    pub keys_read: bool,
     /// Times this host started a server.
     pub servers_started: u64,
     /// The agent has finished (it left).
@@ -847,6 +849,7 @@ impl Agent {
             },
             leader: self.is_leader(),
             nominated: self.nomination().is_some(),
+            keys_read: self.connected,
             servers_started: self.servers_started,
             done: self.finished,
             members,
@@ -1732,7 +1735,7 @@ impl Agent {
     /// they would cost a lease grant, two puts and a revoke, each a synced
     /// raft write. The nominator never un-nominates a lone leader that does
     /// not volunteer; once another member shows up, the keys are written.
-    fn alone_for_one_pass(&self) -> bool {
+    pub fn alone_for_one_pass(&self) -> bool {
         self.config.single_pass
             && self.config.seeds.is_empty()
             && !self

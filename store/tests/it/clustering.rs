@@ -216,6 +216,48 @@ fn listening(url: &str) -> bool {
     std::net::TcpStream::connect(addr).is_ok()
 }
 
+/// A member restarted alone (no seeds, the only voter of its store) reads the
+/// cluster's keys from its own store once it leads, not through its etcd API
+/// over a connection to itself; a single pass also watches none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_member_reads_its_keys_from_its_own_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(host_config("lone", dir.path(), &[])).await;
+    first.cluster.shutdown().await;
+    for single_pass in [false, true] {
+        let mut config = host_config("lone", dir.path(), &[]);
+        config.single_pass = single_pass;
+        let h = start(config).await;
+        let mut status = h.cluster.status();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.keys_read && s.leader),
+        )
+        .await
+        .expect("the keys are read within 10 s")
+        .unwrap();
+        let stats = || h.cluster.store_stats().get().expect("a server runs");
+        if !single_pass {
+            // The keys watch follows the first read (through the client).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while stats().watchers == 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let stats = stats();
+        assert_eq!(
+            stats.ranges, 0,
+            "single pass {single_pass}: no read through the etcd API"
+        );
+        assert_eq!(
+            stats.watchers > 0,
+            !single_pass,
+            "single pass {single_pass}: the keys watched in a daemon only"
+        );
+        h.cluster.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_one_shot_member_ends_with_its_process_unless_its_state_owes_a_stop() {
     let dir = tempfile::tempdir().unwrap();
