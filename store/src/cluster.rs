@@ -1020,7 +1020,9 @@ async fn leads_alone(ctx: &Ctx) -> bool {
         return false;
     };
     let membership = s.membership();
-    let only_voter = membership.loaded && membership.voter_sets.iter().all(|set| set == &[s.id()]);
+    let only_voter = membership.loaded
+        && !membership.voter_sets.is_empty()
+        && membership.voter_sets.iter().all(|set| set == &[s.id()]);
     only_voter && s.wait_for_leader(ctx.config.request_timeout).await.ok() == Some(s.id())
 }
 

@@ -3,7 +3,7 @@
 //! (or one `syncfs`), then renamed into place on one thread.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,14 +27,19 @@ fn check_apply_file(
     }
 }
 
-/// The parent directory of the file at `path`, held open by `held` (opened
-/// now if it holds another): a batch's files mostly share a few.
-fn parent_held<'a>(held: &'a mut Option<file::OpenDir>, path: &str) -> Option<&'a file::OpenDir> {
+/// A worker thread's current parent directory, and that directory held
+/// open (`None` if it could not be: a missing directory is not tried again
+/// for each of its files).
+type HeldDir = Option<(PathBuf, Option<file::OpenDir>)>;
+
+/// The parent directory of the file at `path`, from `held` (opened now if
+/// that holds another): a batch's files mostly share a few.
+fn parent_held<'a>(held: &'a mut HeldDir, path: &str) -> Option<&'a file::OpenDir> {
     let parent = Path::new(path.trim_end_matches('/')).parent()?;
-    if held.as_ref().is_none_or(|d| d.path() != parent) {
-        *held = file::OpenDir::open(parent);
+    if held.as_ref().is_none_or(|(p, _)| p != parent) {
+        *held = Some((parent.to_path_buf(), file::OpenDir::open(parent)));
     }
-    held.as_ref()
+    held.as_ref().and_then(|(_, d)| d.as_ref())
 }
 
 /// Files per worker thread below which another thread costs more than it saves.
