@@ -1019,11 +1019,25 @@ async fn leads_alone(ctx: &Ctx) -> bool {
     let Some(s) = ctx.server.as_ref() else {
         return false;
     };
-    let membership = s.membership();
+    let budget = ctx.config.request_timeout;
+    let mut changes = s.membership_changes();
+    let mut membership = changes.state();
+    // A member without seeds has its membership from its own log (or its
+    // bootstrap) as soon as raft reports it; one that joins has it only
+    // from its leader, and does not wait for it here.
+    while !membership.loaded && ctx.config.seeds.is_empty() {
+        if !matches!(
+            tokio::time::timeout(budget, changes.changed()).await,
+            Ok(true)
+        ) {
+            return false;
+        }
+        membership = changes.state();
+    }
     let only_voter = membership.loaded
         && !membership.voter_sets.is_empty()
         && membership.voter_sets.iter().all(|set| set == &[s.id()]);
-    only_voter && s.wait_for_leader(ctx.config.request_timeout).await.ok() == Some(s.id())
+    only_voter && s.wait_for_leader(budget).await.ok() == Some(s.id())
 }
 
 impl<'a> From<&'a crate::client::KeyValue> for RawKv<'a> {
