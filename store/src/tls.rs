@@ -285,6 +285,18 @@ impl Links {
 }
 
 /// Why a handshake failed, in an operator's words where rustls's are terse.
+/// Whether a failed handshake only ended because the client closed or reset
+/// the connection, without any TLS error on either side.
+fn abandoned(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe
+    ) && e
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_none()
+}
+
 fn refusal(e: &io::Error) -> String {
     let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
         return e.to_string();
@@ -348,6 +360,12 @@ pub(crate) fn accept(incoming: Incoming, config: &LinkTls, link: Link, url: Stri
                 let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await;
                 let tls = match shaken {
                     Ok(Ok(tls)) => tls,
+                    // The client went away mid-handshake (a peer stopping or
+                    // giving up its dial, a port probe): nothing was refused.
+                    Ok(Err(e)) if abandoned(&e) => {
+                        tracing::debug!(%link, %url, %from, error = %e, "TLS handshake abandoned by the client");
+                        return;
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(%link, %url, %from, reason = %refusal(&e), "TLS connection refused");
                         return;
@@ -406,5 +424,34 @@ fn refusal_by_server(e: &io::Error) -> String {
             format!("the server does not speak TLS (an http:// URL?): {tls}")
         }
         _ => refusal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that closes or resets mid-handshake is not reported as a
+    /// refusal; a TLS error, whatever its kind, is.
+    #[test]
+    fn a_client_gone_mid_handshake_is_not_a_refusal() {
+        for kind in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::BrokenPipe,
+        ] {
+            assert!(abandoned(&io::Error::from(kind)), "{kind:?}");
+        }
+        let refused = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::NoCertificatesPresented,
+        );
+        assert!(!abandoned(&refused));
+        assert_eq!(refusal(&refused), "the client presented no certificate");
+        let reset_by_tls = io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            rustls::Error::NoCertificatesPresented,
+        );
+        assert!(!abandoned(&reset_by_tls));
     }
 }
