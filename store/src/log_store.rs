@@ -835,6 +835,19 @@ mod tests {
         }
     }
 
+    /// An entry of a 64 KiB value.
+    fn big(index: u64) -> Entry {
+        let mut e = entry(index);
+        if let EntryPayload::Normal(Timed {
+            command: Command::Put(p),
+            ..
+        }) = &mut e.payload
+        {
+            p.value = vec![index as u8; 64 << 10];
+        }
+        e
+    }
+
     fn purge_id(index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(1, 7), index)
     }
@@ -855,17 +868,6 @@ mod tests {
     /// ones are read back from the file.
     #[tokio::test]
     async fn a_reopened_log_keeps_its_newest_entries_in_memory() {
-        let big = |index: u64| {
-            let mut e = entry(index);
-            if let EntryPayload::Normal(Timed {
-                command: Command::Put(p),
-                ..
-            }) = &mut e.payload
-            {
-                p.value = vec![index as u8; 64 << 10];
-            }
-            e
-        };
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = LogStore::open(dir.path(), false, 64 << 20).unwrap();
         // About 19 MiB of frames: more than the cache holds.
@@ -958,6 +960,38 @@ mod tests {
         let (purged, entries) = reopened_entries(dir.path()).await;
         assert_eq!(purged, Some(purge_id(40)));
         assert_eq!(entries, (41..=50).map(entry).collect::<Vec<_>>());
+    }
+
+    /// A compaction on the compactor's thread frees the old file a step at a
+    /// time while appends go on: what it kept, and what came meanwhile, reads
+    /// back after a restart.
+    #[tokio::test]
+    async fn a_large_log_compacted_on_its_thread_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogStore::open(dir.path(), true, 64 << 20).unwrap();
+        // About 8 MiB: the old file is freed in several steps.
+        log.lock().write_frames((1..=120).map(big)).unwrap();
+        log.purge(purge_id(100)).await.unwrap();
+        for i in 121..=140 {
+            log.lock().write_frames([big(i)]).unwrap();
+        }
+        let done = || {
+            let g = log.lock();
+            g.purge_done == g.last_purged && g.swaps > 0
+        };
+        for _ in 0..500 {
+            if done() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(done(), "the compactor never compacted");
+        let on_disk = fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+        assert!(on_disk < 3 << 20, "{on_disk} bytes left");
+        drop(log);
+        let (purged, entries) = reopened_entries(dir.path()).await;
+        assert_eq!(purged, Some(purge_id(100)));
+        assert_eq!(entries, (101..=140).map(big).collect::<Vec<_>>());
     }
 
     /// With the compactor on its own thread, appends and purges go on while
