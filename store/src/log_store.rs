@@ -190,7 +190,8 @@ fn flusher(
         }
         complete(callbacks, synced);
         // Only now: if the compactor swapped files, this may be the old one's
-        // last close, which frees its blocks and takes a while.
+        // last close, which frees what of its blocks the compactor has not
+        // freed yet.
         drop((file, swapped));
     }
 }
@@ -848,6 +849,23 @@ mod tests {
         e
     }
 
+    /// Waits, bounded, for the compactor thread to be done with the last
+    /// purge (its compaction included) before the files are read again: the
+    /// thread has no completion to wait on but the state it leaves.
+    async fn compactor_caught_up(log: &LogStore) {
+        let done = || {
+            let g = log.lock();
+            g.purge_done == g.last_purged
+        };
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the compactor never caught up");
+    }
+
     fn purge_id(index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(1, 7), index)
     }
@@ -975,17 +993,8 @@ mod tests {
         for i in 121..=140 {
             log.lock().write_frames([big(i)]).unwrap();
         }
-        let done = || {
-            let g = log.lock();
-            g.purge_done == g.last_purged && g.swaps > 0
-        };
-        for _ in 0..500 {
-            if done() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(done(), "the compactor never compacted");
+        compactor_caught_up(&log).await;
+        assert!(log.lock().swaps > 0, "no compaction ran");
         let on_disk = fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
         assert!(on_disk < 3 << 20, "{on_disk} bytes left");
         drop(log);
@@ -1007,19 +1016,7 @@ mod tests {
                 log.purge(purge_id(i - 100)).await.unwrap();
             }
         }
-        // Bounded wait for the thread to be done with the last purge (its
-        // compaction included) before the files are read again.
-        let done = || {
-            let g = log.lock();
-            g.purge_done == g.last_purged
-        };
-        for _ in 0..500 {
-            if done() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(done(), "the compactor never caught up");
+        compactor_caught_up(&log).await;
         assert!(log.lock().swaps > 0, "no compaction ran");
         drop(log);
         let (purged, entries) = reopened_entries(dir.path()).await;
